@@ -1,0 +1,70 @@
+"""prserv: a drop-in PR (package revision) server for BitBake.
+
+Same package name and public functions as bitbake's ``lib/prserv`` (see
+``bitbake-api.md``); imports nothing outside the standard library at import time,
+so it can be copied over bitbake's own ``lib/prserv``.
+"""
+
+import logging
+
+__version__ = "2.19.0"
+"""The bitbake prserv API version implemented (reported as ``core_ver`` in exports).
+
+bitbake's ``bin/bitbake-prserv`` refuses to run when its own version string differs
+from this one; ship our ``bin/bitbake-prserv`` together with ``lib/prserv``.
+"""
+
+logger = logging.getLogger("BitBake.PRserv")
+
+from .revision import (_revision_greater_or_equal, increase_revision,  # noqa: E402
+                       revision_greater, revision_smaller)
+
+
+def create_server(addr, dbpath, upstream=None, read_only=False):
+    """A ``PRServer`` for ``addr`` (``host:port``, ``[v6]:port``, ``unix://path``,
+    ``ws://host:port``); nothing is bound until it serves (``serve_forever`` /
+    ``serve_as_process``)."""
+    from . import serv
+
+    server = serv.PRServer(dbpath, read_only=read_only, upstream=upstream)
+    server.start_server(addr)
+    return server
+
+
+def create_client(addr):
+    """A blocking ``PRClient`` for ``addr``; TCP and websocket connect lazily (on the
+    first call, with retries), unix sockets at once.  On failure the client is
+    closed and the exception propagates."""
+    from . import client
+    from .asyncrpc.address import ADDR_TYPE_UNIX, parse_address
+
+    c = client.PRClient()
+    try:
+        kind, args = parse_address(addr)
+        if kind == ADDR_TYPE_UNIX:
+            c.connect_unix(*args)
+        else:
+            c.connect_address(addr)
+        return c
+    except Exception:
+        c.close()
+        raise
+
+
+async def create_async_client(addr):
+    """A ``PRAsyncClient`` for ``addr`` (connects on its first call)."""
+    from . import client
+
+    c = client.PRAsyncClient()
+    try:
+        await c.connect_address(addr)
+        return c
+    except Exception:
+        await c.close()
+        raise
+
+
+__all__ = [
+    "__version__", "logger", "create_server", "create_client", "create_async_client",
+    "increase_revision", "revision_greater", "revision_smaller", "_revision_greater_or_equal",
+]

@@ -1,0 +1,289 @@
+"""Connections: move lines and messages between a transport and the framing code.
+
+``StreamConnection`` (TCP and unix sockets) is an ``asyncio.Protocol`` feeding the
+sans-I/O ``LineBuffer`` -- cheaper per request than ``StreamReader.readline``.
+``WebsocketConnection`` maps each line to one websocket text message (no chunk
+streams on websockets).  Both offer the same small interface, so the server and
+client code above never look at the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any, Callable, Deque, List, Optional
+
+from . import protocol
+from .exceptions import ConnectionClosedError, ReadTimeoutError
+
+_PAUSE_READING_LINES = 256   # pipelined lines buffered before the peer is slowed down
+_RESUME_READING_LINES = 64
+
+
+class Connection:
+    """What server and client code use: lines for setup, messages afterwards."""
+
+    timeout: float = -1
+
+    def __init__(self, max_message: int = protocol.DEFAULT_MAX_MESSAGE) -> None:
+        self._reader = protocol.MessageReader(max_message)
+
+    @property
+    def address(self) -> str:
+        raise NotImplementedError
+
+    async def recv_line(self) -> str:
+        """Next line, without its ``\\n``; ``ConnectionClosedError`` at end of stream."""
+        raise NotImplementedError
+
+    async def send_lines(self, lines: List[str]) -> None:
+        raise NotImplementedError
+
+    async def send_message(self, message: Any) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def recv_message(self) -> Any:
+        """Next message (chunk streams reassembled)."""
+        reader = self._reader
+        while True:
+            message = reader.feed_line(await self.recv_line())
+            if message is not protocol.INCOMPLETE:
+                return message
+
+
+class LineProtocol(asyncio.Protocol):
+    """Buffers complete lines for one reader coroutine, with flow control both ways."""
+
+    def __init__(self, max_line: int = protocol.DEFAULT_MAX_LINE,
+                 on_connection: Optional[Callable[["LineProtocol"], None]] = None) -> None:
+        self._buffer = protocol.LineBuffer(max_line)
+        self._lines: Deque[bytes] = collections.deque()
+        self._waiter: Optional[asyncio.Future] = None
+        self._drain_waiter: Optional[asyncio.Future] = None
+        self._error: Optional[BaseException] = None
+        self._eof = False
+        self._lost = False
+        self._read_paused = False
+        self._write_paused = False
+        self._on_connection = on_connection
+        self.transport: Optional[asyncio.Transport] = None
+
+    # -- asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self._on_connection is not None:
+            self._on_connection(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            lines = self._buffer.feed(data)
+        except protocol.LineTooLongError as exc:
+            self._error = exc
+            self.transport.pause_reading()
+            self._read_paused = True
+        else:
+            if lines:
+                self._lines.extend(lines)
+                if len(self._lines) > _PAUSE_READING_LINES and not self._read_paused:
+                    self.transport.pause_reading()
+                    self._read_paused = True
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self._eof = self._lost = True
+        self._wake()
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionClosedError("connection lost"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- used by StreamConnection
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def readline(self, timeout: float = -1) -> bytes:
+        while not self._lines:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                raise ConnectionClosedError("connection closed by peer")
+            await self._wait_for_data(timeout)
+        line = self._lines.popleft()
+        if self._read_paused and len(self._lines) < _RESUME_READING_LINES and self._error is None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return line
+
+    async def _wait_for_data(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = None
+        if timeout is not None and timeout >= 0:
+            timer = loop.call_later(timeout, _expire, waiter, timeout)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    async def drain(self) -> None:
+        if self._lost:
+            raise ConnectionClosedError("connection lost")
+        if not self._write_paused:
+            return
+        waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
+        await waiter
+
+
+def _expire(waiter: asyncio.Future, timeout: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(ReadTimeoutError("no data within %g s" % timeout))
+
+
+class StreamConnection(Connection):
+    """A TCP or unix stream connection speaking newline-framed messages."""
+
+    def __init__(self, line_protocol: LineProtocol, timeout: float = -1,
+                 max_chunk: int = protocol.MAX_CHUNK,
+                 max_message: int = protocol.DEFAULT_MAX_MESSAGE) -> None:
+        super().__init__(max_message)
+        self._protocol = line_protocol
+        self._transport = line_protocol.transport
+        self.timeout = timeout
+        self.max_chunk = max_chunk
+
+    @property
+    def address(self) -> str:
+        peer = self._transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            return "%s:%s" % (peer[0], peer[1])
+        return str(peer or self._transport.get_extra_info("sockname") or "unix")
+
+    async def recv_line(self) -> str:
+        return protocol.decode_line(await self._protocol.readline(self.timeout))
+
+    async def send_lines(self, lines: List[str]) -> None:
+        self._write(("".join(line + "\n" for line in lines)).encode("utf-8"))
+        await self._protocol.drain()
+
+    async def send_message(self, message: Any) -> None:
+        self._write(protocol.encode_message(message, self.max_chunk))
+        await self._protocol.drain()
+
+    def _write(self, data: bytes) -> None:
+        if self._transport.is_closing():
+            raise ConnectionClosedError("connection is closed")
+        self._transport.write(data)
+
+    async def close(self) -> None:
+        self._transport.close()
+
+
+class WebsocketConnection(Connection):
+    """A websocket connection: one text message per line or JSON message."""
+
+    def __init__(self, websocket: Any, timeout: float = -1,
+                 max_message: int = protocol.DEFAULT_MAX_MESSAGE) -> None:
+        super().__init__(max_message)
+        self.websocket = websocket
+        self.timeout = timeout
+
+    @property
+    def address(self) -> str:
+        remote = self.websocket.remote_address
+        if isinstance(remote, tuple):
+            return "%s:%s" % (remote[0], remote[1])
+        return str(remote)
+
+    async def recv_line(self) -> str:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            if self.timeout is None or self.timeout < 0:
+                data = await self.websocket.recv()
+            else:
+                try:
+                    data = await asyncio.wait_for(self.websocket.recv(), self.timeout)
+                except asyncio.TimeoutError:
+                    raise ReadTimeoutError("no data within %g s" % self.timeout) from None
+        except ConnectionClosed:
+            raise ConnectionClosedError("websocket closed") from None
+        if isinstance(data, bytes):
+            data = protocol.decode_line(data)
+        return data
+
+    async def _send(self, text: str) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await self.websocket.send(text)
+        except ConnectionClosed:
+            raise ConnectionClosedError("websocket closed") from None
+
+    async def send_lines(self, lines: List[str]) -> None:
+        for line in lines:
+            await self._send(line)
+
+    async def send_message(self, message: Any) -> None:
+        await self._send(protocol.dumps(message))
+
+    async def close(self) -> None:
+        await self.websocket.close()
+
+
+# --------------------------------------------------------------------------- opening
+
+def _stream_connection(transport_and_protocol: tuple, timeout: float, **limits: int) -> StreamConnection:
+    _, line_protocol = transport_and_protocol
+    return StreamConnection(line_protocol, timeout, **limits)
+
+
+async def open_tcp_connection(host: str, port: int, timeout: float = -1,
+                              max_line: int = protocol.DEFAULT_MAX_LINE,
+                              **limits: int) -> StreamConnection:
+    """Connect over TCP; the connect itself is bounded by ``timeout`` too."""
+    loop = asyncio.get_running_loop()
+    connecting = loop.create_connection(lambda: LineProtocol(max_line), host, port)
+    if timeout is not None and timeout >= 0:
+        connecting = asyncio.wait_for(connecting, timeout)
+    return _stream_connection(await connecting, timeout, **limits)
+
+
+async def open_unix_connection(path: str, timeout: float = -1,
+                               max_line: int = protocol.DEFAULT_MAX_LINE,
+                               **limits: int) -> StreamConnection:
+    """Connect to a unix socket (paths beyond the AF_UNIX limit work)."""
+    from .sockets import connect_unix_socket
+
+    loop = asyncio.get_running_loop()
+    sock = await connect_unix_socket(path)
+    pair = await loop.create_unix_connection(lambda: LineProtocol(max_line), sock=sock)
+    return _stream_connection(pair, timeout, **limits)
+
+
+async def open_websocket_connection(uri: str, timeout: float = -1,
+                                    max_message: int = protocol.DEFAULT_MAX_MESSAGE) -> WebsocketConnection:
+    """Open a websocket; the opening handshake is bounded by ``timeout``."""
+    from .websocket import connect
+
+    websocket = await connect(uri, timeout)
+    return WebsocketConnection(websocket, timeout, max_message)

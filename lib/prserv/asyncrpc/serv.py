@@ -1,0 +1,420 @@
+"""asyncrpc server: listeners for three transports and the per-connection loop.
+
+A subclass of ``AsyncServer`` says how to build a per-connection handler
+(``accept_client``); a subclass of ``AsyncServerConnection`` registers one coroutine
+per command in ``self.handlers`` (dispatch order = insertion order).  This module
+knows nothing of what the commands mean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+from typing import Any, Awaitable, Callable, Dict, Optional, Set
+
+from . import protocol
+from .address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, format_tcp_address, parse_address, split_ws_uri
+from .connection import Connection, LineProtocol, StreamConnection, WebsocketConnection
+from .exceptions import (ClientError, ConnectionClosedError, HandshakeError, InvokeError,
+                         ProtocolError, ServerError)
+from .sockets import bind_unix_socket, set_tcp_listener_options
+
+ConnectionHandler = Callable[[Connection], Awaitable[None]]
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+class ClientLoggerAdapter(logging.LoggerAdapter):
+    """Prefixes every record with the peer's address."""
+
+    def process(self, msg: Any, kwargs: Any) -> Any:
+        return "[Client %s] %s" % (self.extra["address"], msg), kwargs
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean",
+            int: "number", float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+class AsyncServerConnection:
+    """One client session: setup, then request -> handler -> response, in order.
+
+    A handler returns the response message (``NO_RESPONSE`` for none).  Raising
+    ``InvokeError`` or ``ClientError`` answers ``{"invoke-error": {"message": ...}}``
+    and closes this connection; so do malformed messages.  A JSON ``null`` message
+    ends the session quietly; a refused setup closes without a byte sent.
+    """
+
+    NO_RESPONSE = object()
+    proto_versions = ((1, 0),)
+
+    def __init__(self, connection: Connection, proto_name: str, logger: logging.Logger) -> None:
+        self.connection = connection
+        self.socket = connection            # bitbake's attribute name
+        self.proto_name = proto_name
+        self.handlers: Dict[str, Callable[[Any], Awaitable[Any]]] = {"ping": self.handle_ping}
+        self.logger = ClientLoggerAdapter(logger, {"address": connection.address})
+        self.client_headers: Dict[str, str] = {}
+
+    async def handle_headers(self, headers: Dict[str, str]) -> Dict[str, str]:
+        """Headers to answer ``needs-headers: true`` with (none by default)."""
+        return {}
+
+    async def handle_ping(self, request: Any) -> Dict[str, bool]:
+        return {"alive": True}
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    async def process_requests(self) -> None:
+        try:
+            if await self._setup():
+                await self._serve_messages()
+        except ConnectionClosedError:
+            self.logger.debug("connection closed by client")
+        except (OSError, ConnectionError) as exc:
+            self.logger.info("connection error: %s", exc)
+        finally:
+            await self.close()
+
+    async def _setup(self) -> bool:
+        setup = protocol.ServerSetup(self.proto_name, self.proto_versions)
+        try:
+            while not setup.feed_line(await self.connection.recv_line()):
+                pass
+        except (HandshakeError, ProtocolError) as exc:
+            self.logger.warning("refused connection setup: %s", exc)
+            return False
+        self.client_headers = setup.headers
+        if setup.needs_headers:
+            headers = await self.handle_headers(setup.headers)
+            await self.connection.send_lines(protocol.header_block_lines(headers))
+        return True
+
+    async def _serve_messages(self) -> None:
+        while True:
+            try:
+                message = await self.connection.recv_message()
+            except ProtocolError as exc:
+                await self._refuse(str(exc))
+                return
+            if message is None:
+                return
+            try:
+                response = await self.dispatch_message(message)
+            except (InvokeError, ClientError) as exc:
+                await self._refuse(str(exc))
+                return
+            except ServerError as exc:
+                self.logger.error("request failed: %s", exc)
+                await self._refuse(str(exc))
+                return
+            except (ConnectionClosedError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # a handler bug must not kill the server
+                self.logger.exception("internal error handling a request")
+                await self._refuse("internal server error: %s: %s" % (type(exc).__name__, exc))
+                return
+            if response is not self.NO_RESPONSE:
+                await self.connection.send_message(response)
+
+    async def _refuse(self, message: str) -> None:
+        self.logger.info("invoke-error: %s", message)
+        await self.connection.send_message({"invoke-error": {"message": message}})
+
+    async def dispatch_message(self, message: Any) -> Any:
+        if not isinstance(message, dict):
+            raise ClientError("a request must be a JSON object, not %s" % _json_type(message))
+        for name, handler in self.handlers.items():
+            if name in message:
+                return await handler(message[name])
+        names = ", ".join(sorted(map(str, message)))[:200]
+        raise ClientError("unknown command (request keys: %s); known: %s"
+                          % (names or "none", ", ".join(self.handlers)))
+
+
+# --------------------------------------------------------------------------- listeners
+
+class Listener:
+    """One listening endpoint; calls ``handler(connection)`` per accepted client."""
+
+    address: str = ""
+
+    def __init__(self, handler: ConnectionHandler, logger: logging.Logger,
+                 max_line: int = protocol.DEFAULT_MAX_LINE,
+                 max_message: int = protocol.DEFAULT_MAX_MESSAGE) -> None:
+        self.handler = handler
+        self.logger = logger
+        self.max_line = max_line
+        self.max_message = max_message
+        self.server: Any = None
+        self._tasks: Set[asyncio.Task] = set()
+
+    def _accepted(self, line_protocol: LineProtocol) -> None:
+        connection = StreamConnection(line_protocol, -1, max_message=self.max_message)
+        task = asyncio.get_running_loop().create_task(self.handler(connection))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _protocol_factory(self) -> LineProtocol:
+        return LineProtocol(self.max_line, on_connection=self._accepted)
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Stop accepting, end every open session, and wait for them."""
+        if self.server is not None:
+            self.server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 5)
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        pass
+
+
+class TCPListener(Listener):
+    def __init__(self, host: str, port: int, handler: ConnectionHandler, logger: logging.Logger,
+                 *, reuseport: bool = False, **limits: int) -> None:
+        super().__init__(handler, logger, **limits)
+        self.host, self.port, self.reuseport = host, port, reuseport
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._protocol_factory, self.host, self.port,
+                                               reuse_port=self.reuseport or None)
+        for sock in self.server.sockets:
+            set_tcp_listener_options(sock)
+            self.logger.debug("listening on %r", sock.getsockname())
+        first = self.server.sockets[0]
+        self.address = format_tcp_address(first.getsockname(), first.family)
+
+
+class UnixListener(Listener):
+    def __init__(self, path: str, handler: ConnectionHandler, logger: logging.Logger,
+                 **limits: int) -> None:
+        super().__init__(handler, logger, **limits)
+        self.path = os.path.abspath(path)
+
+    async def start(self) -> None:
+        sock = bind_unix_socket(self.path)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_unix_server(self._protocol_factory, sock=sock)
+        self.logger.debug("listening on %s", self.path)
+        self.address = "unix://" + self.path
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+class WebsocketListener(Listener):
+    def __init__(self, host: str, port: int, handler: ConnectionHandler, logger: logging.Logger,
+                 **limits: int) -> None:
+        super().__init__(handler, logger, **limits)
+        self.host, self.port = host, port
+
+    async def start(self) -> None:
+        from .websocket import serve
+
+        self.server = await serve(self._serve_websocket, self.host, self.port, self.max_message)
+        for sock in self.server.sockets:
+            set_tcp_listener_options(sock, nodelay=False)
+        first = list(self.server.sockets)[0]
+        self.address = format_tcp_address(first.getsockname(), first.family, "ws://")
+
+    async def _serve_websocket(self, websocket: Any, *path: Any) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        try:
+            await self.handler(WebsocketConnection(websocket, -1, self.max_message))
+        finally:
+            self._tasks.discard(task)
+
+
+# --------------------------------------------------------------------------- server
+
+class AsyncServer:
+    """Owns a listener and an event loop; runs in this process or a child.
+
+    Subclasses implement ``accept_client`` and may override ``open_resources`` /
+    ``close_resources`` (called in the serving process, e.g. to open a database
+    after ``fork``).
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.listener: Optional[Listener] = None
+        self.address: Optional[str] = None
+        self.process: Optional[multiprocessing.process.BaseProcess] = None
+        self._stop_requested: Optional[asyncio.Event] = None
+        self._serving = False
+
+    # -- choosing the transport (nothing is bound until serving starts)
+    def start_tcp_server(self, host: str, port: int, *, reuseport: bool = False) -> None:
+        self.listener = TCPListener(host, port, self._client_handler, self.logger, reuseport=reuseport)
+
+    def start_unix_server(self, path: str) -> None:
+        self.listener = UnixListener(path, self._client_handler, self.logger)
+
+    def start_websocket_server(self, host: str, port: int, reuseport: bool = False) -> None:
+        self.listener = WebsocketListener(host, port, self._client_handler, self.logger)
+
+    def start_server(self, addr: str) -> None:
+        """Pick the transport from an address string (``host:port``, ``unix://``, ``ws://``)."""
+        kind, args = parse_address(addr)
+        if kind == ADDR_TYPE_UNIX:
+            self.start_unix_server(*args)
+        elif kind == ADDR_TYPE_TCP:
+            self.start_tcp_server(*args)
+        else:
+            self.start_websocket_server(*split_ws_uri(args[0]))
+
+    # -- per connection
+    def accept_client(self, connection: Connection) -> AsyncServerConnection:
+        raise NotImplementedError
+
+    async def _client_handler(self, connection: Connection) -> None:
+        try:
+            client = self.accept_client(connection)
+            await client.process_requests()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.logger.exception("error from client %s", connection.address)
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    # -- lifecycle hooks
+    async def open_resources(self) -> None:
+        """Called in the serving process before listening (open databases here)."""
+
+    async def close_resources(self) -> None:
+        """Called after the listener and every session have stopped."""
+
+    async def start_serving(self) -> str:
+        """Open resources and start listening; returns the bound address."""
+        if self.listener is None:
+            raise ServerError("no transport chosen: call start_server(addr) first")
+        self._stop_requested = asyncio.Event()
+        await self.open_resources()
+        try:
+            await self.listener.start()
+        except BaseException:
+            await self.close_resources()
+            raise
+        self.address = self.listener.address
+        self._serving = True
+        return self.address
+
+    async def stop_serving(self) -> None:
+        """Stop listening, end open sessions, close resources."""
+        if not self._serving:
+            return
+        self._serving = False
+        await self.listener.stop()
+        await self.close_resources()
+
+    def request_stop(self) -> None:
+        """Make ``serve``/``serve_forever`` return (safe from signal handlers)."""
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def serve(self) -> None:
+        """Serve until ``request_stop``; then shut down cleanly."""
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self.stop_serving()
+
+    # -- running a loop
+    def _create_loop(self) -> None:
+        # A loop inherited from a parent process (or created by a client in this
+        # one) must not be reused.
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+
+    def _run_until_stopped(self) -> None:
+        for sig in STOP_SIGNALS:
+            self.loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+        try:
+            self.loop.run_until_complete(self.serve())
+        finally:
+            for sig in STOP_SIGNALS:
+                self.loop.remove_signal_handler(sig)
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def _on_stop_signal(self, sig: int) -> None:
+        self.logger.debug("got signal %d, stopping", sig)
+        self.request_stop()
+
+    def serve_forever(self) -> None:
+        """Serve in this process until SIGTERM, SIGINT or SIGQUIT."""
+        self._create_loop()
+        try:
+            self.loop.run_until_complete(self.start_serving())
+        except BaseException:
+            self.loop.close()
+            raise
+        self._run_until_stopped()
+
+    def serve_as_process(self, *, prefunc: Optional[Callable[..., None]] = None, args: tuple = (),
+                         log_level: Optional[int] = None) -> multiprocessing.process.BaseProcess:
+        """Serve in a forked child; return once it is listening (``self.address`` set).
+
+        Raises ``ServerError`` (with the child's reason) if the child cannot start.
+        """
+        context = multiprocessing.get_context("fork")
+        receiver, sender = context.Pipe(duplex=False)
+        # The child inherits a blocked SIGTERM, so a terminate() sent before its
+        # handler is installed is delivered only once it can be handled cleanly.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+        try:
+            self.process = context.Process(target=self._child_main,
+                                           args=(sender, prefunc, args, log_level))
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        sender.close()
+        try:
+            address, error = receiver.recv()
+        except EOFError:
+            address, error = None, "server process exited during start-up"
+        finally:
+            receiver.close()
+        if error is not None:
+            self.process.join()
+            raise ServerError("server failed to start: %s" % error)
+        self.address = address
+        return self.process
+
+    def _child_main(self, sender: Any, prefunc: Optional[Callable[..., None]], args: tuple,
+                    log_level: Optional[int]) -> None:
+        self._create_loop()
+        try:
+            self.loop.run_until_complete(self.start_serving())
+        except Exception as exc:
+            sender.send((None, "%s: %s" % (type(exc).__name__, exc)))
+            sender.close()
+            raise SystemExit(1)
+        sender.send((self.address, None))
+        sender.close()
+        if prefunc is not None:
+            prefunc(self, *args)
+        if log_level is not None:
+            self.logger.setLevel(log_level)
+        self._run_until_stopped()

@@ -1,0 +1,471 @@
+"""SQLite storage of PR values: bitbake's ``PRMAIN`` table, numeric ordering, caching.
+
+The file stays byte-compatible with bitbake's own prserv (same table, no custom
+functions or collations), so either server can open what the other wrote.
+
+Lookups do not scan a package's rows per request (the reference does, in Python):
+each package touched is loaded once through the primary-key index into a
+``PackageState`` (max value, each checksum's min and max, largest child per base),
+updated on every write made here, and brought up to date with rows other
+connections committed -- detected with ``PRAGMA data_version`` and read with
+``rowid > last seen``, which costs one cheap pragma per request when nothing changed.
+
+Writes run in ``BEGIN IMMEDIATE`` transactions that re-read state under SQLite's
+write lock, so allocation is atomic across processes sharing the file.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import re
+import sqlite3
+import urllib.parse
+from typing import IO, Dict, Iterator, List, Optional, Tuple, Union
+
+from . import policy
+from .errors import DatabaseError, InvalidRevisionError, ReadOnlyError
+from .revision import RevisionKey, is_revision, key_to_revision, optional_key, revision_key
+
+logger = logging.getLogger("BitBake.PRserv")
+
+PackageId = Tuple[str, str]
+
+DEFAULT_CACHED_PACKAGES = 20000
+BUSY_TIMEOUT_SECONDS = 30.0
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _checked_identifier(name: str) -> str:
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise DatabaseError("invalid table name %r" % (name,))
+    return name
+
+
+class PackageState:
+    """Everything lookups need about one (version, pkgarch)."""
+
+    __slots__ = ("has_rows", "max_key", "checksums", "children")
+
+    def __init__(self) -> None:
+        self.has_rows = False
+        self.max_key: Optional[RevisionKey] = None
+        # checksum -> (min key, max key)
+        self.checksums: Dict[str, Tuple[RevisionKey, RevisionKey]] = {}
+        # base key -> largest N such that base.N is a value of the package
+        self.children: Dict[RevisionKey, int] = {}
+
+    def add(self, checksum: str, key: Optional[RevisionKey]) -> None:
+        self.has_rows = True
+        if key is None:
+            return
+        bounds = self.checksums.get(checksum)
+        if bounds is None:
+            self.checksums[checksum] = (key, key)
+        elif key < bounds[0] or key > bounds[1]:
+            self.checksums[checksum] = (min(bounds[0], key), max(bounds[1], key))
+        if self.max_key is None or key > self.max_key:
+            self.max_key = key
+        if len(key) > 1:
+            base, last = key[:-1], key[-1]
+            if self.children.get(base, -1) < last:
+                self.children[base] = last
+
+    def checksum_value(self, checksum: str, history: bool) -> Optional[RevisionKey]:
+        bounds = self.checksums.get(checksum)
+        if bounds is None:
+            return None
+        return bounds[0] if history else bounds[1]
+
+    def has_value(self, checksum: str, key: RevisionKey) -> bool:
+        """Whether (checksum, key) is certainly stored (answers only min/max)."""
+        bounds = self.checksums.get(checksum)
+        return bounds is not None and key in bounds
+
+
+def _as_text(key: Optional[RevisionKey]) -> Optional[str]:
+    return None if key is None else key_to_revision(key)
+
+
+class PRTable:
+    """One PR table (bitbake's ``PRMAIN``) with the reference's method names."""
+
+    def __init__(self, conn: sqlite3.Connection, table: str, read_only: bool = False,
+                 cached_packages: int = DEFAULT_CACHED_PACKAGES) -> None:
+        self.conn = conn
+        self.table = _checked_identifier(table)
+        self.read_only = read_only
+        self.cached_packages = cached_packages
+        self._packages: "collections.OrderedDict[PackageId, PackageState]" = collections.OrderedDict()
+        self._transaction_depth = 0
+        self._touched: List[PackageId] = []
+        if not read_only:
+            self.conn.execute(
+                'CREATE TABLE IF NOT EXISTS "%s" (version TEXT NOT NULL, pkgarch TEXT NOT NULL, '
+                "checksum TEXT NOT NULL, value TEXT, "
+                "PRIMARY KEY (version, pkgarch, checksum, value))" % self.table)
+        self._exists = self._table_exists()
+        self._data_version = self._read_data_version()
+        self._watermark = self._max_rowid()
+
+    # ------------------------------------------------------------------ coherence
+    def _table_exists(self) -> bool:
+        row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                (self.table,)).fetchone()
+        return row is not None
+
+    def _read_data_version(self) -> int:
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def _max_rowid(self) -> int:
+        if not self._exists:
+            return 0
+        row = self.conn.execute('SELECT max(rowid) FROM "%s"' % self.table).fetchone()
+        return row[0] or 0
+
+    def _sync(self) -> None:
+        """Apply rows other connections committed since the last look (if any)."""
+        version = self._read_data_version()
+        if version == self._data_version:
+            return
+        self._data_version = version
+        self._exists = self._table_exists()
+        max_rowid = self._max_rowid()
+        if max_rowid < self._watermark:
+            # Rows were deleted or the table re-created: start afresh.
+            self._packages.clear()
+            self._watermark = max_rowid
+            return
+        if max_rowid == self._watermark:
+            return
+        rows = self.conn.execute(
+            'SELECT rowid, version, pkgarch, checksum, value FROM "%s" WHERE rowid > ?' % self.table,
+            (self._watermark,))
+        for rowid, version_, pkgarch, checksum, value in rows:
+            state = self._packages.get((version_, pkgarch))
+            if state is not None:
+                state.add(checksum, self._key_of_stored(value, version_, pkgarch))
+            if rowid > self._watermark:
+                self._watermark = rowid
+
+    def _key_of_stored(self, value: object, version: str, pkgarch: str) -> Optional[RevisionKey]:
+        key = optional_key(value)  # type: ignore[arg-type]
+        if key is None:
+            logger.warning("Skipping stored value %r of %s/%s: not a revision", value, version, pkgarch)
+        return key
+
+    def _package(self, version: str, pkgarch: str) -> PackageState:
+        """Current state of a package (loaded through the index on first use)."""
+        self._sync()
+        package = (version, pkgarch)
+        state = self._packages.get(package)
+        if state is not None:
+            self._packages.move_to_end(package)
+            return state
+        state = PackageState()
+        if self._exists:
+            rows = self.conn.execute(
+                'SELECT checksum, value FROM "%s" WHERE version = ? AND pkgarch = ?' % self.table,
+                (version, pkgarch))
+            for checksum, value in rows:
+                state.add(checksum, self._key_of_stored(value, version, pkgarch))
+        self._packages[package] = state
+        if len(self._packages) > self.cached_packages:
+            self._packages.popitem(last=False)
+        return state
+
+    # ------------------------------------------------------------------ writing
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction holding SQLite's write lock, state re-synced inside.
+
+        Everything decided inside sees every committed row of every process, and
+        nothing else can write until it ends: read-decide-write is atomic.  Nests.
+        """
+        if self.read_only:
+            raise ReadOnlyError("database is open read-only")
+        if self._transaction_depth:
+            self._transaction_depth += 1
+            try:
+                yield
+            finally:
+                self._transaction_depth -= 1
+            return
+        watermark = self._watermark
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._transaction_depth = 1
+        try:
+            self._sync()
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self._transaction_depth = 0
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            for package in self._touched:
+                self._packages.pop(package, None)
+            self._watermark = watermark
+            self._touched = []
+            raise
+        self._transaction_depth = 0
+        self._touched = []
+
+    def _insert(self, version: str, pkgarch: str, checksum: str, key: RevisionKey) -> bool:
+        """Store one row (inside a transaction); False if it already existed."""
+        cursor = self.conn.execute(
+            'INSERT OR IGNORE INTO "%s" (version, pkgarch, checksum, value) VALUES (?, ?, ?, ?)'
+            % self.table, (version, pkgarch, checksum, key_to_revision(key)))
+        if cursor.rowcount != 1:
+            return False
+        self._watermark = max(self._watermark, cursor.lastrowid or 0)
+        package = (version, pkgarch)
+        self._touched.append(package)
+        state = self._packages.get(package)
+        if state is not None:
+            state.add(checksum, key)
+        return True
+
+    def store_value(self, version: str, pkgarch: str, checksum: str, value: str) -> None:
+        """Store the row unless it exists; a no-op on a read-only database."""
+        if self.read_only:
+            return
+        key = revision_key(value)
+        with self.transaction():
+            self._insert(version, pkgarch, checksum, key)
+
+    def store_key(self, version: str, pkgarch: str, checksum: str, key: RevisionKey) -> None:
+        """``store_value`` for a value already parsed (inside the caller's transaction)."""
+        if self.read_only:
+            return
+        with self.transaction():
+            self._insert(version, pkgarch, checksum, key)
+
+    # ------------------------------------------------------------------ lookups
+    def package_state(self, version: str, pkgarch: str) -> PackageState:
+        """The package's current state (for the allocator; do not modify)."""
+        return self._package(version, pkgarch)
+
+    def test_package(self, version: str, pkgarch: str) -> bool:
+        return self._package(version, pkgarch).has_rows
+
+    def test_checksum_value(self, version: str, pkgarch: str, checksum: str, value: str) -> bool:
+        if not self._exists_now():
+            return False
+        row = self.conn.execute(
+            'SELECT 1 FROM "%s" WHERE version = ? AND pkgarch = ? AND checksum = ? AND value = ?'
+            % self.table, (version, pkgarch, checksum, value)).fetchone()
+        return row is not None
+
+    def test_value(self, version: str, pkgarch: str, value: str) -> bool:
+        if not self._exists_now():
+            return False
+        row = self.conn.execute(
+            'SELECT 1 FROM "%s" WHERE version = ? AND pkgarch = ? AND value = ? LIMIT 1'
+            % self.table, (version, pkgarch, value)).fetchone()
+        return row is not None
+
+    def _exists_now(self) -> bool:
+        self._sync()
+        return self._exists
+
+    def find_package_max_value(self, version: str, pkgarch: str) -> Optional[str]:
+        return _as_text(self._package(version, pkgarch).max_key)
+
+    def find_value(self, version: str, pkgarch: str, checksum: str, history: bool = False) -> Optional[str]:
+        """The checksum's smallest value (history) or largest (no history), or None."""
+        return _as_text(self._package(version, pkgarch).checksum_value(checksum, history))
+
+    def find_min_value(self, version: str, pkgarch: str, checksum: str) -> Optional[str]:
+        return self.find_value(version, pkgarch, checksum, True)
+
+    def find_max_value(self, version: str, pkgarch: str, checksum: str) -> Optional[str]:
+        return self.find_value(version, pkgarch, checksum, False)
+
+    def find_new_subvalue(self, version: str, pkgarch: str, base: str) -> str:
+        """Next ``base.N`` (not stored): only values with exactly one more field count."""
+        base_key = revision_key(base)
+        largest = self._package(version, pkgarch).children.get(base_key)
+        return key_to_revision(policy.next_child(base_key, largest))
+
+    # ------------------------------------------------------------------ allocation
+    def get_value(self, version: str, pkgarch: str, checksum: str, history: bool) -> str:
+        """get-pr without upstream (semantics.md §3); stores unless read-only."""
+        state = self._package(version, pkgarch)
+        key = policy.local_value(state.max_key, state.checksum_value(checksum, history), history)
+        if self.read_only or state.has_value(checksum, key):
+            return key_to_revision(key)
+        with self.transaction():
+            state = self._package(version, pkgarch)   # re-read under the write lock
+            key = policy.local_value(state.max_key, state.checksum_value(checksum, history), history)
+            if not state.has_value(checksum, key):
+                self._insert(version, pkgarch, checksum, key)
+        return key_to_revision(key)
+
+    def importone(self, version: str, pkgarch: str, checksum: str,
+                  value: Union[str, int]) -> Optional[Union[str, int]]:
+        """Store a row as given (no ordering check); return ``value`` unchanged.
+
+        ``value`` is a revision string or a non-negative int (stored as text).
+        Returns None on a read-only database.
+        """
+        key = revision_key(import_value_text(value))
+        if self.read_only:
+            return None
+        with self.transaction():
+            self._insert(version, pkgarch, checksum, key)
+        return value
+
+    # ------------------------------------------------------------------ export
+    def _metainfo(self) -> dict:
+        from . import __version__
+
+        columns = self.conn.execute('PRAGMA table_info("%s")' % self.table).fetchall()
+        return {
+            "tbl_name": self.table,
+            "core_ver": __version__,
+            "col_info": [{"name": name, "type": type_, "notnull": notnull, "dflt_value": default,
+                          "pk": pk} for _, name, type_, notnull, default, pk in columns],
+        }
+
+    def _select(self, filters: List[Tuple[str, Optional[str]]]) -> List[tuple]:
+        clauses, params = ["version != ''"], []
+        for column, value in filters:
+            if value:
+                clauses.append("%s = ?" % column)   # column names are constants
+                params.append(value)
+        sql = ('SELECT version, pkgarch, checksum, value FROM "%s" WHERE %s '
+               "ORDER BY version, pkgarch, checksum, value" % (self.table, " AND ".join(clauses)))
+        return self.conn.execute(sql, params).fetchall()
+
+    def export(self, version: Optional[str], pkgarch: Optional[str], checksum: Optional[str],
+               colinfo: bool, history: bool = False) -> Tuple[dict, List[dict]]:
+        """``(metainfo, datainfo)``; without history only each package's max rows.
+
+        Filters apply when truthy (None and "" mean any).  The package max is taken
+        over all of a package's rows before the checksum filter (semantics.md §6).
+        """
+        metainfo = self._metainfo() if colinfo else {}
+        if not self._exists_now():
+            return metainfo, []
+        if history:
+            rows = self._select([("version", version), ("pkgarch", pkgarch), ("checksum", checksum)])
+        else:
+            rows = _package_max_rows(self._select([("version", version), ("pkgarch", pkgarch)]))
+            if checksum:
+                rows = [row for row in rows if row[2] == checksum]
+        datainfo = [{"version": v, "pkgarch": a, "checksum": c, "value": value}
+                    for v, a, c, value in rows]
+        return metainfo, datainfo
+
+    def dump_db(self, fd: IO[str]) -> int:
+        """Write an SQL text dump of the whole database; return characters written."""
+        written = 0
+        for line in self.conn.iterdump():
+            fd.write(line)
+            fd.write("\n")
+            written += len(line) + 1
+        return written
+
+
+def _package_max_rows(rows: List[tuple]) -> List[tuple]:
+    """Rows holding their package's max value (rows sorted by version, pkgarch)."""
+    selected: List[tuple] = []
+    for _, group in _group_by_package(rows):
+        keys = [optional_key(row[3]) for row in group]
+        valid = [key for key in keys if key is not None]
+        if not valid:
+            continue
+        top = max(valid)
+        selected.extend(row for row, key in zip(group, keys) if key == top)
+    return selected
+
+
+def _group_by_package(rows: List[tuple]) -> Iterator[Tuple[PackageId, List[tuple]]]:
+    group: List[tuple] = []
+    current: Optional[PackageId] = None
+    for row in rows:
+        package = (row[0], row[1])
+        if package != current and group:
+            yield current, group  # type: ignore[misc]
+            group = []
+        current = package
+        group.append(row)
+    if group:
+        yield current, group  # type: ignore[misc]
+
+
+def import_value_text(value: object) -> str:
+    """The text stored for an import-one value (revision string or non-negative int)."""
+    if isinstance(value, bool):
+        raise InvalidRevisionError("import value must be a revision, not a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise InvalidRevisionError("import value must not be negative: %d" % value)
+        return str(value)
+    if isinstance(value, str) and is_revision(value):
+        return value
+    shown = repr(value) if len(repr(value)) < 80 else repr(value)[:80] + "..."
+    raise InvalidRevisionError("import value is not a revision (dotted decimal integers, "
+                               "no leading zeros): %s" % shown)
+
+
+class PRData:
+    """The PR database file (bitbake's class name and behaviour).
+
+    ``data["PRMAIN"]`` gives the table (created if missing unless read-only);
+    ``del data["X"]`` drops a table; ``disconnect()`` closes the file.
+    """
+
+    def __init__(self, filename: str, read_only: bool = False, synchronous: str = "NORMAL") -> None:
+        self.filename = os.path.abspath(filename)
+        self.read_only = read_only
+        if read_only:
+            if not os.path.exists(self.filename):
+                raise DatabaseError("database %s does not exist (read-only servers do not create it)"
+                                    % self.filename)
+        else:
+            os.makedirs(os.path.dirname(self.filename), exist_ok=True)
+        uri = "file:%s%s" % (urllib.parse.quote(self.filename), "?mode=ro" if read_only else "")
+        logger.debug("Opening PRServ database '%s'", uri)
+        try:
+            self.connection = sqlite3.connect(uri, uri=True, isolation_level=None,
+                                              timeout=BUSY_TIMEOUT_SECONDS)
+        except sqlite3.Error as exc:
+            raise DatabaseError("cannot open database %s: %s" % (self.filename, exc)) from exc
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise DatabaseError("invalid synchronous mode %r" % synchronous)
+        try:
+            self.connection.execute("PRAGMA synchronous = %s" % synchronous.upper())
+            if not read_only:
+                self.connection.execute("PRAGMA journal_mode = WAL")
+            self.connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            self.connection.close()
+            raise DatabaseError("cannot use database %s: %s" % (self.filename, exc)) from exc
+        self._tables: Dict[str, PRTable] = {}
+
+    def disconnect(self) -> None:
+        if self.connection is not None:
+            if self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
+            self.connection.close()
+            self.connection = None
+
+    def __getitem__(self, tblname: str) -> PRTable:
+        if not isinstance(tblname, str):
+            raise TypeError("tblname argument must be a string, not '%s'" % type(tblname))
+        table = self._tables.get(tblname)
+        if table is None:
+            table = self._tables[tblname] = PRTable(self.connection, tblname, self.read_only)
+        return table
+
+    def __delitem__(self, tblname: str) -> None:
+        _checked_identifier(tblname)
+        if self.read_only:
+            raise ReadOnlyError("database is open read-only")
+        self._tables.pop(tblname, None)
+        logger.info("drop table %s", tblname)
+        self.connection.execute('DROP TABLE IF EXISTS "%s"' % tblname)
