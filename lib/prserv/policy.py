@@ -1,15 +1,35 @@
 """The PR decision procedure of semantics.md as pure functions (no I/O, no locks).
 
-Values arrive and leave as revision keys (tuples of ints, see ``prserv.revision``);
-``None`` means "absent".  The database layer and the allocator call these while
-holding whatever makes the decision atomic.
+Values are revision keys (tuples of ints, see ``prserv.revision``); ``None`` means
+"absent".  The database layer and the allocator call these while holding whatever
+makes the decision atomic.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional, Union
 
 from .revision import RevisionKey
+
+# Facts learnt from an upstream server, in the order the reference asks for them.
+UPSTREAM_MAX = "max-package-pr"             # Umax: U.max-package-pr(v, a)
+UPSTREAM_HAS_PACKAGE = "test-package"       # K: U.test-package(v, a)
+UPSTREAM_CHECKSUM = "test-pr"               # Uv: U.test-pr(v, a, c, history=false)
+UPSTREAM_MAX_AGAIN = "max-package-pr again"  # Umax2, asked before numbering a child
+
+Facts = Dict[str, object]
+
+
+class Need:
+    """The decision needs one more upstream fact (``Need.fact`` names it)."""
+
+    __slots__ = ("fact",)
+
+    def __init__(self, fact: str) -> None:
+        self.fact = fact
+
+    def __repr__(self) -> str:
+        return "Need(%r)" % self.fact
 
 
 def increase(key: RevisionKey) -> RevisionKey:
@@ -39,27 +59,52 @@ def next_child(base: RevisionKey, largest_child: Optional[int]) -> RevisionKey:
     return base + ((0 if largest_child is None else largest_child + 1),)
 
 
-def known_checksum_value(local: RevisionKey, local_max: RevisionKey, history: bool,
-                         upstream_max: Optional[RevisionKey],
-                         upstream_has_checksum: Optional[bool]) -> Optional[RevisionKey]:
-    """get-pr with an upstream, checksum known locally (semantics.md §7 step 3).
+def chained_value(local: Optional[RevisionKey], local_max: Optional[RevisionKey],
+                  children: Dict[RevisionKey, int], history: bool,
+                  facts: Facts) -> Union[RevisionKey, Need]:
+    """get-pr on a server with an upstream (semantics.md §7, defects D4, D5, D7 fixed).
 
-    Returns None when the answer needs ``upstream_has_checksum`` (U.test-pr) and it
-    was not supplied yet.
+    ``local`` is the checksum's local min (history) or max value, ``local_max`` the
+    package's local max, ``children`` the package's largest child per base.
+    Returns the value, or ``Need(fact)`` when an upstream answer is still missing;
+    facts are requested in the reference's order.
+    """
+    if local is not None and history:
+        return local                     # the upstream cannot change this answer
+    if UPSTREAM_MAX not in facts:
+        return Need(UPSTREAM_MAX)
+    upstream_max = facts[UPSTREAM_MAX]
+    if local is not None:
+        value = local if local >= local_max else increase(local_max)
+        if upstream_max is not None and value < upstream_max:
+            if UPSTREAM_CHECKSUM not in facts:
+                return Need(UPSTREAM_CHECKSUM)
+            # Known upstream: the upstream max itself, never below it.
+            value = upstream_max if facts[UPSTREAM_CHECKSUM] is not None else upstream_max + (0,)
+        return value
+    if UPSTREAM_HAS_PACKAGE not in facts:
+        return Need(UPSTREAM_HAS_PACKAGE)
+    if not facts[UPSTREAM_HAS_PACKAGE]:
+        return local_value(local_max, None, history)
+    if UPSTREAM_CHECKSUM not in facts:
+        return Need(UPSTREAM_CHECKSUM)
+    if facts[UPSTREAM_CHECKSUM] is not None:
+        return facts[UPSTREAM_CHECKSUM]   # type: ignore[return-value]
+    if UPSTREAM_MAX_AGAIN not in facts:
+        return Need(UPSTREAM_MAX_AGAIN)
+    base = facts[UPSTREAM_MAX_AGAIN]
+    if base is None:
+        # The upstream knows the package but holds no revision for it.
+        return local_value(local_max, None, history)
+    return next_child(base, children.get(base))  # type: ignore[arg-type]
+
+
+def degraded_value(local: RevisionKey, local_max: RevisionKey, history: bool) -> RevisionKey:
+    """Answer for a locally known checksum while the upstream is unreachable.
+
+    History: the first value.  No history: never below what this server has handed
+    out (the upstream comparison is skipped until it is back).
     """
     if history:
         return local
-    value = local
-    if value < local_max:
-        value = increase(local_max)
-    if upstream_max is not None and value < upstream_max:
-        if upstream_has_checksum is None:
-            return None
-        value = upstream_max if upstream_has_checksum else upstream_max + (0,)
-    return value
-
-
-def needs_upstream_checksum_test(local: RevisionKey, local_max: RevisionKey, history: bool,
-                                 upstream_max: Optional[RevisionKey]) -> bool:
-    """Whether §7 step 3 has to ask U.test-pr for this checksum."""
-    return known_checksum_value(local, local_max, history, upstream_max, None) is None
+    return local if local >= local_max else increase(local_max)

@@ -17,6 +17,8 @@ from .asyncrpc import AsyncServer, AsyncServerConnection, InvokeError, ServerErr
 from .asyncrpc.connection import Connection
 from .db import PRData, PRTable, import_value_text
 from .errors import InvalidRequestError, PRServiceError
+from .upstream import DEFAULT_TIMEOUT as DEFAULT_UPSTREAM_TIMEOUT
+from .upstream import Upstream
 
 PROTO_NAME = "PRSERVICE"
 
@@ -144,11 +146,13 @@ class PRServerClient(AsyncServerConnection):
 class PRServer(AsyncServer):
     """bitbake's ``PRServer``: a database file, optionally read-only, optionally chained."""
 
-    def __init__(self, dbfile: str, read_only: bool = False, upstream: Optional[str] = None) -> None:
+    def __init__(self, dbfile: str, read_only: bool = False, upstream: Optional[str] = None,
+                 upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT) -> None:
         super().__init__(logger)
         self.dbfile = os.path.abspath(dbfile)
         self.read_only = read_only
         self.upstream = upstream or None
+        self.upstream_timeout = upstream_timeout
         self.db: Optional[PRData] = None
         self.table: Optional[PRTable] = None
         self.allocator: Optional[Allocator] = None
@@ -159,7 +163,8 @@ class PRServer(AsyncServer):
     async def open_resources(self) -> None:
         self.db = PRData(self.dbfile, read_only=self.read_only)
         self.table = self.db["PRMAIN"]
-        self.allocator = Allocator(self.table)
+        upstream = Upstream(self.upstream, self.upstream_timeout) if self.upstream else None
+        self.allocator = Allocator(self.table, upstream)
 
     async def start_serving(self) -> str:
         address = await super().start_serving()

@@ -1,0 +1,120 @@
+"""The upstream PR server as a source of facts, over a small reused connection pool.
+
+Answers are validated (a malformed value is an ``UpstreamError``, never stored),
+every query is bounded in time, and after a transport failure the upstream is
+considered down for ``retry_interval`` seconds: requests answerable from local
+state do not wait on it, the others fail fast, and the next query after the
+interval tries again (service resumes by itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import AsyncIterator, List, Optional
+
+from . import logger
+from .asyncrpc import AsyncRPCError, InvokeError
+from .client import PRAsyncClient
+from .errors import UpstreamError
+from .revision import RevisionKey, is_revision, revision_key
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_POOL_SIZE = 4
+DEFAULT_RETRY_INTERVAL = 1.0
+
+
+class Upstream:
+    """``max_package_pr`` / ``test_package`` / ``test_pr`` of one upstream server."""
+
+    def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT,
+                 pool_size: int = DEFAULT_POOL_SIZE,
+                 retry_interval: float = DEFAULT_RETRY_INTERVAL) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.retry_interval = retry_interval
+        self._clients: List[PRAsyncClient] = []
+        self._idle: "asyncio.Queue[PRAsyncClient]" = asyncio.Queue()
+        self._down_until = 0.0
+        self._last_failure = ""
+        for _ in range(max(1, pool_size)):
+            client = PRAsyncClient(timeout=timeout)
+            self._clients.append(client)
+            self._idle.put_nowait(client)
+        self._configured = False
+
+    async def _configure(self) -> None:
+        if not self._configured:
+            for client in self._clients:
+                await client.connect_address(self.address)
+            self._configured = True
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.close()
+
+    @property
+    def is_down(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    @contextlib.asynccontextmanager
+    async def _client(self) -> AsyncIterator[PRAsyncClient]:
+        client = await self._idle.get()
+        try:
+            yield client
+        finally:
+            self._idle.put_nowait(client)
+
+    async def _invoke(self, request: dict) -> object:
+        if self.is_down:
+            raise UpstreamError("upstream %s unavailable: %s" % (self.address, self._last_failure))
+        await self._configure()
+        async with self._client() as client:
+            try:
+                return await asyncio.wait_for(client.invoke(request), self.timeout)
+            except InvokeError as exc:
+                raise UpstreamError("upstream %s refused the request: %s" % (self.address, exc)) from exc
+            except (asyncio.TimeoutError, OSError, ConnectionError, AsyncRPCError) as exc:
+                await client.disconnect()
+                reason = "no answer within %g s" % self.timeout if isinstance(exc, asyncio.TimeoutError) \
+                    else "%s: %s" % (type(exc).__name__, exc)
+                self._mark_down(reason)
+                raise UpstreamError("upstream %s unavailable: %s" % (self.address, reason)) from exc
+
+    def _mark_down(self, reason: str) -> None:
+        self._last_failure = reason
+        self._down_until = time.monotonic() + self.retry_interval
+        logger.warning("Upstream %s failed (%s); retrying in %g s", self.address, reason,
+                       self.retry_interval)
+
+    def _field(self, command: str, response: object, field: str) -> object:
+        if not isinstance(response, dict) or field not in response:
+            raise UpstreamError("upstream %s answered %s with a malformed message: %.200r"
+                                % (self.address, command, response))
+        return response[field]
+
+    def _revision(self, command: str, value: object) -> Optional[RevisionKey]:
+        if value is None:
+            return None
+        if not is_revision(value):
+            raise UpstreamError("upstream %s answered %s with a value that is not a revision: %.100r"
+                                % (self.address, command, value))
+        return revision_key(value)  # type: ignore[arg-type]
+
+    async def max_package_pr(self, version: str, pkgarch: str) -> Optional[RevisionKey]:
+        response = await self._invoke({"max-package-pr": {"version": version, "pkgarch": pkgarch}})
+        return self._revision("max-package-pr", self._field("max-package-pr", response, "value"))
+
+    async def test_package(self, version: str, pkgarch: str) -> bool:
+        response = await self._invoke({"test-package": {"version": version, "pkgarch": pkgarch}})
+        value = self._field("test-package", response, "value")
+        if not isinstance(value, bool):
+            raise UpstreamError("upstream %s answered test-package with %.100r, not a boolean"
+                                % (self.address, value))
+        return value
+
+    async def test_pr(self, version: str, pkgarch: str, checksum: str) -> Optional[RevisionKey]:
+        response = await self._invoke({"test-pr": {"version": version, "pkgarch": pkgarch,
+                                                   "checksum": checksum, "history": False}})
+        return self._revision("test-pr", self._field("test-pr", response, "value"))
