@@ -104,7 +104,7 @@ class PRTable:
         self._touched: List[PackageId] = []
         if not read_only:
             self.conn.execute(
-                'CREATE TABLE IF NOT EXISTS "%s" (version TEXT NOT NULL, pkgarch TEXT NOT NULL, '
+                'CREATE TABLE IF NOT EXISTS %s (version TEXT NOT NULL, pkgarch TEXT NOT NULL, '
                 "checksum TEXT NOT NULL, value TEXT, "
                 "PRIMARY KEY (version, pkgarch, checksum, value))" % self.table)
         self._exists = self._table_exists()
@@ -123,7 +123,7 @@ class PRTable:
     def _max_rowid(self) -> int:
         if not self._exists:
             return 0
-        row = self.conn.execute('SELECT max(rowid) FROM "%s"' % self.table).fetchone()
+        row = self.conn.execute('SELECT max(rowid) FROM %s' % self.table).fetchone()
         return row[0] or 0
 
     def _sync(self) -> None:
@@ -142,7 +142,7 @@ class PRTable:
         if max_rowid == self._watermark:
             return
         rows = self.conn.execute(
-            'SELECT rowid, version, pkgarch, checksum, value FROM "%s" WHERE rowid > ?' % self.table,
+            'SELECT rowid, version, pkgarch, checksum, value FROM %s WHERE rowid > ?' % self.table,
             (self._watermark,))
         for rowid, version_, pkgarch, checksum, value in rows:
             state = self._packages.get((version_, pkgarch))
@@ -168,7 +168,7 @@ class PRTable:
         state = PackageState()
         if self._exists:
             rows = self.conn.execute(
-                'SELECT checksum, value FROM "%s" WHERE version = ? AND pkgarch = ?' % self.table,
+                'SELECT checksum, value FROM %s WHERE version = ? AND pkgarch = ?' % self.table,
                 (version, pkgarch))
             for checksum, value in rows:
                 state.add(checksum, self._key_of_stored(value, version, pkgarch))
@@ -216,7 +216,7 @@ class PRTable:
     def _insert(self, version: str, pkgarch: str, checksum: str, key: RevisionKey) -> bool:
         """Store one row (inside a transaction); False if it already existed."""
         cursor = self.conn.execute(
-            'INSERT OR IGNORE INTO "%s" (version, pkgarch, checksum, value) VALUES (?, ?, ?, ?)'
+            'INSERT OR IGNORE INTO %s (version, pkgarch, checksum, value) VALUES (?, ?, ?, ?)'
             % self.table, (version, pkgarch, checksum, key_to_revision(key)))
         if cursor.rowcount != 1:
             return False
@@ -255,7 +255,7 @@ class PRTable:
         if not self._exists_now():
             return False
         row = self.conn.execute(
-            'SELECT 1 FROM "%s" WHERE version = ? AND pkgarch = ? AND checksum = ? AND value = ?'
+            'SELECT 1 FROM %s WHERE version = ? AND pkgarch = ? AND checksum = ? AND value = ?'
             % self.table, (version, pkgarch, checksum, value)).fetchone()
         return row is not None
 
@@ -263,7 +263,7 @@ class PRTable:
         if not self._exists_now():
             return False
         row = self.conn.execute(
-            'SELECT 1 FROM "%s" WHERE version = ? AND pkgarch = ? AND value = ? LIMIT 1'
+            'SELECT 1 FROM %s WHERE version = ? AND pkgarch = ? AND value = ? LIMIT 1'
             % self.table, (version, pkgarch, value)).fetchone()
         return row is not None
 
@@ -322,7 +322,7 @@ class PRTable:
     def _metainfo(self) -> dict:
         from . import __version__
 
-        columns = self.conn.execute('PRAGMA table_info("%s")' % self.table).fetchall()
+        columns = self.conn.execute('PRAGMA table_info(%s)' % self.table).fetchall()
         return {
             "tbl_name": self.table,
             "core_ver": __version__,
@@ -336,7 +336,7 @@ class PRTable:
             if value:
                 clauses.append("%s = ?" % column)   # column names are constants
                 params.append(value)
-        sql = ('SELECT version, pkgarch, checksum, value FROM "%s" WHERE %s '
+        sql = ('SELECT version, pkgarch, checksum, value FROM %s WHERE %s '
                "ORDER BY version, pkgarch, checksum, value" % (self.table, " AND ".join(clauses)))
         return self.conn.execute(sql, params).fetchall()
 
@@ -468,4 +468,4 @@ class PRData:
             raise ReadOnlyError("database is open read-only")
         self._tables.pop(tblname, None)
         logger.info("drop table %s", tblname)
-        self.connection.execute('DROP TABLE IF EXISTS "%s"' % tblname)
+        self.connection.execute('DROP TABLE IF EXISTS %s' % tblname)

@@ -60,10 +60,9 @@ class LineProtocol(asyncio.Protocol):
     def __init__(self, max_line: int = protocol.DEFAULT_MAX_LINE,
                  on_connection: Optional[Callable[["LineProtocol"], None]] = None) -> None:
         self._buffer = protocol.LineBuffer(max_line)
-        self._lines: Deque[bytes] = collections.deque()
+        self._lines: Deque[Optional[bytes]] = collections.deque()
         self._waiter: Optional[asyncio.Future] = None
         self._drain_waiter: Optional[asyncio.Future] = None
-        self._error: Optional[BaseException] = None
         self._eof = False
         self._lost = False
         self._read_paused = False
@@ -78,19 +77,13 @@ class LineProtocol(asyncio.Protocol):
             self._on_connection(self)
 
     def data_received(self, data: bytes) -> None:
-        try:
-            lines = self._buffer.feed(data)
-        except protocol.LineTooLongError as exc:
-            self._error = exc
-            self.transport.pause_reading()
-            self._read_paused = True
-        else:
-            if lines:
-                self._lines.extend(lines)
-                if len(self._lines) > _PAUSE_READING_LINES and not self._read_paused:
-                    self.transport.pause_reading()
-                    self._read_paused = True
-        self._wake()
+        lines = self._buffer.feed(data)
+        if lines:
+            self._lines.extend(lines)
+            if len(self._lines) > _PAUSE_READING_LINES and not self._read_paused:
+                self.transport.pause_reading()
+                self._read_paused = True
+            self._wake()
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -121,15 +114,15 @@ class LineProtocol(asyncio.Protocol):
 
     async def readline(self, timeout: float = -1) -> bytes:
         while not self._lines:
-            if self._error is not None:
-                raise self._error
             if self._eof:
                 raise ConnectionClosedError("connection closed by peer")
             await self._wait_for_data(timeout)
         line = self._lines.popleft()
-        if self._read_paused and len(self._lines) < _RESUME_READING_LINES and self._error is None:
+        if self._read_paused and len(self._lines) < _RESUME_READING_LINES:
             self._read_paused = False
             self.transport.resume_reading()
+        if line is protocol.LINE_TOO_LONG:
+            raise protocol.LineTooLongError("line longer than %d bytes" % self._buffer.max_line)
         return line
 
     async def _wait_for_data(self, timeout: float) -> None:

@@ -65,43 +65,59 @@ def encode_message(message: object, max_chunk: int = MAX_CHUNK) -> bytes:
 
 # --------------------------------------------------------------------------- decoding
 
+LINE_TOO_LONG = None
+"""Stands in ``LineBuffer.feed``'s result for a line that exceeded the limit."""
+
+
 class LineBuffer:
     """Splits a byte stream into lines (without their ``\\n``).
 
-    A partial line is kept until its end arrives; a line longer than ``max_line``
-    bytes raises ``LineTooLongError`` (the connection cannot be resynchronised).
+    A partial line is kept until its end arrives.  A line longer than ``max_line``
+    bytes is not kept: its bytes are dropped as they arrive and, once its end is
+    seen, ``LINE_TOO_LONG`` takes its place in the result.  So memory stays bounded,
+    lines before it are still answered, and the peer's whole line has been read when
+    the error is reported (closing with unread input would reset the connection and
+    lose the error answer).
     """
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
         self.max_line = max_line
         self._partial = bytearray()
+        self._discarding = False
 
-    def feed(self, data: bytes) -> List[bytes]:
+    def feed(self, data: bytes) -> List[Optional[bytes]]:
         if b"\n" not in data:
-            self._partial += data
-            self._check(len(self._partial))
+            self._keep_partial(data)
             return []
-        if self._partial:
-            self._partial += data
-            data = bytes(self._partial)
-            self._partial = bytearray()
-        lines = data.split(b"\n")
+        lines: List[Optional[bytes]] = data.split(b"\n")  # type: ignore[assignment]
         rest = lines.pop()
-        for line in lines:
-            self._check(len(line))
-        if rest:
-            self._check(len(rest))
-            self._partial += rest
+        if self._discarding:
+            self._discarding = False
+            lines[0] = LINE_TOO_LONG
+        elif self._partial:
+            self._partial += lines[0]  # type: ignore[operator]
+            lines[0] = bytes(self._partial)
+            self._partial = bytearray()
+        limit = self.max_line
+        if any(line is LINE_TOO_LONG or len(line) > limit for line in lines):
+            lines = [LINE_TOO_LONG if line is LINE_TOO_LONG or len(line) > limit else line
+                     for line in lines]
+        self._keep_partial(rest)
         return lines
+
+    def _keep_partial(self, data: bytes) -> None:
+        if self._discarding or not data:
+            return
+        if len(self._partial) + len(data) > self.max_line:
+            self._partial = bytearray()
+            self._discarding = True
+        else:
+            self._partial += data
 
     @property
     def pending(self) -> int:
         """Bytes of an unfinished line held back."""
         return len(self._partial)
-
-    def _check(self, length: int) -> None:
-        if length > self.max_line:
-            raise LineTooLongError("line longer than %d bytes" % self.max_line)
 
 
 def decode_line(line: bytes) -> str:

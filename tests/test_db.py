@@ -1,0 +1,327 @@
+"""PRData / PRTable on real SQLite files (prserv.db)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import sqlite3
+
+import pytest
+
+from prserv.db import PRData
+from prserv.errors import DatabaseError, InvalidRevisionError, ReadOnlyError
+
+# The reference's schema, exactly as semantics.md §9 gives it.
+REFERENCE_DDL = ("CREATE TABLE IF NOT EXISTS PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, "
+                 "checksum TEXT NOT NULL, value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
+V, A = "zlib-1.3.1-r0", "cortexa53"
+
+
+@pytest.fixture
+def dbpath(tmp_path):
+    return str(tmp_path / "sub" / "dir" / "pr.sqlite3")
+
+
+@pytest.fixture
+def table(dbpath):
+    data = PRData(dbpath)
+    yield data["PRMAIN"]
+    data.disconnect()
+
+
+def rows(path):
+    conn = sqlite3.connect(path)
+    try:
+        return sorted(conn.execute("SELECT version, pkgarch, checksum, value FROM PRMAIN"))
+    finally:
+        conn.close()
+
+
+def test_prdata_creates_directories_wal_and_reference_table(dbpath):
+    data = PRData(dbpath)
+    data["PRMAIN"]
+    conn = sqlite3.connect(dbpath)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    info = conn.execute("PRAGMA table_info(PRMAIN)").fetchall()
+    assert info == [(0, "version", "TEXT", 1, None, 1), (1, "pkgarch", "TEXT", 1, None, 2),
+                    (2, "checksum", "TEXT", 1, None, 3), (3, "value", "TEXT", 0, None, 4)]
+    objects = conn.execute("SELECT type, name FROM sqlite_master ORDER BY name").fetchall()
+    assert objects == [("table", "PRMAIN"), ("index", "sqlite_autoindex_PRMAIN_1")]
+    conn.close()
+    data.disconnect()
+
+
+def test_table_object_is_cached_and_names_checked(dbpath):
+    data = PRData(dbpath)
+    assert data["PRMAIN"] is data["PRMAIN"]
+    with pytest.raises(TypeError):
+        data[1]
+    with pytest.raises(DatabaseError):
+        data["PRMAIN; DROP TABLE x"]
+    data.disconnect()
+
+
+def test_get_value_no_history_sequence(table):
+    """basic-nohist.jsonl at the table level."""
+    assert table.get_value(V, A, "a", False) == "0"
+    assert table.get_value(V, A, "a", False) == "0"
+    assert table.get_value(V, A, "b", False) == "1"
+    assert table.get_value(V, A, "c", False) == "2"
+    assert table.get_value(V, A, "b", False) == "3"
+    assert table.find_value(V, A, "b", False) == "3"
+    assert table.find_value(V, A, "b", True) == "1"
+    assert table.get_value(V, A, "c", False) == "4"
+    assert table.get_value(V, "other", "a", False) == "0"
+    assert table.get_value("v2", A, "a", False) == "0"
+    assert table.get_value(V, A, "a", False) == "5"
+
+
+def test_get_value_history_sequence(table):
+    """history.jsonl at the table level."""
+    assert [table.get_value(V, A, c, True) for c in ("h1", "h2", "h1", "h3")] == ["0", "1", "0", "2"]
+    assert table.get_value(V, A, "h1", False) == "3"
+    assert table.get_value(V, A, "h1", True) == "0"
+    assert table.get_value(V, A, "h2", False) == "4"
+    assert table.get_value(V, A, "h4", True) == "5"
+    assert table.find_min_value(V, A, "h1") == "0"
+    assert table.find_max_value(V, A, "h1") == "3"
+
+
+def test_d1_numeric_no_history_comparison(table):
+    for i in range(11):
+        assert table.get_value(V, A, "d1-%d" % i, False) == str(i)
+    assert table.get_value(V, A, "d1-9", False) == "11"
+    assert table.find_package_max_value(V, A) == "11"
+
+
+def test_d3_max_independent_of_row_order(table):
+    table.importone("pkg-x", A, "bbbb", "1")
+    table.importone("pkg-x", A, "aaaa", "1.0")
+    table.importone("pkg-y", A, "aaaa", "1")
+    table.importone("pkg-y", A, "bbbb", "1.0")
+    assert table.find_package_max_value("pkg-x", A) == "1.0"
+    assert table.find_package_max_value("pkg-y", A) == "1.0"
+
+
+def test_find_new_subvalue_counts_only_direct_children(table):
+    """D5: 1.5.0 is not a child of 1."""
+    assert table.find_new_subvalue(V, A, "1") == "1.0"
+    table.importone(V, A, "q", "1.5.0")
+    assert table.find_new_subvalue(V, A, "1") == "1.0"
+    assert table.find_new_subvalue(V, A, "1.5") == "1.5.1"
+    table.importone(V, A, "r", "1.3")
+    table.importone(V, A, "s", "1.20")
+    table.importone(V, A, "t", "10.7")
+    assert table.find_new_subvalue(V, A, "1") == "1.21"
+    assert table.find_new_subvalue(V, A, "10") == "10.8"
+    with pytest.raises(InvalidRevisionError):
+        table.find_new_subvalue(V, A, "1'")
+
+
+def test_tests_and_finds(table):
+    assert table.test_package(V, A) is False
+    assert table.find_package_max_value(V, A) is None
+    assert table.find_value(V, A, "x") is None
+    table.store_value(V, A, "x", "2")
+    table.store_value(V, A, "x", "2")          # an identical row is never stored twice
+    table.store_value(V, A, "x", "1.9")
+    assert table.test_package(V, A) is True
+    assert table.test_package(V, "other") is False
+    assert table.test_checksum_value(V, A, "x", "1.9") is True
+    assert table.test_checksum_value(V, A, "x", "3") is False
+    assert table.test_value(V, A, "2") is True
+    assert table.test_value(V, A, "7") is False
+    assert table.find_max_value(V, A, "x") == "2"
+    assert table.find_min_value(V, A, "x") == "1.9"
+    assert table.find_package_max_value(V, A) == "2"
+    with pytest.raises(InvalidRevisionError):
+        table.store_value(V, A, "x", "1'")
+
+
+def test_importone_values(table, dbpath):
+    assert table.importone(V, A, "k1", "3") == "3"
+    assert table.importone(V, A, "k1", "3") == "3"
+    assert table.importone(V, A, "k1", "1") == "1"
+    assert table.importone(V, A, "k2", 7) == 7
+    assert table.importone(V, A, "k3", "2.5") == "2.5"
+    for bad in ("1'", "01", "+7", "", -1, True, 1.5, None, "1.a"):
+        with pytest.raises(InvalidRevisionError):
+            table.importone(V, A, "bad", bad)
+    assert table.find_value(V, A, "k1") == "3"
+    assert table.find_value(V, A, "k1", True) == "1"
+    assert table.find_package_max_value(V, A) == "7"
+    assert rows(dbpath) == [(V, A, "k1", "1"), (V, A, "k1", "3"), (V, A, "k2", "7"), (V, A, "k3", "2.5")]
+
+
+def test_export_history_and_max_rows(table):
+    table.importone(V, A, "a", "9")
+    table.importone(V, A, "b", "10")
+    table.importone(V, A, "c", "10")
+    table.importone(V, "arm", "a", "1.0")
+    table.importone(V, "arm", "b", "1")
+    table.importone("", A, "empty", "99")
+    meta, data = table.export(None, None, None, False, True)
+    assert meta == {}
+    assert len(data) == 5
+    meta, data = table.export(None, None, None, True, False)
+    assert meta["tbl_name"] == "PRMAIN"
+    assert [c["name"] for c in meta["col_info"]] == ["version", "pkgarch", "checksum", "value"]
+    assert sorted((r["pkgarch"], r["checksum"], r["value"]) for r in data) == \
+        [("arm", "a", "1.0"), (A, "b", "10"), (A, "c", "10")]          # D2: 10 beats 9
+    _, data = table.export(V, A, "a", False, False)
+    assert data == []                        # "a" does not hold its package's max
+    _, data = table.export("", "arm", "", False, False)
+    assert data == [{"version": V, "pkgarch": "arm", "checksum": "a", "value": "1.0"}]
+    _, data = table.export(None, None, "a", False, True)
+    assert sorted(r["value"] for r in data) == ["1.0", "9"]
+
+
+def test_dump_db(table):
+    table.importone(V, A, "a", "1")
+    out = io.StringIO()
+    count = table.dump_db(out)
+    assert count == len(out.getvalue())
+    assert "CREATE TABLE" in out.getvalue() and "'%s','%s','a','1'" % (V, A) in out.getvalue()
+
+
+def test_drop_table(dbpath):
+    data = PRData(dbpath)
+    data["PRMAIN"].importone(V, A, "a", "1")
+    del data["PRMAIN"]
+    assert data["PRMAIN"].test_package(V, A) is False
+    data.disconnect()
+
+
+def test_reference_database_opens_and_continues(tmp_path):
+    """A file written by bitbake's prserv: same table, rows in the reference's shapes."""
+    path = str(tmp_path / "ref.sqlite3")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(REFERENCE_DDL)
+    conn.executemany("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)", [
+        (V, A, "c0", "0"), (V, A, "c1", "1"), (V, A, "c2", "9"), (V, A, "c3", "10"),
+        (V, A, "bad", "1'"),                    # the reference accepted this (D6)
+        ("up", A, "u1", "1.0"), ("up", A, "u2", "1.1"),
+    ])
+    conn.commit()
+    conn.close()
+    data = PRData(path)
+    table = data["PRMAIN"]
+    assert table.find_package_max_value(V, A) == "10"
+    assert table.get_value(V, A, "new", False) == "11"
+    assert table.get_value(V, A, "c2", False) == "12"
+    assert table.get_value(V, A, "bad", False) == "13"
+    assert table.find_new_subvalue("up", A, "1") == "1.2"
+    data.disconnect()
+    # Still the reference's table, and still readable by plain SQL the reference uses.
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM PRMAIN WHERE version=? AND pkgarch=? AND checksum=?",
+                        (V, A, "new")).fetchall() == [("11",)]
+    conn.execute("INSERT OR IGNORE INTO PRMAIN VALUES (?, ?, ?, ?)", (V, A, "refwrite", "14"))
+    conn.commit()
+    conn.close()
+    data = PRData(path)
+    assert data["PRMAIN"].get_value(V, A, "another", False) == "15"
+    data.disconnect()
+
+
+def test_invalid_stored_values_are_skipped_with_a_warning(tmp_path, caplog):
+    path = str(tmp_path / "ref.sqlite3")
+    conn = sqlite3.connect(path)
+    conn.execute(REFERENCE_DDL)
+    conn.executemany("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)", [(V, A, "a", "1'"), (V, A, "b", None)])
+    conn.commit()
+    conn.close()
+    data = PRData(path)
+    with caplog.at_level(logging.WARNING, logger="BitBake.PRserv"):
+        assert data["PRMAIN"].test_package(V, A) is True
+        assert data["PRMAIN"].find_package_max_value(V, A) is None
+        assert data["PRMAIN"].get_value(V, A, "c", False) == "0"
+    assert "not a revision" in caplog.text
+    data.disconnect()
+
+
+def test_read_only_sees_every_commit_at_once(dbpath):
+    writer = PRData(dbpath)
+    wtable = writer["PRMAIN"]
+    reader = PRData(dbpath, read_only=True)
+    rtable = reader["PRMAIN"]
+    assert rtable.find_package_max_value(V, A) is None
+    for i in range(5):
+        assert wtable.get_value(V, A, "c%d" % i, False) == str(i)
+        assert rtable.find_package_max_value(V, A) == str(i)
+        assert rtable.find_value(V, A, "c%d" % i) == str(i)
+    # Read-only: computes like a writer, stores nothing.
+    assert rtable.get_value(V, A, "new", False) == "5"
+    assert rtable.find_value(V, A, "new") is None
+    assert rtable.importone(V, A, "x", "9") is None
+    rtable.store_value(V, A, "x", "9")
+    assert rtable.find_value(V, A, "x") is None
+    with pytest.raises(ReadOnlyError):
+        with rtable.transaction():
+            pass
+    assert wtable.get_value(V, A, "new", False) == "5"
+    assert rtable.find_package_max_value(V, A) == "5"
+    reader.disconnect()
+    writer.disconnect()
+
+
+def test_two_writers_share_state(dbpath):
+    """A second connection's writes reach this connection's cached state."""
+    one, two = PRData(dbpath), PRData(dbpath)
+    t1, t2 = one["PRMAIN"], two["PRMAIN"]
+    assert t1.get_value(V, A, "a", False) == "0"
+    assert t2.get_value(V, A, "b", False) == "1"
+    assert t1.get_value(V, A, "c", False) == "2"
+    assert t2.find_package_max_value(V, A) == "2"
+    assert t1.get_value(V, A, "a", False) == "3"
+    assert t2.find_value(V, A, "a") == "3"
+    del two["PRMAIN"]                         # the table re-created elsewhere starts afresh
+    assert t1.find_package_max_value(V, A) is None
+    one.disconnect()
+    two.disconnect()
+
+
+def test_read_only_requires_existing_file_and_tolerates_missing_table(tmp_path):
+    with pytest.raises(DatabaseError):
+        PRData(str(tmp_path / "missing.sqlite3"), read_only=True)
+    path = str(tmp_path / "empty.sqlite3")
+    sqlite3.connect(path).execute("CREATE TABLE other (x)").connection.close()
+    data = PRData(path, read_only=True)
+    table = data["PRMAIN"]
+    assert table.test_package(V, A) is False
+    assert table.get_value(V, A, "a", False) == "0"
+    assert table.export(None, None, None, False, True) == ({}, [])
+    data.disconnect()
+
+
+def test_path_with_uri_special_characters(tmp_path):
+    path = str(tmp_path / "we?ird#na%me.sqlite3")
+    data = PRData(path)
+    data["PRMAIN"].importone(V, A, "a", "1")
+    data.disconnect()
+    assert rows(path) == [(V, A, "a", "1")]
+    ro = PRData(path, read_only=True)
+    assert ro["PRMAIN"].find_value(V, A, "a") == "1"
+    ro.disconnect()
+
+
+def _allocate(path, prefix, count, queue):
+    data = PRData(path)
+    table = data["PRMAIN"]
+    queue.put([table.get_value(V, A, "%s-%d" % (prefix, i), False) for i in range(count)])
+    data.disconnect()
+
+
+def test_allocation_atomic_across_processes(dbpath):
+    PRData(dbpath).disconnect()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_allocate, args=(dbpath, "p%d" % n, 50, queue)) for n in range(4)]
+    for p in procs:
+        p.start()
+    values = [v for _ in procs for v in queue.get(timeout=60)]
+    for p in procs:
+        p.join()
+    assert sorted(values, key=int) == [str(i) for i in range(200)]

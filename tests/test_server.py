@@ -1,0 +1,278 @@
+"""The PR server end to end, over every transport (prserv.serv)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+
+import pytest
+
+import prserv
+from prserv.asyncrpc import InvokeError
+from wire import SETUP, RawConnection, frame
+
+V, A = "curl-8.6.0-r0", "cortexa72"
+
+
+def ipv6_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def transports(tmp_path_factory=None):
+    params = ["127.0.0.1:0", "ws://127.0.0.1:0", "unix"]
+    if ipv6_available():
+        params.append("[::1]:0")
+    return params
+
+
+@pytest.fixture
+def address_for(tmp_path):
+    def make(kind: str) -> str:
+        if kind != "unix":
+            return kind
+        # Longer than the AF_UNIX limit (~108 bytes).
+        directory = tmp_path / ("d" * 60) / ("e" * 60)
+        directory.mkdir(parents=True)
+        return "unix://%s/pr.sock" % directory
+    return make
+
+
+@pytest.mark.parametrize("kind", transports())
+async def test_every_method_over_transport(kind, address_for, start_server):
+    server = await start_server(address_for(kind))
+    if kind == "unix":
+        assert server.address.startswith("unix:///") and len(server.address) > 120
+    elif kind.startswith("ws"):
+        assert server.address.startswith("ws://127.0.0.1:") and not server.address.endswith(":0")
+    async with await prserv.create_async_client(server.address) as client:
+        assert await client.ping() == {"alive": True}
+        assert await client.is_readonly() is False
+        assert await client.test_package(V, A) is False
+        assert [await client.getPR(V, A, c) for c in ("a", "b", "c", "b")] == ["0", "1", "2", "3"]
+        assert await client.getPR(V, A, "b", history=True) == "1"
+        assert await client.test_pr(V, A, "b") == "3"
+        assert await client.test_pr(V, A, "b", history=True) == "1"
+        assert await client.test_pr(V, A, "zzz") is None
+        assert await client.test_package(V, A) is True
+        assert await client.max_package_pr(V, A) == "3"
+        assert await client.importone(V, A, "imp", 7) == 7
+        assert await client.importone(V, A, "imp2", "7.1") == "7.1"
+        meta, data = await client.export(V, A, None, True, False)
+        assert meta["tbl_name"] == "PRMAIN" and meta["core_ver"] == prserv.__version__
+        assert data == [{"version": V, "pkgarch": A, "checksum": "imp2", "value": "7.1"}]
+        big = "k" * 100000                       # > 64 KiB request, chunked (or one ws message)
+        assert await client.importone(V, A, big, "1") == "1"
+        _, data = await client.export(None, None, None, False, True)
+        assert len(data) == 7 and {"version": V, "pkgarch": A, "checksum": big, "value": "1"} in data
+        with pytest.raises(InvokeError):
+            await client.importone(V, A, "bad", "1'")
+        assert await client.ping() == {"alive": True}     # reconnected after the invoke-error
+
+
+async def test_unix_socket_removed_on_stop_and_stale_socket_replaced(tmp_path, start_server):
+    path = str(tmp_path / "pr.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()                                 # a socket file nobody listens on
+    server = await start_server("unix://" + path)
+    assert os.path.exists(path)
+    async with await prserv.create_async_client(server.address) as client:
+        assert await client.getPR(V, A, "x") == "0"
+    await server.stop_serving()
+    assert not os.path.exists(path)
+
+
+async def test_concurrent_new_checksums_get_distinct_values(start_server):
+    server = await start_server()
+
+    async def one(n: int) -> str:
+        async with await prserv.create_async_client(server.address) as client:
+            return await client.getPR(V, A, "concurrent-%d" % n)
+
+    for history in (False, True):
+        values = await asyncio.gather(*(one(n + (100 if history else 0)) for n in range(32)))
+        base = 0 if not history else 32
+        assert sorted(values, key=int) == [str(base + i) for i in range(32)]
+
+
+@pytest.mark.parametrize("request_line, reason", [
+    ('{"frobnicate": {}}', "unknown command"),
+    ("{}", "unknown command"),
+    ('["ping"]', "JSON object"),
+    ("5", "JSON object"),
+    ('{"ping": ', "invalid JSON"),
+    ('{"get-pr": null}', "must be a JSON object"),
+    ('{"get-pr": {"version": "v", "pkgarch": "a", "history": false}}', "missing field 'checksum'"),
+    ('{"get-pr": {"version": "", "pkgarch": "a", "checksum": "c"}}', "must not be empty"),
+    ('{"get-pr": {"version": 5, "pkgarch": "a", "checksum": "c"}}', "must be a string"),
+    ('{"get-pr": {"version": "v", "pkgarch": "a", "checksum": "c", "history": "false"}}', "true or false"),
+    ('{"test-pr": {"version": "v", "pkgarch": "", "checksum": "c"}}', "must not be empty"),
+    ('{"test-package": {"version": "v"}}', "missing field 'pkgarch'"),
+    ('{"max-package-pr": {"version": "v", "pkgarch": null}}', "must be a string"),
+    ('{"import-one": {"version": "v", "pkgarch": "a", "checksum": "c", "value": "01"}}', "not a revision"),
+    ('{"import-one": {"version": "v", "pkgarch": "a", "checksum": "c", "value": -1}}', "negative"),
+    ('{"import-one": {"version": "v", "pkgarch": "a", "checksum": "c"}}', "missing field 'value'"),
+    ('{"export": {"version": null, "pkgarch": null, "checksum": null, "history": false}}', "colinfo"),
+    ('{"export": {"version": 1, "pkgarch": null, "checksum": null, "colinfo": false}}', "string or null"),
+])
+async def test_bad_request_gets_invoke_error_and_close(request_line, reason, start_server):
+    server = await start_server()
+    other = await RawConnection.open(server.address, SETUP)
+    conn = await RawConnection.open(server.address, SETUP)
+    await conn.send(request_line + "\n")
+    answer = json.loads(await conn.recv_raw())
+    assert set(answer) == {"invoke-error"}
+    assert reason in answer["invoke-error"]["message"]
+    await conn.expect_closed()
+    # Nothing stored, and everyone else is still served.
+    assert await other.request({"export": {"version": None, "pkgarch": None, "checksum": None,
+                                           "colinfo": False, "history": True}}) == \
+        {"metainfo": {}, "datainfo": []}
+    await other.close()
+
+
+async def test_overlong_unchunked_line_gets_invoke_error(start_server):
+    server = await start_server()
+    conn = await RawConnection.open(server.address, SETUP)
+    await conn.send('{"ping": "' + "x" * (2 * 1024 * 1024) + '"}\n')
+    answer = json.loads(await conn.recv_raw())
+    assert "line longer than" in answer["invoke-error"]["message"]
+    await conn.expect_closed()
+
+
+async def test_unchunked_line_of_64k_is_accepted(start_server):
+    server = await start_server()
+    conn = await RawConnection.open(server.address, SETUP)
+    checksum = "c" * 70000
+    await conn.send(json.dumps({"get-pr": {"version": V, "pkgarch": A, "checksum": checksum}}) + "\n")
+    assert json.loads(await conn.recv_raw()) == {"value": "0"}
+    await conn.close()
+
+
+async def test_missing_history_means_false_and_extra_fields_are_ignored(start_server):
+    server = await start_server()
+    conn = await RawConnection.open(server.address, SETUP)
+    ask = {"version": V, "pkgarch": A, "build-host": "b7"}
+    assert await conn.request({"get-pr": dict(ask, checksum="a")}) == {"value": "0"}
+    assert await conn.request({"get-pr": dict(ask, checksum="b")}) == {"value": "1"}
+    assert await conn.request({"get-pr": dict(ask, checksum="a")}) == {"value": "2"}     # no history
+    assert await conn.request({"test-pr": dict(ask, checksum="a")}) == {"value": "2"}
+    answer = await conn.request({"export": {"version": None, "pkgarch": None, "checksum": None,
+                                            "colinfo": False}})
+    assert sorted(r["checksum"] for r in answer["datainfo"]) == ["a"]
+    await conn.close()
+
+
+async def test_null_message_ends_session_quietly(start_server):
+    server = await start_server()
+    conn = await RawConnection.open(server.address, SETUP)
+    await conn.send('{"ping": {}}\nnull\n{"ping": {}}\n')
+    assert json.loads(await conn.recv_raw()) == {"alive": True}
+    await conn.expect_closed()
+
+
+@pytest.mark.parametrize("setup", ["PRSERV 1.0\n\n", "PRSERVICE 1.1\n\n", "\n", "PRSERVICE 1.0\nbad\n\n",
+                                   "\xff\n"])
+async def test_refused_setup_closes_without_reply(setup, start_server, caplog):
+    server = await start_server()
+    conn = await RawConnection.open(server.address, setup)
+    await conn.send('{"ping": {}}\n')
+    await conn.expect_closed()
+    assert "refused connection setup" in caplog.text
+
+
+async def test_needs_headers_gets_empty_header_block(start_server):
+    server = await start_server()
+    conn = await RawConnection.open(server.address, "PRSERVICE 1.0\nneeds-headers: true\n\n")
+    assert await conn.recv_headers() == "\n"
+    assert await conn.request({"ping": {}}) == {"alive": True}
+    await conn.close()
+
+
+async def test_pipelined_requests_answered_in_order(start_server):
+    server = await start_server()
+    conn = await RawConnection.open(server.address)
+    requests = [{"get-pr": {"version": V, "pkgarch": A, "checksum": "p%d" % i, "history": False}}
+                for i in range(300)]
+    await conn.send(SETUP + "".join(frame(json.dumps(r)) for r in requests))
+    answers = [json.loads(await conn.recv_raw()) for _ in requests]
+    assert answers == [{"value": str(i)} for i in range(300)]
+    await conn.close()
+
+
+async def test_large_export_is_chunked(start_server):
+    server = await start_server()
+    async with await prserv.create_async_client(server.address) as client:
+        for i in range(700):
+            await client.importone(V, A, "%064x" % i, str(i))
+    conn = await RawConnection.open(server.address, SETUP)
+    await conn.send(frame(json.dumps({"export": {"version": None, "pkgarch": None, "checksum": None,
+                                                 "colinfo": False, "history": True}})))
+    raw = await conn.recv_raw()
+    lines = raw.split("\n")
+    assert lines[0] == '{"chunk-stream": null}'
+    assert all(len(line) == 32767 for line in lines[1:-3]) and lines[-2:] == ["", ""]
+    assert len(json.loads("".join(lines[1:-2]))["datainfo"]) == 700
+    await conn.close()
+
+
+async def test_read_only_server(tmp_path, start_server):
+    writer = await start_server(db="shared.sqlite3")
+    reader = await start_server(db="shared.sqlite3", read_only=True)
+    async with await prserv.create_async_client(writer.address) as w, \
+            await prserv.create_async_client(reader.address) as r:
+        assert await w.getPR(V, A, "a") == "0"
+        assert await r.is_readonly() is True
+        assert await r.max_package_pr(V, A) == "0"
+        assert await r.getPR(V, A, "b") == "1"
+        assert await r.getPR(V, A, "c") == "1"        # nothing stored: same answer twice
+        assert await r.test_pr(V, A, "b") is None
+        assert await r.importone(V, A, "d", "5") is None
+        assert await w.getPR(V, A, "c") == "1"
+        assert await r.test_pr(V, A, "c") == "1"
+        with pytest.raises(InvokeError):
+            await r.importone(V, A, "d", "5'")
+
+
+async def test_read_only_server_on_missing_file_fails_clearly(tmp_path):
+    server = prserv.create_server("127.0.0.1:0", str(tmp_path / "none.sqlite3"), read_only=True)
+    with pytest.raises(Exception) as info:
+        await server.start_serving()
+    assert "does not exist" in str(info.value)
+
+
+def test_serve_as_process_and_sigterm(tmp_path, process_servers):
+    calls = []
+    server = prserv.create_server("127.0.0.1:0", str(tmp_path / "p.sqlite3"))
+    server.serve_as_process(prefunc=lambda s, marker: calls.append(marker), args=("x",))
+    try:
+        with prserv.create_client(server.address) as client:
+            assert client.getPR(V, A, "a") == "0"
+            assert client.getPR(V, A, "b") == "1"
+    finally:
+        server.process.terminate()
+        server.process.join(10)
+    assert server.process.exitcode == 0
+    assert calls == []        # prefunc ran in the child, not here
+    again = prserv.create_server("127.0.0.1:0", str(tmp_path / "p.sqlite3"))
+    again.serve_as_process()
+    try:
+        with prserv.create_client(again.address) as client:
+            assert client.getPR(V, A, "c") == "2"
+    finally:
+        again.process.terminate()
+        again.process.join(10)
+
+
+def test_serve_as_process_reports_start_failure(tmp_path):
+    server = prserv.create_server("127.0.0.1:0", str(tmp_path / "none.sqlite3"), read_only=True)
+    with pytest.raises(Exception) as info:
+        server.serve_as_process()
+    assert "does not exist" in str(info.value)
