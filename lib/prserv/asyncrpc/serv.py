@@ -362,14 +362,19 @@ class AsyncServer:
         self.logger.debug("got signal %d, stopping", sig)
         self.request_stop()
 
-    def serve_forever(self) -> None:
-        """Serve in this process until SIGTERM, SIGINT or SIGQUIT."""
+    def serve_forever(self, ready: Optional[Callable[[], None]] = None) -> None:
+        """Serve in this process until SIGTERM, SIGINT or SIGQUIT.
+
+        ``ready()`` is called once listening (``self.address`` is then set).
+        """
         self._create_loop()
         try:
             self.loop.run_until_complete(self.start_serving())
         except BaseException:
             self.loop.close()
             raise
+        if ready is not None:
+            ready()
         self._run_until_stopped()
 
     def serve_as_process(self, *, prefunc: Optional[Callable[..., None]] = None, args: tuple = (),

@@ -1,0 +1,165 @@
+"""Client behaviour: lazy connect, retries, timeouts, invoke-errors (prserv.client)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+import prserv
+from prserv.asyncrpc import AddressError, InvokeError
+from prserv.client import PRAsyncClient
+
+
+class ScriptedPeer:
+    """A TCP peer that completes setup, then answers requests with ``behaviour(n)``.
+
+    ``behaviour`` gets the global request number and returns a line to send, or
+    None to close the connection, or "hang" to say nothing.
+    """
+
+    def __init__(self, behaviour):
+        self.behaviour = behaviour
+        self.connections = 0
+        self.requests = []
+        self.server = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return "127.0.0.1:%d" % self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, reader, writer):
+        self.connections += 1
+        try:
+            while (await reader.readline()).strip():
+                pass
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                self.requests.append(json.loads(line))
+                action = self.behaviour(len(self.requests))
+                if action is None:
+                    return
+                if action == "hang":
+                    await reader.read()
+                    return
+                writer.write(action.encode() + b"\n")
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def stop(self):
+        self.server.close()
+
+
+async def client_for(address, timeout=30) -> PRAsyncClient:
+    client = PRAsyncClient(timeout=timeout)
+    await client.connect_address(address)
+    return client
+
+
+async def test_connects_lazily():
+    peer = ScriptedPeer(lambda n: '{"alive": true}')
+    address = await peer.start()
+    client = await client_for(address)
+    assert peer.connections == 0
+    assert await client.ping() == {"alive": True}
+    assert await client.ping() == {"alive": True}
+    assert peer.connections == 1
+    await client.close()
+    await peer.stop()
+
+
+async def test_four_attempts_then_connection_error():
+    peer = ScriptedPeer(lambda n: None)            # closes on every request
+    address = await peer.start()
+    client = await client_for(address)
+    with pytest.raises(ConnectionError):
+        await client.getPR("v", "a", "c")
+    assert peer.connections == 4
+    assert len(peer.requests) == 4 and all("get-pr" in r for r in peer.requests)
+    await client.close()
+    await peer.stop()
+
+
+async def test_lost_answer_is_retried_on_a_new_connection():
+    peer = ScriptedPeer(lambda n: None if n == 1 else '{"value": "5"}')
+    address = await peer.start()
+    client = await client_for(address)
+    assert await client.getPR("v", "a", "c") == "5"
+    assert peer.connections == 2
+    await client.close()
+    await peer.stop()
+
+
+async def test_read_timeout_counts_as_failed_attempt():
+    peer = ScriptedPeer(lambda n: "hang")
+    address = await peer.start()
+    client = await client_for(address, timeout=0.1)
+    with pytest.raises(ConnectionError):
+        await client.ping()
+    assert peer.connections == 4
+    await client.close()
+    await peer.stop()
+
+
+async def test_garbage_answer_is_retried():
+    peer = ScriptedPeer(lambda n: "not json" if n < 3 else '{"value": true}')
+    address = await peer.start()
+    client = await client_for(address)
+    assert await client.test_package("v", "a") is True
+    assert peer.connections == 3
+    await client.close()
+    await peer.stop()
+
+
+async def test_invoke_error_raises_without_retry_and_next_call_reconnects():
+    peer = ScriptedPeer(lambda n: '{"invoke-error": {"message": "nope"}}' if n == 1 else '{"alive": true}')
+    address = await peer.start()
+    client = await client_for(address)
+    with pytest.raises(InvokeError, match="nope"):
+        await client.ping()
+    assert peer.connections == 1 and len(peer.requests) == 1
+    assert await client.ping() == {"alive": True}
+    assert peer.connections == 2 and len(peer.requests) == 2
+    await client.close()
+    await peer.stop()
+
+
+async def test_empty_answers_give_none():
+    peer = ScriptedPeer(lambda n: "null" if n == 1 else "{}")
+    address = await peer.start()
+    client = await client_for(address)
+    assert await client.importone("v", "a", "c", 1) is None
+    assert await client.export(None, None, None, False) is None
+    await client.close()
+    await peer.stop()
+
+
+async def test_refused_connection_raises_connection_error():
+    peer = ScriptedPeer(lambda n: None)
+    address = await peer.start()
+    await peer.stop()
+    await peer.server.wait_closed()
+    client = await client_for(address)
+    with pytest.raises(ConnectionError):
+        await client.ping()
+    await client.close()
+
+
+def test_create_client_rejects_bad_address():
+    with pytest.raises(AddressError):
+        prserv.create_client("no-port")
+
+
+def test_blocking_client_context_manager(tmp_path, process_servers):
+    server = process_servers("127.0.0.1:0", str(tmp_path / "b.sqlite3"))
+    with prserv.create_client(server.address) as client:
+        assert client.getPR("v", "a", "c") == "0"
+        assert client.export(None, None, None, False, True)[1] == \
+            [{"version": "v", "pkgarch": "a", "checksum": "c", "value": "0"}]
+    assert client.loop is None
+    with pytest.raises(ConnectionError):
+        client.ping()
