@@ -20,13 +20,13 @@ from .revision import (_revision_greater_or_equal, increase_revision,  # noqa: E
                        revision_greater, revision_smaller)
 
 
-def create_server(addr, dbpath, upstream=None, read_only=False):
+def create_server(addr, dbpath, upstream=None, read_only=False, **options):
     """A ``PRServer`` for ``addr`` (``host:port``, ``[v6]:port``, ``unix://path``,
     ``ws://host:port``); nothing is bound until it serves (``serve_forever`` /
-    ``serve_as_process``)."""
+    ``serve_as_process``).  ``options``: ``upstream_timeout`` (seconds, default 10)."""
     from . import serv
 
-    server = serv.PRServer(dbpath, read_only=read_only, upstream=upstream)
+    server = serv.PRServer(dbpath, read_only=read_only, upstream=upstream, **options)
     server.start_server(addr)
     return server
 

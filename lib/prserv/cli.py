@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="open database in read-only mode")
     parser.add_argument("-u", "--upstream", default=os.environ.get("PRSERV_UPSTREAM", None),
                         help="Upstream PR service (host:port)")
+    parser.add_argument("--upstream-timeout", type=float, default=10.0,
+                        help="seconds to wait for the upstream before answering with an error\n"
+                             "(default: 10)")
     return parser
 
 
@@ -62,7 +65,8 @@ def serve_foreground(args: argparse.Namespace) -> int:
     from . import create_server
 
     server = create_server(listen_address(args), os.path.abspath(args.file),
-                           upstream=args.upstream or None, read_only=args.read_only)
+                           upstream=args.upstream or None, read_only=args.read_only,
+                           upstream_timeout=args.upstream_timeout)
 
     def announce() -> None:
         print("prserv %s: serving %s on %s%s%s" % (

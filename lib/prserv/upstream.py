@@ -10,9 +10,8 @@ interval tries again (service resumes by itself).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from typing import AsyncIterator, List, Optional
+from typing import List, Optional
 
 from . import logger
 from .asyncrpc import AsyncRPCError, InvokeError
@@ -58,29 +57,38 @@ class Upstream:
     def is_down(self) -> bool:
         return time.monotonic() < self._down_until
 
-    @contextlib.asynccontextmanager
-    async def _client(self) -> AsyncIterator[PRAsyncClient]:
-        client = await self._idle.get()
-        try:
-            yield client
-        finally:
-            self._idle.put_nowait(client)
-
     async def _invoke(self, request: dict) -> object:
+        """One request, bounded by ``timeout`` including the wait for a free connection."""
+        self._check_up()
+        await self._configure()
+        try:
+            return await asyncio.wait_for(self._invoke_pooled(request), self.timeout)
+        except asyncio.TimeoutError:
+            reason = "no answer within %g s" % self.timeout
+            self._mark_down(reason)
+            raise UpstreamError("upstream %s unavailable: %s" % (self.address, reason)) from None
+
+    def _check_up(self) -> None:
         if self.is_down:
             raise UpstreamError("upstream %s unavailable: %s" % (self.address, self._last_failure))
-        await self._configure()
-        async with self._client() as client:
-            try:
-                return await asyncio.wait_for(client.invoke(request), self.timeout)
-            except InvokeError as exc:
-                raise UpstreamError("upstream %s refused the request: %s" % (self.address, exc)) from exc
-            except (asyncio.TimeoutError, OSError, ConnectionError, AsyncRPCError) as exc:
-                await client.disconnect()
-                reason = "no answer within %g s" % self.timeout if isinstance(exc, asyncio.TimeoutError) \
-                    else "%s: %s" % (type(exc).__name__, exc)
-                self._mark_down(reason)
-                raise UpstreamError("upstream %s unavailable: %s" % (self.address, reason)) from exc
+
+    async def _invoke_pooled(self, request: dict) -> object:
+        client = await self._idle.get()
+        try:
+            self._check_up()
+            return await client.invoke(request)
+        except InvokeError as exc:
+            raise UpstreamError("upstream %s refused the request: %s" % (self.address, exc)) from exc
+        except (OSError, ConnectionError, AsyncRPCError) as exc:
+            reason = "%s: %s" % (type(exc).__name__, exc)
+            self._mark_down(reason)
+            raise UpstreamError("upstream %s unavailable: %s" % (self.address, reason)) from exc
+        except asyncio.CancelledError:
+            # Timed out mid-request: the connection's state is unknown, drop it.
+            await asyncio.shield(client.disconnect())
+            raise
+        finally:
+            self._idle.put_nowait(client)
 
     def _mark_down(self, reason: str) -> None:
         self._last_failure = reason
