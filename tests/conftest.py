@@ -19,8 +19,9 @@ async def start_server(tmp_path) -> AsyncIterator[Callable[..., Awaitable[PRServ
     servers: List[PRServer] = []
 
     async def start(addr: str = "127.0.0.1:0", db: str = "pr.sqlite3", upstream=None,
-                    read_only: bool = False) -> PRServer:
-        server = prserv.create_server(addr, str(tmp_path / db), upstream=upstream, read_only=read_only)
+                    read_only: bool = False, **options) -> PRServer:
+        server = prserv.create_server(addr, str(tmp_path / db), upstream=upstream, read_only=read_only,
+                                      **options)
         await server.start_serving()
         servers.append(server)
         return server
@@ -35,8 +36,8 @@ def process_servers():
     """Servers in forked child processes (``serve_as_process``); terminated at the end."""
     started: List[PRServer] = []
 
-    def start(addr: str, dbpath: str, upstream=None, read_only: bool = False) -> PRServer:
-        server = prserv.create_server(addr, dbpath, upstream=upstream, read_only=read_only)
+    def start(addr: str, dbpath: str, upstream=None, read_only: bool = False, **options) -> PRServer:
+        server = prserv.create_server(addr, dbpath, upstream=upstream, read_only=read_only, **options)
         server.serve_as_process()
         started.append(server)
         return server
