@@ -185,3 +185,34 @@ class PRServer(AsyncServer):
 
 class PRServiceConfigError(Exception):
     """Bad PR service configuration (bitbake catches this name)."""
+
+
+# --------------------------------------------------------------------------- bitbake helpers
+
+singleton = None
+"""The ``PRServSingleton`` bitbake's cooker may have started (set by ``auto_start``)."""
+
+
+def is_local_special(host: str, port: int) -> bool:
+    """``localhost:0`` / ``127.0.0.1:0``: "start a private server for this build"."""
+    return host.strip().lower() in ("localhost", "127.0.0.1") and not port
+
+
+def connect(host: str, port: int):
+    """A blocking ``PRClient`` for ``host:port`` (OpenEmbedded: once per packaging task).
+
+    ``localhost`` with port 0 means the singleton's real port.
+    """
+    from .client import PRClient
+
+    if host.strip().lower() == "localhost" and not port and singleton is not None:
+        host, port = "localhost", singleton.port
+    conn = PRClient()
+    conn.connect_tcp(host, port)
+    return conn
+
+
+def ping(host: str, port: int):
+    """The server's ping answer (``{"alive": True}``); raises when unreachable."""
+    with connect(host, port) as conn:
+        return conn.ping()
