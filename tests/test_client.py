@@ -2,56 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-
 import pytest
 
 import prserv
+from peers import CLOSE, SILENT, ScriptedPeer
 from prserv.asyncrpc import AddressError, InvokeError
 from prserv.client import PRAsyncClient
-
-
-class ScriptedPeer:
-    """A TCP peer that completes setup, then answers requests with ``behaviour(n)``.
-
-    ``behaviour`` gets the global request number and returns a line to send, or
-    None to close the connection, or "hang" to say nothing.
-    """
-
-    def __init__(self, behaviour):
-        self.behaviour = behaviour
-        self.connections = 0
-        self.requests = []
-        self.server = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return "127.0.0.1:%d" % self.server.sockets[0].getsockname()[1]
-
-    async def _handle(self, reader, writer):
-        self.connections += 1
-        try:
-            while (await reader.readline()).strip():
-                pass
-            while True:
-                line = await reader.readline()
-                if not line:
-                    return
-                self.requests.append(json.loads(line))
-                action = self.behaviour(len(self.requests))
-                if action is None:
-                    return
-                if action == "hang":
-                    await reader.read()
-                    return
-                writer.write(action.encode() + b"\n")
-                await writer.drain()
-        finally:
-            writer.close()
-
-    async def stop(self):
-        self.server.close()
 
 
 async def client_for(address, timeout=30) -> PRAsyncClient:
@@ -61,7 +17,7 @@ async def client_for(address, timeout=30) -> PRAsyncClient:
 
 
 async def test_connects_lazily():
-    peer = ScriptedPeer(lambda n: '{"alive": true}')
+    peer = ScriptedPeer(lambda request, n: '{"alive": true}')
     address = await peer.start()
     client = await client_for(address)
     assert peer.connections == 0
@@ -73,7 +29,7 @@ async def test_connects_lazily():
 
 
 async def test_four_attempts_then_connection_error():
-    peer = ScriptedPeer(lambda n: None)            # closes on every request
+    peer = ScriptedPeer(lambda request, n: CLOSE)
     address = await peer.start()
     client = await client_for(address)
     with pytest.raises(ConnectionError):
@@ -85,7 +41,7 @@ async def test_four_attempts_then_connection_error():
 
 
 async def test_lost_answer_is_retried_on_a_new_connection():
-    peer = ScriptedPeer(lambda n: None if n == 1 else '{"value": "5"}')
+    peer = ScriptedPeer(lambda request, n: CLOSE if n == 1 else '{"value": "5"}')
     address = await peer.start()
     client = await client_for(address)
     assert await client.getPR("v", "a", "c") == "5"
@@ -95,7 +51,7 @@ async def test_lost_answer_is_retried_on_a_new_connection():
 
 
 async def test_read_timeout_counts_as_failed_attempt():
-    peer = ScriptedPeer(lambda n: "hang")
+    peer = ScriptedPeer(lambda request, n: SILENT)
     address = await peer.start()
     client = await client_for(address, timeout=0.1)
     with pytest.raises(ConnectionError):
@@ -106,7 +62,7 @@ async def test_read_timeout_counts_as_failed_attempt():
 
 
 async def test_garbage_answer_is_retried():
-    peer = ScriptedPeer(lambda n: "not json" if n < 3 else '{"value": true}')
+    peer = ScriptedPeer(lambda request, n: "not json" if n < 3 else '{"value": true}')
     address = await peer.start()
     client = await client_for(address)
     assert await client.test_package("v", "a") is True
@@ -116,7 +72,7 @@ async def test_garbage_answer_is_retried():
 
 
 async def test_invoke_error_raises_without_retry_and_next_call_reconnects():
-    peer = ScriptedPeer(lambda n: '{"invoke-error": {"message": "nope"}}' if n == 1 else '{"alive": true}')
+    peer = ScriptedPeer(lambda request, n: '{"invoke-error": {"message": "nope"}}' if n == 1 else '{"alive": true}')
     address = await peer.start()
     client = await client_for(address)
     with pytest.raises(InvokeError, match="nope"):
@@ -129,7 +85,7 @@ async def test_invoke_error_raises_without_retry_and_next_call_reconnects():
 
 
 async def test_empty_answers_give_none():
-    peer = ScriptedPeer(lambda n: "null" if n == 1 else "{}")
+    peer = ScriptedPeer(lambda request, n: "null" if n == 1 else "{}")
     address = await peer.start()
     client = await client_for(address)
     assert await client.importone("v", "a", "c", 1) is None
@@ -139,7 +95,7 @@ async def test_empty_answers_give_none():
 
 
 async def test_refused_connection_raises_connection_error():
-    peer = ScriptedPeer(lambda n: None)
+    peer = ScriptedPeer(lambda request, n: CLOSE)
     address = await peer.start()
     await peer.stop()
     await peer.server.wait_closed()

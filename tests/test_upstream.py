@@ -17,7 +17,7 @@ import pytest
 
 import prserv
 from prserv.asyncrpc import InvokeError
-from relay import Relay, ScriptedUpstream
+from peers import SILENT, Relay, ScriptedPeer
 
 PKG, ARCH = "glibc-2.39-r0", "armv8a"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -228,7 +228,7 @@ def test_upstream_killed_and_restarted(tmp_path, process_servers):
     '{"value": 5}', '{"value": "1\'"}', '{"value": ["1"]}', '{"valu": "1"}', '{"value": "01"}', "[]",
 ])
 async def test_upstream_answering_garbage_stores_nothing(garbage, start_server):
-    stub = ScriptedUpstream(lambda request: garbage)
+    stub = ScriptedPeer(lambda request, n: garbage)
     server = await start_server(upstream=await stub.start())
     async with await aclient(server.address) as c:
         with pytest.raises(InvokeError) as info:
@@ -242,11 +242,11 @@ async def test_upstream_answering_garbage_stores_nothing(garbage, start_server):
     ("test-package", '{"value": "yes"}'), ("test-pr", '{"value": 1}'), ("test-pr", '{"value": "1.x"}'),
 ])
 async def test_upstream_garbage_later_in_the_procedure(command, garbage, start_server):
-    def answer(request):
+    def answer(request, n):
         if command in request:
             return garbage
         return {"max-package-pr": '{"value": "3"}', "test-package": '{"value": true}'}[next(iter(request))]
-    stub = ScriptedUpstream(answer)
+    stub = ScriptedPeer(answer)
     server = await start_server(upstream=await stub.start())
     async with await aclient(server.address) as c:
         with pytest.raises(InvokeError) as info:
@@ -257,7 +257,7 @@ async def test_upstream_garbage_later_in_the_procedure(command, garbage, start_s
 
 
 async def test_upstream_invoke_error_is_forwarded_with_its_text(start_server):
-    stub = ScriptedUpstream(lambda request: '{"invoke-error": {"message": "stub upstream: request refused"}}')
+    stub = ScriptedPeer(lambda request, n: '{"invoke-error": {"message": "stub upstream: request refused"}}')
     address = await stub.start()
     server = await start_server(upstream=address)
     async with await aclient(server.address) as c:
@@ -268,7 +268,7 @@ async def test_upstream_invoke_error_is_forwarded_with_its_text(start_server):
 
 
 async def test_silent_upstream_gives_an_error_within_the_timeout(start_server):
-    stub = ScriptedUpstream(lambda request: None)
+    stub = ScriptedPeer(lambda request, n: SILENT)
     server = await start_server(upstream=await stub.start(), upstream_timeout=0.5)
     async with await aclient(server.address) as c:
         started = time.monotonic()

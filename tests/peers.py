@@ -2,8 +2,8 @@
 
 ``Relay`` forwards TCP traffic to a real server, counting connections; it can
 delay the server's replies (to widen race windows) and drop every connection.
-``ScriptedUpstream`` completes setup and answers each request with whatever a
-function of the request returns (garbage, invoke-errors, silence).
+``ScriptedPeer`` completes setup and answers each request with whatever a
+function of the request returns (garbage, invoke-errors, a close, silence).
 """
 
 from __future__ import annotations
@@ -59,12 +59,19 @@ class Relay:
         await self.server.wait_closed()
 
 
-class ScriptedUpstream:
-    """``answer(request) -> str | None``: a line to send, None to stay silent."""
+CLOSE = "close"
+SILENT = "silent"
 
-    def __init__(self, answer: Callable[[dict], Optional[str]]) -> None:
+
+class ScriptedPeer:
+    """A server that completes setup, then answers request number ``n`` (from 1, over
+    all connections) with ``answer(request, n)``: a line to send, ``CLOSE`` to close
+    the connection, or ``SILENT`` to say nothing until the peer gives up."""
+
+    def __init__(self, answer: Callable[[dict, int], str]) -> None:
         self.answer = answer
         self.requests: List[dict] = []
+        self.connections = 0
         self.server: Optional[asyncio.AbstractServer] = None
 
     async def start(self) -> str:
@@ -72,6 +79,7 @@ class ScriptedUpstream:
         return "127.0.0.1:%d" % self.server.sockets[0].getsockname()[1]
 
     async def _handle(self, reader, writer) -> None:
+        self.connections += 1
         try:
             while (await reader.readline()).strip():
                 pass
@@ -81,9 +89,11 @@ class ScriptedUpstream:
                     return
                 request = json.loads(line)
                 self.requests.append(request)
-                reply = self.answer(request)
-                if reply is None:
-                    await reader.read()            # silent until the peer gives up
+                reply = self.answer(request, len(self.requests))
+                if reply == CLOSE:
+                    return
+                if reply == SILENT:
+                    await reader.read()
                     return
                 writer.write(reply.encode() + b"\n")
                 await writer.drain()
