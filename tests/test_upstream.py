@@ -126,6 +126,26 @@ async def test_d9_allocation_atomic_across_upstream_waits(start_server):
     await relay.stop()
 
 
+async def test_one_package_asks_the_upstream_one_request_at_a_time(start_server):
+    """The per-package lock: concurrent get-prs of one package do not interleave their
+    upstream questions (each asks exactly what it would alone, in the reference's order)."""
+    def answer(request, n):
+        return '{"value": "5"}' if "max-package-pr" in request else '{"value": null}'
+    stub = ScriptedPeer(answer)
+    server = await start_server(upstream=await stub.start())
+    async with await aclient(server.address) as setup:
+        assert await setup.importone(PKG, ARCH, "c1", "0") == "0"
+        assert await setup.importone(PKG, ARCH, "c2", "1") == "1"
+    clients = [await aclient(server.address) for _ in range(2)]
+    results = await asyncio.gather(clients[0].getPR(PKG, ARCH, "c1"), clients[1].getPR(PKG, ARCH, "c2"))
+    assert results == ["5.0", "5.1"]
+    assert [next(iter(r)) for r in stub.requests] == ["max-package-pr", "test-pr", "max-package-pr"]
+    assert stub.requests[1]["test-pr"]["checksum"] == "c1"
+    for c in clients:
+        await c.close()
+    await stub.stop()
+
+
 async def test_one_small_pool_of_upstream_connections(start_server):
     upstream = await start_server(db="u.sqlite3")
     relay = Relay(upstream.address)

@@ -135,14 +135,14 @@ class Allocator:
         if local is None:
             raise error
         key = degraded_value(local, state.max_key, history)
-        logger.warning("Degraded: upstream %s unavailable, answering %s/%s/%s from local state: %s",
-                       self.upstream.address, version, pkgarch, checksum, key_to_revision(key))
         if not self.table.read_only and not state.has_value(checksum, key):
             with self.table.transaction():
+                # Rows are never removed, so the checksum is still known here.
                 state = self.table.package_state(version, pkgarch)
-                key = degraded_value(state.checksum_value(checksum, history) or local,
-                                     state.max_key or local, history)
+                key = degraded_value(state.checksum_value(checksum, history), state.max_key, history)
                 self.table.store_key(version, pkgarch, checksum, key)
+        logger.warning("Degraded: upstream %s unavailable, answered %s/%s/%s from local state: %s",
+                       self.upstream.address, version, pkgarch, checksum, key_to_revision(key))
         return key
 
     async def close(self) -> None:

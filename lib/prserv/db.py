@@ -237,7 +237,7 @@ class PRTable:
             self._insert(version, pkgarch, checksum, key)
 
     def store_key(self, version: str, pkgarch: str, checksum: str, key: RevisionKey) -> None:
-        """``store_value`` for a value already parsed (inside the caller's transaction)."""
+        """``store_value`` for a value already parsed (joins the caller's transaction, if any)."""
         if self.read_only:
             return
         with self.transaction():

@@ -37,6 +37,11 @@ def increase(key: RevisionKey) -> RevisionKey:
     return key[:-1] + (key[-1] + 1,)
 
 
+def not_below(value: RevisionKey, package_max: RevisionKey) -> RevisionKey:
+    """No-history rule: a value below the package max is replaced by ``increase(max)``."""
+    return value if value >= package_max else increase(package_max)
+
+
 def local_value(package_max: Optional[RevisionKey], checksum_value: Optional[RevisionKey],
                 history: bool) -> RevisionKey:
     """get-pr without upstream (semantics.md §3).
@@ -49,9 +54,7 @@ def local_value(package_max: Optional[RevisionKey], checksum_value: Optional[Rev
         return increase(package_max)
     if history:
         return checksum_value
-    if checksum_value < package_max:
-        return increase(package_max)
-    return checksum_value
+    return not_below(checksum_value, package_max)
 
 
 def next_child(base: RevisionKey, largest_child: Optional[int]) -> RevisionKey:
@@ -75,7 +78,7 @@ def chained_value(local: Optional[RevisionKey], local_max: Optional[RevisionKey]
         return Need(UPSTREAM_MAX)
     upstream_max = facts[UPSTREAM_MAX]
     if local is not None:
-        value = local if local >= local_max else increase(local_max)
+        value = not_below(local, local_max)
         if upstream_max is not None and value < upstream_max:
             if UPSTREAM_CHECKSUM not in facts:
                 return Need(UPSTREAM_CHECKSUM)
@@ -105,6 +108,4 @@ def degraded_value(local: RevisionKey, local_max: RevisionKey, history: bool) ->
     History: the first value.  No history: never below what this server has handed
     out (the upstream comparison is skipped until it is back).
     """
-    if history:
-        return local
-    return local if local >= local_max else increase(local_max)
+    return local if history else not_below(local, local_max)
