@@ -16,12 +16,13 @@ import builtins, sys
 sys.path[:0] = [sys.argv[1]]
 real_import = builtins.__import__
 BLOCKED = ("websockets", "daemon", "bb", "lockfile")
-def guarded(name, *args, **kwargs):
-    if name.split(".")[0] in BLOCKED:
+def guarded(name, globals=None, locals=None, fromlist=(), level=0):
+    if level == 0 and name.split(".")[0] in BLOCKED:
         raise ImportError("blocked: " + name)
-    return real_import(name, *args, **kwargs)
+    return real_import(name, globals, locals, fromlist, level)
 builtins.__import__ = guarded
 import prserv, prserv.serv, prserv.client, prserv.db, prserv.alloc, prserv.cli
+import prserv.config, prserv.daemon, prserv.tool, prserv.oefile
 import prserv.asyncrpc, prserv.asyncrpc.serv, prserv.asyncrpc.client
 outside = sorted(name for name, module in list(sys.modules.items())
                  if "-packages" in (getattr(module, "__file__", None) or ""))

@@ -22,12 +22,14 @@ from .revision import (_revision_greater_or_equal, increase_revision,  # noqa: E
 
 def create_server(addr, dbpath, upstream=None, read_only=False, **options):
     """A ``PRServer`` for ``addr`` (``host:port``, ``[v6]:port``, ``unix://path``,
-    ``ws://host:port``); nothing is bound until it serves (``serve_forever`` /
-    ``serve_as_process``).  ``options``: ``upstream_timeout`` (seconds, default 10)."""
+    ``ws://host:port``, or a list of them); nothing is bound until it serves
+    (``serve_forever`` / ``serve_as_process``).  ``options``: ``upstream_timeout``
+    (seconds, default 10)."""
     from . import serv
 
     server = serv.PRServer(dbpath, read_only=read_only, upstream=upstream, **options)
-    server.start_server(addr)
+    for address in [addr] if isinstance(addr, str) else addr:
+        server.start_server(address)
     return server
 
 

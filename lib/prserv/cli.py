@@ -1,17 +1,64 @@
-"""Command line of ``bitbake-prserv`` (bitbake's flags, plus ``--foreground``)."""
+"""Command line of ``bitbake-prserv``: bitbake's flags, plus foreground mode and settings.
+
+bitbake's flags keep their meaning and defaults (``-f prserv.sqlite3``, ``-l
+prserv.log``, ``--host 0.0.0.0``, ``--port 8585``, ``--start``/``--stop``).  Added:
+``-F/--foreground``, ``--bind`` (unix and websocket addresses, several listeners),
+``--config FILE``, ``--pidfile``, ``--upstream-timeout`` and ``--version``.  Every
+setting can also come from a ``PRSERV_*`` variable or the config file
+(``prserv.config``); flags win.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from typing import List, Optional
 
 from . import __version__
+from .config import DEFAULT_HOST, DEFAULT_PORT, Config, load_config
+from .errors import ConfigError
 
-PRHOST_DEFAULT = "0.0.0.0"
-PRPORT_DEFAULT = 8585
+PRHOST_DEFAULT = DEFAULT_HOST
+PRPORT_DEFAULT = DEFAULT_PORT
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """The server settings' flags (no defaults here: unset flags fall through to the
+    environment, the config file, then the defaults shown)."""
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML file with server settings (default: $PRSERV_CONFIG)")
+    parser.add_argument("-f", "--file", help="database filename (default: prserv.sqlite3)")
+    parser.add_argument("-l", "--log", help="log filename, '-' for stderr (default: prserv.log;\n"
+                                            "stderr with --foreground)")
+    parser.add_argument("--loglevel",
+                        help="logging level, i.e. CRITICAL, ERROR, WARNING, INFO, DEBUG")
+    parser.add_argument("--host", help="ip address to bind (default: %s)" % PRHOST_DEFAULT)
+    parser.add_argument("--port", type=int, help="port number (default: %d)" % PRPORT_DEFAULT)
+    parser.add_argument("--bind", "--address", action="append", metavar="ADDR",
+                        help="listen address, repeatable: HOST:PORT, [V6]:PORT, unix:///PATH,\n"
+                             "ws://HOST:PORT (in addition to --host/--port when given)")
+    parser.add_argument("-r", "--read-only", action="store_const", const=True,
+                        help="open database in read-only mode")
+    parser.add_argument("-u", "--upstream", help="Upstream PR service (host:port)")
+    parser.add_argument("--upstream-timeout", metavar="SECONDS",
+                        help="seconds to wait for the upstream before answering with an error\n"
+                             "(default: 10)")
+    parser.add_argument("--pidfile", help="daemon pidfile (default: /tmp/PRServer_<ip>_<port>.pid)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Settings from parsed flags layered over environment, file and defaults."""
+    bind: Optional[List[str]] = None
+    if args.host is not None or args.port is not None:
+        host = args.host if args.host is not None else PRHOST_DEFAULT
+        port = args.port if args.port is not None else PRPORT_DEFAULT
+        bind = ["[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)]
+    if args.bind:
+        bind = (bind or []) + args.bind
+    flags = {"database": args.file, "log_file": args.log, "log_level": args.loglevel,
+             "bind": bind, "read_only": args.read_only, "upstream": args.upstream,
+             "upstream_timeout": args.upstream_timeout, "pidfile": args.pidfile}
+    return load_config(flags, config_file=args.config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,74 +66,41 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bitbake-prserv",
         description="BitBake PR Server. Version=%s" % __version__,
         formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("-f", "--file", default="prserv.sqlite3",
-                        help="database filename (default: prserv.sqlite3)")
-    parser.add_argument("-l", "--log", default="prserv.log",
-                        help="log filename (default: prserv.log)")
-    parser.add_argument("--loglevel", default="INFO",
-                        help="logging level, i.e. CRITICAL, ERROR, WARNING, INFO, DEBUG")
-    parser.add_argument("--start", action="store_true", help="start daemon")
-    parser.add_argument("--stop", action="store_true", help="stop daemon")
-    parser.add_argument("--foreground", action="store_true",
-                        help="serve in this process until SIGTERM/SIGINT (for systemd, containers)")
-    parser.add_argument("--host", default=PRHOST_DEFAULT,
-                        help="ip address to bind (default: %s)" % PRHOST_DEFAULT)
-    parser.add_argument("--port", type=int, default=PRPORT_DEFAULT,
-                        help="port number (default: %d)" % PRPORT_DEFAULT)
-    parser.add_argument("--address", default=None,
-                        help="listen address instead of --host/--port: HOST:PORT, [V6]:PORT,\n"
-                             "unix:///path or ws://HOST:PORT (with --foreground)")
-    parser.add_argument("-r", "--read-only", action="store_true",
-                        help="open database in read-only mode")
-    parser.add_argument("-u", "--upstream", default=os.environ.get("PRSERV_UPSTREAM", None),
-                        help="Upstream PR service (host:port)")
-    parser.add_argument("--upstream-timeout", type=float, default=10.0,
-                        help="seconds to wait for the upstream before answering with an error\n"
-                             "(default: 10)")
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--start", action="store_true", help="start daemon")
+    modes.add_argument("--stop", action="store_true", help="stop daemon")
+    modes.add_argument("-F", "--foreground", action="store_true",
+                       help="serve in this process until SIGTERM/SIGINT (systemd, containers)")
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    add_server_options(parser)
     return parser
 
 
-def init_logger(logfile: str, loglevel: str) -> None:
-    numeric_level = getattr(logging, loglevel.upper(), None)
-    if not isinstance(numeric_level, int):
-        raise ValueError("Invalid log level: %s" % loglevel)
-    logging.basicConfig(level=numeric_level, filename=logfile,
-                        format="%(asctime)-15s %(levelname)s %(message)s")
+def stop(config: Config) -> int:
+    """``--stop``: the daemon named by the pidfile of the first listen address."""
+    from .asyncrpc.address import ADDR_TYPE_TCP, parse_address
+    from .daemon import default_pidfile, stop_daemon_pidfile
 
-
-def listen_address(args: argparse.Namespace) -> str:
-    if args.address:
-        return args.address
-    host = args.host
-    return "[%s]:%d" % (host, args.port) if ":" in host else "%s:%d" % (host, args.port)
-
-
-def serve_foreground(args: argparse.Namespace) -> int:
-    from . import create_server
-
-    server = create_server(listen_address(args), os.path.abspath(args.file),
-                           upstream=args.upstream or None, read_only=args.read_only,
-                           upstream_timeout=args.upstream_timeout)
-
-    def announce() -> None:
-        print("prserv %s: serving %s on %s%s%s" % (
-            __version__, os.path.abspath(args.file), server.address,
-            " (read-only)" if args.read_only else "",
-            ", upstream %s" % args.upstream if args.upstream else ""), file=sys.stderr, flush=True)
-
-    server.serve_forever(ready=announce)
-    return 0
+    kind, args = parse_address(config.bind[0])
+    host = str(args[0]) if kind == ADDR_TYPE_TCP else None
+    return stop_daemon_pidfile(config.pidfile or default_pidfile(config.bind), host)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    init_logger(os.path.abspath(args.log), args.loglevel)
-    if args.foreground:
-        return serve_foreground(args)
-    if args.start or args.stop:
-        print("bitbake-prserv: --start/--stop (daemon mode) are not available in this version yet; "
-              "run the server with --foreground", file=sys.stderr)
+    if not (args.start or args.stop or args.foreground):
+        parser.print_help()
+        return 0
+    try:
+        config = config_from_args(args)
+        if args.stop:
+            return stop(config)
+        from . import daemon
+
+        if args.start:
+            return daemon.start_daemon_config(config)
+        return daemon.run_foreground(config)
+    except ConfigError as exc:
+        print("bitbake-prserv: %s" % exc, file=sys.stderr)
         return 2
-    parser.print_help()
-    return 0

@@ -427,7 +427,11 @@ class PRData:
                 raise DatabaseError("database %s does not exist (read-only servers do not create it)"
                                     % self.filename)
         else:
-            os.makedirs(os.path.dirname(self.filename), exist_ok=True)
+            try:
+                os.makedirs(os.path.dirname(self.filename), exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError("cannot create the directory of database %s: %s"
+                                    % (self.filename, exc.strerror)) from exc
         uri = "file:%s%s" % (urllib.parse.quote(self.filename), "?mode=ro" if read_only else "")
         logger.debug("Opening PRServ database '%s'", uri)
         try:

@@ -27,3 +27,7 @@ class DatabaseError(PRServiceError):
 
 class UpstreamError(PRServiceError):
     """The upstream PR server could not answer, or answered nonsense."""
+
+
+class ConfigError(PRServiceError):
+    """A setting with a wrong value; the message names the setting and its source."""

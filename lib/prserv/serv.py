@@ -7,6 +7,7 @@ the answer; framing and sessions come from ``prserv.asyncrpc``, the decisions fr
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from typing import Any, Dict, Optional
@@ -15,8 +16,11 @@ from . import logger
 from .alloc import Allocator
 from .asyncrpc import AsyncServer, AsyncServerConnection, InvokeError, ServerError
 from .asyncrpc.connection import Connection
+from .config import load_config
+from .daemon import (PIDPREFIX, is_running, pidfile_for, resolve_host,  # noqa: F401 (API)
+                     start_daemon_config, stop_daemon_pidfile)
 from .db import PRData, PRTable, import_value_text
-from .errors import InvalidRequestError, PRServiceError
+from .errors import ConfigError, InvalidRequestError, PRServiceError
 from .upstream import DEFAULT_TIMEOUT as DEFAULT_UPSTREAM_TIMEOUT
 from .upstream import Upstream
 
@@ -169,7 +173,7 @@ class PRServer(AsyncServer):
     async def start_serving(self) -> str:
         address = await super().start_serving()
         self.logger.info("Started PRServer with DBfile: %s, Address: %s, PID: %s%s%s",
-                         self.dbfile, address, os.getpid(),
+                         self.dbfile, ", ".join(self.addresses), os.getpid(),
                          " (read-only)" if self.read_only else "",
                          ", upstream: %s" % self.upstream if self.upstream else "")
         return address
@@ -183,15 +187,127 @@ class PRServer(AsyncServer):
         self.logger.info("PRServer stopped (%s)", self.dbfile)
 
 
-class PRServiceConfigError(Exception):
-    """Bad PR service configuration (bitbake catches this name)."""
+class PRServiceConfigError(ConfigError):
+    """Bad PR service configuration (bitbake's cooker catches this name)."""
 
 
-# --------------------------------------------------------------------------- bitbake helpers
+# --------------------------------------------------------------------------- daemons (bitbake-prserv)
 
-singleton = None
-"""The ``PRServSingleton`` bitbake's cooker may have started (set by ``auto_start``)."""
+def start_daemon(dbfile: str, host: str, port: int, logfile: str, read_only: bool = False,
+                 upstream: Optional[str] = None) -> int:
+    """Daemonize a server on ``gethostbyname(host):port``; 0 once it accepts connections,
+    1 with a message on stderr if the pidfile names a running daemon or it cannot start."""
+    ip = resolve_host(host)
+    address = "[%s]:%d" % (ip, port) if ":" in ip else "%s:%d" % (ip, port)
+    config = load_config({"database": dbfile, "bind": [address], "log_file": logfile,
+                          "read_only": read_only, "upstream": upstream or None}, environ={})
+    return start_daemon_config(config, pidfile=pidfile_for(host, port))
 
+
+def stop_daemon(host: str, port: int) -> int:
+    """SIGTERM the daemon of ``host:port`` (its pidfile), wait for it, remove the pidfile."""
+    return stop_daemon_pidfile(pidfile_for(host, port), host)
+
+
+# --------------------------------------------------------------------------- bitbake's cooker
+
+class PRServSingleton:
+    """The private server ``PRSERV_HOST = "localhost:0"`` asks for, in a child process."""
+
+    def __init__(self, dbfile: str, logfile: str, host: str, port: int,
+                 upstream: Optional[str]) -> None:
+        self.dbfile = dbfile
+        self.logfile = logfile
+        self.host = host
+        self.port = port
+        self.upstream = upstream
+        self.prserv: Optional[PRServer] = None
+        self.process = None
+
+    def start(self) -> None:
+        """Serve in a child; return once it listens, with ``port`` set to the bound port."""
+        self.prserv = PRServer(self.dbfile, upstream=self.upstream)
+        self.prserv.start_tcp_server(resolve_host(self.host), self.port)
+        try:
+            self.process = self.prserv.serve_as_process(prefunc=_log_to_file, args=(self.logfile,),
+                                                        log_level=logging.WARNING)
+        except ServerError as exc:
+            raise PRServiceConfigError("cannot start the local PR server: %s" % exc) from exc
+        if not self.port:
+            self.port = int(self.prserv.address.rsplit(":", 1)[1])
+
+
+def _log_to_file(server: PRServer, logfile: str) -> None:
+    """In the singleton's child: log to ``logfile`` only, not through the cooker's handlers."""
+    handler = logging.FileHandler(logfile)
+    handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s %(message)s"))
+    server.logger.addHandler(handler)
+    server.logger.propagate = False
+
+
+singleton: Optional[PRServSingleton] = None
+"""The ``PRServSingleton`` started by ``auto_start``, if any."""
+
+
+def _config_error(message: str) -> PRServiceConfigError:
+    logger.critical(message)
+    return PRServiceConfigError(message)
+
+
+def auto_start(d: Any) -> Optional[str]:
+    """What bitbake's cooker calls with its datastore; the ``host:port`` tasks should use.
+
+    Empty ``PRSERV_HOST``: no PR service (a running singleton is stopped).
+    ``localhost:0``: a private server on ``PERSISTENT_DIR``/``CACHE``/prserv.sqlite3.
+    Anything else is an existing server, which must answer a ping.
+    """
+    global singleton
+
+    host_params = [part for part in (d.getVar("PRSERV_HOST") or "").split(":") if part]
+    if not host_params:
+        auto_shutdown()
+        return None
+    if len(host_params) != 2 or not host_params[1].strip().isdigit():
+        auto_shutdown()
+        raise _config_error("PRSERV_HOST: incorrect format %r\n"
+                            'Usage: PRSERV_HOST = "<hostname>:<port>"' % d.getVar("PRSERV_HOST"))
+    host = host_params[0].strip().lower()
+    port = int(host_params[1])
+    upstream = d.getVar("PRSERV_UPSTREAM") or None
+
+    if is_local_special(host, port):
+        cachedir = d.getVar("PERSISTENT_DIR") or d.getVar("CACHE")
+        if not cachedir:
+            raise _config_error("Please set the 'PERSISTENT_DIR' or 'CACHE' variable")
+        dbfile = os.path.abspath(os.path.join(cachedir, "prserv.sqlite3"))
+        logfile = os.path.abspath(os.path.join(cachedir, "prserv.log"))
+        if singleton is not None and singleton.dbfile != dbfile:
+            auto_shutdown()
+        if singleton is None:
+            os.makedirs(cachedir, exist_ok=True)
+            started = PRServSingleton(dbfile, logfile, host, port, upstream)
+            started.start()
+            singleton = started
+    if singleton is not None:
+        host, port = singleton.host, singleton.port
+
+    try:
+        ping(host, port)
+    except Exception as exc:
+        raise _config_error("PRservice %s:%d not available: %s" % (host, port, exc)) from exc
+    return "%s:%d" % (host, port)
+
+
+def auto_shutdown() -> None:
+    """Stop the singleton (SIGTERM, wait) and forget it."""
+    global singleton
+    if singleton is not None and singleton.process is not None:
+        singleton.process.terminate()
+        singleton.process.join()
+    singleton = None
+
+
+# --------------------------------------------------------------------------- OpenEmbedded
 
 def is_local_special(host: str, port: int) -> bool:
     """``localhost:0`` / ``127.0.0.1:0``: "start a private server for this build"."""

@@ -14,7 +14,7 @@ import logging
 import multiprocessing
 import os
 import signal
-from typing import Any, Awaitable, Callable, Dict, Optional, Set
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set
 
 from . import protocol
 from .address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, format_tcp_address, parse_address, split_ws_uri
@@ -245,8 +245,11 @@ class WebsocketListener(Listener):
 # --------------------------------------------------------------------------- server
 
 class AsyncServer:
-    """Owns a listener and an event loop; runs in this process or a child.
+    """Owns its listeners and an event loop; runs in this process or a child.
 
+    Each ``start_*_server`` call adds a listening endpoint (bitbake makes one call;
+    a deployment may listen on TCP, a unix socket and a websocket at once).
+    ``address`` is the first endpoint's bound address, ``addresses`` all of them.
     Subclasses implement ``accept_client`` and may override ``open_resources`` /
     ``close_resources`` (called in the serving process, e.g. to open a database
     after ``fork``).
@@ -255,21 +258,23 @@ class AsyncServer:
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
         self.loop: Optional[asyncio.AbstractEventLoop] = None
-        self.listener: Optional[Listener] = None
+        self.listeners: List[Listener] = []
         self.address: Optional[str] = None
+        self.addresses: List[str] = []
         self.process: Optional[multiprocessing.process.BaseProcess] = None
         self._stop_requested: Optional[asyncio.Event] = None
         self._serving = False
 
     # -- choosing the transport (nothing is bound until serving starts)
     def start_tcp_server(self, host: str, port: int, *, reuseport: bool = False) -> None:
-        self.listener = TCPListener(host, port, self._client_handler, self.logger, reuseport=reuseport)
+        self.listeners.append(TCPListener(host, port, self._client_handler, self.logger,
+                                          reuseport=reuseport))
 
     def start_unix_server(self, path: str) -> None:
-        self.listener = UnixListener(path, self._client_handler, self.logger)
+        self.listeners.append(UnixListener(path, self._client_handler, self.logger))
 
     def start_websocket_server(self, host: str, port: int, reuseport: bool = False) -> None:
-        self.listener = WebsocketListener(host, port, self._client_handler, self.logger)
+        self.listeners.append(WebsocketListener(host, port, self._client_handler, self.logger))
 
     def start_server(self, addr: str) -> None:
         """Pick the transport from an address string (``host:port``, ``unix://``, ``ws://``)."""
@@ -306,16 +311,22 @@ class AsyncServer:
 
     async def start_serving(self) -> str:
         """Open resources and start listening; returns the bound address."""
-        if self.listener is None:
+        if not self.listeners:
             raise ServerError("no transport chosen: call start_server(addr) first")
         self._stop_requested = asyncio.Event()
         await self.open_resources()
+        started: List[Listener] = []
         try:
-            await self.listener.start()
+            for listener in self.listeners:
+                await listener.start()
+                started.append(listener)
         except BaseException:
+            for listener in reversed(started):
+                await listener.stop()
             await self.close_resources()
             raise
-        self.address = self.listener.address
+        self.addresses = [listener.address for listener in self.listeners]
+        self.address = self.addresses[0]
         self._serving = True
         return self.address
 
@@ -324,7 +335,8 @@ class AsyncServer:
         if not self._serving:
             return
         self._serving = False
-        await self.listener.stop()
+        for listener in self.listeners:
+            await listener.stop()
         await self.close_resources()
 
     def request_stop(self) -> None:
@@ -374,7 +386,12 @@ class AsyncServer:
             self.loop.close()
             raise
         if ready is not None:
-            ready()
+            try:
+                ready()
+            except BaseException:
+                self.loop.run_until_complete(self.stop_serving())
+                self.loop.close()
+                raise
         self._run_until_stopped()
 
     def serve_as_process(self, *, prefunc: Optional[Callable[..., None]] = None, args: tuple = (),
@@ -396,15 +413,16 @@ class AsyncServer:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         sender.close()
         try:
-            address, error = receiver.recv()
+            addresses, error = receiver.recv()
         except EOFError:
-            address, error = None, "server process exited during start-up"
+            addresses, error = None, "server process exited during start-up"
         finally:
             receiver.close()
         if error is not None:
             self.process.join()
             raise ServerError("server failed to start: %s" % error)
-        self.address = address
+        self.addresses = addresses
+        self.address = addresses[0]
         return self.process
 
     def _child_main(self, sender: Any, prefunc: Optional[Callable[..., None]], args: tuple,
@@ -416,7 +434,7 @@ class AsyncServer:
             sender.send((None, "%s: %s" % (type(exc).__name__, exc)))
             sender.close()
             raise SystemExit(1)
-        sender.send((self.address, None))
+        sender.send((self.addresses, None))
         sender.close()
         if prefunc is not None:
             prefunc(self, *args)

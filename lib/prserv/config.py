@@ -1,0 +1,276 @@
+"""Server settings from flags, ``PRSERV_*`` environment variables and a TOML file.
+
+Precedence: flags > environment > file > defaults.  Every value remembers where it
+came from, so a wrong value can be named with its origin and ``prserv config
+--show`` can print the effective configuration.  This module knows nothing of
+sockets or databases; it only turns text into checked values.
+
+Relative paths are made absolute at load time -- against the current directory for
+flags, environment and defaults, against the file's directory for the config file --
+because the daemon changes its working directory to ``/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from .asyncrpc.address import ADDR_TYPE_UNIX, UNIX_PREFIX, AddressError, parse_address
+from .errors import ConfigError
+
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 8585
+CONFIG_ENV = "PRSERV_CONFIG"
+STDERR_LOG = "-"
+"""``log_file`` value meaning "log to standard error"."""
+
+
+class _Invalid(ValueError):
+    """A value that cannot be parsed; the message says what was expected."""
+
+
+# --------------------------------------------------------------------------- value parsers
+# Each takes the raw value (text from flags and environment, native TOML types from
+# the file) and the directory relative paths are resolved against.
+
+def _text(raw: Any, base: str) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise _Invalid("expected a non-empty string")
+    return raw.strip()
+
+
+def _path(raw: Any, base: str) -> str:
+    return os.path.normpath(os.path.join(base, _text(raw, base)))
+
+
+def _log_file(raw: Any, base: str) -> str:
+    return STDERR_LOG if raw == STDERR_LOG else _path(raw, base)
+
+
+def _optional_path(raw: Any, base: str) -> Optional[str]:
+    if raw is None or raw == "":
+        return None
+    return _path(raw, base)
+
+
+def _boolean(raw: Any, base: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower() if isinstance(raw, (str, int)) else None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise _Invalid("expected a boolean (true/false, yes/no, on/off, 1/0)")
+
+
+def _positive_number(raw: Any, base: str) -> float:
+    try:
+        value = float(raw) if not isinstance(raw, bool) else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not value > 0 or value == float("inf"):
+        raise _Invalid("expected a positive number of seconds")
+    return value
+
+
+def _address(raw: Any, base: str) -> str:
+    text = _text(raw, base)
+    try:
+        kind, args = parse_address(text)
+    except AddressError as exc:
+        raise _Invalid(str(exc)) from None
+    if kind == ADDR_TYPE_UNIX:
+        return UNIX_PREFIX + os.path.normpath(os.path.join(base, str(args[0])))
+    return text
+
+
+def _optional_address(raw: Any, base: str) -> Optional[str]:
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    return _address(raw, base)
+
+
+def _addresses(raw: Any, base: str) -> List[str]:
+    """A list of listen addresses: a TOML list, or text separated by commas/blanks."""
+    if isinstance(raw, str):
+        items = raw.replace(",", " ").split()
+    elif isinstance(raw, (list, tuple)):
+        items = list(raw)
+    else:
+        raise _Invalid("expected an address or a list of addresses")
+    if not items:
+        raise _Invalid("expected at least one address")
+    return [_address(item, base) for item in items]
+
+
+def _log_level(raw: Any, base: str) -> str:
+    text = _text(raw, base).upper()
+    if not isinstance(getattr(logging, text, None), int) or text == "NOTSET":
+        raise _Invalid("expected one of CRITICAL, ERROR, WARNING, INFO, DEBUG")
+    return text
+
+
+# --------------------------------------------------------------------------- the settings
+
+@dataclass(frozen=True)
+class Setting:
+    name: str                     # TOML key and attribute name
+    env: str                      # environment variable
+    flag: str                     # command-line spelling, for messages
+    default: Any                  # raw default (parsed like any other value)
+    parse: Callable[[Any, str], Any]
+    help: str
+
+
+SETTINGS: Tuple[Setting, ...] = (
+    Setting("database", "PRSERV_DATABASE", "-f/--file", "prserv.sqlite3", _path,
+            "SQLite database file"),
+    Setting("bind", "PRSERV_BIND", "--bind/--host/--port", "%s:%d" % (DEFAULT_HOST, DEFAULT_PORT),
+            _addresses, "listen address(es): HOST:PORT, [V6]:PORT, unix:///PATH, ws://HOST:PORT"),
+    Setting("read_only", "PRSERV_READ_ONLY", "-r/--read-only", False, _boolean,
+            "refuse every write (a publishing server)"),
+    Setting("upstream", "PRSERV_UPSTREAM", "-u/--upstream", None, _optional_address,
+            "upstream PR server address (chaining)"),
+    Setting("upstream_timeout", "PRSERV_UPSTREAM_TIMEOUT", "--upstream-timeout", 10.0,
+            _positive_number, "seconds to wait for the upstream before answering with an error"),
+    Setting("log_file", "PRSERV_LOG", "-l/--log", "prserv.log", _log_file,
+            "log file ('-' for standard error)"),
+    Setting("log_level", "PRSERV_LOGLEVEL", "--loglevel", "INFO", _log_level,
+            "CRITICAL, ERROR, WARNING, INFO or DEBUG"),
+    Setting("pidfile", "PRSERV_PIDFILE", "--pidfile", None, _optional_path,
+            "daemon pidfile (default /tmp/PRServer_<ip>_<port>.pid, as bitbake)"),
+)
+
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Value:
+    value: Any
+    source: str       # "default", "file F", "environment PRSERV_X", "flag --x"
+
+
+class Config:
+    """The effective settings; ``config.database`` etc. give the values."""
+
+    def __init__(self, values: Dict[str, Value], config_file: Optional[str] = None) -> None:
+        self.values = values
+        self.config_file = config_file
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name].value
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def source(self, name: str) -> str:
+        return self.values[name].source
+
+    def is_default(self, name: str) -> bool:
+        return self.values[name].source == "default"
+
+    def show(self) -> str:
+        """TOML text of the effective settings, each line commented with its source."""
+        lines = ["# effective prserv configuration%s" % (
+            " (config file %s)" % self.config_file if self.config_file else "")]
+        width = max(len(name) for name in self.values)
+        for name, value in self.values.items():
+            text = "%-*s = %s" % (width, name, _toml_value(value.value))
+            lines.append("%-60s # %s" % (text, value.source))
+        return "\n".join(lines) + "\n"
+
+    def as_json(self) -> str:
+        return json.dumps({name: {"value": value.value, "source": value.source}
+                           for name, value in self.values.items()}, indent=2)
+
+
+def _toml_value(value: Any) -> str:
+    if value is None:
+        return '""'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, str)):
+        return json.dumps(value)
+    return repr(value)
+
+
+# --------------------------------------------------------------------------- loading
+
+def read_toml(path: str) -> Dict[str, Any]:
+    """The file's table; ``ConfigError`` naming the file on any problem."""
+    try:
+        import tomllib  # type: ignore[import-not-found]
+    except ImportError:          # Python < 3.11
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ImportError:
+            raise ConfigError("reading %s needs Python >= 3.11 or the 'tomli' package" % path) from None
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError("cannot read config file %s: %s" % (path, exc.strerror)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config file %s is not valid TOML: %s" % (path, exc)) from None
+
+
+def load_config(flags: Optional[Mapping[str, Any]] = None,
+                environ: Optional[Mapping[str, str]] = None,
+                config_file: Optional[str] = None,
+                cwd: Optional[str] = None) -> Config:
+    """Merge the layers; ``flags`` maps setting names to values given on the command line
+    (absent or None = not given).  ``config_file`` defaults to ``$PRSERV_CONFIG``."""
+    flags = {name: value for name, value in (flags or {}).items() if value is not None}
+    environ = os.environ if environ is None else environ
+    cwd = os.getcwd() if cwd is None else cwd
+    unknown = set(flags) - set(SETTINGS_BY_NAME)
+    if unknown:
+        raise ValueError("not settings: %s" % ", ".join(sorted(unknown)))
+
+    config_source = "flag --config"
+    if config_file is None and environ.get(CONFIG_ENV):
+        config_file, config_source = environ[CONFIG_ENV], "environment %s" % CONFIG_ENV
+    file_values: Dict[str, Any] = {}
+    file_base = cwd
+    if config_file is not None:
+        config_file = os.path.join(cwd, config_file)
+        file_values = read_toml(config_file)
+        file_base = os.path.dirname(config_file)
+        stray = sorted(set(file_values) - set(SETTINGS_BY_NAME))
+        if stray:
+            raise ConfigError("config file %s (from %s): unknown setting%s %s; known: %s" % (
+                config_file, config_source, "s" if len(stray) > 1 else "", ", ".join(stray),
+                ", ".join(SETTINGS_BY_NAME)))
+
+    values: Dict[str, Value] = {}
+    for setting in SETTINGS:
+        if setting.name in flags:
+            raw, source, base = flags[setting.name], "flag %s" % setting.flag, cwd
+        elif setting.env in environ:
+            raw, source, base = environ[setting.env], "environment %s" % setting.env, cwd
+        elif setting.name in file_values:
+            raw, source, base = file_values[setting.name], "file %s" % config_file, file_base
+        else:
+            raw, source, base = setting.default, "default", cwd
+        try:
+            values[setting.name] = Value(setting.parse(raw, base), source)
+        except _Invalid as exc:
+            raise ConfigError("invalid %s %s (from %s): %s" % (
+                setting.name, _shorten(raw), source, exc)) from None
+    return Config(values, config_file)
+
+
+def _shorten(raw: Any) -> str:
+    text = repr(raw)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def environment_host(environ: Optional[Mapping[str, str]] = None) -> str:
+    """The server a client talks to: ``$PRSERV_HOST`` (as in bitbake), else localhost:8585."""
+    environ = os.environ if environ is None else environ
+    return environ.get("PRSERV_HOST", "").strip() or "localhost:%d" % DEFAULT_PORT
+
