@@ -7,7 +7,7 @@ An ``{"invoke-error": ...}`` answer raises ``prserv.asyncrpc.InvokeError``.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Iterable, List, Optional, Tuple, Union
 
 from . import logger
 from .asyncrpc import AsyncClient, Client
@@ -44,6 +44,15 @@ class PRAsyncClient(AsyncClient):
                         value: Union[str, int]) -> Optional[Union[str, int]]:
         return await self._field({"import-one": {"version": version, "pkgarch": pkgarch,
                                                  "checksum": checksum, "value": value}}, "value")
+
+    async def importmany(self, rows: Iterable[Tuple[str, str, str, Union[str, int]]],
+                         window: int = 64) -> AsyncIterator[Optional[Union[str, int]]]:
+        """``importone`` for each ``(version, pkgarch, checksum, value)``, pipelined;
+        yields each answer's value (None from a read-only server) in order."""
+        messages = ({"import-one": {"version": version, "pkgarch": pkgarch, "checksum": checksum,
+                                    "value": value}} for version, pkgarch, checksum, value in rows)
+        async for response in self.invoke_pipelined(messages, window):
+            yield response["value"] if response else None
 
     async def export(self, version: Optional[str], pkgarch: Optional[str], checksum: Optional[str],
                      colinfo: bool, history: bool = False) -> Optional[Tuple[dict, List[dict]]]:

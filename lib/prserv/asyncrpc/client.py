@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Dict, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, Optional
 
 from . import protocol
 from .address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, parse_address
@@ -21,6 +21,14 @@ from .exceptions import ConnectionClosedError, InvokeError, ProtocolError
 
 ATTEMPTS = 4
 DEFAULT_TIMEOUT = 30
+
+
+_END = object()
+
+
+def _invoke_error_text(result: Dict[str, Any]) -> str:
+    error = result["invoke-error"]
+    return str(error.get("message") if isinstance(error, dict) else error)
 
 
 class AsyncClient:
@@ -131,10 +139,45 @@ class AsyncClient:
         result = await self._send_wrapper(proc)
         if isinstance(result, dict) and "invoke-error" in result:
             await self.disconnect()      # the server closes after an invoke-error
-            error = result["invoke-error"]
-            text = error.get("message") if isinstance(error, dict) else error
-            raise InvokeError(str(text))
+            raise InvokeError(_invoke_error_text(result))
         return result
+
+    async def invoke_pipelined(self, messages: Iterable[Any], window: int = 64) -> AsyncIterator[Any]:
+        """Yield the answers to ``messages`` in order, keeping up to ``window`` requests
+        in flight on one connection (the server answers a connection's requests in order).
+
+        Saves a round trip per request for bulk work such as imports.  There are no
+        retries: after a transport error it is unknown which requests took effect, so
+        ``ConnectionError`` propagates and the caller decides.  An invoke-error answer
+        raises ``InvokeError`` (the server closes the connection after it).
+        """
+        await self.connect()
+        socket = self.socket
+        pending = 0
+        requests = iter(messages)
+        more = True
+        try:
+            while True:
+                while more and pending < window:
+                    message = next(requests, _END)
+                    if message is _END:
+                        more = False
+                    else:
+                        await socket.send_message(message)
+                        pending += 1
+                if not pending:
+                    return
+                result = await socket.recv_message()
+                pending -= 1
+                if isinstance(result, dict) and "invoke-error" in result:
+                    raise InvokeError(_invoke_error_text(result))
+                yield result
+        except (OSError, ConnectionClosedError, ProtocolError, asyncio.TimeoutError) as exc:
+            await self.disconnect()
+            raise ConnectionError("pipelined requests to %s failed: %s" % (self.address, exc)) from exc
+        except BaseException:
+            await self.disconnect()
+            raise
 
     async def ping(self) -> Any:
         return await self.invoke({"ping": {}})

@@ -1,0 +1,7 @@
+"""``python3 -m prserv``: the ``prserv`` command-line client (for a copied ``lib/prserv``)."""
+
+import sys
+
+from .tool import main
+
+sys.exit(main())
