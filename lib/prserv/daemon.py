@@ -13,6 +13,7 @@ whose process is gone is stale: it is removed instead of blocking the next start
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import json
@@ -112,12 +113,13 @@ def remove_pidfile(pidfile: str, pid: Optional[int] = None) -> None:
 
 
 def clear_stale_pidfile(pidfile: str) -> Optional[int]:
-    """The pid of a running daemon named by ``pidfile``; removes the file if stale."""
+    """The pid of a running daemon named by ``pidfile``; removes the file if stale
+    (and says so on stderr: whoever starts a server should know)."""
     pid = read_pid(pidfile)
     if pid is not None and is_running(pid):
         return pid
     if os.path.exists(pidfile):
-        logger.warning("removing stale pidfile %s (pid %s is not running)", pidfile, pid)
+        sys.stderr.write("removing stale pidfile %s (pid %s is not running)\n" % (pidfile, pid))
         try:
             os.unlink(pidfile)
         except FileNotFoundError:
@@ -135,7 +137,8 @@ def configure_logging(log_file: str, log_level: str) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-        handler.close()
+        with contextlib.suppress(OSError, ValueError):   # its file may be closed already
+            handler.close()                              # (handlers inherited by a daemon)
     if log_file == STDERR_LOG:
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:
@@ -264,6 +267,7 @@ def _daemon_child(main: Callable[[Callable[[List[str]], None]], None], write_fd:
 
     code = 1
     try:
+        _standard_streams_on_devnull()
         context = daemon.DaemonContext(working_directory="/", umask=0o022, detach_process=True,
                                        files_preserve=[write_fd])
         context.open()
@@ -279,6 +283,20 @@ def _daemon_child(main: Callable[[Callable[[List[str]], None]], None], write_fd:
     finally:
         logging.shutdown()
         os._exit(code)
+
+
+def _standard_streams_on_devnull() -> None:
+    """Point fds 0-2 and ``sys.std*`` at /dev/null before ``DaemonContext`` redirects them:
+    the caller may have replaced ``sys.stdin`` with an object without a file descriptor
+    (a test runner, an embedding application), which python-daemon cannot redirect."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    if devnull > 2:
+        os.close(devnull)
+    sys.stdin = open(0, closefd=False)
+    sys.stdout = open(1, "w", closefd=False)
+    sys.stderr = open(2, "w", closefd=False)
 
 
 def _read_report(fd: int, timeout: float) -> dict:

@@ -55,9 +55,9 @@ class Failure(Exception):
 class Output:
     """Text for people, or one JSON document (``--json``) for scripts."""
 
-    def __init__(self, as_json: bool, stream: TextIO = sys.stdout) -> None:
+    def __init__(self, as_json: bool, stream: Optional[TextIO] = None) -> None:
         self.as_json = as_json
-        self.stream = stream
+        self.stream = stream or sys.stdout
 
     def result(self, document: Dict[str, Any], text: Optional[str]) -> None:
         if self.as_json:

@@ -1,0 +1,205 @@
+"""The ``prserv`` command-line client, every subcommand against real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import prserv
+from prserv import tool
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def server(tmp_path, process_servers):
+    return process_servers("127.0.0.1:0", str(tmp_path / "pr.sqlite3"))
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``cli(*argv)`` -> (exit code, stdout, stderr), run in this process."""
+    for name in list(os.environ):
+        if name.startswith("PRSERV_"):
+            monkeypatch.delenv(name)
+
+    def run(*argv: str):
+        try:
+            code = tool.main(list(argv))
+        except SystemExit as exc:               # argparse refusing the arguments
+            code = exc.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def fill(address: str, rows) -> None:
+    with prserv.create_client(address) as client:
+        for version, pkgarch, checksum, value in rows:
+            assert client.importone(version, pkgarch, checksum, value) == value
+
+
+def test_get_pr_text_json_history_and_prserv_host(server, cli, monkeypatch):
+    assert cli("--server", server.address, "get-pr", "1.0-r0", "x86", "aaa") == (0, "0\n", "")
+    assert cli("get-pr", "1.0-r0", "x86", "bbb", "--server", server.address, "--json") == \
+        (0, '{"value": "1"}\n', "")
+    monkeypatch.setenv("PRSERV_HOST", server.address)
+    assert cli("get-pr", "1.0-r0", "x86", "aaa") == (0, "2\n", "")          # no history: back on top
+    assert cli("get-pr", "2.0-r0", "x86", "aaa", "--history") == (0, "0\n", "")
+
+
+def test_lookups_and_not_found_exit_code(server, cli):
+    fill(server.address, [("1.0-r0", "x86", "aaa", "3"), ("1.0-r0", "x86", "bbb", "1.20")])
+    s = ("--server", server.address)
+    assert cli(*s, "test-pr", "1.0-r0", "x86", "bbb") == (0, "1.20\n", "")
+    code, out, err = cli(*s, "test-pr", "1.0-r0", "x86", "zzz")
+    assert (code, out) == (tool.EXIT_NOT_FOUND, "") and "no value for 1.0-r0 x86 zzz" in err
+    assert cli(*s, "--json", "test-pr", "1.0-r0", "x86", "zzz")[:2] == (1, '{"value": null}\n')
+    assert cli(*s, "test-package", "1.0-r0", "x86") == (0, "true\n", "")
+    assert cli(*s, "test-package", "1.0-r0", "arm")[:2] == (1, "false\n")
+    assert cli(*s, "max-package-pr", "1.0-r0", "x86") == (0, "3\n", "")        # 3 > 1.20 numerically
+    assert cli(*s, "max-package-pr", "9.9", "x86")[:2] == (1, "")
+    assert cli(*s, "ping") == (0, "alive\n", "")
+    assert cli(*s, "--json", "ping") == (0, '{"alive": true}\n', "")
+    assert cli(*s, "is-readonly") == (0, "false\n", "")
+
+
+def test_import_one_and_export(server, cli):
+    s = ("--server", server.address)
+    assert cli(*s, "import-one", "1.0-r0", "x86", "aaa", "1.0.3") == (0, "1.0.3\n", "")
+    assert cli(*s, "import-one", "1.0-r0", "x86", "bbb", "2") == (0, "2\n", "")
+    assert cli(*s, "import-one", "1.0-r0", "arm", "aaa", "5") == (0, "5\n", "")
+    code, out, err = cli(*s, "import-one", "1.0-r0", "x86", "ccc", "1.x")
+    assert (code, out) == (tool.EXIT_USAGE, "")
+    assert "argument value: '1.x' is not a revision (dotted non-negative integers)" in err
+    assert cli(*s, "export") == (0, "1.0-r0\tarm\taaa\t5\n1.0-r0\tx86\tbbb\t2\n", "")
+    assert cli(*s, "export", "--history", "--pkgarch", "x86") == \
+        (0, "1.0-r0\tx86\taaa\t1.0.3\n1.0-r0\tx86\tbbb\t2\n", "")
+    code, out, _ = cli(*s, "export", "--colinfo", "--checksum", "aaa", "--json")
+    document = json.loads(out)
+    assert document["datainfo"] == [{"version": "1.0-r0", "pkgarch": "arm", "checksum": "aaa", "value": "5"}]
+    assert [c["name"] for c in document["metainfo"]["col_info"]] == ["version", "pkgarch", "checksum", "value"]
+    assert cli(*s, "export", "--colinfo", "--version", "none")[1] == \
+        "# table PRMAIN, core_ver %s, columns: version, pkgarch, checksum, value\n" % prserv.__version__
+
+
+def test_read_only_server_refuses_imports(tmp_path, process_servers, cli):
+    fill(process_servers("127.0.0.1:0", str(tmp_path / "pr.sqlite3")).address, [("v", "a", "c", "1")])
+    reader = process_servers("127.0.0.1:0", str(tmp_path / "pr.sqlite3"), read_only=True)
+    s = ("--server", reader.address)
+    assert cli(*s, "is-readonly") == (0, "true\n", "")
+    code, _, err = cli(*s, "import-one", "v", "a", "d", "2")
+    assert code == tool.EXIT_REFUSED and "read-only" in err
+    (tmp_path / "in.txt").write_text('PRAUTO$v$a$d = "2"\n')
+    code, _, err = cli(*s, "import-file", str(tmp_path / "in.txt"))
+    assert code == tool.EXIT_REFUSED and "read-only: nothing imported" in err
+    assert cli(*s, "test-pr", "v", "a", "d")[0] == tool.EXIT_NOT_FOUND
+
+
+def test_unreachable_and_bad_address_exit_codes(tmp_path, cli):
+    code, out, err = cli("--server", "unix://%s" % (tmp_path / "none.sock"), "ping")
+    assert (code, out) == (tool.EXIT_UNREACHABLE, "")
+    assert "cannot reach the PR server at unix://%s" % (tmp_path / "none.sock") in err
+    code, _, err = cli("--server", "no-port-here", "ping")
+    assert code == tool.EXIT_USAGE and "expected HOST:PORT" in err
+
+
+ROWS = [("1.0-r0", "core2-64", "c%02d" % i, str(i)) for i in range(12)] + [
+    ("1.0-r0", "core2-64", "local", "11.0.3"),          # dotted values survive
+    ("1.0-r0", "armv8a", "c01", "1.20"),
+    ("1.0-r0", "armv8a", "c02", "1.3"),
+    ("AUTOINC-zlib-1.3", "core2-64", "f00d", "0"),
+]
+
+
+def test_export_file_then_import_file_into_a_fresh_server(tmp_path, process_servers, cli):
+    source = process_servers("127.0.0.1:0", str(tmp_path / "a.sqlite3"))
+    fill(source.address, ROWS)
+    out = tmp_path / "export.txt"
+    code, text, _ = cli("--server", source.address, "export-file", str(out), "--history", "--colinfo")
+    assert (code, text) == (0, "exported %d rows to %s\n" % (len(ROWS), out))
+    lines = out.read_text().splitlines()
+    assert 'PRAUTO$1.0-r0$core2-64$local = "11.0.3"' in lines
+    assert 'PRAUTO_1.0-r0_core2-64 = "11.0.3"' in lines          # numeric max per (version, pkgarch)
+    assert 'PRAUTO_1.0-r0_armv8a = "1.20"' in lines
+
+    target = process_servers("127.0.0.1:0", str(tmp_path / "b.sqlite3"))
+    code, text, err = cli("--server", target.address, "import-file", str(out))
+    assert code == 0, err
+    assert text.startswith("imported %d of %d rows from %s in " % (len(ROWS), len(ROWS), out))
+    with prserv.create_client(source.address) as a, prserv.create_client(target.address) as b:
+        assert b.export(None, None, None, False, True) == a.export(None, None, None, False, True)
+        assert b.export(None, None, None, True) == a.export(None, None, None, True)
+        assert b.getPR("1.0-r0", "core2-64", "new") == a.getPR("1.0-r0", "core2-64", "new") == "11.0.4"
+
+
+def test_import_file_reports_skipped_lines(tmp_path, server, cli):
+    text = "\n".join([
+        "# comment",
+        'PRAUTO$v$a$c1 = "1"',
+        'PRAUTO$v$a$c2 = "one"',
+        "garbage line",
+        'PRAUTO_v_a = "1"',
+        'PRAUTO$v$a = "2"',
+        'PRAUTO$v$a$c3 = "2.1"',
+    ]) + "\n"
+    (tmp_path / "in.txt").write_text(text)
+    code, out, _ = cli("--server", server.address, "import-file", str(tmp_path / "in.txt"))
+    assert code == tool.EXIT_INCOMPLETE
+    assert out.splitlines()[1:] == [
+        "skipped 3 lines:",
+        "  line 3: value 'one' is not a revision (dotted non-negative integers)",
+        '  line 4: not a NAME = "VALUE" assignment: garbage line',
+        "  line 6: expected PRAUTO$VERSION$PKGARCH$CHECKSUM, got PRAUTO$v$a",
+    ]
+    assert out.startswith("imported 2 of 2 rows")
+    code, out, _ = cli("--server", server.address, "--json", "export", "--history")
+    assert [(r["checksum"], r["value"]) for r in json.loads(out)["datainfo"]] == [("c1", "1"), ("c3", "2.1")]
+
+
+def test_import_file_is_pipelined(tmp_path, server, cli):
+    count = 5000
+    (tmp_path / "big.txt").write_text("".join('PRAUTO$big$a$c%05d = "%d"\n' % (i, i) for i in range(count)))
+    code, out, err = cli("--server", server.address, "--json", "import-file", str(tmp_path / "big.txt"),
+                         "--window", "64")
+    assert code == 0, err
+    assert json.loads(out) == {"imported": count, "rows": count, "skipped": []}
+    assert cli("--server", server.address, "max-package-pr", "big", "a")[1] == "%d\n" % (count - 1)
+
+
+def test_config_show_names_sources(tmp_path, cli, monkeypatch):
+    (tmp_path / "prserv.toml").write_text('read_only = true\nupstream = "up:8585"\n')
+    monkeypatch.setenv("PRSERV_UPSTREAM", "env:8585")
+    code, out, _ = cli("config", "--show", "--config", str(tmp_path / "prserv.toml"), "--port", "9000")
+    assert code == 0
+    lines = {line.split("=")[0].strip(): line for line in out.splitlines() if not line.startswith("#")}
+    assert lines["bind"].split("#")[1].strip() == "flag --bind/--host/--port"
+    assert '["0.0.0.0:9000"]' in lines["bind"]
+    assert lines["read_only"].split("#")[1].strip() == "file %s" % (tmp_path / "prserv.toml")
+    assert '"env:8585"' in lines["upstream"] and "environment PRSERV_UPSTREAM" in lines["upstream"]
+    code, out, _ = cli("--json", "config", "--show")
+    assert json.loads(out)["upstream"] == {"value": "env:8585", "source": "environment PRSERV_UPSTREAM"}
+    monkeypatch.setenv("PRSERV_READ_ONLY", "perhaps")
+    code, _, err = cli("config", "--show")
+    assert code == tool.EXIT_USAGE
+    assert "invalid read_only 'perhaps' (from environment PRSERV_READ_ONLY)" in err
+
+
+def test_module_entry_point_exit_codes(tmp_path, server):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRSERV_")}
+    env["PRSERV_HOST"] = server.address
+    env["PYTHONPATH"] = os.path.join(ROOT, "lib")
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-m", "prserv", *argv], capture_output=True, text=True,
+                              env=env, timeout=60)
+
+    assert run("get-pr", "v", "a", "c").stdout == "0\n"
+    assert run("test-pr", "v", "a", "other").returncode == tool.EXIT_NOT_FOUND
+    assert run("--server", "127.0.0.1:1", "ping").returncode == tool.EXIT_UNREACHABLE
+    assert run("get-pr", "v", "a").returncode == tool.EXIT_USAGE
