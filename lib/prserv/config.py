@@ -194,7 +194,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, str)):
-        return json.dumps(value)
+        return json.dumps(value, ensure_ascii=False)    # TOML has no surrogate-pair escapes
     return repr(value)
 
 

@@ -41,13 +41,15 @@ class Problem:
 def export_lines(datainfo: Iterable[dict], metainfo: Optional[dict] = None, nomax: bool = False,
                  lockdown: bool = False) -> Tuple[List[str], List[dict]]:
     """``(lines, unwritable)``: the file's lines (each ending in ``\\n``) and the rows
-    whose fields cannot be written in a variable name (``$``, quotes, blanks)."""
+    that cannot be written so that they read back (empty fields, ``$``, quotes, blanks
+    in a field; a value that is not a revision)."""
     lines: List[str] = []
     unwritable: List[dict] = []
     maxima: Dict[Tuple[str, str], str] = {}
     for row in datainfo:
         version, pkgarch, checksum, value = (str(row[k]) for k in ("version", "pkgarch", "checksum", "value"))
-        if any(_UNSAFE.search(field) for field in (version, pkgarch, checksum)) or not is_revision(value):
+        fields = (version, pkgarch, checksum)
+        if not all(fields) or any(_UNSAFE.search(field) for field in fields) or not is_revision(value):
             unwritable.append(row)
             continue
         lines.append('PRAUTO$%s$%s$%s = "%s"\n' % (version, pkgarch, checksum, value))

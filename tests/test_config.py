@@ -1,0 +1,674 @@
+"""Server settings: flags > environment > file > defaults (prserv.config)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from prserv.config import SETTINGS, Config, environment_host, load_config
+from prserv.errors import ConfigError
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11: prserv depends on tomli there
+    import tomli as tomllib
+
+NAMES = ["database", "bind", "read_only", "upstream", "upstream_timeout", "log_file", "log_level",
+         "pidfile"]
+
+
+def write(path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def load(tmp_path, flags=None, environ=None, config_file=None):
+    """load_config with an explicit, empty-by-default environment and cwd=tmp_path."""
+    return load_config(flags or {}, {} if environ is None else environ, config_file, str(tmp_path))
+
+
+def config_error(tmp_path, **kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, **kwargs)
+    return str(info.value)
+
+
+# --------------------------------------------------------------------------- defaults
+
+def test_defaults(tmp_path):
+    config = load(tmp_path)
+    assert config.database == os.path.join(str(tmp_path), "prserv.sqlite3")
+    assert config.bind == ["0.0.0.0:8585"]
+    assert config.read_only is False
+    assert config.upstream is None
+    assert config.upstream_timeout == 10.0
+    assert isinstance(config.upstream_timeout, float)
+    assert config.log_file == os.path.join(str(tmp_path), "prserv.log")
+    assert config.log_level == "INFO"
+    assert config.pidfile is None
+    assert config.config_file is None
+    assert list(config.values) == NAMES
+    for name in NAMES:
+        assert config.source(name) == "default", name
+        assert config.is_default(name), name
+
+
+def test_defaults_with_no_arguments_at_all(tmp_path, monkeypatch):
+    # environ=None means os.environ and cwd=None means os.getcwd(): pin both.
+    for setting in SETTINGS:
+        monkeypatch.delenv(setting.env, raising=False)
+    monkeypatch.delenv("PRSERV_CONFIG", raising=False)
+    monkeypatch.setenv("PRSERV_LOGLEVEL", "debug")
+    monkeypatch.chdir(tmp_path)
+    config = load_config()
+    assert config.database == os.path.join(os.getcwd(), "prserv.sqlite3")
+    assert config.log_level == "DEBUG"
+    assert config.source("log_level") == "environment PRSERV_LOGLEVEL"
+    assert config.source("database") == "default"
+
+
+def test_unknown_attribute(tmp_path):
+    config = load(tmp_path)
+    with pytest.raises(AttributeError, match="^no_such$"):
+        config.no_such
+
+
+def test_flags_with_none_are_not_given(tmp_path):
+    config = load(tmp_path, flags={"database": None, "read_only": None},
+                  environ={"PRSERV_DATABASE": "env.db"})
+    assert config.database == os.path.join(str(tmp_path), "env.db")
+    assert config.source("database") == "environment PRSERV_DATABASE"
+    assert config.read_only is False
+    assert config.source("read_only") == "default"
+
+
+def test_unknown_flag_is_a_programming_error(tmp_path):
+    with pytest.raises(ValueError) as info:
+        load(tmp_path, flags={"database": "x", "colour": "red", "bogus": 1})
+    assert not isinstance(info.value, ConfigError)
+    assert str(info.value) == "not settings: bogus, colour"
+
+
+# --------------------------------------------------------------------------- precedence
+
+def test_precedence_flags_environment_file_default(tmp_path):
+    conf = write(tmp_path / "prserv.toml", "\n".join([
+        'database = "file.db"',
+        'bind = "file:1"',
+        'read_only = true',
+        'upstream_timeout = 3',
+        'log_level = "warning"',
+    ]) + "\n")
+    config = load(tmp_path,
+                  flags={"database": "flag.db", "bind": ["flag:1"]},
+                  environ={"PRSERV_DATABASE": "env.db", "PRSERV_BIND": "env:1",
+                           "PRSERV_READ_ONLY": "no", "PRSERV_UPSTREAM": "up:9"},
+                  config_file=conf)
+    base = str(tmp_path)
+    assert config.database == os.path.join(base, "flag.db")
+    assert config.source("database") == "flag -f/--file"
+    assert config.bind == ["flag:1"]
+    assert config.source("bind") == "flag --bind/--host/--port"
+    assert config.read_only is False
+    assert config.source("read_only") == "environment PRSERV_READ_ONLY"
+    assert config.upstream == "up:9"
+    assert config.source("upstream") == "environment PRSERV_UPSTREAM"
+    assert config.upstream_timeout == 3.0
+    assert config.source("upstream_timeout") == "file %s" % conf
+    assert config.log_level == "WARNING"
+    assert config.source("log_level") == "file %s" % conf
+    assert config.log_file == os.path.join(base, "prserv.log")
+    assert config.source("log_file") == "default"
+    assert config.pidfile is None
+    assert config.source("pidfile") == "default"
+    assert config.config_file == conf
+
+
+def test_environment_beats_file(tmp_path):
+    conf = write(tmp_path / "c.toml", 'database = "file.db"\nlog_level = "ERROR"\n')
+    config = load(tmp_path, environ={"PRSERV_DATABASE": "env.db"}, config_file=conf)
+    assert config.database == os.path.join(str(tmp_path), "env.db")
+    assert config.source("database") == "environment PRSERV_DATABASE"
+    assert config.log_level == "ERROR"
+    assert config.source("log_level") == "file %s" % conf
+
+
+def test_every_setting_from_environment(tmp_path):
+    base = str(tmp_path)
+    config = load(tmp_path, environ={
+        "PRSERV_DATABASE": "d.db", "PRSERV_BIND": "h:1", "PRSERV_READ_ONLY": "1",
+        "PRSERV_UPSTREAM": "u:2", "PRSERV_UPSTREAM_TIMEOUT": "2.5", "PRSERV_LOG": "l.log",
+        "PRSERV_LOGLEVEL": "critical", "PRSERV_PIDFILE": "p.pid"})
+    assert [config.values[name].value for name in NAMES] == [
+        os.path.join(base, "d.db"), ["h:1"], True, "u:2", 2.5, os.path.join(base, "l.log"),
+        "CRITICAL", os.path.join(base, "p.pid")]
+    assert [config.source(name) for name in NAMES] == [
+        "environment PRSERV_DATABASE", "environment PRSERV_BIND", "environment PRSERV_READ_ONLY",
+        "environment PRSERV_UPSTREAM", "environment PRSERV_UPSTREAM_TIMEOUT",
+        "environment PRSERV_LOG", "environment PRSERV_LOGLEVEL", "environment PRSERV_PIDFILE"]
+
+
+def test_every_setting_from_flags(tmp_path):
+    base = str(tmp_path)
+    config = load(tmp_path, flags={
+        "database": "d.db", "bind": "h:1 h:2", "read_only": True, "upstream": "u:2",
+        "upstream_timeout": "7", "log_file": "-", "log_level": "Debug", "pidfile": "p.pid"})
+    assert [config.values[name].value for name in NAMES] == [
+        os.path.join(base, "d.db"), ["h:1", "h:2"], True, "u:2", 7.0, "-", "DEBUG",
+        os.path.join(base, "p.pid")]
+    assert [config.source(name) for name in NAMES] == [
+        "flag -f/--file", "flag --bind/--host/--port", "flag -r/--read-only", "flag -u/--upstream",
+        "flag --upstream-timeout", "flag -l/--log", "flag --loglevel", "flag --pidfile"]
+
+
+def test_every_setting_from_file(tmp_path):
+    sub = tmp_path / "etc"
+    sub.mkdir()
+    conf = write(sub / "prserv.toml", "\n".join([
+        'database = "d.db"', 'bind = ["h:1", "unix://s.sock"]', "read_only = true",
+        'upstream = "u:2"', "upstream_timeout = 0.5", 'log_file = "-"', 'log_level = "error"',
+        'pidfile = "run/p.pid"']) + "\n")
+    config = load(tmp_path, config_file=conf)
+    base = str(sub)
+    assert [config.values[name].value for name in NAMES] == [
+        os.path.join(base, "d.db"), ["h:1", "unix://" + os.path.join(base, "s.sock")], True, "u:2",
+        0.5, "-", "ERROR", os.path.join(base, "run", "p.pid")]
+    assert all(config.source(name) == "file " + conf for name in NAMES)
+
+
+# --------------------------------------------------------------------------- relative paths
+
+def test_relative_paths_from_file_resolve_against_file_directory(tmp_path):
+    etc = tmp_path / "etc" / "prserv"
+    etc.mkdir(parents=True)
+    conf = write(etc / "prserv.toml", 'database = "../../var/pr.db"\nlog_file = "logs/p.log"\n'
+                 'pidfile = "/abs/p.pid"\nbind = "unix://sock"\n')
+    work = tmp_path / "work"
+    work.mkdir()
+    config = load_config({}, {}, conf, str(work))
+    assert config.database == os.path.join(str(tmp_path), "var", "pr.db")
+    assert config.log_file == os.path.join(str(etc), "logs", "p.log")
+    assert config.pidfile == "/abs/p.pid"
+    assert config.bind == ["unix://" + os.path.join(str(etc), "sock")]
+
+
+def test_relative_paths_from_flags_and_environment_resolve_against_cwd(tmp_path):
+    conf = write(tmp_path / "c.toml", "")
+    cwd = str(tmp_path / "here")
+    config = load_config({"database": "sub/./x.db", "bind": "unix://a/../s.sock"},
+                         {"PRSERV_LOG": "../l.log", "PRSERV_PIDFILE": "p.pid"}, conf, cwd)
+    assert config.database == cwd + "/sub/x.db"
+    assert config.bind == ["unix://" + cwd + "/s.sock"]
+    assert config.log_file == str(tmp_path) + "/l.log"
+    assert config.pidfile == cwd + "/p.pid"
+
+
+def test_absolute_unix_bind_is_kept_and_normalised(tmp_path):
+    config = load(tmp_path, environ={"PRSERV_BIND": "unix:///run//prserv/./s.sock"})
+    assert config.bind == ["unix:///run/prserv/s.sock"]
+
+
+def test_stderr_log_file_stays_dash(tmp_path):
+    conf = write(tmp_path / "c.toml", 'log_file = "-"\n')
+    assert load(tmp_path, config_file=conf).log_file == "-"
+    assert load(tmp_path, environ={"PRSERV_LOG": "-"}).log_file == "-"
+    assert load(tmp_path, flags={"log_file": "-"}).log_file == "-"
+    # only exactly "-" means stderr
+    assert load(tmp_path, flags={"log_file": "-x"}).log_file == os.path.join(str(tmp_path), "-x")
+
+
+def test_values_are_stripped(tmp_path):
+    config = load(tmp_path, environ={"PRSERV_DATABASE": "  pr.db\n", "PRSERV_LOGLEVEL": " info ",
+                                     "PRSERV_UPSTREAM": " up:1 "})
+    assert config.database == os.path.join(str(tmp_path), "pr.db")
+    assert config.log_level == "INFO"
+    assert config.upstream == "up:1"
+
+
+# --------------------------------------------------------------------------- bind parsing
+
+@pytest.mark.parametrize("text", ["a:1, b:2", "a:1 b:2", "a:1,b:2", "  a:1 ,\tb:2  ", "a:1,,b:2"])
+def test_bind_environment_list(tmp_path, text):
+    assert load(tmp_path, environ={"PRSERV_BIND": text}).bind == ["a:1", "b:2"]
+
+
+def test_bind_forms(tmp_path):
+    config = load(tmp_path, environ={"PRSERV_BIND": "[::1]:8585 ws://h:9/path 127.0.0.1:0"})
+    assert config.bind == ["[::1]:8585", "ws://h:9/path", "127.0.0.1:0"]
+
+
+def test_bind_from_toml_list_and_string(tmp_path):
+    as_list = write(tmp_path / "list.toml", 'bind = ["a:1", "[::]:2"]\n')
+    as_string = write(tmp_path / "string.toml", 'bind = "a:1, b:2"\n')
+    assert load(tmp_path, config_file=as_list).bind == ["a:1", "[::]:2"]
+    assert load(tmp_path, config_file=as_string).bind == ["a:1", "b:2"]
+
+
+@pytest.mark.parametrize("text", ["", "   ", " , ,"])
+def test_bind_empty_environment_is_an_error(tmp_path, text):
+    message = config_error(tmp_path, environ={"PRSERV_BIND": text})
+    assert message == "invalid bind %r (from environment PRSERV_BIND): expected at least one address" % text
+
+
+def test_bind_empty_toml_list_is_an_error(tmp_path):
+    conf = write(tmp_path / "c.toml", "bind = []\n")
+    message = config_error(tmp_path, config_file=conf)
+    assert message == "invalid bind [] (from file %s): expected at least one address" % conf
+
+
+def test_bind_wrong_toml_type(tmp_path):
+    conf = write(tmp_path / "c.toml", "bind = 8585\n")
+    message = config_error(tmp_path, config_file=conf)
+    assert message == ("invalid bind 8585 (from file %s): expected an address or a list of addresses"
+                       % conf)
+
+
+def test_bind_list_with_non_string_item(tmp_path):
+    conf = write(tmp_path / "c.toml", 'bind = ["a:1", 2]\n')
+    message = config_error(tmp_path, config_file=conf)
+    assert message == "invalid bind ['a:1', 2] (from file %s): expected a non-empty string" % conf
+
+
+def test_bind_one_bad_address_in_list(tmp_path):
+    message = config_error(tmp_path, environ={"PRSERV_BIND": "a:1 nonsense"})
+    assert message.startswith("invalid bind 'a:1 nonsense' (from environment PRSERV_BIND): ")
+    assert "'nonsense'" in message
+    assert "expected HOST:PORT" in message
+
+
+def test_bind_port_out_of_range(tmp_path):
+    message = config_error(tmp_path, flags={"bind": "h:65536"})
+    assert message == ("invalid bind 'h:65536' (from flag --bind/--host/--port): "
+                       "port out of range in 'h:65536'")
+
+
+# --------------------------------------------------------------------------- booleans
+
+@pytest.mark.parametrize("text, expected", [
+    ("true", True), ("false", False), ("yes", True), ("no", False), ("on", True), ("off", False),
+    ("1", True), ("0", False), ("TRUE", True), ("False", False), ("YeS", True), ("No", False),
+    ("ON", True), ("oFF", False), (" true ", True), ("", False),
+])
+def test_boolean_from_environment(tmp_path, text, expected):
+    config = load(tmp_path, environ={"PRSERV_READ_ONLY": text})
+    assert config.read_only is expected
+    assert config.source("read_only") == "environment PRSERV_READ_ONLY"
+
+
+@pytest.mark.parametrize("toml, expected", [("true", True), ("false", False), ("1", True),
+                                            ("0", False), ('"yes"', True), ('"off"', False)])
+def test_boolean_from_file(tmp_path, toml, expected):
+    conf = write(tmp_path / "c.toml", "read_only = %s\n" % toml)
+    assert load(tmp_path, config_file=conf).read_only is expected
+
+
+@pytest.mark.parametrize("text", ["maybe", "2", "y", "truee", "-1"])
+def test_boolean_bad_value(tmp_path, text):
+    message = config_error(tmp_path, environ={"PRSERV_READ_ONLY": text})
+    assert message == ("invalid read_only %r (from environment PRSERV_READ_ONLY): "
+                       "expected a boolean (true/false, yes/no, on/off, 1/0)" % text)
+
+
+def test_boolean_bad_value_mentions_name_value_and_source(tmp_path):
+    message = config_error(tmp_path, environ={"PRSERV_READ_ONLY": "maybe"})
+    assert "read_only" in message
+    assert "maybe" in message
+    assert "environment PRSERV_READ_ONLY" in message
+
+
+def test_boolean_bad_toml_types(tmp_path):
+    conf = write(tmp_path / "c.toml", "read_only = 1.0\n")
+    assert config_error(tmp_path, config_file=conf) == (
+        "invalid read_only 1.0 (from file %s): expected a boolean (true/false, yes/no, on/off, 1/0)"
+        % conf)
+
+
+# --------------------------------------------------------------------------- wrong values
+
+TIMEOUT_ERROR = "expected a positive number of seconds"
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "-1", "inf", "nan", "-inf", "", "1e400"])
+def test_upstream_timeout_bad_from_environment(tmp_path, text):
+    message = config_error(tmp_path, environ={"PRSERV_UPSTREAM_TIMEOUT": text})
+    assert message == "invalid upstream_timeout %r (from environment PRSERV_UPSTREAM_TIMEOUT): %s" % (
+        text, TIMEOUT_ERROR)
+
+
+@pytest.mark.parametrize("toml, shown", [('"abc"', "'abc'"), ("0", "0"), ("-1", "-1"), ("inf", "inf"),
+                                          ("true", "True"), ("0.0", "0.0")])
+def test_upstream_timeout_bad_from_file(tmp_path, toml, shown):
+    conf = write(tmp_path / "c.toml", "upstream_timeout = %s\n" % toml)
+    message = config_error(tmp_path, config_file=conf)
+    assert message == "invalid upstream_timeout %s (from file %s): %s" % (shown, conf, TIMEOUT_ERROR)
+    assert "file " + conf in message
+
+
+@pytest.mark.parametrize("text", ["abc", "0", "-1", "inf"])
+def test_upstream_timeout_bad_from_flag(tmp_path, text):
+    message = config_error(tmp_path, flags={"upstream_timeout": text})
+    assert message == "invalid upstream_timeout %r (from flag --upstream-timeout): %s" % (
+        text, TIMEOUT_ERROR)
+    assert "flag --upstream-timeout" in message
+
+
+@pytest.mark.parametrize("text, expected", [("0.001", 0.001), ("1e3", 1000.0), (" 5 ", 5.0), ("30", 30.0)])
+def test_upstream_timeout_good(tmp_path, text, expected):
+    assert load(tmp_path, environ={"PRSERV_UPSTREAM_TIMEOUT": text}).upstream_timeout == expected
+
+
+def test_upstream_timeout_flag_as_float(tmp_path):
+    config = load(tmp_path, flags={"upstream_timeout": 2.25})
+    assert config.upstream_timeout == 2.25
+    assert config.source("upstream_timeout") == "flag --upstream-timeout"
+
+
+LEVEL_ERROR = "expected one of CRITICAL, ERROR, WARNING, INFO, DEBUG"
+
+
+@pytest.mark.parametrize("text", ["LOUD", "NOTSET", "notset", "basicConfig", "getLogger", "5"])
+def test_log_level_bad(tmp_path, text):
+    message = config_error(tmp_path, environ={"PRSERV_LOGLEVEL": text})
+    assert message == "invalid log_level %r (from environment PRSERV_LOGLEVEL): %s" % (text, LEVEL_ERROR)
+
+
+@pytest.mark.parametrize("text, expected", [("debug", "DEBUG"), ("Info", "INFO"), ("warning", "WARNING"),
+                                            ("ERROR", "ERROR"), ("critical", "CRITICAL"),
+                                            ("warn", "WARN"), ("fatal", "FATAL")])
+def test_log_level_good(tmp_path, text, expected):
+    assert load(tmp_path, flags={"log_level": text}).log_level == expected
+
+
+def test_log_level_bad_from_file_and_flag(tmp_path):
+    conf = write(tmp_path / "c.toml", 'log_level = "LOUD"\n')
+    assert config_error(tmp_path, config_file=conf) == (
+        "invalid log_level 'LOUD' (from file %s): %s" % (conf, LEVEL_ERROR))
+    assert config_error(tmp_path, flags={"log_level": "LOUD"}) == (
+        "invalid log_level 'LOUD' (from flag --loglevel): %s" % LEVEL_ERROR)
+
+
+def test_bind_nonsense(tmp_path):
+    conf = write(tmp_path / "c.toml", 'bind = "nonsense"\n')
+    expected = "expected HOST:PORT, [V6ADDR]:PORT, unix://PATH or ws://HOST:PORT, got 'nonsense'"
+    assert config_error(tmp_path, environ={"PRSERV_BIND": "nonsense"}) == (
+        "invalid bind 'nonsense' (from environment PRSERV_BIND): " + expected)
+    assert config_error(tmp_path, config_file=conf) == (
+        "invalid bind 'nonsense' (from file %s): %s" % (conf, expected))
+    assert config_error(tmp_path, flags={"bind": "nonsense"}) == (
+        "invalid bind 'nonsense' (from flag --bind/--host/--port): " + expected)
+
+
+def test_upstream_without_port(tmp_path):
+    conf = write(tmp_path / "c.toml", 'upstream = "host"\n')
+    expected = "expected HOST:PORT, [V6ADDR]:PORT, unix://PATH or ws://HOST:PORT, got 'host'"
+    assert config_error(tmp_path, environ={"PRSERV_UPSTREAM": "host"}) == (
+        "invalid upstream 'host' (from environment PRSERV_UPSTREAM): " + expected)
+    assert config_error(tmp_path, config_file=conf) == (
+        "invalid upstream 'host' (from file %s): %s" % (conf, expected))
+    assert config_error(tmp_path, flags={"upstream": "host"}) == (
+        "invalid upstream 'host' (from flag -u/--upstream): " + expected)
+
+
+def test_empty_path_is_an_error(tmp_path):
+    assert config_error(tmp_path, environ={"PRSERV_DATABASE": "  "}) == (
+        "invalid database '  ' (from environment PRSERV_DATABASE): expected a non-empty string")
+    conf = write(tmp_path / "c.toml", "database = 3\n")
+    assert config_error(tmp_path, config_file=conf) == (
+        "invalid database 3 (from file %s): expected a non-empty string" % conf)
+
+
+def test_long_bad_value_is_shortened(tmp_path):
+    text = "x" * 200
+    message = config_error(tmp_path, environ={"PRSERV_LOGLEVEL": text})
+    shown = repr(text)[:77] + "..."
+    assert message == "invalid log_level %s (from environment PRSERV_LOGLEVEL): %s" % (shown, LEVEL_ERROR)
+
+
+def test_first_bad_setting_is_reported(tmp_path):
+    # settings are checked in declaration order: bind before log_level
+    message = config_error(tmp_path, environ={"PRSERV_LOGLEVEL": "LOUD", "PRSERV_BIND": "x"})
+    assert message.startswith("invalid bind 'x' (from environment PRSERV_BIND): ")
+
+
+def test_good_flag_hides_bad_environment(tmp_path):
+    config = load(tmp_path, flags={"log_level": "error"}, environ={"PRSERV_LOGLEVEL": "LOUD"})
+    assert config.log_level == "ERROR"
+    assert config.source("log_level") == "flag --loglevel"
+
+
+# --------------------------------------------------------------------------- optional values
+
+def test_empty_upstream_environment_means_none(tmp_path):
+    conf = write(tmp_path / "c.toml", 'upstream = "file:1"\n')
+    for text in ("", "   "):
+        config = load(tmp_path, environ={"PRSERV_UPSTREAM": text}, config_file=conf)
+        assert config.upstream is None
+        assert config.source("upstream") == "environment PRSERV_UPSTREAM"
+
+
+def test_empty_upstream_and_pidfile_in_file_mean_none(tmp_path):
+    conf = write(tmp_path / "c.toml", 'upstream = ""\npidfile = ""\n')
+    config = load(tmp_path, config_file=conf)
+    assert config.upstream is None
+    assert config.pidfile is None
+    assert config.source("upstream") == "file " + conf
+    assert config.source("pidfile") == "file " + conf
+
+
+def test_upstream_unix_made_absolute(tmp_path):
+    config = load(tmp_path, environ={"PRSERV_UPSTREAM": "unix://up.sock"})
+    assert config.upstream == "unix://" + os.path.join(str(tmp_path), "up.sock")
+
+
+# --------------------------------------------------------------------------- the file
+
+def test_unknown_key_in_file(tmp_path):
+    conf = write(tmp_path / "c.toml", 'database = "x"\ncolour = "red"\n')
+    message = config_error(tmp_path, config_file=conf)
+    assert message == ("config file %s (from flag --config): unknown setting colour; known: "
+                       "database, bind, read_only, upstream, upstream_timeout, log_file, log_level, "
+                       "pidfile" % conf)
+
+
+def test_unknown_keys_in_file_plural_sorted(tmp_path):
+    conf = write(tmp_path / "c.toml", 'zeta = 1\nalpha = 2\n[server]\nport = 1\n')
+    message = config_error(tmp_path, config_file=conf)
+    assert message.startswith("config file %s (from flag --config): unknown settings alpha, server, "
+                              "zeta; known: database, " % conf)
+
+
+def test_unknown_key_in_file_from_environment(tmp_path):
+    write(tmp_path / "c.toml", "port = 1\n")
+    message = config_error(tmp_path, environ={"PRSERV_CONFIG": "c.toml"})
+    conf = os.path.join(str(tmp_path), "c.toml")
+    assert message.startswith("config file %s (from environment PRSERV_CONFIG): unknown setting port;"
+                              % conf)
+
+
+def test_invalid_toml(tmp_path):
+    conf = write(tmp_path / "c.toml", 'database = "unterminated\n')
+    message = config_error(tmp_path, config_file=conf)
+    assert message.startswith("config file %s is not valid TOML: " % conf)
+    assert "not valid TOML" in message
+
+
+def test_missing_file(tmp_path):
+    conf = str(tmp_path / "missing.toml")
+    message = config_error(tmp_path, config_file=conf)
+    assert message == "cannot read config file %s: No such file or directory" % conf
+
+
+def test_directory_as_file(tmp_path):
+    message = config_error(tmp_path, config_file=str(tmp_path))
+    assert message == "cannot read config file %s: Is a directory" % tmp_path
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    conf = write(tmp_path / "c.toml", "# nothing\n")
+    config = load(tmp_path, config_file=conf)
+    assert config.config_file == conf
+    assert all(config.is_default(name) for name in NAMES)
+
+
+def test_relative_config_file_against_cwd(tmp_path):
+    sub = tmp_path / "conf"
+    sub.mkdir()
+    write(sub / "p.toml", 'database = "d.db"\n')
+    config = load(tmp_path, config_file="conf/p.toml")
+    assert config.config_file == os.path.join(str(tmp_path), "conf/p.toml")
+    assert config.database == os.path.join(str(sub), "d.db")
+    assert config.source("database") == "file " + os.path.join(str(tmp_path), "conf/p.toml")
+
+
+def test_prserv_config_selects_file(tmp_path):
+    conf = write(tmp_path / "env.toml", 'log_level = "debug"\n')
+    config = load(tmp_path, environ={"PRSERV_CONFIG": conf})
+    assert config.config_file == conf
+    assert config.log_level == "DEBUG"
+    assert config.source("log_level") == "file " + conf
+
+
+def test_empty_prserv_config_means_no_file(tmp_path):
+    config = load(tmp_path, environ={"PRSERV_CONFIG": ""})
+    assert config.config_file is None
+
+
+def test_config_file_argument_beats_prserv_config(tmp_path):
+    from_env = write(tmp_path / "env.toml", 'log_level = "debug"\n')
+    from_arg = write(tmp_path / "arg.toml", 'log_level = "error"\n')
+    config = load(tmp_path, environ={"PRSERV_CONFIG": from_env}, config_file=from_arg)
+    assert config.config_file == from_arg
+    assert config.log_level == "ERROR"
+    assert config.source("log_level") == "file " + from_arg
+
+
+def test_prserv_config_missing_file(tmp_path):
+    message = config_error(tmp_path, environ={"PRSERV_CONFIG": "nope.toml"})
+    assert message == "cannot read config file %s: No such file or directory" % os.path.join(
+        str(tmp_path), "nope.toml")
+
+
+# --------------------------------------------------------------------------- show / json
+
+def strip_comments(text: str) -> str:
+    return "\n".join(re.sub(r"\s*#.*$", "", line) for line in text.splitlines()) + "\n"
+
+
+def show_config(tmp_path) -> Config:
+    conf = write(tmp_path / "c.toml", 'log_level = "warning"\nbind = ["a:1", "b:2"]\n')
+    return load(tmp_path, flags={"read_only": True, "upstream_timeout": "2.5"},
+                environ={"PRSERV_UPSTREAM": "up:1"}, config_file=conf)
+
+
+def test_show_exact_lines(tmp_path):
+    config = show_config(tmp_path)
+    conf = os.path.join(str(tmp_path), "c.toml")
+    lines = config.show().splitlines()
+    assert lines[0] == "# effective prserv configuration (config file %s)" % conf
+    assert len(lines) == 1 + len(NAMES)
+    expected = {
+        "read_only": "read_only        = true" + " " * 37 + " # flag -r/--read-only",
+        "upstream_timeout": "upstream_timeout = 2.5" + " " * 38 + " # flag --upstream-timeout",
+        "upstream": 'upstream         = "up:1"' + " " * 35 + " # environment PRSERV_UPSTREAM",
+        "bind": 'bind             = ["a:1", "b:2"]' + " " * 27 + " # file " + conf,
+        "log_level": 'log_level        = "WARNING"' + " " * 32 + " # file " + conf,
+        "pidfile": 'pidfile          = ""' + " " * 39 + " # default",
+    }
+    by_name = {line.split()[0]: line for line in lines[1:]}
+    assert list(by_name) == NAMES
+    for name, line in expected.items():
+        assert by_name[name] == line
+        assert len(line.split(" # ")[0]) == 60
+    assert config.show().endswith("# default\n")
+
+
+def test_show_without_file_header(tmp_path):
+    config = load(tmp_path)
+    text = config.show()
+    assert text.splitlines()[0] == "# effective prserv configuration"
+    assert text.splitlines()[1] == "%-60s # default" % (
+        'database         = "%s"' % os.path.join(str(tmp_path), "prserv.sqlite3"))
+
+
+def test_show_long_value_is_not_truncated(tmp_path):
+    long = "d" * 80 + ".db"
+    config = load(tmp_path, flags={"database": long})
+    line = config.show().splitlines()[1]
+    assert line == 'database         = "%s" # flag -f/--file' % os.path.join(str(tmp_path), long)
+
+
+def test_show_is_toml_with_same_values(tmp_path):
+    config = show_config(tmp_path)
+    parsed = tomllib.loads(strip_comments(config.show()))
+    expected = {name: ("" if value.value is None else value.value)
+                for name, value in config.values.items()}
+    assert parsed == expected
+    assert parsed["read_only"] is True
+    assert parsed["upstream_timeout"] == 2.5
+    assert parsed["pidfile"] == ""
+
+
+def test_show_is_toml_without_stripping_comments(tmp_path):
+    # the comments are TOML comments: the text loads as it is
+    config = show_config(tmp_path)
+    parsed = tomllib.loads(config.show())
+    assert parsed["bind"] == ["a:1", "b:2"]
+    assert parsed["upstream"] == "up:1"
+
+
+def test_show_output_loads_back_as_config_file(tmp_path):
+    config = show_config(tmp_path)
+    saved = write(tmp_path / "shown.toml", config.show())
+    again = load(tmp_path, config_file=saved)
+    assert {name: value.value for name, value in again.values.items()} == {
+        name: value.value for name, value in config.values.items()}
+    assert all(again.source(name) == "file " + saved for name in NAMES)
+
+
+def test_show_quotes_awkward_paths(tmp_path):
+    config = load(tmp_path, flags={"database": 'we"ird\\name #1.db', "log_file": "-"})
+    parsed = tomllib.loads(config.show())
+    assert parsed["database"] == os.path.join(str(tmp_path), 'we"ird\\name #1.db')
+    assert parsed["log_file"] == "-"
+
+
+def test_as_json(tmp_path):
+    config = show_config(tmp_path)
+    conf = os.path.join(str(tmp_path), "c.toml")
+    data = json.loads(config.as_json())
+    assert data == {
+        "database": {"value": os.path.join(str(tmp_path), "prserv.sqlite3"), "source": "default"},
+        "bind": {"value": ["a:1", "b:2"], "source": "file " + conf},
+        "read_only": {"value": True, "source": "flag -r/--read-only"},
+        "upstream": {"value": "up:1", "source": "environment PRSERV_UPSTREAM"},
+        "upstream_timeout": {"value": 2.5, "source": "flag --upstream-timeout"},
+        "log_file": {"value": os.path.join(str(tmp_path), "prserv.log"), "source": "default"},
+        "log_level": {"value": "WARNING", "source": "file " + conf},
+        "pidfile": {"value": None, "source": "default"},
+    }
+    assert list(data) == NAMES
+
+
+# --------------------------------------------------------------------------- client host
+
+def test_environment_host():
+    assert environment_host({}) == "localhost:8585"
+    assert environment_host({"PRSERV_HOST": "h:1"}) == "h:1"
+    assert environment_host({"PRSERV_HOST": "  h:2 \n"}) == "h:2"
+    assert environment_host({"PRSERV_HOST": ""}) == "localhost:8585"
+    assert environment_host({"PRSERV_HOST": "   "}) == "localhost:8585"
+
+
+def test_environment_host_default_environ(monkeypatch):
+    monkeypatch.setenv("PRSERV_HOST", "from-os:7")
+    assert environment_host() == "from-os:7"
+    monkeypatch.delenv("PRSERV_HOST")
+    assert environment_host() == "localhost:8585"
+
+
+def test_show_is_toml_for_non_bmp_path(tmp_path):
+    config = load(tmp_path, flags={"database": "emoji\U0001F600.db"})
+    assert tomllib.loads(config.show())["database"] == os.path.join(str(tmp_path), "emoji\U0001F600.db")
