@@ -23,7 +23,7 @@ import os
 import re
 import sqlite3
 import urllib.parse
-from typing import IO, Dict, Iterator, List, Optional, Tuple, Union
+from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from . import policy
 from .errors import DatabaseError, InvalidRevisionError, ReadOnlyError
@@ -35,6 +35,8 @@ PackageId = Tuple[str, str]
 
 DEFAULT_CACHED_PACKAGES = 20000
 BUSY_TIMEOUT_SECONDS = 30.0
+OPEN_BUSY_TIMEOUT_SECONDS = 3.0
+"""While opening: a file held exclusively (buffered sync mode) is reported quickly."""
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -101,6 +103,9 @@ class PRTable:
         self.cached_packages = cached_packages
         self._packages: "collections.OrderedDict[PackageId, PackageState]" = collections.OrderedDict()
         self._transaction_depth = 0
+        self._rollback_watermark = 0
+        self.group: Optional[Any] = None
+        """A ``prserv.commit.GroupCommit`` that opens shared transactions, if any."""
         self._touched: List[PackageId] = []
         if not read_only:
             self.conn.execute(
@@ -183,10 +188,11 @@ class PRTable:
         """A write transaction holding SQLite's write lock, state re-synced inside.
 
         Everything decided inside sees every committed row of every process, and
-        nothing else can write until it ends: read-decide-write is atomic.  Nests.
+        nothing else can write until it ends: read-decide-write is atomic.  Nests,
+        and joins a transaction opened with ``begin`` (group commit) without ending it.
         """
-        if self.read_only:
-            raise ReadOnlyError("database is open read-only")
+        if not self._transaction_depth and self.group is not None:
+            self.group.open()                 # a shared transaction (prserv.commit)
         if self._transaction_depth:
             self._transaction_depth += 1
             try:
@@ -194,23 +200,52 @@ class PRTable:
             finally:
                 self._transaction_depth -= 1
             return
-        watermark = self._watermark
+        self.begin()
+        try:
+            yield
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._transaction_depth > 0
+
+    def begin(self) -> None:
+        """Open a write transaction (``BEGIN IMMEDIATE``: waits while another writer holds
+        the lock) and bring the cached state up to date under it."""
+        if self.read_only:
+            raise ReadOnlyError("database is open read-only")
+        if self._transaction_depth:
+            raise DatabaseError("a write transaction is already open")
+        self._rollback_watermark = self._watermark
         self.conn.execute("BEGIN IMMEDIATE")
         self._transaction_depth = 1
         try:
             self._sync()
-            yield
+        except BaseException:
+            self.rollback()
+            raise
+
+    def commit(self) -> None:
+        """Commit the transaction opened by ``begin``; on failure roll back and raise."""
+        try:
             self.conn.execute("COMMIT")
         except BaseException:
-            self._transaction_depth = 0
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            for package in self._touched:
-                self._packages.pop(package, None)
-            self._watermark = watermark
-            self._touched = []
+            self.rollback()
             raise
         self._transaction_depth = 0
+        self._touched = []
+
+    def rollback(self) -> None:
+        """Undo the open transaction and forget what it wrote from the cache."""
+        self._transaction_depth = 0
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        for package in self._touched:
+            self._packages.pop(package, None)
+        self._watermark = self._rollback_watermark
         self._touched = []
 
     def _insert(self, version: str, pkgarch: str, checksum: str, key: RevisionKey) -> bool:
@@ -419,7 +454,10 @@ class PRData:
     ``del data["X"]`` drops a table; ``disconnect()`` closes the file.
     """
 
-    def __init__(self, filename: str, read_only: bool = False, synchronous: str = "NORMAL") -> None:
+    def __init__(self, filename: str, read_only: bool = False, synchronous: str = "NORMAL",
+                 exclusive: bool = False) -> None:
+        """``synchronous``: SQLite's setting (``FULL`` fsyncs every commit).  ``exclusive``:
+        hold the file for this connection alone (refused while another one has it open)."""
         self.filename = os.path.abspath(filename)
         self.read_only = read_only
         if read_only:
@@ -436,18 +474,28 @@ class PRData:
         logger.debug("Opening PRServ database '%s'", uri)
         try:
             self.connection = sqlite3.connect(uri, uri=True, isolation_level=None,
-                                              timeout=BUSY_TIMEOUT_SECONDS)
+                                              timeout=OPEN_BUSY_TIMEOUT_SECONDS)
         except sqlite3.Error as exc:
             raise DatabaseError("cannot open database %s: %s" % (self.filename, exc)) from exc
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise DatabaseError("invalid synchronous mode %r" % synchronous)
         try:
             self.connection.execute("PRAGMA synchronous = %s" % synchronous.upper())
+            if exclusive:
+                self.connection.execute("PRAGMA locking_mode = EXCLUSIVE")
             if not read_only:
                 self.connection.execute("PRAGMA journal_mode = WAL")
+            if exclusive:
+                self.connection.execute("BEGIN IMMEDIATE")      # take the lock now
+                self.connection.execute("COMMIT")
             self.connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            self.connection.execute("PRAGMA busy_timeout = %d" % (BUSY_TIMEOUT_SECONDS * 1000))
         except sqlite3.Error as exc:
             self.connection.close()
+            if "locked" in str(exc):
+                raise DatabaseError("database %s is in use by another process%s (%s)" % (
+                    self.filename, "; a server in a buffered sync mode needs it alone" if exclusive
+                    else " that holds it exclusively (a server in a buffered sync mode?)", exc)) from exc
             raise DatabaseError("cannot use database %s: %s" % (self.filename, exc)) from exc
         self._tables: Dict[str, PRTable] = {}
 

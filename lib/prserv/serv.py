@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 from . import logger
 from .alloc import Allocator
 from .asyncrpc import AsyncServer, AsyncServerConnection, InvokeError, ServerError
 from .asyncrpc.connection import Connection
+from .commit import IMMEDIATE, GroupCommit, SyncMode, parse_sync_mode
 from .config import load_config
 from .daemon import (PIDPREFIX, is_running, pidfile_for, resolve_host,  # noqa: F401 (API)
                      start_daemon_config, stop_daemon_pidfile)
@@ -96,7 +97,10 @@ class PRServerClient(AsyncServerConnection):
 
     async def dispatch_message(self, message: Any) -> Any:
         try:
-            return await super().dispatch_message(message)
+            response = await super().dispatch_message(message)
+            if self.server.commits is not None:
+                await self.server.commits.settled()     # immediate mode: answer once on disk
+            return response
         except PRServiceError as exc:
             raise InvokeError(str(exc)) from exc
         except sqlite3.Error as exc:
@@ -151,22 +155,29 @@ class PRServer(AsyncServer):
     """bitbake's ``PRServer``: a database file, optionally read-only, optionally chained."""
 
     def __init__(self, dbfile: str, read_only: bool = False, upstream: Optional[str] = None,
-                 upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT) -> None:
+                 upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
+                 sync_mode: Union[str, SyncMode] = IMMEDIATE) -> None:
         super().__init__(logger)
         self.dbfile = os.path.abspath(dbfile)
         self.read_only = read_only
         self.upstream = upstream or None
         self.upstream_timeout = upstream_timeout
+        self.sync_mode = sync_mode if isinstance(sync_mode, SyncMode) else parse_sync_mode(sync_mode)
         self.db: Optional[PRData] = None
         self.table: Optional[PRTable] = None
         self.allocator: Optional[Allocator] = None
+        self.commits: Optional[GroupCommit] = None
 
     def accept_client(self, connection: Connection) -> PRServerClient:
         return PRServerClient(connection, self)
 
     async def open_resources(self) -> None:
-        self.db = PRData(self.dbfile, read_only=self.read_only)
+        buffered = self.sync_mode.buffered and not self.read_only
+        self.db = PRData(self.dbfile, read_only=self.read_only,
+                         synchronous="NORMAL" if buffered else "FULL", exclusive=buffered)
         self.table = self.db["PRMAIN"]
+        if not self.read_only:
+            self.commits = self.table.group = GroupCommit(self.table, self.sync_mode)
         upstream = Upstream(self.upstream, self.upstream_timeout) if self.upstream else None
         self.allocator = Allocator(self.table, upstream)
 
@@ -174,13 +185,17 @@ class PRServer(AsyncServer):
         address = await super().start_serving()
         self.logger.info("Started PRServer with DBfile: %s, Address: %s, PID: %s%s%s",
                          self.dbfile, ", ".join(self.addresses), os.getpid(),
-                         " (read-only)" if self.read_only else "",
+                         " (read-only)" if self.read_only else ", sync mode %s" % self.sync_mode,
                          ", upstream: %s" % self.upstream if self.upstream else "")
         return address
 
     async def close_resources(self) -> None:
         if self.allocator is not None:
             await self.allocator.close()
+        if self.commits is not None:
+            self.commits.commit()
+            self.logger.info("%d commits (sync mode %s)", self.commits.commits, self.sync_mode)
+            self.commits = None
         if self.db is not None:
             self.db.disconnect()
             self.db = None

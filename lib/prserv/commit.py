@@ -1,0 +1,116 @@
+"""When writes reach the disk: group commit and the three sync modes.
+
+``immediate`` (default): the writes made while the event loop handles one batch of
+ready requests share one transaction, committed (and fsync'd: ``synchronous=FULL``)
+on the loop's next turn; every answer waits for the commit that covers what it saw.
+Requests that arrive together share one fsync, so throughput grows with load while
+a value is on disk before any client sees it.
+
+``periodic:N``: the shared transaction is committed at most every N seconds; answers
+do not wait.  A crash loses at most the last N seconds; the file is always consistent.
+
+``on-shutdown``: one transaction for the whole run, committed on a clean shutdown.
+
+The buffered modes keep uncommitted values that only this process can see, so they
+open the file with SQLite's exclusive locking: nobody else can read or write it.
+Answers always come from this process's state, which includes uncommitted values,
+so a value waiting in a buffer is never handed out twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from . import logger
+from .db import PRTable
+from .errors import ConfigError
+
+IMMEDIATE = "immediate"
+PERIODIC = "periodic"
+ON_SHUTDOWN = "on-shutdown"
+
+_PERIODIC = re.compile(r"periodic:(?P<seconds>[0-9]+(\.[0-9]*)?)\Z")
+
+
+@dataclass(frozen=True)
+class SyncMode:
+    kind: str
+    interval: float = 0.0          # seconds between commits (periodic)
+
+    @property
+    def buffered(self) -> bool:
+        """Values may be answered before they are on disk (needs exclusive file access)."""
+        return self.kind != IMMEDIATE
+
+    def __str__(self) -> str:
+        return "%s:%g" % (self.kind, self.interval) if self.kind == PERIODIC else self.kind
+
+
+def parse_sync_mode(text: str) -> SyncMode:
+    """``immediate``, ``periodic:N`` (N > 0 seconds) or ``on-shutdown``."""
+    text = text.strip().lower() if isinstance(text, str) else text
+    if text == IMMEDIATE:
+        return SyncMode(IMMEDIATE)
+    if text == ON_SHUTDOWN:
+        return SyncMode(ON_SHUTDOWN)
+    match = _PERIODIC.match(text) if isinstance(text, str) else None
+    if match and float(match.group("seconds")) > 0:
+        return SyncMode(PERIODIC, float(match.group("seconds")))
+    raise ConfigError("expected immediate, periodic:SECONDS (SECONDS > 0) or on-shutdown, got %r"
+                      % (text,))
+
+
+class GroupCommit:
+    """Opens the table's shared write transaction on demand and commits it per the mode.
+
+    Installed as ``table.group``: ``PRTable.transaction()`` calls ``open()`` when no
+    transaction is open, so every write path joins the shared transaction.
+    """
+
+    def __init__(self, table: PRTable, mode: SyncMode) -> None:
+        self.table = table
+        self.mode = mode
+        self._done: Optional[asyncio.Future] = None
+        self._timer: Optional[asyncio.Handle] = None
+        self.commits = 0
+
+    def open(self) -> None:
+        """Begin the shared transaction and schedule its commit."""
+        loop = asyncio.get_running_loop()
+        self.table.begin()
+        self._done = loop.create_future()
+        if self.mode.kind == IMMEDIATE:
+            self._timer = loop.call_soon(self.commit)
+        elif self.mode.kind == PERIODIC:
+            self._timer = loop.call_later(self.mode.interval, self.commit)
+
+    async def settled(self) -> None:
+        """In immediate mode, wait until everything written so far is committed."""
+        if self.mode.kind == IMMEDIATE and self._done is not None:
+            await asyncio.shield(self._done)
+
+    def commit(self) -> None:
+        """Commit the shared transaction now (also called at shutdown)."""
+        done, self._done = self._done, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if done is None:
+            return
+        try:
+            self.table.commit()
+        except Exception as exc:
+            if self.mode.kind == IMMEDIATE:
+                logger.error("commit failed; its values were not handed out: %s", exc)
+            else:
+                logger.critical("commit failed; values already handed out since the last "
+                                "commit are lost (%s mode): %s", self.mode, exc)
+            if not done.done():
+                done.set_exception(exc)
+                done.exception()          # retrieved here: waiters may be gone
+            return
+        self.commits += 1
+        done.set_result(None)
