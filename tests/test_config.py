@@ -16,8 +16,8 @@ try:
 except ImportError:  # Python < 3.11: prserv depends on tomli there
     import tomli as tomllib
 
-NAMES = ["database", "bind", "read_only", "upstream", "upstream_timeout", "log_file", "log_level",
-         "pidfile"]
+NAMES = ["database", "bind", "read_only", "upstream", "upstream_timeout", "sync_mode", "log_file",
+         "log_level", "pidfile"]
 
 
 def write(path, text: str) -> str:
@@ -141,13 +141,13 @@ def test_every_setting_from_environment(tmp_path):
     config = load(tmp_path, environ={
         "PRSERV_DATABASE": "d.db", "PRSERV_BIND": "h:1", "PRSERV_READ_ONLY": "1",
         "PRSERV_UPSTREAM": "u:2", "PRSERV_UPSTREAM_TIMEOUT": "2.5", "PRSERV_LOG": "l.log",
-        "PRSERV_LOGLEVEL": "critical", "PRSERV_PIDFILE": "p.pid"})
+        "PRSERV_LOGLEVEL": "critical", "PRSERV_PIDFILE": "p.pid", "PRSERV_SYNC_MODE": "Periodic:2"})
     assert [config.values[name].value for name in NAMES] == [
-        os.path.join(base, "d.db"), ["h:1"], True, "u:2", 2.5, os.path.join(base, "l.log"),
+        os.path.join(base, "d.db"), ["h:1"], True, "u:2", 2.5, "periodic:2", os.path.join(base, "l.log"),
         "CRITICAL", os.path.join(base, "p.pid")]
     assert [config.source(name) for name in NAMES] == [
         "environment PRSERV_DATABASE", "environment PRSERV_BIND", "environment PRSERV_READ_ONLY",
-        "environment PRSERV_UPSTREAM", "environment PRSERV_UPSTREAM_TIMEOUT",
+        "environment PRSERV_UPSTREAM", "environment PRSERV_UPSTREAM_TIMEOUT", "environment PRSERV_SYNC_MODE",
         "environment PRSERV_LOG", "environment PRSERV_LOGLEVEL", "environment PRSERV_PIDFILE"]
 
 
@@ -155,13 +155,14 @@ def test_every_setting_from_flags(tmp_path):
     base = str(tmp_path)
     config = load(tmp_path, flags={
         "database": "d.db", "bind": "h:1 h:2", "read_only": True, "upstream": "u:2",
-        "upstream_timeout": "7", "log_file": "-", "log_level": "Debug", "pidfile": "p.pid"})
+        "upstream_timeout": "7", "log_file": "-", "log_level": "Debug", "pidfile": "p.pid",
+        "sync_mode": "on-shutdown"})
     assert [config.values[name].value for name in NAMES] == [
-        os.path.join(base, "d.db"), ["h:1", "h:2"], True, "u:2", 7.0, "-", "DEBUG",
+        os.path.join(base, "d.db"), ["h:1", "h:2"], True, "u:2", 7.0, "on-shutdown", "-", "DEBUG",
         os.path.join(base, "p.pid")]
     assert [config.source(name) for name in NAMES] == [
         "flag -f/--file", "flag --bind/--host/--port", "flag -r/--read-only", "flag -u/--upstream",
-        "flag --upstream-timeout", "flag -l/--log", "flag --loglevel", "flag --pidfile"]
+        "flag --upstream-timeout", "flag --sync-mode", "flag -l/--log", "flag --loglevel", "flag --pidfile"]
 
 
 def test_every_setting_from_file(tmp_path):
@@ -170,12 +171,12 @@ def test_every_setting_from_file(tmp_path):
     conf = write(sub / "prserv.toml", "\n".join([
         'database = "d.db"', 'bind = ["h:1", "unix://s.sock"]', "read_only = true",
         'upstream = "u:2"', "upstream_timeout = 0.5", 'log_file = "-"', 'log_level = "error"',
-        'pidfile = "run/p.pid"']) + "\n")
+        'pidfile = "run/p.pid"', 'sync_mode = "periodic:0.5"']) + "\n")
     config = load(tmp_path, config_file=conf)
     base = str(sub)
     assert [config.values[name].value for name in NAMES] == [
         os.path.join(base, "d.db"), ["h:1", "unix://" + os.path.join(base, "s.sock")], True, "u:2",
-        0.5, "-", "ERROR", os.path.join(base, "run", "p.pid")]
+        0.5, "periodic:0.5", "-", "ERROR", os.path.join(base, "run", "p.pid")]
     assert all(config.source(name) == "file " + conf for name in NAMES)
 
 
@@ -469,8 +470,8 @@ def test_unknown_key_in_file(tmp_path):
     conf = write(tmp_path / "c.toml", 'database = "x"\ncolour = "red"\n')
     message = config_error(tmp_path, config_file=conf)
     assert message == ("config file %s (from flag --config): unknown setting colour; known: "
-                       "database, bind, read_only, upstream, upstream_timeout, log_file, log_level, "
-                       "pidfile" % conf)
+                       "database, bind, read_only, upstream, upstream_timeout, sync_mode, log_file, "
+                       "log_level, pidfile" % conf)
 
 
 def test_unknown_keys_in_file_plural_sorted(tmp_path):
@@ -645,6 +646,7 @@ def test_as_json(tmp_path):
         "read_only": {"value": True, "source": "flag -r/--read-only"},
         "upstream": {"value": "up:1", "source": "environment PRSERV_UPSTREAM"},
         "upstream_timeout": {"value": 2.5, "source": "flag --upstream-timeout"},
+        "sync_mode": {"value": "immediate", "source": "default"},
         "log_file": {"value": os.path.join(str(tmp_path), "prserv.log"), "source": "default"},
         "log_level": {"value": "WARNING", "source": "file " + conf},
         "pidfile": {"value": None, "source": "default"},
@@ -672,3 +674,9 @@ def test_environment_host_default_environ(monkeypatch):
 def test_show_is_toml_for_non_bmp_path(tmp_path):
     config = load(tmp_path, flags={"database": "emoji\U0001F600.db"})
     assert tomllib.loads(config.show())["database"] == os.path.join(str(tmp_path), "emoji\U0001F600.db")
+
+
+@pytest.mark.parametrize("text", ["sometimes", "periodic", "periodic:0", "periodic:-1", "periodic:x", ""])
+def test_bad_sync_mode_is_named_with_its_source(tmp_path, text):
+    message = config_error(tmp_path, environ={"PRSERV_SYNC_MODE": text})
+    assert message.startswith("invalid sync_mode %r (from environment PRSERV_SYNC_MODE): " % text)

@@ -43,6 +43,9 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upstream-timeout", metavar="SECONDS",
                         help="seconds to wait for the upstream before answering with an error\n"
                              "(default: 10)")
+    parser.add_argument("--sync-mode", metavar="MODE",
+                        help="immediate (default: each value fsync'd before it is answered),\n"
+                             "periodic:SECONDS, or on-shutdown (throwaway builds)")
     parser.add_argument("--pidfile", help="daemon pidfile (default: /tmp/PRServer_<ip>_<port>.pid)")
 
 
@@ -57,7 +60,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         bind = (bind or []) + args.bind
     flags = {"database": args.file, "log_file": args.log, "log_level": args.loglevel,
              "bind": bind, "read_only": args.read_only, "upstream": args.upstream,
-             "upstream_timeout": args.upstream_timeout, "pidfile": args.pidfile}
+             "upstream_timeout": args.upstream_timeout, "sync_mode": args.sync_mode,
+             "pidfile": args.pidfile}
     return load_config(flags, config_file=args.config)
 
 

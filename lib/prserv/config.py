@@ -107,6 +107,15 @@ def _addresses(raw: Any, base: str) -> List[str]:
     return [_address(item, base) for item in items]
 
 
+def _sync_mode(raw: Any, base: str) -> str:
+    from .commit import parse_sync_mode
+
+    try:
+        return str(parse_sync_mode(_text(raw, base)))
+    except ConfigError as exc:
+        raise _Invalid(str(exc)) from None
+
+
 def _log_level(raw: Any, base: str) -> str:
     text = _text(raw, base).upper()
     if not isinstance(getattr(logging, text, None), int) or text == "NOTSET":
@@ -137,6 +146,8 @@ SETTINGS: Tuple[Setting, ...] = (
             "upstream PR server address (chaining)"),
     Setting("upstream_timeout", "PRSERV_UPSTREAM_TIMEOUT", "--upstream-timeout", 10.0,
             _positive_number, "seconds to wait for the upstream before answering with an error"),
+    Setting("sync_mode", "PRSERV_SYNC_MODE", "--sync-mode", "immediate", _sync_mode,
+            "immediate (fsync before answering), periodic:SECONDS or on-shutdown"),
     Setting("log_file", "PRSERV_LOG", "-l/--log", "prserv.log", _log_file,
             "log file ('-' for standard error)"),
     Setting("log_level", "PRSERV_LOGLEVEL", "--loglevel", "INFO", _log_level,

@@ -155,7 +155,8 @@ def build_server(config: Config):
     from . import create_server
 
     return create_server(config.bind, config.database, upstream=config.upstream,
-                         read_only=config.read_only, upstream_timeout=config.upstream_timeout)
+                         read_only=config.read_only, upstream_timeout=config.upstream_timeout,
+                         sync_mode=config.sync_mode)
 
 
 def describe(config: Config, addresses: List[str]) -> str:

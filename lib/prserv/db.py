@@ -35,7 +35,7 @@ PackageId = Tuple[str, str]
 
 DEFAULT_CACHED_PACKAGES = 20000
 BUSY_TIMEOUT_SECONDS = 30.0
-OPEN_BUSY_TIMEOUT_SECONDS = 3.0
+OPEN_BUSY_TIMEOUT_SECONDS = 1.0
 """While opening: a file held exclusively (buffered sync mode) is reported quickly."""
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
