@@ -87,9 +87,16 @@ class GroupCommit:
         elif self.mode.kind == PERIODIC:
             self._timer = loop.call_later(self.mode.interval, self.commit)
 
+    @property
+    def unsettled(self) -> bool:
+        """True while an answer must wait for ``settled()`` (immediate mode, commit pending).
+
+        Checked before awaiting, so a request with nothing pending costs no coroutine."""
+        return self._done is not None and self.mode.kind == IMMEDIATE
+
     async def settled(self) -> None:
         """In immediate mode, wait until everything written so far is committed."""
-        if self.mode.kind == IMMEDIATE and self._done is not None:
+        if self.unsettled:
             await asyncio.shield(self._done)
 
     def commit(self) -> None:

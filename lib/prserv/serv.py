@@ -98,8 +98,9 @@ class PRServerClient(AsyncServerConnection):
     async def dispatch_message(self, message: Any) -> Any:
         try:
             response = await super().dispatch_message(message)
-            if self.server.commits is not None:
-                await self.server.commits.settled()     # immediate mode: answer once on disk
+            commits = self.server.commits
+            if commits is not None and commits.unsettled:
+                await commits.settled()                 # immediate mode: answer once on disk
             return response
         except PRServiceError as exc:
             raise InvokeError(str(exc)) from exc

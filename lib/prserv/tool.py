@@ -186,7 +186,8 @@ def cmd_export_file(args: argparse.Namespace, out: Output) -> int:
     for row in unwritable:
         print("prserv: not exported (field unusable in a variable name): %r" % (row,), file=sys.stderr)
     written = len(datainfo) - len(unwritable)
-    out.stream = sys.stderr if args.file == "-" else out.stream
+    if args.file == "-":                       # stdout carries the file: report on stderr
+        out = Output(out.as_json, sys.stderr)
     out.result({"rows": written, "unwritable": len(unwritable), "file": args.file},
                "exported %d rows to %s" % (written, args.file))
     return EXIT_OK
@@ -380,6 +381,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.timeout = getattr(args, "timeout", 30.0)
     out = Output(getattr(args, "json", False))
     logging.basicConfig(format="prserv: %(message)s")
+    level = logger.level                      # restored: main() may run inside another program
     logger.setLevel(logging.DEBUG if getattr(args, "verbose", False) else logging.CRITICAL)
     try:
         return args.handler(args, out)
@@ -395,6 +397,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
         print("prserv: cannot reach the PR server at %s: %s" % (args.server, exc), file=sys.stderr)
         return EXIT_UNREACHABLE
+    finally:
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":
