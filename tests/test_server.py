@@ -276,3 +276,26 @@ def test_serve_as_process_reports_start_failure(tmp_path):
     with pytest.raises(Exception) as info:
         server.serve_as_process()
     assert "does not exist" in str(info.value)
+
+
+async def test_pipelined_lookups_and_allocations_keep_order_up_to_an_error(start_server):
+    """Lookups are answered at once and allocations after their commit, yet answers
+    keep the requests' order; a bad request is answered last, then the close."""
+    server = await start_server()
+    conn = await RawConnection.open(server.address, SETUP)
+    assert await conn.request({"get-pr": {"version": V, "pkgarch": A, "checksum": "known"}}) == {"value": "0"}
+    requests, expected = [], []
+    for i in range(1, 41):
+        if i % 3:       # a lookup (history mode: the known checksum keeps its first value)
+            requests.append({"get-pr": {"version": V, "pkgarch": A, "checksum": "known", "history": True}})
+            expected.append({"value": "0"})
+        else:           # an allocation
+            requests.append({"get-pr": {"version": V, "pkgarch": A, "checksum": "new%d" % i}})
+            expected.append({"value": str(i // 3)})
+    requests.append({"get-pr": {"version": V, "pkgarch": A}})        # missing checksum
+    requests.append({"ping": {}})                                     # never answered
+    await conn.send("".join(frame(json.dumps(r)) for r in requests))
+    answers = [json.loads(await conn.recv_raw()) for _ in requests[:-1]]
+    assert answers[:-1] == expected
+    assert "checksum" in answers[-1]["invoke-error"]["message"]
+    await conn.expect_closed()

@@ -8,7 +8,8 @@ each package touched is loaded once through the primary-key index into a
 ``PackageState`` (max value, each checksum's min and max, largest child per base),
 updated on every write made here, and brought up to date with rows other
 connections committed -- detected with ``PRAGMA data_version`` and read with
-``rowid > last seen``, which costs one cheap pragma per request when nothing changed.
+``rowid > last seen``, which costs one cheap pragma per request when nothing changed
+(or per event-loop turn, with ``PRTable.recheck_later``).
 
 Writes run in ``BEGIN IMMEDIATE`` transactions that re-read state under SQLite's
 write lock, so allocation is atomic across processes sharing the file.
@@ -23,7 +24,7 @@ import os
 import re
 import sqlite3
 import urllib.parse
-from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from . import policy
 from .errors import DatabaseError, InvalidRevisionError, ReadOnlyError
@@ -107,6 +108,14 @@ class PRTable:
         self.group: Optional[Any] = None
         """A ``prserv.commit.GroupCommit`` that opens shared transactions, if any."""
         self._touched: List[PackageId] = []
+        self.recheck_later: Optional[Callable[[Callable[[], None]], Any]] = None
+        """If set, the pragma check is skipped until the callback given to it runs.
+
+        The server passes ``loop.call_soon``: one check per event-loop turn serves
+        every request of that turn.  Still linearizable: a turn's requests arrived
+        before the check was made (the loop reads sockets before running callbacks).
+        Write transactions always check."""
+        self._checked = False
         if not read_only:
             self.conn.execute(
                 'CREATE TABLE IF NOT EXISTS %s (version TEXT NOT NULL, pkgarch TEXT NOT NULL, '
@@ -133,6 +142,17 @@ class PRTable:
 
     def _sync(self) -> None:
         """Apply rows other connections committed since the last look (if any)."""
+        if self._checked:
+            return
+        if self.recheck_later is not None:
+            self._checked = True
+            self.recheck_later(self._expire_check)
+        self._sync_now()
+
+    def _expire_check(self) -> None:
+        self._checked = False
+
+    def _sync_now(self) -> None:
         version = self._read_data_version()
         if version == self._data_version:
             return
@@ -223,7 +243,7 @@ class PRTable:
         self.conn.execute("BEGIN IMMEDIATE")
         self._transaction_depth = 1
         try:
-            self._sync()
+            self._sync_now()
         except BaseException:
             self.rollback()
             raise

@@ -7,6 +7,7 @@ the answer; framing and sessions come from ``prserv.asyncrpc``, the decisions fr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -177,6 +178,7 @@ class PRServer(AsyncServer):
         self.db = PRData(self.dbfile, read_only=self.read_only,
                          synchronous="NORMAL" if buffered else "FULL", exclusive=buffered)
         self.table = self.db["PRMAIN"]
+        self.table.recheck_later = asyncio.get_running_loop().call_soon
         if not self.read_only:
             self.commits = self.table.group = GroupCommit(self.table, self.sync_mode)
         upstream = Upstream(self.upstream, self.upstream_timeout) if self.upstream else None

@@ -1,7 +1,9 @@
 """Connections: move lines and messages between a transport and the framing code.
 
 ``StreamConnection`` (TCP and unix sockets) is an ``asyncio.Protocol`` feeding the
-sans-I/O ``LineBuffer`` -- cheaper per request than ``StreamReader.readline``.
+sans-I/O ``LineBuffer`` -- cheaper per request than ``StreamReader.readline``.  A
+server pumps messages out of it (``pump_messages``) straight from ``data_received``,
+so a request that needs no waiting is answered without a task switch.
 ``WebsocketConnection`` maps each line to one websocket text message (no chunk
 streams on websockets).  Both offer the same small interface, so the server and
 client code above never look at the transport.
@@ -11,13 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, Callable, Deque, List, Optional
+from typing import Any, Callable, Deque, List, Optional, Union
 
 from . import protocol
 from .exceptions import ConnectionClosedError, ReadTimeoutError
 
 _PAUSE_READING_LINES = 256   # pipelined lines buffered before the peer is slowed down
 _RESUME_READING_LINES = 64
+
+Deliver = Callable[[Any], "Union[bool, asyncio.Future]"]
+"""Takes one message; returns True (go on), False (stop), or a future of either."""
 
 
 class Connection:
@@ -53,6 +58,20 @@ class Connection:
             if message is not protocol.INCOMPLETE:
                 return message
 
+    async def pump_messages(self, deliver: "Deliver") -> None:
+        """Hand every message to ``deliver`` until it says stop (see ``Deliver``).
+
+        Returns when ``deliver`` gives False; raises ``ProtocolError`` for a malformed
+        message and ``ConnectionClosedError`` at the end of the stream.  The next
+        message is not delivered before the previous one's task (if any) finished.
+        """
+        while True:
+            outcome = deliver(await self.recv_message())
+            if isinstance(outcome, asyncio.Future):
+                outcome = await outcome
+            if not outcome:
+                return
+
 
 class LineProtocol(asyncio.Protocol):
     """Buffers complete lines for one reader coroutine, with flow control both ways."""
@@ -68,6 +87,7 @@ class LineProtocol(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._on_connection = on_connection
+        self._consumer: Optional[Callable[[], None]] = None
         self.transport: Optional[asyncio.Transport] = None
 
     # -- asyncio callbacks
@@ -108,15 +128,28 @@ class LineProtocol(asyncio.Protocol):
 
     # -- used by StreamConnection
     def _wake(self) -> None:
+        if self._consumer is not None:
+            self._consumer()
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def readline(self, timeout: float = -1) -> bytes:
-        while not self._lines:
+    def set_consumer(self, consumer: Optional[Callable[[], None]]) -> None:
+        """Push mode: call ``consumer()`` from ``data_received`` / end of stream, instead
+        of waking ``readline``.  The consumer takes lines with ``next_line``."""
+        self._consumer = consumer
+
+    def next_line(self) -> Optional[bytes]:
+        """The next complete line, or None if none is buffered (never waits).
+
+        ``ConnectionClosedError`` once the stream ended and every line was taken;
+        ``LineTooLongError`` in place of a line over the limit.
+        """
+        if not self._lines:
             if self._eof:
                 raise ConnectionClosedError("connection closed by peer")
-            await self._wait_for_data(timeout)
+            return None
         line = self._lines.popleft()
         if self._read_paused and len(self._lines) < _RESUME_READING_LINES:
             self._read_paused = False
@@ -124,6 +157,13 @@ class LineProtocol(asyncio.Protocol):
         if line is protocol.LINE_TOO_LONG:
             raise protocol.LineTooLongError("line longer than %d bytes" % self._buffer.max_line)
         return line
+
+    async def readline(self, timeout: float = -1) -> bytes:
+        while True:
+            line = self.next_line()
+            if line is not None:
+                return line
+            await self._wait_for_data(timeout)
 
     async def _wait_for_data(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -137,6 +177,11 @@ class LineProtocol(asyncio.Protocol):
             self._waiter = None
             if timer is not None:
                 timer.cancel()
+
+    @property
+    def must_drain(self) -> bool:
+        """Whether a writer has to await ``drain()`` (cheap test before the coroutine)."""
+        return self._lost or self._write_paused
 
     async def drain(self) -> None:
         if self._lost:
@@ -180,7 +225,19 @@ class StreamConnection(Connection):
 
     async def send_message(self, message: Any) -> None:
         self._write(protocol.encode_message(message, self.max_chunk))
-        await self._protocol.drain()
+        if self._protocol.must_drain:
+            await self._protocol.drain()
+
+    async def pump_messages(self, deliver: Deliver) -> None:
+        """Deliver messages from ``data_received`` itself (see ``Connection.pump_messages``)."""
+        pump = _MessagePump(self._protocol, self._reader, deliver)
+        self._protocol.set_consumer(pump.run)
+        try:
+            pump.run()
+            await pump.finished
+        finally:
+            self._protocol.set_consumer(None)
+            pump.cancel()
 
     def _write(self, data: bytes) -> None:
         if self._transport.is_closing():
@@ -189,6 +246,67 @@ class StreamConnection(Connection):
 
     async def close(self) -> None:
         self._transport.close()
+
+
+class _MessagePump:
+    """Turns a ``LineProtocol``'s lines into ``deliver`` calls as they arrive.
+
+    ``run`` is the protocol's consumer: it handles every buffered line in the
+    caller's stack frame.  While a delivered message's task is pending, lines stay
+    buffered (the protocol's flow control applies) and ``run`` does nothing; the
+    task's completion resumes it.  ``finished`` ends with None (stop), the protocol
+    or connection error, or cancellation.
+    """
+
+    def __init__(self, line_protocol: LineProtocol, reader: protocol.MessageReader,
+                 deliver: Deliver) -> None:
+        self._protocol = line_protocol
+        self._reader = reader
+        self._deliver = deliver
+        self._pending: Optional[asyncio.Future] = None
+        self.finished: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def run(self) -> None:
+        if self._pending is not None or self.finished.done():
+            return
+        next_line, feed_line, deliver = self._protocol.next_line, self._reader.feed_line, self._deliver
+        try:
+            while True:
+                line = next_line()
+                if line is None:
+                    return
+                message = feed_line(protocol.decode_line(line))
+                if message is protocol.INCOMPLETE:
+                    continue
+                outcome = deliver(message)
+                if outcome is True:
+                    continue
+                if outcome is False:
+                    self.finished.set_result(None)
+                    return
+                self._pending = outcome
+                outcome.add_done_callback(self._delivered)
+                return
+        except Exception as exc:  # ProtocolError, ConnectionClosedError, or a bug below
+            self.finished.set_exception(exc)
+
+    def _delivered(self, outcome: asyncio.Future) -> None:
+        self._pending = None
+        if self.finished.done():
+            return
+        if outcome.cancelled():
+            self.finished.cancel()
+        elif outcome.exception() is not None:
+            self.finished.set_exception(outcome.exception())
+        elif not outcome.result():
+            self.finished.set_result(None)
+        else:
+            self.run()
+
+    def cancel(self) -> None:
+        """Stop a delivered message's task still running (the session is over)."""
+        if self._pending is not None:
+            self._pending.cancel()
 
 
 class WebsocketConnection(Connection):

@@ -14,11 +14,12 @@ import logging
 import multiprocessing
 import os
 import signal
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Set
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Union
 
 from . import protocol
 from .address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, format_tcp_address, parse_address, split_ws_uri
 from .connection import Connection, LineProtocol, StreamConnection, WebsocketConnection
+from .eager import start_eagerly
 from .exceptions import (ClientError, ConnectionClosedError, HandshakeError, InvokeError,
                          ProtocolError, ServerError)
 from .sockets import bind_unix_socket, set_tcp_listener_options
@@ -96,31 +97,37 @@ class AsyncServerConnection:
         return True
 
     async def _serve_messages(self) -> None:
-        while True:
-            try:
-                message = await self.connection.recv_message()
-            except ProtocolError as exc:
-                await self._refuse(str(exc))
-                return
-            if message is None:
-                return
-            try:
-                response = await self.dispatch_message(message)
-            except (InvokeError, ClientError) as exc:
-                await self._refuse(str(exc))
-                return
-            except ServerError as exc:
-                self.logger.error("request failed: %s", exc)
-                await self._refuse(str(exc))
-                return
-            except (ConnectionClosedError, asyncio.CancelledError):
-                raise
-            except Exception as exc:  # a handler bug must not kill the server
-                self.logger.exception("internal error handling a request")
-                await self._refuse("internal server error: %s: %s" % (type(exc).__name__, exc))
-                return
-            if response is not self.NO_RESPONSE:
-                await self.connection.send_message(response)
+        try:
+            await self.connection.pump_messages(self._deliver)
+        except ProtocolError as exc:
+            await self._refuse(str(exc))
+
+    def _deliver(self, message: Any) -> Union[bool, "asyncio.Task[bool]"]:
+        """Answer one message: at once if its handler never waits, else in a task."""
+        if message is None:
+            return False                    # JSON null: the client ends the session
+        return start_eagerly(self._answer(message))
+
+    async def _answer(self, message: Any) -> bool:
+        """Handle one request and send its answer; False once the session must end."""
+        try:
+            response = await self.dispatch_message(message)
+        except (InvokeError, ClientError) as exc:
+            await self._refuse(str(exc))
+            return False
+        except ServerError as exc:
+            self.logger.error("request failed: %s", exc)
+            await self._refuse(str(exc))
+            return False
+        except (ConnectionClosedError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a handler bug must not kill the server
+            self.logger.exception("internal error handling a request")
+            await self._refuse("internal server error: %s: %s" % (type(exc).__name__, exc))
+            return False
+        if response is not self.NO_RESPONSE:
+            await self.connection.send_message(response)
+        return True
 
     async def _refuse(self, message: str) -> None:
         self.logger.info("invoke-error: %s", message)
