@@ -325,3 +325,27 @@ def test_allocation_atomic_across_processes(dbpath):
     for p in procs:
         p.join()
     assert sorted(values, key=int) == [str(i) for i in range(200)]
+
+
+def test_export_pages_through_batches_in_order(table, monkeypatch):
+    """Batches end on checksum boundaries; a checksum larger than a batch comes whole;
+    no-history maxima are taken across batch ends; filters apply in every batch."""
+    import prserv.db
+
+    monkeypatch.setattr(prserv.db, "EXPORT_BATCH_ROWS", 4)
+    expected = []
+    for p in range(3):
+        for c in range(5):
+            values = ["1", "2", "3", "4", "5", "6", "1.10", "1.9"] if c == 2 else [str(p + c)]
+            for value in values:
+                table.importone("v%d" % p, A, "c%d" % c, value)
+                expected.append(("v%d" % p, A, "c%d" % c, value))
+    expected.sort()
+    assert list(table.iter_export(None, None, None, True)) == expected
+    assert list(table.iter_export("v1", None, None, True)) == [r for r in expected if r[0] == "v1"]
+    assert list(table.iter_export(None, None, "c2", True)) == [r for r in expected if r[2] == "c2"]
+    # No history: v0's max is 6 (c2); v1's max is 6 (c2 and c4, 1+4=5 < 6); v2's is 6 (c4: 2+4).
+    assert list(table.iter_export(None, None, None, False)) == [
+        ("v0", A, "c2", "6"), ("v1", A, "c2", "6"), ("v2", A, "c2", "6"), ("v2", A, "c4", "6")]
+    _, data = table.export(None, None, "c4", False, False)
+    assert data == [{"version": "v2", "pkgarch": A, "checksum": "c4", "value": "6"}]

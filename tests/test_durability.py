@@ -138,3 +138,30 @@ def test_immediate_mode_allows_several_writer_processes(tmp_path):
         for process, _ in servers:
             process.terminate()
             assert process.wait(10) == 0
+
+
+async def test_no_answer_is_written_before_its_value_is_committed(tmp_path, start_server, monkeypatch):
+    """Deterministic counterpart of the SIGKILL test: at the moment the server writes
+    an answer to the socket, another connection to the file already sees the row."""
+    from prserv.asyncrpc.connection import StreamConnection
+
+    server = await start_server(db="pr.sqlite3")
+    observer = sqlite3.connect(str(tmp_path / "pr.sqlite3"))
+    seen_at_write: List[Tuple[str, bool]] = []
+    original_write = StreamConnection._write
+
+    def write(self, data: bytes) -> None:
+        if data.startswith(b'{"value": "'):
+            value = data.decode().split('"')[3]
+            row = observer.execute("SELECT 1 FROM PRMAIN WHERE checksum = ? AND value = ?",
+                                   ("c" + value, value)).fetchone()
+            seen_at_write.append((value, row is not None))
+        original_write(self, data)
+
+    monkeypatch.setattr(StreamConnection, "_write", write)
+    async with PRAsyncClient() as client:
+        await client.connect_address(server.address)
+        for i in range(30):
+            assert await client.getPR("p-1.0-r0", "core2-64", "c%d" % i) == str(i)
+    observer.close()
+    assert seen_at_write == [(str(i), True) for i in range(30)]

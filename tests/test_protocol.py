@@ -201,3 +201,36 @@ def test_client_setup_lines():
 def test_header_block():
     assert protocol.header_block_lines({}) == [""]
     assert protocol.parse_header_block(["A: 1 ", "b:two:three"]) == {"a": "1", "b": "two:three"}
+
+
+@pytest.mark.parametrize("n", [9, 100, 32765, 32766, 32767, 32768, 65534, 65535, 65536, 100003])
+@pytest.mark.parametrize("piece", [1, 7, 1000, 32767, 40000])
+def test_stream_framer_matches_framing_the_whole_text(n, piece):
+    text = text_of_length(n)
+    framer = protocol.StreamFramer()
+    wire = "".join(framer.feed(text[i:i + piece]) for i in range(0, len(text), piece))
+    wire += framer.finish()
+    assert wire == "".join(protocol.frame_text(text))
+
+
+def test_stream_framer_holds_less_than_a_chunk_line():
+    framer = protocol.StreamFramer()
+    sent = [framer.feed("x" * 1000) for _ in range(100)]
+    assert sum(map(len, sent)) == len('{"chunk-stream": null}\n') + 3 * 32768
+    assert framer.finish() == "x" * (100000 - 3 * 32767) + "\n\n"
+
+
+def test_join_pieces_regroups_without_losing_text():
+    pieces = ["ab", "c", "defg", "h", "", "ij"]
+    assert list(protocol.join_pieces(pieces, 3)) == ["abc", "defg", "hij"]
+    assert list(protocol.join_pieces([], 3)) == []
+    assert list(protocol.join_pieces(["a"], 3)) == ["a"]
+
+
+def test_parse_json_fast_path_keeps_json_loads_rules():
+    assert protocol.parse_json('{"a": [1, 2.5, null, true]}') == {"a": [1, 2.5, None, True]}
+    assert protocol.parse_json('  {"a": 1}  ') == {"a": 1}      # surrounding blanks: json.loads rules
+    with pytest.raises(ProtocolError, match="Extra data"):
+        protocol.parse_json('{"a": 1} {"b": 2}')
+    with pytest.raises(ProtocolError, match="invalid JSON"):
+        protocol.parse_json('{"a": 1')

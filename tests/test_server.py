@@ -299,3 +299,87 @@ async def test_pipelined_lookups_and_allocations_keep_order_up_to_an_error(start
     assert answers[:-1] == expected
     assert "checksum" in answers[-1]["invoke-error"]["message"]
     await conn.expect_closed()
+
+
+def _import_rows(server, count: int) -> list:
+    """Rows stored straight through the server's table, in one transaction (fast)."""
+    rows = [(V, A, "%064x" % i, str(i)) for i in range(count)]
+    with server.table.transaction():
+        for row in rows:
+            server.table.importone(*row)
+    return [{"version": v, "pkgarch": a, "checksum": c, "value": value} for v, a, c, value in rows]
+
+
+@pytest.mark.parametrize("kind", ["127.0.0.1:0", "ws://127.0.0.1:0"])
+async def test_large_export_is_streamed_and_equals_the_whole(kind, start_server):
+    server = await start_server(kind)
+    expected = _import_rows(server, 6000)
+    async with await prserv.create_async_client(server.address) as client:
+        meta, data = await client.export(None, None, None, True, True)
+    assert meta["tbl_name"] == "PRMAIN" and data == expected
+
+
+async def test_export_to_a_stalled_reader_does_not_hold_up_other_clients(start_server):
+    """The export waits for the slow peer (flow control) while others are answered,
+    and the slow peer still gets every row, framed exactly as the whole answer."""
+    server = await start_server()
+    expected = _import_rows(server, 30000)                      # about 4.5 MB of JSON
+    host, port = server.address.rsplit(":", 1)
+    slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(slow, (host, int(port)))
+    request = {"export": {"version": None, "pkgarch": None, "checksum": None, "colinfo": False,
+                          "history": True}}
+    await loop.sock_sendall(slow, (SETUP + frame(json.dumps(request))).encode())
+    first = await loop.sock_recv(slow, 4096)
+    assert first.startswith(b'{"chunk-stream": null}\n')
+    async with await prserv.create_async_client(server.address) as client:
+        for i in range(20):                                   # answered while the export waits
+            # (another package, sorting before the rows sent already: not in the export)
+            assert await client.getPR("aaa-1.0-r0", A, "other%d" % i) == str(i)
+    received = bytearray(first)
+    while not received.endswith(b"\n\n"):
+        data = await loop.sock_recv(slow, 65536)
+        assert data, "server closed before the end of the export"
+        received += data
+    slow.close()
+    whole = json.dumps({"metainfo": {}, "datainfo": expected})
+    assert received.decode() == "".join(frame(whole))
+
+
+async def test_pipelined_writes_of_one_client_share_commits(start_server):
+    """A pipelining client (an import) does not pay one fsync per request: requests
+    read together are handled together and answered after their shared commit."""
+    server = await start_server()
+    conn = await RawConnection.open(server.address, SETUP)
+    requests = [{"import-one": {"version": V, "pkgarch": A, "checksum": "i%d" % i, "value": str(i)}}
+                for i in range(500)]
+    await conn.send("".join(frame(json.dumps(r)) for r in requests))
+    answers = [json.loads(await conn.recv_raw()) for _ in requests]
+    assert answers == [{"value": str(i)} for i in range(500)]
+    assert 1 <= server.commits.commits <= 50
+    await conn.close()
+
+
+async def test_failed_commit_withholds_the_answer_and_reports_it(start_server, monkeypatch):
+    """The answer of a value whose commit failed is never sent (immediate mode)."""
+    import sqlite3
+
+    server = await start_server()
+    conn = await RawConnection.open(server.address, SETUP)
+    assert await conn.request({"get-pr": {"version": V, "pkgarch": A, "checksum": "a"}}) == {"value": "0"}
+
+    def failing_commit():
+        server.table.rollback()
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(server.table, "commit", failing_commit)
+    answer = await conn.request({"get-pr": {"version": V, "pkgarch": A, "checksum": "b"}})
+    assert answer == {"invoke-error": {"message": "request failed: disk I/O error"}}
+    await conn.expect_closed()
+    monkeypatch.undo()
+    async with await prserv.create_async_client(server.address) as client:
+        assert await client.test_pr(V, A, "b") is None          # rolled back, not answered
+        assert await client.getPR(V, A, "b") == "1"

@@ -89,10 +89,13 @@ class GroupCommit:
 
     @property
     def unsettled(self) -> bool:
-        """True while an answer must wait for ``settled()`` (immediate mode, commit pending).
-
-        Checked before awaiting, so a request with nothing pending costs no coroutine."""
+        """True while an answer must wait for ``settled()`` (immediate mode, commit pending)."""
         return self._done is not None and self.mode.kind == IMMEDIATE
+
+    def pending_commit(self) -> Optional[asyncio.Future]:
+        """Immediate mode: the future of the commit everything written so far waits
+        for (None when nothing is pending); it fails if the commit does."""
+        return self._done if self.unsettled else None
 
     async def settled(self) -> None:
         """In immediate mode, wait until everything written so far is committed."""

@@ -24,7 +24,7 @@ import os
 import re
 import sqlite3
 import urllib.parse
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import policy
 from .errors import DatabaseError, InvalidRevisionError, ReadOnlyError
@@ -36,6 +36,8 @@ PackageId = Tuple[str, str]
 
 DEFAULT_CACHED_PACKAGES = 20000
 BUSY_TIMEOUT_SECONDS = 30.0
+EXPORT_BATCH_ROWS = 2000
+"""Rows fetched per query while exporting."""
 OPEN_BUSY_TIMEOUT_SECONDS = 1.0
 """While opening: a file held exclusively (buffered sync mode) is reported quickly."""
 
@@ -385,35 +387,67 @@ class PRTable:
                           "pk": pk} for _, name, type_, notnull, default, pk in columns],
         }
 
-    def _select(self, filters: List[Tuple[str, Optional[str]]]) -> List[tuple]:
+    def _select(self, filters: List[Tuple[str, Optional[str]]]) -> Iterator[tuple]:
+        """Matching rows in (version, pkgarch, checksum, value) order, fetched in batches.
+
+        Each batch is one short query resuming after the last complete checksum of
+        the previous one (keyset pagination on the primary key), so no cursor stays
+        open while the caller sends what it got, and memory holds one batch.
+        """
         clauses, params = ["version != ''"], []
         for column, value in filters:
             if value:
                 clauses.append("%s = ?" % column)   # column names are constants
                 params.append(value)
-        sql = ('SELECT version, pkgarch, checksum, value FROM %s WHERE %s '
-               "ORDER BY version, pkgarch, checksum, value" % (self.table, " AND ".join(clauses)))
-        return self.conn.execute(sql, params).fetchall()
+        where = " AND ".join(clauses)
+        first = ('SELECT version, pkgarch, checksum, value FROM %s WHERE %s '
+                 "ORDER BY version, pkgarch, checksum, value LIMIT ?" % (self.table, where))
+        after = ('SELECT version, pkgarch, checksum, value FROM %s WHERE %s '
+                 "AND (version, pkgarch, checksum) > (?, ?, ?) "
+                 "ORDER BY version, pkgarch, checksum, value LIMIT ?" % (self.table, where))
+        one_checksum = ('SELECT version, pkgarch, checksum, value FROM %s '
+                        "WHERE version = ? AND pkgarch = ? AND checksum = ? ORDER BY value"
+                        % self.table)
+        rows = self.conn.execute(first, params + [EXPORT_BATCH_ROWS]).fetchall()
+        while len(rows) == EXPORT_BATCH_ROWS:
+            last = rows[-1][:3]
+            complete = len(rows)
+            while complete and rows[complete - 1][:3] == last:
+                complete -= 1                   # the last checksum may continue: next batch
+            if complete:
+                yield from rows[:complete]
+                last = rows[complete - 1][:3]
+            else:                               # one checksum filled the batch
+                yield from self.conn.execute(one_checksum, last).fetchall()
+            rows = self.conn.execute(after, params + list(last) + [EXPORT_BATCH_ROWS]).fetchall()
+        yield from rows
+
+    def iter_export(self, version: Optional[str], pkgarch: Optional[str], checksum: Optional[str],
+                    history: bool = False) -> Iterator[Tuple[str, str, str, Optional[str]]]:
+        """Rows ``export`` gives, one at a time (memory stays bounded for any table size).
+
+        Filters apply when truthy (None and "" mean any).  Without history only each
+        package's max rows; the package max is taken over all of a package's rows
+        before the checksum filter (semantics.md §6).
+        """
+        if not self._exists_now():
+            return
+        if history:
+            yield from self._select([("version", version), ("pkgarch", pkgarch), ("checksum", checksum)])
+            return
+        for row in _package_max_rows(self._select([("version", version), ("pkgarch", pkgarch)])):
+            if not checksum or row[2] == checksum:
+                yield row
+
+    def export_metainfo(self, colinfo: bool) -> dict:
+        """The export's ``metainfo`` (empty unless ``colinfo``)."""
+        return self._metainfo() if colinfo else {}
 
     def export(self, version: Optional[str], pkgarch: Optional[str], checksum: Optional[str],
                colinfo: bool, history: bool = False) -> Tuple[dict, List[dict]]:
-        """``(metainfo, datainfo)``; without history only each package's max rows.
-
-        Filters apply when truthy (None and "" mean any).  The package max is taken
-        over all of a package's rows before the checksum filter (semantics.md §6).
-        """
-        metainfo = self._metainfo() if colinfo else {}
-        if not self._exists_now():
-            return metainfo, []
-        if history:
-            rows = self._select([("version", version), ("pkgarch", pkgarch), ("checksum", checksum)])
-        else:
-            rows = _package_max_rows(self._select([("version", version), ("pkgarch", pkgarch)]))
-            if checksum:
-                rows = [row for row in rows if row[2] == checksum]
-        datainfo = [{"version": v, "pkgarch": a, "checksum": c, "value": value}
-                    for v, a, c, value in rows]
-        return metainfo, datainfo
+        """``(metainfo, datainfo)`` (bitbake's method): ``iter_export`` as lists."""
+        datainfo = [export_row(row) for row in self.iter_export(version, pkgarch, checksum, history)]
+        return self.export_metainfo(colinfo), datainfo
 
     def dump_db(self, fd: IO[str]) -> int:
         """Write an SQL text dump of the whole database; return characters written."""
@@ -425,31 +459,33 @@ class PRTable:
         return written
 
 
-def _package_max_rows(rows: List[tuple]) -> List[tuple]:
-    """Rows holding their package's max value (rows sorted by version, pkgarch)."""
-    selected: List[tuple] = []
-    for _, group in _group_by_package(rows):
-        keys = [optional_key(row[3]) for row in group]
-        valid = [key for key in keys if key is not None]
-        if not valid:
-            continue
-        top = max(valid)
-        selected.extend(row for row, key in zip(group, keys) if key == top)
-    return selected
+def export_row(row: Tuple[str, str, str, Optional[str]]) -> Dict[str, Optional[str]]:
+    """One ``datainfo`` entry of an export."""
+    version, pkgarch, checksum, value = row
+    return {"version": version, "pkgarch": pkgarch, "checksum": checksum, "value": value}
 
 
-def _group_by_package(rows: List[tuple]) -> Iterator[Tuple[PackageId, List[tuple]]]:
-    group: List[tuple] = []
-    current: Optional[PackageId] = None
+def _package_max_rows(rows: Iterable[tuple]) -> Iterator[tuple]:
+    """Rows holding their package's max value (rows sorted by version, pkgarch).
+
+    One pass, keeping only the rows of the largest value seen so far in the
+    current package: memory does not grow with the package's size.
+    """
+    package: Optional[PackageId] = None
+    top: Optional[RevisionKey] = None
+    best: List[tuple] = []
     for row in rows:
-        package = (row[0], row[1])
-        if package != current and group:
-            yield current, group  # type: ignore[misc]
-            group = []
-        current = package
-        group.append(row)
-    if group:
-        yield current, group  # type: ignore[misc]
+        if row[:2] != package:
+            yield from best
+            package, top, best = row[:2], None, []
+        key = optional_key(row[3])
+        if key is None:
+            continue
+        if top is None or key > top:
+            top, best = key, [row]
+        elif key == top:
+            best.append(row)
+    yield from best
 
 
 def import_value_text(value: object) -> str:

@@ -11,17 +11,18 @@ import asyncio
 import logging
 import os
 import sqlite3
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, Optional, Union
 
 from . import logger
 from .alloc import Allocator
 from .asyncrpc import AsyncServer, AsyncServerConnection, InvokeError, ServerError
 from .asyncrpc.connection import Connection
+from .asyncrpc.protocol import JSONStream, dumps
 from .commit import IMMEDIATE, GroupCommit, SyncMode, parse_sync_mode
 from .config import load_config
 from .daemon import (PIDPREFIX, is_running, pidfile_for, resolve_host,  # noqa: F401 (API)
                      start_daemon_config, stop_daemon_pidfile)
-from .db import PRData, PRTable, import_value_text
+from .db import PRData, PRTable, export_row, import_value_text
 from .errors import ConfigError, InvalidRequestError, PRServiceError
 from .upstream import DEFAULT_TIMEOUT as DEFAULT_UPSTREAM_TIMEOUT
 from .upstream import Upstream
@@ -73,6 +74,17 @@ def _flag(args: Dict[str, Any], name: str, default: Any = _MISSING) -> bool:
     raise InvalidRequestError("field %r must be true or false" % name)
 
 
+def _export_pieces(metainfo: Dict[str, Any], rows: Iterable[tuple]) -> Iterator[str]:
+    """``{"metainfo": ..., "datainfo": [...]}`` as text, one row at a time: the same
+    characters as ``dumps`` of the whole answer, without holding it in memory."""
+    yield '{"metainfo": %s, "datainfo": [' % dumps(metainfo)
+    separator = ""
+    for row in rows:
+        yield separator + dumps(export_row(row))
+        separator = ", "
+    yield "]}"
+
+
 # --------------------------------------------------------------------------- sessions
 
 class PRServerClient(AsyncServerConnection):
@@ -96,13 +108,15 @@ class PRServerClient(AsyncServerConnection):
     def table(self) -> PRTable:
         return self.server.table
 
+    def answer_gate(self) -> Optional[asyncio.Future]:
+        """Immediate mode: an answer leaves once everything written before it is on disk
+        (its own value, or one it reports that another request just wrote)."""
+        commits = self.server.commits
+        return commits.pending_commit() if commits is not None else None
+
     async def dispatch_message(self, message: Any) -> Any:
         try:
-            response = await super().dispatch_message(message)
-            commits = self.server.commits
-            if commits is not None and commits.unsettled:
-                await commits.settled()                 # immediate mode: answer once on disk
-            return response
+            return await super().dispatch_message(message)
         except PRServiceError as exc:
             raise InvokeError(str(exc)) from exc
         except sqlite3.Error as exc:
@@ -141,13 +155,13 @@ class PRServerClient(AsyncServerConnection):
             return None                     # the reference answers null
         return {"value": self.table.importone(version, pkgarch, checksum, value)}
 
-    async def handle_export(self, request: Any) -> Dict[str, Any]:
+    async def handle_export(self, request: Any) -> JSONStream:
         args = _arguments(request, "export")
         version, pkgarch, checksum = _filter(args, "version"), _filter(args, "pkgarch"), _filter(args, "checksum")
         colinfo = _flag(args, "colinfo")
         history = _flag(args, "history", False)
-        metainfo, datainfo = self.table.export(version, pkgarch, checksum, colinfo, history)
-        return {"metainfo": metainfo, "datainfo": datainfo}
+        rows = self.table.iter_export(version, pkgarch, checksum, history)
+        return JSONStream(_export_pieces(self.table.export_metainfo(colinfo), rows))
 
     async def handle_is_readonly(self, request: Any) -> Dict[str, bool]:
         return {"readonly": self.server.read_only}

@@ -20,6 +20,7 @@ from .exceptions import ConnectionClosedError, ReadTimeoutError
 
 _PAUSE_READING_LINES = 256   # pipelined lines buffered before the peer is slowed down
 _RESUME_READING_LINES = 64
+_YIELD_EVERY_BYTES = 256 * 1024  # a long streamed answer lets other clients in this often
 
 Deliver = Callable[[Any], "Union[bool, asyncio.Future]"]
 """Takes one message; returns True (go on), False (stop), or a future of either."""
@@ -224,7 +225,31 @@ class StreamConnection(Connection):
         await self._protocol.drain()
 
     async def send_message(self, message: Any) -> None:
+        if isinstance(message, protocol.JSONStream):
+            await self._send_stream(message)
+            return
         self._write(protocol.encode_message(message, self.max_chunk))
+        if self._protocol.must_drain:
+            await self._protocol.drain()
+
+    async def _send_stream(self, message: protocol.JSONStream) -> None:
+        """Frame and write the pieces as they come; wait while the peer is slow and
+        give the event loop to other clients every ``_YIELD_EVERY_BYTES``."""
+        framer = protocol.StreamFramer(self.max_chunk)
+        unyielded = 0
+        for piece in message.pieces:
+            text = framer.feed(piece)
+            if not text:
+                continue
+            self._write(text.encode("utf-8"))
+            unyielded += len(text)
+            if self._protocol.must_drain:
+                await self._protocol.drain()
+                unyielded = 0
+            elif unyielded >= _YIELD_EVERY_BYTES:
+                await asyncio.sleep(0)
+                unyielded = 0
+        self._write(framer.finish().encode("utf-8"))
         if self._protocol.must_drain:
             await self._protocol.drain()
 
@@ -355,6 +380,10 @@ class WebsocketConnection(Connection):
             await self._send(line)
 
     async def send_message(self, message: Any) -> None:
+        if isinstance(message, protocol.JSONStream):
+            # One websocket message in fragments (the library sends an iterable so).
+            await self._send(protocol.join_pieces(message.pieces, protocol.MAX_CHUNK))  # type: ignore[arg-type]
+            return
         await self._send(protocol.dumps(message))
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ tested without sockets.  What goes on the wire (protocol.md):
 from __future__ import annotations
 
 import json
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .exceptions import HandshakeError, LineTooLongError, ProtocolError
 
@@ -64,6 +64,70 @@ def frame_text(text: str, max_chunk: int = MAX_CHUNK) -> List[str]:
     lines.extend(text[i:i + size] + "\n" for i in range(0, len(text), size))
     lines.append("\n")
     return lines
+
+
+class JSONStream:
+    """A message sent while it is produced: ``pieces`` concatenate to one JSON text.
+
+    For answers too large to build in memory (an export of a million rows): the
+    connection frames and sends the pieces as they come, under flow control, and
+    the bytes on the wire are those of the whole text framed at once.
+    """
+
+    def __init__(self, pieces: Iterable[str]) -> None:
+        self.pieces = pieces
+
+
+class StreamFramer:
+    """Frames a JSON text given in pieces exactly as ``frame_text`` frames the whole.
+
+    ``feed`` returns the wire text that is final so far (complete chunk lines);
+    ``finish`` the rest.  Holds less than one chunk line of text between calls.
+    """
+
+    def __init__(self, max_chunk: int = MAX_CHUNK) -> None:
+        self._size = max_chunk - 1
+        self._pieces: List[str] = []
+        self._held = 0
+        self._chunked = False
+
+    def feed(self, piece: str) -> str:
+        self._pieces.append(piece)
+        self._held += len(piece)
+        if self._held < self._size:
+            return ""
+        text = "".join(self._pieces)
+        size = self._size
+        complete = len(text) - len(text) % size
+        rest = text[complete:]
+        self._pieces, self._held = [rest], len(rest)
+        lines = [text[i:i + size] + "\n" for i in range(0, complete, size)]
+        if not self._chunked:
+            self._chunked = True
+            lines.insert(0, CHUNK_STREAM_START + "\n")
+        return "".join(lines)
+
+    def finish(self) -> str:
+        text = "".join(self._pieces)
+        self._pieces, self._held = [], 0
+        if not self._chunked:
+            return text + "\n"
+        return (text + "\n" if text else "") + "\n"
+
+
+def join_pieces(pieces: Iterable[str], size: int) -> Iterator[str]:
+    """Regroup text pieces into strings of at least ``size`` characters (the last may
+    be shorter): fragments of a sensible size for a transport."""
+    held: List[str] = []
+    length = 0
+    for piece in pieces:
+        held.append(piece)
+        length += len(piece)
+        if length >= size:
+            yield "".join(held)
+            held, length = [], 0
+    if held:
+        yield "".join(held)
 
 
 def encode_message(message: object, max_chunk: int = MAX_CHUNK) -> bytes:

@@ -9,12 +9,13 @@ knows nothing of what the commands mean.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import multiprocessing
 import os
 import signal
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Set, Union
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
 
 from . import protocol
 from .address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, format_tcp_address, parse_address, split_ws_uri
@@ -48,10 +49,16 @@ class AsyncServerConnection:
     ``InvokeError`` or ``ClientError`` answers ``{"invoke-error": {"message": ...}}``
     and closes this connection; so do malformed messages.  A JSON ``null`` message
     ends the session quietly; a refused setup closes without a byte sent.
+
+    Requests are handled one after the other, in the order received.  An answer
+    may be held back until an ``answer_gate`` completes (a commit, say) while the
+    next requests are already handled; answers still leave in request order.
     """
 
     NO_RESPONSE = object()
     proto_versions = ((1, 0),)
+    max_held_answers = 1024
+    """Answers held back at most; beyond, reading this client's requests waits."""
 
     def __init__(self, connection: Connection, proto_name: str, logger: logging.Logger) -> None:
         self.connection = connection
@@ -60,6 +67,8 @@ class AsyncServerConnection:
         self.handlers: Dict[str, Callable[[Any], Awaitable[Any]]] = {"ping": self.handle_ping}
         self.logger = ClientLoggerAdapter(logger, {"address": connection.address})
         self.client_headers: Dict[str, str] = {}
+        self._held: Deque[Tuple[Optional[asyncio.Future], Any]] = collections.deque()
+        self._sender: Optional[asyncio.Task] = None
 
     async def handle_headers(self, headers: Dict[str, str]) -> Dict[str, str]:
         """Headers to answer ``needs-headers: true`` with (none by default)."""
@@ -68,18 +77,30 @@ class AsyncServerConnection:
     async def handle_ping(self, request: Any) -> Dict[str, bool]:
         return {"alive": True}
 
+    def answer_gate(self) -> Optional[asyncio.Future]:
+        """A future the answer just produced must wait for before it is sent, or None.
+
+        Its exception, if it fails, replaces the answer by an invoke-error and ends
+        the session.  The default holds nothing back."""
+        return None
+
     async def close(self) -> None:
         await self.connection.close()
 
     async def process_requests(self) -> None:
         try:
             if await self._setup():
-                await self._serve_messages()
+                try:
+                    await self._serve_messages()
+                finally:
+                    await self._send_held_answers()
         except ConnectionClosedError:
             self.logger.debug("connection closed by client")
         except (OSError, ConnectionError) as exc:
             self.logger.info("connection error: %s", exc)
         finally:
+            if self._sender is not None:
+                self._sender.cancel()
             await self.close()
 
     async def _setup(self) -> bool:
@@ -126,12 +147,49 @@ class AsyncServerConnection:
             await self._refuse("internal server error: %s: %s" % (type(exc).__name__, exc))
             return False
         if response is not self.NO_RESPONSE:
-            await self.connection.send_message(response)
+            await self._send(response, self.answer_gate())
         return True
 
     async def _refuse(self, message: str) -> None:
         self.logger.info("invoke-error: %s", message)
-        await self.connection.send_message({"invoke-error": {"message": message}})
+        await self._send({"invoke-error": {"message": message}}, None)
+
+    async def _send(self, response: Any, gate: Optional[asyncio.Future]) -> None:
+        """Send now if nothing is held back, else queue behind the held answers."""
+        if gate is None and self._sender is None:
+            await self.connection.send_message(response)
+            return
+        self._held.append((gate, response))
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send_held())
+        if len(self._held) >= self.max_held_answers:
+            await asyncio.shield(self._sender)
+
+    async def _send_held(self) -> None:
+        """Send held answers in order, each once its gate completed."""
+        try:
+            while self._held:
+                gate, response = self._held[0]
+                if gate is not None:
+                    try:
+                        await asyncio.shield(gate)
+                    except Exception as exc:  # the answer's precondition failed
+                        self._held.clear()
+                        message = "request failed: %s" % exc
+                        self.logger.error(message)
+                        await self.connection.send_message({"invoke-error": {"message": message}})
+                        await self.connection.close()
+                        return
+                self._held.popleft()
+                await self.connection.send_message(response)
+        finally:
+            self._sender = None
+
+    async def _send_held_answers(self) -> None:
+        """At the end of a session: let the held answers go out first."""
+        if self._sender is not None:
+            with contextlib.suppress(ConnectionClosedError, OSError):
+                await asyncio.shield(self._sender)
 
     async def dispatch_message(self, message: Any) -> Any:
         if not isinstance(message, dict):
