@@ -6,14 +6,16 @@ itself, so the same load can be pointed at this project's server, at bitbake's o
 ``bitbake-prserv``, or at any other implementation.
 
     prbench.py ADDRESS [--mode new|hit|mixed|conn] [--clients 32]
-               [--requests 200 | --duration SECONDS] [--packages N]
+               [--requests 200 | --duration SECONDS] [--packages N | --package NAME]
                [--prefix pkg] [--pkgarch core2-64] [--history]
 
 ADDRESS is ``HOST:PORT``, ``[V6ADDR]:PORT`` or ``unix:///path/to/socket``.
 
 Every timed request is one ``get-pr``; each client keeps exactly one request
 outstanding.  Request ``i`` of client ``c`` asks for package
-``<prefix><(c * 7919 + i) % packages>-1.0-r0``.
+``<prefix><(c * 7919 + i) % packages>-1.0-r0``, or for every request the one
+package named by ``--package`` (e.g. ``new`` on a package with a long history,
+the "grown" load of sweep.py).
 
 Modes:
   new    every request carries a new checksum, so each one is an allocation
@@ -141,6 +143,7 @@ class Workload:
     pkgarch: str
     history: bool
     run_id: str
+    pinned: Optional[str] = None
     _stable_requests: Dict[str, bytes] = field(default_factory=dict)
 
     def package(self, client: int, i: int) -> str:
@@ -149,6 +152,8 @@ class Workload:
 
     def package_name(self, n: int) -> str:
         """bitbake's version string shape (PN-PV-PR); the prefix separates loads."""
+        if self.pinned is not None:
+            return self.pinned
         return "%s%d-1.0-r0" % (self.prefix, n)
 
     def all_packages(self) -> List[str]:
@@ -556,10 +561,16 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="run every client for this many seconds instead")
     parser.add_argument("--packages", type=int, default=None,
                         help="distinct packages (default 8 for new/mixed, 256 for hit/conn)")
+    parser.add_argument("--package", default=None,
+                        help="send every request to this one package (--packages is then 1)")
     parser.add_argument("--prefix", default="pkg", help="package names <prefix><n>-1.0-r0")
     parser.add_argument("--pkgarch", default="core2-64")
     parser.add_argument("--history", action="store_true", help='send "history": true')
     options = parser.parse_args(argv)
+    if options.package is not None:
+        if options.packages not in (None, 1):
+            parser.error("--package pins one package; it does not go with --packages")
+        options.packages = 1
     if options.packages is None:
         options.packages = DEFAULT_PACKAGES[options.mode]
     if options.clients < 1 or options.packages < 1 or options.requests < 1:
@@ -573,7 +584,7 @@ def run(options: argparse.Namespace) -> Dict[str, Any]:
     """Prime if the mode needs it, run the timed phase, return the summary."""
     target = parse_address(options.address)
     workload = Workload(options.mode, options.packages, options.prefix, options.pkgarch,
-                        options.history, os.urandom(6).hex())
+                        options.history, os.urandom(6).hex(), options.package)
     primed = prime(target, workload, options.clients) if options.mode in PRIMED_MODES else 0
     control = RunControl(options.requests, options.duration)
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,7 +2,7 @@
 """Benchmark this project's PR server with prbench.py, one mode after another.
 
     run.py [--modes new,hit,mixed,conn] [--clients 32] [--duration 3 | --requests N]
-           [--packages N] [--unix] [--address ADDR]
+           [--packages N] [--unix | --address ADDR [--server-pid PID]]
 
 Without ``--address`` it starts our server (``prserv.create_server``) in a child
 process on 127.0.0.1:0 with a fresh SQLite file in a temporary directory, and with
@@ -13,6 +13,12 @@ server (ours, bitbake's, any PRSERVICE 1.0 server) instead.
 prbench.py runs as a separate process, so the load generator and the server never
 share an interpreter (or its GIL).  Prints a table, then prbench's JSON lines.
 Exit status 1 if any run failed, had errors or handed out duplicate values.
+
+When the server's pid is known (we started it, or ``--server-pid``), each row also
+has the server's peak RSS during that run (VmHWM, reset before the run through
+``/proc/<pid>/clear_refs``; where that is refused, the peak since the server
+started) and its CPU time per request (``/proc/<pid>/task/*/schedstat``).
+sweep.py reuses these pieces for the revisions-per-package sweep.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO_LIB = HERE.parent.parent / "lib"
@@ -35,13 +42,68 @@ DEFAULT_DURATION_S = 3.0
 SUBPROCESS_GRACE_S = 120       # priming, connection set-up and a silent server's 60 s
 TABLE_COLUMNS = (("transport", "%-9s"), ("mode", "%-6s"), ("clients", "%7s"),
                  ("requests", "%9s"), ("seconds", "%8s"), ("rps", "%9s"),
-                 ("p50_ms", "%8s"), ("p99_ms", "%8s"), ("errors", "%6s"),
-                 ("duplicate_values", "%16s"))
+                 ("p50_ms", "%8s"), ("p99_ms", "%8s"), ("peak_rss_mib", "%12s"),
+                 ("cpu_us_per_req", "%14s"), ("errors", "%6s"), ("duplicate_values", "%16s"))
+Columns = Sequence[Tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Server:
+    """Where a server listens, and its pid if we may read its /proc entries (else None)."""
+
+    address: str
+    pid: Optional[int] = None
+
+
+# --------------------------------------------------------------------------- /proc readings
+
+def peak_rss_kib(pid: int) -> Optional[int]:
+    """The process's peak resident set (VmHWM, KiB); None if it is gone or unreadable."""
+    try:
+        with open("/proc/%d/status" % pid) as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset VmHWM to the current RSS, so the next reading is the peak of one run.
+
+    VmHWM is otherwise a process-lifetime peak.  Writing 5 to clear_refs (Linux
+    >= 4.0) needs ptrace rights over the process; False when refused, and the
+    next reading is then the peak since the process started.
+    """
+    try:
+        with open("/proc/%d/clear_refs" % pid, "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def cpu_seconds(pid: int) -> Optional[float]:
+    """CPU time (user + system) of the process's live threads, from schedstat.
+
+    Nanosecond resolution, unlike the clock ticks of /proc/<pid>/stat, which matters
+    for runs of a fraction of a second.  Threads that have exited are not counted
+    (our server has a single thread).  None if the process is gone.
+    """
+    total = 0
+    try:
+        for task in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, task)) as schedstat:
+                total += int(schedstat.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total / 1e9
 
 
 @contextlib.contextmanager
-def spawned_server(transport: str) -> Iterator[str]:
-    """Our server in a child process with a fresh database; yields its address.
+def spawned_server(transport: str) -> Iterator[Server]:
+    """Our server in a child process with a fresh database; yields its address and pid.
 
     ``prserv`` is imported here, not at the top, so that ``--address`` works from
     a checkout whose ``lib/`` does not import (e.g. to measure another server).
@@ -55,16 +117,17 @@ def spawned_server(transport: str) -> Iterator[str]:
         server = prserv.create_server(address, os.path.join(tmp, "prserv.sqlite3"))
         server.serve_as_process()
         try:
-            yield server.address
+            yield Server(server.address, server.process.pid)
         finally:
             server.process.terminate()
             server.process.join()
 
 
-def prbench_command(address: str, mode: str, options: argparse.Namespace) -> List[str]:
-    """The prbench.py command line for one mode."""
+def prbench_command(address: str, mode: str, options: argparse.Namespace,
+                    extra: Sequence[str] = ()) -> List[str]:
+    """The prbench.py command line for one mode; ``extra``: more prbench options."""
     command = [sys.executable, str(PRBENCH), address, "--mode", mode,
-               "--clients", str(options.clients)]
+               "--clients", str(options.clients), *extra]
     if options.requests is not None:
         command += ["--requests", str(options.requests)]
     else:
@@ -74,12 +137,13 @@ def prbench_command(address: str, mode: str, options: argparse.Namespace) -> Lis
     return command
 
 
-def run_prbench(address: str, mode: str, options: argparse.Namespace) -> Dict[str, Any]:
+def run_prbench(address: str, mode: str, options: argparse.Namespace,
+                extra: Sequence[str] = ()) -> Dict[str, Any]:
     """Run one mode; the result dict gets ``ok`` and, on failure, ``failure``."""
     limit = (options.duration or 60) + SUBPROCESS_GRACE_S
     try:
-        done = subprocess.run(prbench_command(address, mode, options), capture_output=True,
-                              text=True, timeout=limit)
+        done = subprocess.run(prbench_command(address, mode, options, extra),
+                              capture_output=True, text=True, timeout=limit)
     except subprocess.TimeoutExpired:
         return {"mode": mode, "ok": False, "failure": "timed out after %d s" % limit}
     sys.stderr.write(done.stderr)
@@ -92,34 +156,97 @@ def run_prbench(address: str, mode: str, options: argparse.Namespace) -> Dict[st
     return result
 
 
+def run_measured(server: Server, mode: str, options: argparse.Namespace,
+                 extra: Sequence[str] = ()) -> Dict[str, Any]:
+    """run_prbench, plus the server's peak RSS and CPU per request during the run.
+
+    Both are None without a pid.  CPU is divided by every answered request,
+    priming included (it is spent inside the measured interval too), as
+    targets.sh does.  ``peak_rss_scope`` says whether the peak is this run's
+    ("run") or the server's lifetime peak ("process", clear_refs refused).
+    """
+    if server.pid is None:
+        result = run_prbench(server.address, mode, options, extra)
+        result.update(peak_rss_mib=None, cpu_us_per_req=None)
+        return result
+    reset = reset_peak_rss(server.pid)
+    cpu_before = cpu_seconds(server.pid)
+    result = run_prbench(server.address, mode, options, extra)
+    cpu_after = cpu_seconds(server.pid)
+    peak = peak_rss_kib(server.pid)
+    answered = result.get("requests", 0) + result.get("primed", 0)
+    cpu_known = cpu_before is not None and cpu_after is not None and answered > 0
+    result["peak_rss_mib"] = round(peak / 1024, 1) if peak is not None else None
+    result["peak_rss_scope"] = "run" if reset else "process"
+    result["cpu_us_per_req"] = (round((cpu_after - cpu_before) * 1e6 / answered, 1)
+                                if cpu_known else None)
+    return result
+
+
 def transport_of(address: str) -> str:
     """Table label: unix sockets skip the TCP stack, so they are reported apart."""
     return "unix" if address.startswith("unix://") else "tcp"
 
 
-def run_modes(address: str, options: argparse.Namespace) -> List[Dict[str, Any]]:
+def run_modes(server: Server, options: argparse.Namespace) -> List[Dict[str, Any]]:
     """Every requested mode in turn against one server, progress on stderr."""
     results = []
     for mode in options.modes:
-        print("prbench %s %s ..." % (mode, address), file=sys.stderr, flush=True)
-        result = run_prbench(address, mode, options)
-        result["transport"] = transport_of(address)
+        print("prbench %s %s ..." % (mode, server.address), file=sys.stderr, flush=True)
+        result = run_measured(server, mode, options)
+        result["transport"] = transport_of(server.address)
         results.append(result)
     return results
 
 
-def format_table(results: Sequence[Dict[str, Any]]) -> str:
-    """A fixed-width table: one row per run, failures spelled out."""
+def cell(fmt: str, value: Any) -> str:
+    """One table cell; "-" for a value nobody measured (e.g. RSS of a foreign server)."""
+    return fmt % ("-" if value is None else value)
+
+
+def format_table(results: Sequence[Dict[str, Any]], columns: Columns = TABLE_COLUMNS) -> str:
+    """A fixed-width table: one row per run, failures spelled out after the first two cells."""
     header = "  ".join(fmt % name.replace("duplicate_values", "duplicates")
-                       for name, fmt in TABLE_COLUMNS)
+                       for name, fmt in columns)
     rows = [header, "-" * len(header)]
     for result in results:
         if "failure" in result:
-            rows.append("%-9s  %-6s  FAILED: %s" % (result.get("transport", "?"), result["mode"],
-                                                  result["failure"]))
+            label = "  ".join(cell(fmt, result.get(name, "?")) for name, fmt in columns[:2])
+            rows.append("%s  FAILED: %s" % (label, result["failure"]))
         else:
-            rows.append("  ".join(fmt % result.get(name, "") for name, fmt in TABLE_COLUMNS))
+            rows.append("  ".join(cell(fmt, result.get(name)) for name, fmt in columns))
+    if any(r.get("peak_rss_scope") == "process" for r in results):
+        rows.append("(peak_rss_mib: clear_refs was refused, so it is the peak since the "
+                    "server started, not per run)")
     return "\n".join(rows)
+
+
+def print_results(table: str, results: Sequence[Dict[str, Any]]) -> None:
+    """The table, a blank line, then one JSON line per result (without run.py's ``ok``)."""
+    print(table)
+    print()
+    for result in results:
+        print(json.dumps({k: v for k, v in result.items() if k != "ok"}), flush=True)
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """--address and --server-pid, shared with sweep.py."""
+    parser.add_argument("--address", default=None,
+                        help="benchmark this running server instead of starting ours")
+    parser.add_argument("--server-pid", type=int, default=None,
+                        help="with --address: the server's pid on this machine, to report "
+                             "its peak RSS and CPU per request")
+
+
+def check_server_arguments(parser: argparse.ArgumentParser, options: argparse.Namespace) -> None:
+    """--server-pid only makes sense with --address, and must name a readable process."""
+    if options.server_pid is None:
+        return
+    if not options.address:
+        parser.error("--server-pid needs --address (a server we start is measured anyway)")
+    if peak_rss_kib(options.server_pid) is None:
+        parser.error("--server-pid %d: no readable /proc/%d/status"
+                     % (options.server_pid, options.server_pid))
 
 
 def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -135,12 +262,13 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="requests per client instead of --duration")
     parser.add_argument("--packages", type=int, default=None,
                         help="override prbench's per-mode default")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--unix", action="store_true",
-                       help="also benchmark a server on a unix:// socket")
-    where.add_argument("--address", default=None,
-                       help="benchmark this running server instead of starting ours")
+    parser.add_argument("--unix", action="store_true",
+                        help="also benchmark a server on a unix:// socket")
+    add_server_arguments(parser)
     options = parser.parse_args(argv)
+    if options.unix and options.address:
+        parser.error("--unix starts our own servers; it does not go with --address")
+    check_server_arguments(parser, options)
     options.modes = [m.strip() for m in options.modes.split(",") if m.strip()]
     unknown = sorted(set(options.modes) - set(DEFAULT_MODES))
     if unknown or not options.modes:
@@ -156,15 +284,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options = parse_arguments(argv)
     results: List[Dict[str, Any]] = []
     if options.address:
-        results += run_modes(options.address, options)
+        results += run_modes(Server(options.address, options.server_pid), options)
     else:
         for transport in ("tcp", "unix") if options.unix else ("tcp",):
-            with spawned_server(transport) as address:
-                results += run_modes(address, options)
-    print(format_table(results))
-    print()
-    for result in results:
-        print(json.dumps({k: v for k, v in result.items() if k != "ok"}))
+            with spawned_server(transport) as server:
+                results += run_modes(server, options)
+    print_results(format_table(results), results)
     return 0 if all(r["ok"] for r in results) else 1
 
 
