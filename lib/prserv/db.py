@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import urllib.parse
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -503,6 +504,56 @@ def import_value_text(value: object) -> str:
                                "no leading zeros): %s" % shown)
 
 
+class WalCheckpointer:
+    """Copies the write-ahead log into the database file from a thread of its own.
+
+    SQLite's automatic checkpoint runs inside the COMMIT that crosses 1,000 WAL
+    pages, on the committing (event-loop) thread: with ``synchronous=FULL`` that is
+    a pause of milliseconds for every client, once a second under load.  Here the
+    writer's automatic checkpoint is off and this thread, with its own connection,
+    makes a PASSIVE checkpoint (it never blocks readers or writers) whenever the
+    log has grown past ``threshold_bytes``.  SQLite releases the GIL meanwhile.
+    """
+
+    def __init__(self, filename: str, threshold_bytes: int = 4 << 20, interval: float = 0.2) -> None:
+        self.filename = filename
+        self.threshold_bytes = threshold_bytes
+        self.interval = interval
+        self.checkpoints = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prserv-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _wal_size(self) -> int:
+        try:
+            return os.path.getsize(self.filename + "-wal")
+        except OSError:
+            return 0
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.filename, timeout=0.1, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            while not self._stop.wait(self.interval):
+                if self._wal_size() >= self.threshold_bytes:
+                    self._checkpoint(conn)
+        finally:
+            conn.close()
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        try:
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:       # e.g. another process checkpoints right now
+            logger.debug("checkpoint of %s skipped: %s", self.filename, exc)
+            return
+        self.checkpoints += 1
+        logger.debug("checkpoint of %s: %d of %d WAL frames copied", self.filename, copied, frames)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class PRData:
     """The PR database file (bitbake's class name and behaviour).
 
@@ -511,9 +562,11 @@ class PRData:
     """
 
     def __init__(self, filename: str, read_only: bool = False, synchronous: str = "NORMAL",
-                 exclusive: bool = False) -> None:
+                 exclusive: bool = False, background_checkpoints: bool = False) -> None:
         """``synchronous``: SQLite's setting (``FULL`` fsyncs every commit).  ``exclusive``:
-        hold the file for this connection alone (refused while another one has it open)."""
+        hold the file for this connection alone (refused while another one has it open).
+        ``background_checkpoints``: a ``WalCheckpointer`` instead of checkpoints inside
+        commits (read-write, non-exclusive only)."""
         self.filename = os.path.abspath(filename)
         self.read_only = read_only
         if read_only:
@@ -554,8 +607,15 @@ class PRData:
                     else " that holds it exclusively (a server in a buffered sync mode?)", exc)) from exc
             raise DatabaseError("cannot use database %s: %s" % (self.filename, exc)) from exc
         self._tables: Dict[str, PRTable] = {}
+        self.checkpointer: Optional[WalCheckpointer] = None
+        if background_checkpoints and not read_only and not exclusive:
+            self.connection.execute("PRAGMA wal_autocheckpoint = 0")
+            self.checkpointer = WalCheckpointer(self.filename)
 
     def disconnect(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            self.checkpointer = None
         if self.connection is not None:
             if self.connection.in_transaction:
                 self.connection.execute("ROLLBACK")

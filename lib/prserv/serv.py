@@ -190,7 +190,8 @@ class PRServer(AsyncServer):
     async def open_resources(self) -> None:
         buffered = self.sync_mode.buffered and not self.read_only
         self.db = PRData(self.dbfile, read_only=self.read_only,
-                         synchronous="NORMAL" if buffered else "FULL", exclusive=buffered)
+                         synchronous="NORMAL" if buffered else "FULL", exclusive=buffered,
+                         background_checkpoints=not buffered)
         self.table = self.db["PRMAIN"]
         self.table.recheck_later = asyncio.get_running_loop().call_soon
         if not self.read_only:
