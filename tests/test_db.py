@@ -349,3 +349,35 @@ def test_export_pages_through_batches_in_order(table, monkeypatch):
         ("v0", A, "c2", "6"), ("v1", A, "c2", "6"), ("v2", A, "c2", "6"), ("v2", A, "c4", "6")]
     _, data = table.export(None, None, "c4", False, False)
     assert data == [{"version": "v2", "pkgarch": A, "checksum": "c4", "value": "6"}]
+
+
+def test_background_checkpointer_copies_the_wal_off_the_writers_thread(dbpath):
+    """The writer's automatic checkpoint is off; the checkpointer thread copies the
+    log into the file once it is past its threshold."""
+    from prserv.db import WalCheckpointer
+
+    data = PRData(dbpath, synchronous="FULL", background_checkpoints=True)
+    try:
+        assert data.connection.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        assert data.checkpointer is not None
+        table = data["PRMAIN"]
+        with table.transaction():
+            for i in range(2000):
+                table.importone(V, A, "c%d" % i, str(i))
+        checkpointer = WalCheckpointer(data.filename, threshold_bytes=1, interval=0.01)
+        assert checkpointer.checkpointed.wait(10)
+        checkpointer.stop()
+        busy, frames, copied = checkpointer.last_result
+        assert (busy, copied) == (0, frames) and frames > 10
+    finally:
+        data.disconnect()
+    assert data.checkpointer is None
+    assert len(rows(dbpath)) == 2000
+
+
+def test_no_background_checkpointer_for_read_only_or_exclusive_files(dbpath):
+    PRData(dbpath).disconnect()
+    for options in ({"read_only": True}, {"exclusive": True}):
+        data = PRData(dbpath, background_checkpoints=True, **options)
+        assert data.checkpointer is None
+        data.disconnect()

@@ -520,6 +520,10 @@ class WalCheckpointer:
         self.threshold_bytes = threshold_bytes
         self.interval = interval
         self.checkpoints = 0
+        self.last_result: Optional[Tuple[int, int, int]] = None
+        """(busy, WAL frames, frames copied) of the last checkpoint."""
+        self.checkpointed = threading.Event()
+        """Set after each checkpoint (for whoever waits for one: tests, tools)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prserv-checkpoint", daemon=True)
         self._thread.start()
@@ -546,7 +550,9 @@ class WalCheckpointer:
         except sqlite3.Error as exc:       # e.g. another process checkpoints right now
             logger.debug("checkpoint of %s skipped: %s", self.filename, exc)
             return
+        self.last_result = (busy, frames, copied)
         self.checkpoints += 1
+        self.checkpointed.set()
         logger.debug("checkpoint of %s: %d of %d WAL frames copied", self.filename, copied, frames)
 
     def stop(self) -> None:
