@@ -234,3 +234,11 @@ def test_parse_json_fast_path_keeps_json_loads_rules():
         protocol.parse_json('{"a": 1} {"b": 2}')
     with pytest.raises(ProtocolError, match="invalid JSON"):
         protocol.parse_json('{"a": 1')
+
+
+@pytest.mark.parametrize("message", [
+    {"value": "1.20"}, {"value": None}, [1, 2.5, -0.0, 1e300, True, False, None],
+    {"k": "\u00e9\u2028\U0001F600\n\t\"\\"}, {"nested": {"a": [{"b": []}, {}]}}, "text", 7,
+])
+def test_dumps_is_json_dumps_with_defaults(message):
+    assert protocol.dumps(message) == json.dumps(message)

@@ -14,7 +14,7 @@ tested without sockets.  What goes on the wire (protocol.md):
 from __future__ import annotations
 
 import json
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .exceptions import HandshakeError, LineTooLongError, ProtocolError
 
@@ -38,17 +38,38 @@ INCOMPLETE = object()
 
 # --------------------------------------------------------------------------- encoding
 
-_ENCODER = json.JSONEncoder(check_circular=False)   # json.dumps' defaults otherwise
 _DECODER = json.JSONDecoder()
 
 
-def dumps(message: object) -> str:
-    """Serialise like the reference (``json.dumps`` defaults: ASCII only, ``", "``).
+def _make_encode() -> Callable[[object], str]:
+    """``json.dumps`` with its defaults, minus its per-call set-up.
 
-    A prepared encoder skips ``json.dumps``' per-call argument handling; messages
-    are trees built by handlers, never circular, so the circularity check is off.
+    ``json.dumps`` builds a new C encoder for every call; this builds the one it
+    would build (the ``json`` module's ``c_make_encoder``) once.  Messages are
+    trees made by handlers, never circular, so there is no circularity check.  If
+    this Python's ``json`` has no such encoder, or it does not reproduce
+    ``json.dumps`` on a probe, ``JSONEncoder.encode`` is used.
     """
-    return _ENCODER.encode(message)
+    encoder = json.JSONEncoder(check_circular=False)
+    try:
+        from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
+
+        encode = c_make_encoder(None, encoder.default, encode_basestring_ascii, None, ": ", ", ",
+                                False, False, True)
+        probe = {"a": [1, 2.5, None, True, False, "\u00e9\n"], "b": {"c": -0.0}}
+        if "".join(encode(probe, 0)) == json.dumps(probe):
+            return lambda message: "".join(encode(message, 0))
+    except (ImportError, TypeError, ValueError):
+        pass
+    return encoder.encode
+
+
+_encode = _make_encode()
+
+
+def dumps(message: object) -> str:
+    """Serialise like the reference (``json.dumps`` defaults: ASCII only, ``", "``)."""
+    return _encode(message)
 
 
 def frame_text(text: str, max_chunk: int = MAX_CHUNK) -> List[str]:

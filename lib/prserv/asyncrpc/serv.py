@@ -147,7 +147,11 @@ class AsyncServerConnection:
             await self._refuse("internal server error: %s: %s" % (type(exc).__name__, exc))
             return False
         if response is not self.NO_RESPONSE:
-            await self._send(response, self.answer_gate())
+            gate = self.answer_gate()
+            if gate is None and self._sender is None:
+                await self.connection.send_message(response)    # the common case, inline
+            else:
+                await self._send(response, gate)
         return True
 
     async def _refuse(self, message: str) -> None:
