@@ -376,10 +376,37 @@ async def test_failed_commit_withholds_the_answer_and_reports_it(start_server, m
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(server.table, "commit", failing_commit)
-    answer = await conn.request({"get-pr": {"version": V, "pkgarch": A, "checksum": "b"}})
+    await conn.send("".join(frame(json.dumps({"get-pr": {"version": V, "pkgarch": A, "checksum": c}}))
+                            for c in ("b", "c")))
+    answer = json.loads(await conn.recv_raw())
     assert answer == {"invoke-error": {"message": "request failed: disk I/O error"}}
     await conn.expect_closed()
     monkeypatch.undo()
     async with await prserv.create_async_client(server.address) as client:
         assert await client.test_pr(V, A, "b") is None          # rolled back, not answered
         assert await client.getPR(V, A, "b") == "1"
+
+
+async def test_pipelined_writes_to_a_client_that_does_not_read_are_held_then_all_sent(start_server):
+    """Held answers are bounded (reading the client's requests waits), and once the
+    client reads, every answer arrives, in order."""
+    server = await start_server()
+    host, port = server.address.rsplit(":", 1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (host, int(port)))
+    count = 3000
+    requests = "".join(frame(json.dumps({"import-one": {"version": V, "pkgarch": A, "checksum": "k%d" % i,
+                                                          "value": str(i)}})) for i in range(count))
+    sending = loop.create_task(loop.sock_sendall(sock, (SETUP + requests).encode()))
+    received = bytearray()
+    while received.count(b"\n") < count:
+        data = await asyncio.wait_for(loop.sock_recv(sock, 4096), 10)
+        assert data
+        received += data
+    await sending
+    sock.close()
+    assert [json.loads(line) for line in received.decode().splitlines()] == \
+        [{"value": str(i)} for i in range(count)]

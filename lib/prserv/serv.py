@@ -11,14 +11,14 @@ import asyncio
 import logging
 import os
 import sqlite3
-from typing import Any, Dict, Iterable, Iterator, Optional, Union
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Union
 
 from . import logger
 from .alloc import Allocator
 from .asyncrpc import AsyncServer, AsyncServerConnection, InvokeError, ServerError
 from .asyncrpc.connection import Connection
 from .asyncrpc.protocol import JSONStream, dumps
-from .commit import IMMEDIATE, GroupCommit, SyncMode, parse_sync_mode
+from .commit import IMMEDIATE, GroupCommit, PendingCommit, SyncMode, parse_sync_mode
 from .config import load_config
 from .daemon import (PIDPREFIX, is_running, pidfile_for, resolve_host,  # noqa: F401 (API)
                      start_daemon_config, stop_daemon_pidfile)
@@ -50,6 +50,18 @@ def _text(args: Dict[str, Any], name: str) -> str:
     if not value:
         raise InvalidRequestError("field %r must not be empty" % name)
     return value
+
+
+def _checksum_fields(args: Dict[str, Any]) -> Tuple[str, str, str]:
+    """``version``, ``pkgarch``, ``checksum``: required, non-empty strings.
+
+    Checked together in one expression first (the every-request case), field by
+    field only to name what is wrong."""
+    version, pkgarch, checksum = args.get("version"), args.get("pkgarch"), args.get("checksum")
+    if type(version) is str and type(pkgarch) is str and type(checksum) is str \
+            and version and pkgarch and checksum:
+        return version, pkgarch, checksum
+    return _text(args, "version"), _text(args, "pkgarch"), _text(args, "checksum")
 
 
 def _filter(args: Dict[str, Any], name: str) -> Optional[str]:
@@ -108,7 +120,7 @@ class PRServerClient(AsyncServerConnection):
     def table(self) -> PRTable:
         return self.server.table
 
-    def answer_gate(self) -> Optional[asyncio.Future]:
+    def answer_gate(self) -> Optional[PendingCommit]:
         """Immediate mode: an answer leaves once everything written before it is on disk
         (its own value, or one it reports that another request just wrote)."""
         commits = self.server.commits
@@ -125,14 +137,16 @@ class PRServerClient(AsyncServerConnection):
 
     async def handle_get_pr(self, request: Any) -> Dict[str, Any]:
         args = _arguments(request, "get-pr")
-        version, pkgarch, checksum = _text(args, "version"), _text(args, "pkgarch"), _text(args, "checksum")
+        version, pkgarch, checksum = _checksum_fields(args)
         history = _flag(args, "history", False)
-        value = await self.server.allocator.get_pr(version, pkgarch, checksum, history)
-        return {"value": value}
+        allocator = self.server.allocator
+        if allocator.upstream is None:      # decided locally, never waits: no coroutine
+            return {"value": self.table.get_value(version, pkgarch, checksum, history)}
+        return {"value": await allocator.get_pr(version, pkgarch, checksum, history)}
 
     async def handle_test_pr(self, request: Any) -> Dict[str, Any]:
         args = _arguments(request, "test-pr")
-        version, pkgarch, checksum = _text(args, "version"), _text(args, "pkgarch"), _text(args, "checksum")
+        version, pkgarch, checksum = _checksum_fields(args)
         history = _flag(args, "history", False)
         return {"value": self.table.find_value(version, pkgarch, checksum, history)}
 
@@ -146,7 +160,7 @@ class PRServerClient(AsyncServerConnection):
 
     async def handle_import_one(self, request: Any) -> Optional[Dict[str, Any]]:
         args = _arguments(request, "import-one")
-        version, pkgarch, checksum = _text(args, "version"), _text(args, "pkgarch"), _text(args, "checksum")
+        version, pkgarch, checksum = _checksum_fields(args)
         if "value" not in args:
             raise InvalidRequestError("missing field 'value'")
         value = args["value"]

@@ -48,6 +48,11 @@ class Connection:
     async def send_message(self, message: Any) -> None:
         raise NotImplementedError
 
+    def send_message_now(self, message: Any) -> bool:
+        """Send without waiting if the transport can take it now; False if not (then
+        nothing was sent: await ``send_message``)."""
+        return False
+
     async def close(self) -> None:
         raise NotImplementedError
 
@@ -231,6 +236,12 @@ class StreamConnection(Connection):
         self._write(protocol.encode_message(message, self.max_chunk))
         if self._protocol.must_drain:
             await self._protocol.drain()
+
+    def send_message_now(self, message: Any) -> bool:
+        if self._protocol.must_drain or isinstance(message, protocol.JSONStream):
+            return False
+        self._write(protocol.encode_message(message, self.max_chunk))
+        return True
 
     async def _send_stream(self, message: protocol.JSONStream) -> None:
         """Frame and write the pieces as they come; wait while the peer is slow and

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -26,6 +27,17 @@ from .exceptions import (ClientError, ConnectionClosedError, HandshakeError, Inv
 from .sockets import bind_unix_socket, set_tcp_listener_options
 
 ConnectionHandler = Callable[[Connection], Awaitable[None]]
+Gate = Any
+"""What an answer waits for: ``done()``, ``exception()``, ``add_done_callback(fn)``."""
+
+
+async def _completion(gate: Gate) -> None:
+    """Wait until ``gate`` is done (without cancelling it if we are cancelled)."""
+    if gate.done():
+        return
+    waiter = asyncio.get_running_loop().create_future()
+    gate.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
+    await waiter
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
@@ -67,8 +79,11 @@ class AsyncServerConnection:
         self.handlers: Dict[str, Callable[[Any], Awaitable[Any]]] = {"ping": self.handle_ping}
         self.logger = ClientLoggerAdapter(logger, {"address": connection.address})
         self.client_headers: Dict[str, str] = {}
-        self._held: Deque[Tuple[Optional[asyncio.Future], Any]] = collections.deque()
+        self._held: Deque[Tuple[Optional[Gate], Any]] = collections.deque()
+        self._watched_gate: Optional[Gate] = None
         self._sender: Optional[asyncio.Task] = None
+        self._all_sent_waiter: Optional[asyncio.Future] = None
+        self._failed = False
 
     async def handle_headers(self, headers: Dict[str, str]) -> Dict[str, str]:
         """Headers to answer ``needs-headers: true`` with (none by default)."""
@@ -77,11 +92,13 @@ class AsyncServerConnection:
     async def handle_ping(self, request: Any) -> Dict[str, bool]:
         return {"alive": True}
 
-    def answer_gate(self) -> Optional[asyncio.Future]:
-        """A future the answer just produced must wait for before it is sent, or None.
+    def answer_gate(self) -> Optional[Gate]:
+        """What the answer just produced must wait for before it is sent, or None.
 
-        Its exception, if it fails, replaces the answer by an invoke-error and ends
-        the session.  The default holds nothing back."""
+        A ``Gate``: an ``asyncio.Future`` or anything with the same ``done``,
+        ``exception`` and ``add_done_callback``.  If it fails, that answer and the
+        ones after it are replaced by an invoke-error and the session ends.  The
+        default holds nothing back."""
         return None
 
     async def close(self) -> None:
@@ -148,7 +165,7 @@ class AsyncServerConnection:
             return False
         if response is not self.NO_RESPONSE:
             gate = self.answer_gate()
-            if gate is None and self._sender is None:
+            if gate is None and not self._held and self._sender is None:
                 await self.connection.send_message(response)    # the common case, inline
             else:
                 await self._send(response, gate)
@@ -158,42 +175,99 @@ class AsyncServerConnection:
         self.logger.info("invoke-error: %s", message)
         await self._send({"invoke-error": {"message": message}}, None)
 
-    async def _send(self, response: Any, gate: Optional[asyncio.Future]) -> None:
-        """Send now if nothing is held back, else queue behind the held answers."""
-        if gate is None and self._sender is None:
+    # -- held answers (see ``answer_gate``)
+    async def _send(self, response: Any, gate: Optional[Gate]) -> None:
+        """Send now if nothing is held back, else hold it behind the others."""
+        if self._failed:
+            return                          # the session is ending with an invoke-error
+        if gate is None and not self._held and self._sender is None:
             await self.connection.send_message(response)
             return
         self._held.append((gate, response))
-        if self._sender is None:
-            self._sender = asyncio.get_running_loop().create_task(self._send_held())
+        self._release_held()
         if len(self._held) >= self.max_held_answers:
-            await asyncio.shield(self._sender)
+            await self._all_sent()          # a peer not reading: stop taking its requests
+
+    def _release_held(self, _gate: Any = None) -> None:
+        """Send the held answers whose gates completed, in order, right now (a gate's
+        callback: no loop turn in between); a task takes over if the transport
+        cannot take them without waiting."""
+        while self._held and self._sender is None:
+            gate, response = self._held[0]
+            if gate is not None and not gate.done():
+                if gate is not self._watched_gate:
+                    self._watched_gate = gate
+                    gate.add_done_callback(self._release_held)
+                return
+            if gate is not None and gate.exception() is not None:
+                self._fail_held(gate.exception())
+                return
+            try:
+                sent = self.connection.send_message_now(response)
+            except ConnectionClosedError:
+                self._held.clear()
+                break
+            if not sent:                   # slow peer, or a transport that only awaits
+                self._sender = asyncio.get_running_loop().create_task(self._send_held())
+                return
+            self._held.popleft()
+        if not self._held:
+            self._wake_all_sent()
 
     async def _send_held(self) -> None:
-        """Send held answers in order, each once its gate completed."""
+        """The slow path of ``_release_held``: await each gate and each send."""
         try:
             while self._held:
                 gate, response = self._held[0]
                 if gate is not None:
-                    try:
-                        await asyncio.shield(gate)
-                    except Exception as exc:  # the answer's precondition failed
-                        self._held.clear()
-                        message = "request failed: %s" % exc
-                        self.logger.error(message)
-                        await self.connection.send_message({"invoke-error": {"message": message}})
-                        await self.connection.close()
+                    await _completion(gate)
+                    if gate.exception() is not None:
+                        self._sender = None
+                        self._fail_held(gate.exception())
                         return
-                self._held.popleft()
                 await self.connection.send_message(response)
+                self._held.popleft()
+        except ConnectionClosedError:
+            self._held.clear()
         finally:
             self._sender = None
+        self._wake_all_sent()
+
+    def _fail_held(self, exc: BaseException) -> None:
+        """A gate failed: its answer and the ones behind it are never sent; the client
+        gets an invoke-error and the connection is closed."""
+        self._held.clear()
+        self._failed = True
+        message = "request failed: %s" % exc
+        self.logger.error(message)
+        self._sender = asyncio.get_running_loop().create_task(self._send_error_and_close(message))
+
+    async def _send_error_and_close(self, message: str) -> None:
+        try:
+            with contextlib.suppress(ConnectionClosedError, OSError):
+                await self.connection.send_message({"invoke-error": {"message": message}})
+            await self.connection.close()
+        finally:
+            self._sender = None
+            self._wake_all_sent()
+
+    async def _all_sent(self) -> None:
+        """Wait until no answer is held back."""
+        if not self._held and self._sender is None:
+            return
+        if self._all_sent_waiter is None:
+            self._all_sent_waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._all_sent_waiter)
+
+    def _wake_all_sent(self) -> None:
+        waiter, self._all_sent_waiter = self._all_sent_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def _send_held_answers(self) -> None:
         """At the end of a session: let the held answers go out first."""
-        if self._sender is not None:
-            with contextlib.suppress(ConnectionClosedError, OSError):
-                await asyncio.shield(self._sender)
+        with contextlib.suppress(ConnectionClosedError, OSError):
+            await self._all_sent()
 
     async def dispatch_message(self, message: Any) -> Any:
         if not isinstance(message, dict):
@@ -428,6 +502,9 @@ class AsyncServer:
         asyncio.set_event_loop(self.loop)
 
     def _run_until_stopped(self) -> None:
+        # Everything allocated so far (modules, caches) lives as long as the server:
+        # leaving it out of the cyclic GC's full collections keeps them short.
+        gc.freeze()
         for sig in STOP_SIGNALS:
             self.loop.add_signal_handler(sig, self._on_stop_signal, sig)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
