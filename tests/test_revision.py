@@ -6,7 +6,7 @@ import pytest
 
 import prserv
 from prserv import policy
-from prserv.revision import InvalidRevisionError, is_revision, revision_key
+from prserv.revision import InvalidRevisionError, is_revision, optional_key, revision_key
 
 ORDERED = ["0", "1", "1.0", "1.0.0", "1.0.1", "1.1", "1.2", "1.9", "1.10", "1.10.0", "1.20", "2",
            "2.0", "9", "10", "11", "100"]
@@ -97,3 +97,12 @@ def test_policy_chained_value_known_locally():
     assert policy.chained_value((0,), (0,), {}, False, {policy.UPSTREAM_MAX: None}) == (0,)
     # history: first value, no upstream question at all.
     assert policy.chained_value((1, 0), (2, 0), {}, True, {}) == (1, 0)
+
+
+@pytest.mark.parametrize("value, key", [
+    ("0", (0,)), ("17", (17,)), ("1.20", (1, 20)), ("2.0.3", (2, 0, 3)), ("9" * 256, (int("9" * 256),)),
+    ("01", None), ("\u00b2", None), ("\u0663", None), ("", None), ("1.", None), ("+7", None),
+    (" 7", None), ("9" * 257, None), (None, None), (7, None),
+])
+def test_optional_key_plain_integers_and_dotted_values(value, key):
+    assert optional_key(value) == key

@@ -39,13 +39,21 @@ def revision_key(value: str) -> RevisionKey:
 
 
 def optional_key(value: Optional[str]) -> Optional[RevisionKey]:
-    """``revision_key`` of a value, or None when it is not a revision."""
+    """``revision_key`` of a value, or None when it is not a revision.
+
+    Plain integers ("0", "17": nearly every stored value) take a short path: this
+    runs once per row when a package is first loaded."""
+    if (type(value) is str and value.isdigit() and value.isascii() and len(value) <= MAX_REVISION_LENGTH
+            and (value[0] != "0" or value == "0")):
+        return (int(value),)
     if is_revision(value):
-        return tuple(int(field) for field in value.split("."))
+        return tuple(int(field) for field in value.split("."))  # type: ignore[union-attr]
     return None
 
 
 def key_to_revision(key: RevisionKey) -> str:
+    if len(key) == 1:
+        return str(key[0])
     return ".".join(str(field) for field in key)
 
 
