@@ -17,13 +17,13 @@ from . import logger
 from .alloc import Allocator
 from .asyncrpc import AsyncServer, AsyncServerConnection, InvokeError, ServerError
 from .asyncrpc.connection import Connection
-from .asyncrpc.protocol import JSONStream, dumps
+from .asyncrpc.protocol import JSONStream, describe_json_type, dumps
 from .commit import IMMEDIATE, GroupCommit, PendingCommit, SyncMode, parse_sync_mode
 from .config import load_config
 from .daemon import (PIDPREFIX, is_running, pidfile_for, resolve_host,  # noqa: F401 (API)
                      start_daemon_config, stop_daemon_pidfile)
 from .db import PRData, PRTable, export_row, import_value_text
-from .errors import ConfigError, InvalidRequestError, PRServiceError
+from .errors import ConfigError, InvalidRequestError, InvalidRevisionError, PRServiceError
 from .upstream import DEFAULT_TIMEOUT as DEFAULT_UPSTREAM_TIMEOUT
 from .upstream import Upstream
 
@@ -36,7 +36,7 @@ _MISSING = object()
 
 def _arguments(request: Any, command: str) -> Dict[str, Any]:
     if not isinstance(request, dict):
-        raise InvalidRequestError("%s: the argument must be a JSON object" % command)
+        raise InvalidRequestError("the argument must be a JSON object, not %s" % describe_json_type(request))
     return request
 
 
@@ -46,7 +46,7 @@ def _text(args: Dict[str, Any], name: str) -> str:
     if value is _MISSING:
         raise InvalidRequestError("missing field %r" % name)
     if not isinstance(value, str):
-        raise InvalidRequestError("field %r must be a string" % name)
+        raise InvalidRequestError("field %r must be a string, not %s" % (name, describe_json_type(value)))
     if not value:
         raise InvalidRequestError("field %r must not be empty" % name)
     return value
@@ -70,7 +70,7 @@ def _filter(args: Dict[str, Any], name: str) -> Optional[str]:
     if value is _MISSING:
         raise InvalidRequestError("missing field %r (use null for any)" % name)
     if value is not None and not isinstance(value, str):
-        raise InvalidRequestError("field %r must be a string or null" % name)
+        raise InvalidRequestError("field %r must be a string or null, not %s" % (name, describe_json_type(value)))
     return value or None
 
 
@@ -129,11 +129,17 @@ class PRServerClient(AsyncServerConnection):
     async def dispatch_message(self, message: Any) -> Any:
         try:
             return await super().dispatch_message(message)
+        except (InvalidRequestError, InvalidRevisionError) as exc:
+            raise InvokeError("%s: %s" % (self._command_of(message), exc)) from exc
         except PRServiceError as exc:
             raise InvokeError(str(exc)) from exc
         except sqlite3.Error as exc:
             self.logger.error("database error: %s", exc)
             raise ServerError("database error: %s" % exc) from exc
+
+    def _command_of(self, message: Dict[str, Any]) -> str:
+        """The request's command, as dispatch chose it (the first known key)."""
+        return next((name for name in self.handlers if name in message), "request")
 
     async def handle_get_pr(self, request: Any) -> Dict[str, Any]:
         args = _arguments(request, "get-pr")
@@ -164,7 +170,10 @@ class PRServerClient(AsyncServerConnection):
         if "value" not in args:
             raise InvalidRequestError("missing field 'value'")
         value = args["value"]
-        import_value_text(value)            # reject non-revisions even when read-only
+        try:
+            import_value_text(value)        # reject non-revisions even when read-only
+        except InvalidRevisionError as exc:
+            raise InvalidRevisionError("field 'value': %s" % exc) from None
         if self.server.read_only:
             return None                     # the reference answers null
         return {"value": self.table.importone(version, pkgarch, checksum, value)}

@@ -246,6 +246,12 @@ def parse_json(text: str) -> object:
         raise ProtocolError("invalid JSON: %s" % exc) from None
 
 
+def describe_json_type(value: object) -> str:
+    """What a decoded JSON value is, for error messages: "an array", "null", ..."""
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
 class MessageReader:
     """Turns received lines into messages, reassembling chunk streams.
 

@@ -49,11 +49,6 @@ class ClientLoggerAdapter(logging.LoggerAdapter):
         return "[Client %s] %s" % (self.extra["address"], msg), kwargs
 
 
-def _json_type(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean",
-            int: "number", float: "number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
 class AsyncServerConnection:
     """One client session: setup, then request -> handler -> response, in order.
 
@@ -271,7 +266,7 @@ class AsyncServerConnection:
 
     async def dispatch_message(self, message: Any) -> Any:
         if not isinstance(message, dict):
-            raise ClientError("a request must be a JSON object, not %s" % _json_type(message))
+            raise ClientError("a request must be a JSON object, not %s" % protocol.describe_json_type(message))
         for name, handler in self.handlers.items():
             if name in message:
                 return await handler(message[name])
