@@ -17,7 +17,8 @@ except ImportError:  # Python < 3.11: prserv depends on tomli there
     import tomli as tomllib
 
 NAMES = ["database", "bind", "read_only", "upstream", "upstream_timeout", "sync_mode", "log_file",
-         "log_level", "pidfile"]
+         "log_level", "pidfile", "max_connections", "idle_timeout", "handshake_timeout",
+         "max_message_size", "max_handshake_line", "shutdown_timeout"]
 
 
 def write(path, text: str) -> str:
@@ -49,6 +50,9 @@ def test_defaults(tmp_path):
     assert config.log_file == os.path.join(str(tmp_path), "prserv.log")
     assert config.log_level == "INFO"
     assert config.pidfile is None
+    assert (config.max_connections, config.idle_timeout, config.handshake_timeout) == (10000, 3600.0, 30.0)
+    assert (config.max_message_size, config.max_handshake_line) == (16 * 2**20, 4096)
+    assert config.shutdown_timeout == 10.0
     assert config.config_file is None
     assert list(config.values) == NAMES
     for name in NAMES:
@@ -141,14 +145,20 @@ def test_every_setting_from_environment(tmp_path):
     config = load(tmp_path, environ={
         "PRSERV_DATABASE": "d.db", "PRSERV_BIND": "h:1", "PRSERV_READ_ONLY": "1",
         "PRSERV_UPSTREAM": "u:2", "PRSERV_UPSTREAM_TIMEOUT": "2.5", "PRSERV_LOG": "l.log",
-        "PRSERV_LOGLEVEL": "critical", "PRSERV_PIDFILE": "p.pid", "PRSERV_SYNC_MODE": "Periodic:2"})
+        "PRSERV_LOGLEVEL": "critical", "PRSERV_PIDFILE": "p.pid", "PRSERV_SYNC_MODE": "Periodic:2",
+        "PRSERV_MAX_CONNECTIONS": "50", "PRSERV_IDLE_TIMEOUT": "60", "PRSERV_HANDSHAKE_TIMEOUT": "5",
+        "PRSERV_MAX_MESSAGE_SIZE": "1M", "PRSERV_MAX_HANDSHAKE_LINE": "2048",
+        "PRSERV_SHUTDOWN_TIMEOUT": "3"})
     assert [config.values[name].value for name in NAMES] == [
         os.path.join(base, "d.db"), ["h:1"], True, "u:2", 2.5, "periodic:2", os.path.join(base, "l.log"),
-        "CRITICAL", os.path.join(base, "p.pid")]
+        "CRITICAL", os.path.join(base, "p.pid"), 50, 60.0, 5.0, 2**20, 2048, 3.0]
     assert [config.source(name) for name in NAMES] == [
         "environment PRSERV_DATABASE", "environment PRSERV_BIND", "environment PRSERV_READ_ONLY",
         "environment PRSERV_UPSTREAM", "environment PRSERV_UPSTREAM_TIMEOUT", "environment PRSERV_SYNC_MODE",
-        "environment PRSERV_LOG", "environment PRSERV_LOGLEVEL", "environment PRSERV_PIDFILE"]
+        "environment PRSERV_LOG", "environment PRSERV_LOGLEVEL", "environment PRSERV_PIDFILE",
+        "environment PRSERV_MAX_CONNECTIONS", "environment PRSERV_IDLE_TIMEOUT",
+        "environment PRSERV_HANDSHAKE_TIMEOUT", "environment PRSERV_MAX_MESSAGE_SIZE",
+        "environment PRSERV_MAX_HANDSHAKE_LINE", "environment PRSERV_SHUTDOWN_TIMEOUT"]
 
 
 def test_every_setting_from_flags(tmp_path):
@@ -156,13 +166,16 @@ def test_every_setting_from_flags(tmp_path):
     config = load(tmp_path, flags={
         "database": "d.db", "bind": "h:1 h:2", "read_only": True, "upstream": "u:2",
         "upstream_timeout": "7", "log_file": "-", "log_level": "Debug", "pidfile": "p.pid",
-        "sync_mode": "on-shutdown"})
+        "sync_mode": "on-shutdown", "max_connections": "0", "idle_timeout": "0", "handshake_timeout": "0",
+        "max_message_size": "4K", "max_handshake_line": "1K", "shutdown_timeout": "0.5"})
     assert [config.values[name].value for name in NAMES] == [
         os.path.join(base, "d.db"), ["h:1", "h:2"], True, "u:2", 7.0, "on-shutdown", "-", "DEBUG",
-        os.path.join(base, "p.pid")]
+        os.path.join(base, "p.pid"), 0, 0.0, 0.0, 4096, 1024, 0.5]
     assert [config.source(name) for name in NAMES] == [
         "flag -f/--file", "flag --bind/--host/--port", "flag -r/--read-only", "flag -u/--upstream",
-        "flag --upstream-timeout", "flag --sync-mode", "flag -l/--log", "flag --loglevel", "flag --pidfile"]
+        "flag --upstream-timeout", "flag --sync-mode", "flag -l/--log", "flag --loglevel", "flag --pidfile",
+        "flag --max-connections", "flag --idle-timeout", "flag --handshake-timeout",
+        "flag --max-message-size", "flag --max-handshake-line", "flag --shutdown-timeout"]
 
 
 def test_every_setting_from_file(tmp_path):
@@ -171,12 +184,15 @@ def test_every_setting_from_file(tmp_path):
     conf = write(sub / "prserv.toml", "\n".join([
         'database = "d.db"', 'bind = ["h:1", "unix://s.sock"]', "read_only = true",
         'upstream = "u:2"', "upstream_timeout = 0.5", 'log_file = "-"', 'log_level = "error"',
-        'pidfile = "run/p.pid"', 'sync_mode = "periodic:0.5"']) + "\n")
+        'pidfile = "run/p.pid"', 'sync_mode = "periodic:0.5"', "max_connections = 3000",
+        "idle_timeout = 7200", "handshake_timeout = 10.5", 'max_message_size = "32M"',
+        "max_handshake_line = 8192", "shutdown_timeout = 30"]) + "\n")
     config = load(tmp_path, config_file=conf)
     base = str(sub)
     assert [config.values[name].value for name in NAMES] == [
         os.path.join(base, "d.db"), ["h:1", "unix://" + os.path.join(base, "s.sock")], True, "u:2",
-        0.5, "periodic:0.5", "-", "ERROR", os.path.join(base, "run", "p.pid")]
+        0.5, "periodic:0.5", "-", "ERROR", os.path.join(base, "run", "p.pid"), 3000, 7200.0, 10.5,
+        32 * 2**20, 8192, 30.0]
     assert all(config.source(name) == "file " + conf for name in NAMES)
 
 
@@ -471,7 +487,8 @@ def test_unknown_key_in_file(tmp_path):
     message = config_error(tmp_path, config_file=conf)
     assert message == ("config file %s (from flag --config): unknown setting colour; known: "
                        "database, bind, read_only, upstream, upstream_timeout, sync_mode, log_file, "
-                       "log_level, pidfile" % conf)
+                       "log_level, pidfile, max_connections, idle_timeout, handshake_timeout, "
+                       "max_message_size, max_handshake_line, shutdown_timeout" % conf)
 
 
 def test_unknown_keys_in_file_plural_sorted(tmp_path):
@@ -571,12 +588,13 @@ def test_show_exact_lines(tmp_path):
     assert lines[0] == "# effective prserv configuration (config file %s)" % conf
     assert len(lines) == 1 + len(NAMES)
     expected = {
-        "read_only": "read_only        = true" + " " * 37 + " # flag -r/--read-only",
-        "upstream_timeout": "upstream_timeout = 2.5" + " " * 38 + " # flag --upstream-timeout",
-        "upstream": 'upstream         = "up:1"' + " " * 35 + " # environment PRSERV_UPSTREAM",
-        "bind": 'bind             = ["a:1", "b:2"]' + " " * 27 + " # file " + conf,
-        "log_level": 'log_level        = "WARNING"' + " " * 32 + " # file " + conf,
-        "pidfile": 'pidfile          = ""' + " " * 39 + " # default",
+        "read_only": "read_only          = true" + " " * 35 + " # flag -r/--read-only",
+        "upstream_timeout": "upstream_timeout   = 2.5" + " " * 36 + " # flag --upstream-timeout",
+        "upstream": 'upstream           = "up:1"' + " " * 33 + " # environment PRSERV_UPSTREAM",
+        "bind": 'bind               = ["a:1", "b:2"]' + " " * 25 + " # file " + conf,
+        "log_level": 'log_level          = "WARNING"' + " " * 30 + " # file " + conf,
+        "pidfile": 'pidfile            = ""' + " " * 37 + " # default",
+        "max_message_size": "max_message_size   = 16777216" + " " * 31 + " # default",
     }
     by_name = {line.split()[0]: line for line in lines[1:]}
     assert list(by_name) == NAMES
@@ -591,14 +609,14 @@ def test_show_without_file_header(tmp_path):
     text = config.show()
     assert text.splitlines()[0] == "# effective prserv configuration"
     assert text.splitlines()[1] == "%-60s # default" % (
-        'database         = "%s"' % os.path.join(str(tmp_path), "prserv.sqlite3"))
+        'database           = "%s"' % os.path.join(str(tmp_path), "prserv.sqlite3"))
 
 
 def test_show_long_value_is_not_truncated(tmp_path):
     long = "d" * 80 + ".db"
     config = load(tmp_path, flags={"database": long})
     line = config.show().splitlines()[1]
-    assert line == 'database         = "%s" # flag -f/--file' % os.path.join(str(tmp_path), long)
+    assert line == 'database           = "%s" # flag -f/--file' % os.path.join(str(tmp_path), long)
 
 
 def test_show_is_toml_with_same_values(tmp_path):
@@ -650,6 +668,12 @@ def test_as_json(tmp_path):
         "log_file": {"value": os.path.join(str(tmp_path), "prserv.log"), "source": "default"},
         "log_level": {"value": "WARNING", "source": "file " + conf},
         "pidfile": {"value": None, "source": "default"},
+        "max_connections": {"value": 10000, "source": "default"},
+        "idle_timeout": {"value": 3600.0, "source": "default"},
+        "handshake_timeout": {"value": 30.0, "source": "default"},
+        "max_message_size": {"value": 16777216, "source": "default"},
+        "max_handshake_line": {"value": 4096, "source": "default"},
+        "shutdown_timeout": {"value": 10.0, "source": "default"},
     }
     assert list(data) == NAMES
 
@@ -680,3 +704,31 @@ def test_show_is_toml_for_non_bmp_path(tmp_path):
 def test_bad_sync_mode_is_named_with_its_source(tmp_path, text):
     message = config_error(tmp_path, environ={"PRSERV_SYNC_MODE": text})
     assert message.startswith("invalid sync_mode %r (from environment PRSERV_SYNC_MODE): " % text)
+
+
+
+@pytest.mark.parametrize("name, raw, value", [
+    ("max_connections", "0", 0), ("max_connections", "2000", 2000), ("max_connections", 5, 5),
+    ("idle_timeout", "0", 0.0), ("idle_timeout", "1.5", 1.5), ("handshake_timeout", 2, 2.0),
+    ("max_message_size", "1024", 1024), ("max_message_size", "64K", 65536),
+    ("max_message_size", "2m", 2 * 2**20), ("max_message_size", "1G", 2**30),
+    ("max_handshake_line", "8K", 8192), ("shutdown_timeout", "0", 0.0),
+])
+def test_limit_settings_parse(tmp_path, name, raw, value):
+    config = load(tmp_path, flags={name: raw})
+    assert getattr(config, name) == value
+
+
+@pytest.mark.parametrize("name, raw, expected", [
+    ("max_connections", "-1", "expected a whole number >= 0"),
+    ("max_connections", "lots", "expected a whole number >= 0"),
+    ("idle_timeout", "-5", "expected a number of seconds >= 0 (0: no limit)"),
+    ("handshake_timeout", "soon", "expected a number of seconds >= 0 (0: no limit)"),
+    ("max_message_size", "512", "expected a size in bytes of at least 1024 (suffix K, M or G allowed)"),
+    ("max_message_size", "1T", "expected a size in bytes of at least 1024 (suffix K, M or G allowed)"),
+    ("max_handshake_line", "", "expected a size in bytes of at least 1024 (suffix K, M or G allowed)"),
+])
+def test_limit_settings_reject_bad_values_naming_the_source(tmp_path, name, raw, expected):
+    env = {"PRSERV_" + name.upper(): raw}
+    message = config_error(tmp_path, environ=env)
+    assert message == "invalid %s %r (from environment PRSERV_%s): %s" % (name, raw, name.upper(), expected)

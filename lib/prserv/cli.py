@@ -47,6 +47,19 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
                         help="immediate (default: each value fsync'd before it is answered),\n"
                              "periodic:SECONDS, or on-shutdown (throwaway builds)")
     parser.add_argument("--pidfile", help="daemon pidfile (default: /tmp/PRServer_<ip>_<port>.pid)")
+    limits = parser.add_argument_group("limits (per connection; see README)")
+    limits.add_argument("--max-connections", metavar="N",
+                        help="open client connections at most (default: 10000; 0: no limit)")
+    limits.add_argument("--idle-timeout", metavar="SECONDS",
+                        help="close a client connection silent this long (default: 3600; 0: never)")
+    limits.add_argument("--handshake-timeout", metavar="SECONDS",
+                        help="time a new connection has for its setup (default: 30; 0: no limit)")
+    limits.add_argument("--max-message-size", metavar="BYTES",
+                        help="largest request, chunk streams included (default: 16M)")
+    limits.add_argument("--max-handshake-line", metavar="BYTES",
+                        help="longest connection-setup line (default: 4K)")
+    limits.add_argument("--shutdown-timeout", metavar="SECONDS",
+                        help="time requests in flight get on SIGTERM/SIGINT (default: 10)")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -61,7 +74,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
     flags = {"database": args.file, "log_file": args.log, "log_level": args.loglevel,
              "bind": bind, "read_only": args.read_only, "upstream": args.upstream,
              "upstream_timeout": args.upstream_timeout, "sync_mode": args.sync_mode,
-             "pidfile": args.pidfile}
+             "pidfile": args.pidfile, "max_connections": args.max_connections,
+             "idle_timeout": args.idle_timeout, "handshake_timeout": args.handshake_timeout,
+             "max_message_size": args.max_message_size, "max_handshake_line": args.max_handshake_line,
+             "shutdown_timeout": args.shutdown_timeout}
     return load_config(flags, config_file=args.config)
 
 

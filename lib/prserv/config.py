@@ -77,6 +77,37 @@ def _positive_number(raw: Any, base: str) -> float:
     return value
 
 
+def _seconds_or_zero(raw: Any, base: str) -> float:
+    """Seconds, 0 meaning "no limit"."""
+    try:
+        value = float(raw) if not isinstance(raw, bool) else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not value >= 0 or value == float("inf"):
+        raise _Invalid("expected a number of seconds >= 0 (0: no limit)")
+    return value
+
+
+def _count(raw: Any, base: str) -> int:
+    """A whole number >= 0 (0 meaning "no limit" where the setting says so)."""
+    text = str(raw).strip() if isinstance(raw, (str, int)) and not isinstance(raw, bool) else ""
+    if not text.isdigit() or not text.isascii():
+        raise _Invalid("expected a whole number >= 0")
+    return int(text)
+
+
+def _size(raw: Any, base: str) -> int:
+    """Bytes, optionally with a K/M/G suffix (powers of 1024); at least 1 KiB."""
+    text = str(raw).strip().upper() if isinstance(raw, (str, int)) and not isinstance(raw, bool) else ""
+    factor = 1
+    if text[-1:] in ("K", "M", "G"):
+        factor = 1024 ** ("KMG".index(text[-1]) + 1)
+        text = text[:-1].strip()
+    if not text.isdigit() or not text.isascii() or int(text) * factor < 1024:
+        raise _Invalid("expected a size in bytes of at least 1024 (suffix K, M or G allowed)")
+    return int(text) * factor
+
+
 def _address(raw: Any, base: str) -> str:
     text = _text(raw, base)
     try:
@@ -154,6 +185,18 @@ SETTINGS: Tuple[Setting, ...] = (
             "CRITICAL, ERROR, WARNING, INFO or DEBUG"),
     Setting("pidfile", "PRSERV_PIDFILE", "--pidfile", None, _optional_path,
             "daemon pidfile (default /tmp/PRServer_<ip>_<port>.pid, as bitbake)"),
+    Setting("max_connections", "PRSERV_MAX_CONNECTIONS", "--max-connections", 10000, _count,
+            "open client connections at most; more are closed at once (0: no limit)"),
+    Setting("idle_timeout", "PRSERV_IDLE_TIMEOUT", "--idle-timeout", 3600, _seconds_or_zero,
+            "seconds of silence before a client connection is closed (0: never)"),
+    Setting("handshake_timeout", "PRSERV_HANDSHAKE_TIMEOUT", "--handshake-timeout", 30,
+            _seconds_or_zero, "seconds a new connection has to complete its setup (0: no limit)"),
+    Setting("max_message_size", "PRSERV_MAX_MESSAGE_SIZE", "--max-message-size", "16M", _size,
+            "bytes of one request, a chunk stream's total included"),
+    Setting("max_handshake_line", "PRSERV_MAX_HANDSHAKE_LINE", "--max-handshake-line", "4K", _size,
+            "bytes of one connection-setup line"),
+    Setting("shutdown_timeout", "PRSERV_SHUTDOWN_TIMEOUT", "--shutdown-timeout", 10,
+            _seconds_or_zero, "seconds requests in flight get to finish on SIGTERM/SIGINT"),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}

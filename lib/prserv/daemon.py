@@ -30,6 +30,7 @@ from typing import Callable, List, Optional
 
 from . import __version__, logger
 from .asyncrpc.address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, parse_address, split_ws_uri
+from .asyncrpc.limits import Limits
 from .config import STDERR_LOG, Config
 from .errors import ConfigError
 
@@ -156,7 +157,15 @@ def build_server(config: Config):
 
     return create_server(config.bind, config.database, upstream=config.upstream,
                          read_only=config.read_only, upstream_timeout=config.upstream_timeout,
-                         sync_mode=config.sync_mode)
+                         sync_mode=config.sync_mode, limits=limits_of(config))
+
+
+def limits_of(config: Config) -> Limits:
+    """The connection limits the settings ask for."""
+    return Limits(max_message=config.max_message_size, max_handshake_line=config.max_handshake_line,
+                  max_connections=config.max_connections, idle_timeout=config.idle_timeout,
+                  handshake_timeout=config.handshake_timeout,
+                  shutdown_timeout=config.shutdown_timeout)
 
 
 def describe(config: Config, addresses: List[str]) -> str:

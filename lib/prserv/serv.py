@@ -17,6 +17,7 @@ from . import logger
 from .alloc import Allocator
 from .asyncrpc import AsyncServer, AsyncServerConnection, InvokeError, ServerError
 from .asyncrpc.connection import Connection
+from .asyncrpc.limits import Limits
 from .asyncrpc.protocol import JSONStream, describe_json_type, dumps
 from .commit import IMMEDIATE, GroupCommit, PendingCommit, SyncMode, parse_sync_mode
 from .config import load_config
@@ -195,8 +196,8 @@ class PRServer(AsyncServer):
 
     def __init__(self, dbfile: str, read_only: bool = False, upstream: Optional[str] = None,
                  upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
-                 sync_mode: Union[str, SyncMode] = IMMEDIATE) -> None:
-        super().__init__(logger)
+                 sync_mode: Union[str, SyncMode] = IMMEDIATE, limits: Optional[Limits] = None) -> None:
+        super().__init__(logger, limits)
         self.dbfile = os.path.abspath(dbfile)
         self.read_only = read_only
         self.upstream = upstream or None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from typing import Any, Callable, Deque, List, Optional, Union
 
 from . import protocol
@@ -33,6 +34,21 @@ class Connection:
 
     def __init__(self, max_message: int = protocol.DEFAULT_MAX_MESSAGE) -> None:
         self._reader = protocol.MessageReader(max_message)
+        self._stop_receiving = False
+        self._receiving = False
+        self._last_activity = time.monotonic()
+
+    @property
+    def last_activity(self) -> float:
+        """``time.monotonic()`` when bytes last arrived (idle-timeout bookkeeping)."""
+        return self._last_activity
+
+    def stop_receiving(self) -> bool:
+        """Deliver no more messages (``pump_messages`` returns once the one in hand is
+        done).  True if the connection is idle waiting for a message: then nothing is
+        in flight and the caller may simply close it."""
+        self._stop_receiving = True
+        return self._receiving
 
     @property
     def address(self) -> str:
@@ -71,8 +87,13 @@ class Connection:
         message and ``ConnectionClosedError`` at the end of the stream.  The next
         message is not delivered before the previous one's task (if any) finished.
         """
-        while True:
-            outcome = deliver(await self.recv_message())
+        while not self._stop_receiving:
+            self._receiving = True
+            try:
+                message = await self.recv_message()
+            finally:
+                self._receiving = False
+            outcome = deliver(message)
             if isinstance(outcome, asyncio.Future):
                 outcome = await outcome
             if not outcome:
@@ -95,6 +116,7 @@ class LineProtocol(asyncio.Protocol):
         self._on_connection = on_connection
         self._consumer: Optional[Callable[[], None]] = None
         self.transport: Optional[asyncio.Transport] = None
+        self.last_activity = time.monotonic()
 
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -103,6 +125,7 @@ class LineProtocol(asyncio.Protocol):
             self._on_connection(self)
 
     def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
         lines = self._buffer.feed(data)
         if lines:
             self._lines.extend(lines)
@@ -214,6 +237,18 @@ class StreamConnection(Connection):
         self._transport = line_protocol.transport
         self.timeout = timeout
         self.max_chunk = max_chunk
+        self._pump: Optional["_MessagePump"] = None
+
+    @property
+    def last_activity(self) -> float:
+        return self._protocol.last_activity
+
+    def stop_receiving(self) -> bool:
+        self._stop_receiving = True
+        pump = self._pump
+        if pump is None:
+            return False
+        return pump.stop()
 
     @property
     def address(self) -> str:
@@ -266,13 +301,16 @@ class StreamConnection(Connection):
 
     async def pump_messages(self, deliver: Deliver) -> None:
         """Deliver messages from ``data_received`` itself (see ``Connection.pump_messages``)."""
-        pump = _MessagePump(self._protocol, self._reader, deliver)
+        pump = self._pump = _MessagePump(self._protocol, self._reader, deliver)
+        if self._stop_receiving:
+            pump.stop()
         self._protocol.set_consumer(pump.run)
         try:
             pump.run()
             await pump.finished
         finally:
             self._protocol.set_consumer(None)
+            self._pump = None
             pump.cancel()
 
     def _write(self, data: bytes) -> None:
@@ -300,6 +338,7 @@ class _MessagePump:
         self._reader = reader
         self._deliver = deliver
         self._pending: Optional[asyncio.Future] = None
+        self._stopping = False
         self.finished: asyncio.Future = asyncio.get_running_loop().create_future()
 
     def run(self) -> None:
@@ -334,10 +373,19 @@ class _MessagePump:
             self.finished.cancel()
         elif outcome.exception() is not None:
             self.finished.set_exception(outcome.exception())
-        elif not outcome.result():
+        elif not outcome.result() or self._stopping:
             self.finished.set_result(None)
         else:
             self.run()
+
+    def stop(self) -> bool:
+        """Deliver nothing more; end at once if no message is in hand.  True if idle."""
+        self._stopping = True
+        if self._pending is None:
+            if not self.finished.done():
+                self.finished.set_result(None)
+            return True
+        return False
 
     def cancel(self) -> None:
         """Stop a delivered message's task still running (the session is over)."""
@@ -374,6 +422,7 @@ class WebsocketConnection(Connection):
                     raise ReadTimeoutError("no data within %g s" % self.timeout) from None
         except ConnectionClosed:
             raise ConnectionClosedError("websocket closed") from None
+        self._last_activity = time.monotonic()
         if isinstance(data, bytes):
             data = protocol.decode_line(data)
         return data

@@ -16,12 +16,14 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
 
 from . import protocol
 from .address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, format_tcp_address, parse_address, split_ws_uri
 from .connection import Connection, LineProtocol, StreamConnection, WebsocketConnection
 from .eager import start_eagerly
+from .limits import Limits, raise_open_file_limit
 from .exceptions import (ClientError, ConnectionClosedError, HandshakeError, InvokeError,
                          ProtocolError, ServerError)
 from .sockets import bind_unix_socket, set_tcp_listener_options
@@ -66,6 +68,8 @@ class AsyncServerConnection:
     proto_versions = ((1, 0),)
     max_held_answers = 1024
     """Answers held back at most; beyond, reading this client's requests waits."""
+    limits = Limits()
+    """The server's limits (``AsyncServer`` sets its own on each session)."""
 
     def __init__(self, connection: Connection, proto_name: str, logger: logging.Logger) -> None:
         self.connection = connection
@@ -79,6 +83,11 @@ class AsyncServerConnection:
         self._sender: Optional[asyncio.Task] = None
         self._all_sent_waiter: Optional[asyncio.Future] = None
         self._failed = False
+        self.opened_at = time.monotonic()
+        self.setup_done = False
+        self.requests = 0
+        self.end_reason = "closed by the client"
+        self._closer: Optional[asyncio.Task] = None
 
     async def handle_headers(self, headers: Dict[str, str]) -> Dict[str, str]:
         """Headers to answer ``needs-headers: true`` with (none by default)."""
@@ -107,22 +116,55 @@ class AsyncServerConnection:
                 finally:
                     await self._send_held_answers()
         except ConnectionClosedError:
-            self.logger.debug("connection closed by client")
+            pass
         except (OSError, ConnectionError) as exc:
-            self.logger.info("connection error: %s", exc)
+            self.end_reason = "connection error: %s" % exc
         finally:
             if self._sender is not None:
                 self._sender.cancel()
             await self.close()
+            self.logger.info("connection closed after %d request%s in %.1f s: %s", self.requests,
+                             "" if self.requests == 1 else "s", time.monotonic() - self.opened_at,
+                             self.end_reason)
+
+    @property
+    def idle(self) -> bool:
+        """No answer is waiting to be sent (the client is not owed anything)."""
+        return not self._held and self._sender is None
+
+    def stop_receiving(self) -> None:
+        """Server shutdown: take no more requests; close once the answers in flight
+        have left (the connection closes by itself if a request is in hand)."""
+        self.end_reason = "server stopping"
+        if self.connection.stop_receiving():        # idle: nothing in flight but answers
+            self._closer = asyncio.get_running_loop().create_task(self._close_when_sent())
+
+    async def _close_when_sent(self) -> None:
+        with contextlib.suppress(ConnectionClosedError, OSError):
+            await self._all_sent()
+        await self.close()
+
+    def abort(self, reason: str) -> None:
+        """End the session now, logging ``reason`` (a limit was hit)."""
+        self.end_reason = reason
+        self.logger.warning("closing the connection: %s", reason)
+        asyncio.get_running_loop().create_task(self.close())
 
     async def _setup(self) -> bool:
         setup = protocol.ServerSetup(self.proto_name, self.proto_versions)
+        max_line = self.limits.max_handshake_line
         try:
-            while not setup.feed_line(await self.connection.recv_line()):
-                pass
+            while True:
+                line = await self.connection.recv_line()
+                if len(line) > max_line:
+                    raise HandshakeError("setup line longer than %d bytes" % max_line)
+                if setup.feed_line(line):
+                    break
         except (HandshakeError, ProtocolError) as exc:
+            self.end_reason = "refused connection setup: %s" % exc
             self.logger.warning("refused connection setup: %s", exc)
             return False
+        self.setup_done = True
         self.client_headers = setup.headers
         if setup.needs_headers:
             headers = await self.handle_headers(setup.headers)
@@ -138,7 +180,11 @@ class AsyncServerConnection:
     def _deliver(self, message: Any) -> Union[bool, "asyncio.Task[bool]"]:
         """Answer one message: at once if its handler never waits, else in a task."""
         if message is None:
+            self.end_reason = "ended by the client (null message)"
             return False                    # JSON null: the client ends the session
+        self.requests += 1
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug("request %d: %s", self.requests, protocol.dumps(message)[:300])
         return start_eagerly(self._answer(message))
 
     async def _answer(self, message: Any) -> bool:
@@ -167,6 +213,7 @@ class AsyncServerConnection:
         return True
 
     async def _refuse(self, message: str) -> None:
+        self.end_reason = "invoke-error: %s" % message
         self.logger.info("invoke-error: %s", message)
         await self._send({"invoke-error": {"message": message}}, None)
 
@@ -283,12 +330,12 @@ class Listener:
     address: str = ""
 
     def __init__(self, handler: ConnectionHandler, logger: logging.Logger,
-                 max_line: int = protocol.DEFAULT_MAX_LINE,
-                 max_message: int = protocol.DEFAULT_MAX_MESSAGE) -> None:
+                 limits: Optional[Limits] = None) -> None:
         self.handler = handler
         self.logger = logger
-        self.max_line = max_line
-        self.max_message = max_message
+        limits = limits or Limits()
+        self.max_line = limits.line_limit
+        self.max_message = limits.max_message
         self.server: Any = None
         self._tasks: Set[asyncio.Task] = set()
 
@@ -303,6 +350,11 @@ class Listener:
 
     async def start(self) -> None:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop accepting connections (open ones go on)."""
+        if self.server is not None:
+            self.server.close()
 
     async def stop(self) -> None:
         """Stop accepting, end every open session, and wait for them."""
@@ -323,8 +375,8 @@ class Listener:
 
 class TCPListener(Listener):
     def __init__(self, host: str, port: int, handler: ConnectionHandler, logger: logging.Logger,
-                 *, reuseport: bool = False, **limits: int) -> None:
-        super().__init__(handler, logger, **limits)
+                 *, reuseport: bool = False, limits: Optional[Limits] = None) -> None:
+        super().__init__(handler, logger, limits)
         self.host, self.port, self.reuseport = host, port, reuseport
 
     async def start(self) -> None:
@@ -340,8 +392,8 @@ class TCPListener(Listener):
 
 class UnixListener(Listener):
     def __init__(self, path: str, handler: ConnectionHandler, logger: logging.Logger,
-                 **limits: int) -> None:
-        super().__init__(handler, logger, **limits)
+                 limits: Optional[Limits] = None) -> None:
+        super().__init__(handler, logger, limits)
         self.path = os.path.abspath(path)
 
     async def start(self) -> None:
@@ -358,9 +410,13 @@ class UnixListener(Listener):
 
 class WebsocketListener(Listener):
     def __init__(self, host: str, port: int, handler: ConnectionHandler, logger: logging.Logger,
-                 **limits: int) -> None:
-        super().__init__(handler, logger, **limits)
+                 limits: Optional[Limits] = None) -> None:
+        super().__init__(handler, logger, limits)
         self.host, self.port = host, port
+
+    def close(self) -> None:
+        """Nothing yet: the websocket library's close() also closes open connections,
+        so that waits for ``stop`` (after the server let its sessions finish)."""
 
     async def start(self) -> None:
         from .websocket import serve
@@ -382,6 +438,26 @@ class WebsocketListener(Listener):
 
 # --------------------------------------------------------------------------- server
 
+def reopen_log_files(logger: logging.Logger) -> int:
+    """Reopen the files of the ``FileHandler``s ``logger`` writes through (its own and
+    its ancestors'), so a rotated log is left for the new file; returns how many."""
+    reopened = 0
+    current: Optional[logging.Logger] = logger
+    while current is not None:
+        for handler in current.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.acquire()
+                try:
+                    if handler.stream is not None:
+                        handler.stream.close()
+                    handler.stream = handler._open()
+                finally:
+                    handler.release()
+                reopened += 1
+        current = current.parent if current.propagate else None
+    return reopened
+
+
 class AsyncServer:
     """Owns its listeners and an event loop; runs in this process or a child.
 
@@ -393,26 +469,31 @@ class AsyncServer:
     after ``fork``).
     """
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, logger: logging.Logger, limits: Optional[Limits] = None) -> None:
         self.logger = logger
+        self.limits = limits or Limits()
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         self.listeners: List[Listener] = []
         self.address: Optional[str] = None
         self.addresses: List[str] = []
         self.process: Optional[multiprocessing.process.BaseProcess] = None
+        self.sessions: Dict[AsyncServerConnection, asyncio.Task] = {}
+        """Open client sessions and the task running each."""
         self._stop_requested: Optional[asyncio.Event] = None
+        self._watchdog: Optional[asyncio.Task] = None
         self._serving = False
 
     # -- choosing the transport (nothing is bound until serving starts)
     def start_tcp_server(self, host: str, port: int, *, reuseport: bool = False) -> None:
         self.listeners.append(TCPListener(host, port, self._client_handler, self.logger,
-                                          reuseport=reuseport))
+                                          reuseport=reuseport, limits=self.limits))
 
     def start_unix_server(self, path: str) -> None:
-        self.listeners.append(UnixListener(path, self._client_handler, self.logger))
+        self.listeners.append(UnixListener(path, self._client_handler, self.logger, self.limits))
 
     def start_websocket_server(self, host: str, port: int, reuseport: bool = False) -> None:
-        self.listeners.append(WebsocketListener(host, port, self._client_handler, self.logger))
+        self.listeners.append(WebsocketListener(host, port, self._client_handler, self.logger,
+                                                self.limits))
 
     def start_server(self, addr: str) -> None:
         """Pick the transport from an address string (``host:port``, ``unix://``, ``ws://``)."""
@@ -429,16 +510,62 @@ class AsyncServer:
         raise NotImplementedError
 
     async def _client_handler(self, connection: Connection) -> None:
+        limit = self.limits.max_connections
+        if limit and len(self.sessions) >= limit:
+            self.logger.warning("[Client %s] refused: %d connections open (max_connections)",
+                                connection.address, len(self.sessions))
+            with contextlib.suppress(Exception):
+                await connection.close()
+            return
+        client: Optional[AsyncServerConnection] = None
         try:
             client = self.accept_client(connection)
+            client.limits = self.limits
+            self.sessions[client] = asyncio.current_task()  # type: ignore[assignment]
             await client.process_requests()
         except asyncio.CancelledError:
             raise
         except Exception:
             self.logger.exception("error from client %s", connection.address)
         finally:
+            if client is not None:
+                self.sessions.pop(client, None)
             with contextlib.suppress(Exception):
                 await connection.close()
+
+    async def _watch_sessions(self, interval: float) -> None:
+        """Close connections that outstay the handshake or idle timeout."""
+        limits = self.limits
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for session in list(self.sessions):
+                if not session.setup_done:
+                    if limits.handshake_timeout and now - session.opened_at > limits.handshake_timeout:
+                        session.abort("no connection setup within %g s (handshake_timeout)"
+                                      % limits.handshake_timeout)
+                elif limits.idle_timeout and session.idle \
+                        and now - session.connection.last_activity > limits.idle_timeout:
+                    session.abort("idle for more than %g s (idle_timeout)" % limits.idle_timeout)
+
+    async def _finish_sessions(self) -> None:
+        """Let the requests in flight finish (bounded by ``shutdown_timeout``), then
+        cancel what is left.  Sessions still in their setup are simply ended."""
+        for session, task in list(self.sessions.items()):
+            if session.setup_done:
+                session.stop_receiving()
+            else:
+                task.cancel()
+        tasks = list(self.sessions.values())
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=self.limits.shutdown_timeout)
+        if pending:
+            self.logger.warning("%d session(s) still busy after %g s (shutdown_timeout): cancelled",
+                                len(pending), self.limits.shutdown_timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # -- lifecycle hooks
     async def open_resources(self) -> None:
@@ -466,13 +593,23 @@ class AsyncServer:
         self.addresses = [listener.address for listener in self.listeners]
         self.address = self.addresses[0]
         self._serving = True
+        interval = self.limits.watch_interval()
+        if interval:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch_sessions(interval))
         return self.address
 
     async def stop_serving(self) -> None:
-        """Stop listening, end open sessions, close resources."""
+        """Stop accepting, let requests in flight finish and their answers leave
+        (bounded wait), end every session, close resources (commit, database)."""
         if not self._serving:
             return
         self._serving = False
+        for listener in self.listeners:
+            listener.close()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        await self._finish_sessions()
         for listener in self.listeners:
             await listener.stop()
         await self.close_resources()
@@ -496,20 +633,30 @@ class AsyncServer:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
 
+    def _install_signal_handlers(self) -> None:
+        """Before anyone learns the server is up: a signal sent as soon as it is must
+        find its handler (SIGHUP's default action would kill the process)."""
+        for sig in STOP_SIGNALS:
+            self.loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        self.loop.add_signal_handler(signal.SIGHUP, self.reopen_logs)
+
     def _run_until_stopped(self) -> None:
         # Everything allocated so far (modules, caches) lives as long as the server:
         # leaving it out of the cyclic GC's full collections keeps them short.
         gc.freeze()
-        for sig in STOP_SIGNALS:
-            self.loop.add_signal_handler(sig, self._on_stop_signal, sig)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
         try:
             self.loop.run_until_complete(self.serve())
         finally:
-            for sig in STOP_SIGNALS:
+            for sig in STOP_SIGNALS + (signal.SIGHUP,):
                 self.loop.remove_signal_handler(sig)
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
+
+    def reopen_logs(self) -> None:
+        """SIGHUP (logrotate): reopen every log file this server's logger writes to."""
+        reopened = reopen_log_files(self.logger)
+        self.logger.info("SIGHUP: reopened %d log file(s)", reopened)
 
     def _on_stop_signal(self, sig: int) -> None:
         self.logger.debug("got signal %d, stopping", sig)
@@ -520,16 +667,20 @@ class AsyncServer:
 
         ``ready()`` is called once listening (``self.address`` is then set).
         """
+        raise_open_file_limit(self.logger)
         self._create_loop()
         try:
             self.loop.run_until_complete(self.start_serving())
         except BaseException:
             self.loop.close()
             raise
+        self._install_signal_handlers()
         if ready is not None:
             try:
                 ready()
             except BaseException:
+                for sig in STOP_SIGNALS + (signal.SIGHUP,):
+                    self.loop.remove_signal_handler(sig)
                 self.loop.run_until_complete(self.stop_serving())
                 self.loop.close()
                 raise
@@ -568,6 +719,7 @@ class AsyncServer:
 
     def _child_main(self, sender: Any, prefunc: Optional[Callable[..., None]], args: tuple,
                     log_level: Optional[int]) -> None:
+        raise_open_file_limit(self.logger)
         self._create_loop()
         try:
             self.loop.run_until_complete(self.start_serving())
@@ -575,6 +727,7 @@ class AsyncServer:
             sender.send((None, "%s: %s" % (type(exc).__name__, exc)))
             sender.close()
             raise SystemExit(1)
+        self._install_signal_handlers()
         sender.send((self.addresses, None))
         sender.close()
         if prefunc is not None:
