@@ -147,6 +147,13 @@ def configure_logging(log_file: str, log_level: str) -> None:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
     root.setLevel(getattr(logging, log_level))
+    # This process only serves, and LOG_FORMAT shows neither source lines nor thread
+    # or process names: skip collecting them for each record (the logging module's
+    # documented switches; a quarter of the cost of a connection's INFO line).
+    logging._srcfile = None                 # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 # --------------------------------------------------------------------------- serving
