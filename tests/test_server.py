@@ -125,7 +125,7 @@ async def test_concurrent_new_checksums_get_distinct_values(start_server):
      "max-package-pr: field 'pkgarch' must be a string, not null"),
     ('{"import-one": {"version": "v", "pkgarch": "a", "checksum": "c", "value": "01"}}',
      "import-one: field 'value': import value is not a revision (dotted decimal integers, "
-     "no leading zeros): '01'"),
+     "no leading zeros, at most 256 characters): '01'"),
     ('{"import-one": {"version": "v", "pkgarch": "a", "checksum": "c", "value": -1}}',
      "import-one: field 'value': import value must not be negative: -1"),
     ('{"import-one": {"version": "v", "pkgarch": "a", "checksum": {}, "value": "1"}}',

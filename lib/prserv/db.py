@@ -29,7 +29,8 @@ from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, 
 
 from . import policy
 from .errors import DatabaseError, InvalidRevisionError, ReadOnlyError
-from .revision import RevisionKey, is_revision, key_to_revision, optional_key, revision_key
+from .revision import (MAX_REVISION_LENGTH, RevisionKey, is_revision, key_to_revision, optional_key,
+                       revision_key)
 
 logger = logging.getLogger("BitBake.PRserv")
 
@@ -496,12 +497,14 @@ def import_value_text(value: object) -> str:
     if isinstance(value, int):
         if value < 0:
             raise InvalidRevisionError("import value must not be negative: %d" % value)
-        return str(value)
-    if isinstance(value, str) and is_revision(value):
+        value = str(value)
+        if is_revision(value):
+            return value
+    elif isinstance(value, str) and is_revision(value):
         return value
     shown = repr(value) if len(repr(value)) < 80 else repr(value)[:80] + "..."
     raise InvalidRevisionError("import value is not a revision (dotted decimal integers, "
-                               "no leading zeros): %s" % shown)
+                               "no leading zeros, at most %d characters): %s" % (MAX_REVISION_LENGTH, shown))
 
 
 class WalCheckpointer:

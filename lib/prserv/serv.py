@@ -50,6 +50,18 @@ def _text(args: Dict[str, Any], name: str) -> str:
         raise InvalidRequestError("field %r must be a string, not %s" % (name, describe_json_type(value)))
     if not value:
         raise InvalidRequestError("field %r must not be empty" % name)
+    return _unicode(value, name)
+
+
+def _unicode(value: str, name: str) -> str:
+    """``value`` if it can be stored: JSON's ``\\ud800`` escapes decode to lone
+    surrogates, which are not text (SQLite takes UTF-8)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequestError("field %r is not valid Unicode text (a lone surrogate)"
+                                      % name) from None
     return value
 
 
@@ -60,6 +72,7 @@ def _checksum_fields(args: Dict[str, Any]) -> Tuple[str, str, str]:
     field only to name what is wrong."""
     version, pkgarch, checksum = args.get("version"), args.get("pkgarch"), args.get("checksum")
     if type(version) is str and type(pkgarch) is str and type(checksum) is str \
+            and version.isascii() and pkgarch.isascii() and checksum.isascii() \
             and version and pkgarch and checksum:
         return version, pkgarch, checksum
     return _text(args, "version"), _text(args, "pkgarch"), _text(args, "checksum")
@@ -72,7 +85,7 @@ def _filter(args: Dict[str, Any], name: str) -> Optional[str]:
         raise InvalidRequestError("missing field %r (use null for any)" % name)
     if value is not None and not isinstance(value, str):
         raise InvalidRequestError("field %r must be a string or null, not %s" % (name, describe_json_type(value)))
-    return value or None
+    return _unicode(value, name) if value else None
 
 
 def _flag(args: Dict[str, Any], name: str, default: Any = _MISSING) -> bool:

@@ -135,9 +135,11 @@ class LineProtocol(asyncio.Protocol):
             self._wake()
 
     def eof_received(self) -> bool:
+        """The peer will send nothing more, but may still read: keep the transport
+        open for the answers still owed (``printf ... | nc -N`` half-closes so)."""
         self._eof = True
         self._wake()
-        return False
+        return True
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._eof = self._lost = True
