@@ -89,15 +89,14 @@ def _filter(args: Dict[str, Any], name: str) -> Optional[str]:
 
 
 def _flag(args: Dict[str, Any], name: str, default: Any = _MISSING) -> bool:
-    """A boolean field (null, 0 and 1 accepted); ``default`` when absent, if given."""
+    """A JSON boolean field; ``default`` when absent, if given.  Nothing else: the
+    reference goes by truthiness, so the string "false" meant true there."""
     value = args.get(name, default)
     if value is _MISSING:
         raise InvalidRequestError("missing field %r" % name)
-    if value is None or isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise InvalidRequestError("field %r must be true or false" % name)
+    if isinstance(value, bool):
+        return value
+    raise InvalidRequestError("field %r must be true or false, not %s" % (name, describe_json_type(value)))
 
 
 def _export_pieces(metainfo: Dict[str, Any], rows: Iterable[tuple]) -> Iterator[str]:
