@@ -372,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("config", cmd_config, "print the effective server configuration and its sources")
     sub.add_argument("--show", action="store_true", help="print it (the default action)")
     add_server_options(sub)
+
+    from . import backup, migrate
+
+    migrate.add_commands(command)       # prserv migrate
+    backup.add_commands(command)        # prserv backup / restore / dump
     return parser
 
 
