@@ -27,7 +27,7 @@ import threading
 import urllib.parse
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-from . import policy
+from . import migrate, policy
 from .errors import DatabaseError, InvalidRevisionError, ReadOnlyError
 from .revision import (MAX_REVISION_LENGTH, RevisionKey, is_revision, key_to_revision, optional_key,
                        revision_key)
@@ -615,6 +615,12 @@ class PRData:
                     self.filename, "; a server in a buffered sync mode needs it alone" if exclusive
                     else " that holds it exclusively (a server in a buffered sync mode?)", exc)) from exc
             raise DatabaseError("cannot use database %s: %s" % (self.filename, exc)) from exc
+        try:    # tables of bitbake <= 2.8: copied into PRMAIN once, or a read-only open refused
+            self.migration: Optional[migrate.MigrationSummary] = migrate.on_open(
+                self.connection, self.filename, read_only)
+        except BaseException:
+            self.connection.close()
+            raise
         self._tables: Dict[str, PRTable] = {}
         self.checkpointer: Optional[WalCheckpointer] = None
         if background_checkpoints and not read_only and not exclusive:
