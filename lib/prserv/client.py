@@ -7,10 +7,12 @@ An ``{"invoke-error": ...}`` answer raises ``prserv.asyncrpc.InvokeError``.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Iterable, List, Optional, Tuple, Union
+import asyncio
+from typing import IO, Any, AsyncIterator, Iterable, List, Optional, Tuple, Union
 
 from . import logger
-from .asyncrpc import AsyncClient, Client
+from .asyncrpc import AsyncClient, Client, ConnectionClosedError, InvokeError, ProtocolError
+from .asyncrpc.protocol import parse_json
 
 PROTO_NAME = "PRSERVICE"
 PROTO_VERSION = "1.0"
@@ -66,6 +68,50 @@ class PRAsyncClient(AsyncClient):
     async def is_readonly(self) -> Optional[bool]:
         return await self._field({"is-readonly": {}}, "readonly")
 
+    async def dump_db(self, fd: IO[str]) -> int:
+        """The server's SQL dump (``dump-db``) written to the text file ``fd`` as it
+        arrives; returns the characters written (like ``PRTable.dump_db(fd)``).
+
+        The chunk stream is decoded piece by piece, never reassembled, so memory
+        does not grow with the database.  Sending the request is retried like any
+        request; receiving is not (part of the dump may be written already): a
+        failure raises ``ConnectionError``.
+        """
+        from .backup import DumpDecoder, InvalidDumpAnswer
+
+        await self._send_wrapper(lambda: self.socket.send_message({"dump-db": {}}))
+        try:
+            head = parse_json(await self._dump_line())
+            if not (isinstance(head, dict) and "chunk-stream" in head):
+                return await self._small_dump(head, fd)     # one line (or websocket message)
+            decoder = DumpDecoder(fd)
+            while True:
+                line = await self._dump_line()
+                if not line:                                 # the end of the chunk stream
+                    return decoder.finish()
+                decoder.feed(line)
+        except (ProtocolError, InvalidDumpAnswer) as exc:
+            await self.disconnect()
+            raise ConnectionError("dump from %s: invalid answer: %s" % (self.address, exc)) from exc
+
+    async def _dump_line(self) -> str:
+        try:
+            return await self.socket.recv_line()
+        except (OSError, ConnectionClosedError, asyncio.TimeoutError) as exc:
+            await self.disconnect()
+            raise ConnectionError("dump from %s failed: %s" % (self.address, exc)) from exc
+
+    async def _small_dump(self, answer: Any, fd: IO[str]) -> int:
+        if isinstance(answer, dict) and "invoke-error" in answer:
+            await self.disconnect()              # the server closes after an invoke-error
+            error = answer["invoke-error"]
+            raise InvokeError(str(error.get("message") if isinstance(error, dict) else error))
+        if not (isinstance(answer, dict) and isinstance(answer.get("dump"), str)):
+            await self.disconnect()
+            raise ConnectionError("dump from %s: unexpected answer %r" % (self.address, str(answer)[:100]))
+        fd.write(answer["dump"])
+        return len(answer["dump"])
+
 
 class PRClient(Client):
     """Blocking PR client (a context manager); calls run on a private event loop."""
@@ -74,7 +120,7 @@ class PRClient(Client):
         self._timeout = timeout
         super().__init__()
         self._add_methods("getPR", "test_pr", "test_package", "max_package_pr", "importone",
-                          "export", "is_readonly")
+                          "export", "is_readonly", "dump_db")
 
     def _get_async_client(self) -> PRAsyncClient:
         return PRAsyncClient(self._timeout)

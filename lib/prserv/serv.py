@@ -13,7 +13,7 @@ import os
 import sqlite3
 from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Union
 
-from . import logger
+from . import backup, logger
 from .alloc import Allocator
 from .asyncrpc import AsyncServer, AsyncServerConnection, InvokeError, ServerError
 from .asyncrpc.connection import Connection
@@ -127,6 +127,7 @@ class PRServerClient(AsyncServerConnection):
             "import-one": self.handle_import_one,
             "export": self.handle_export,
             "is-readonly": self.handle_is_readonly,
+            "dump-db": self.handle_dump_db,
         })
 
     @property
@@ -202,6 +203,15 @@ class PRServerClient(AsyncServerConnection):
     async def handle_is_readonly(self, request: Any) -> Dict[str, bool]:
         return {"readonly": self.server.read_only}
 
+    async def handle_dump_db(self, request: Any) -> JSONStream:
+        """``{"dump": "<SQL text>"}`` of a consistent snapshot, sent as it is read."""
+        _arguments(request, "dump-db")
+        return JSONStream(self.server.start_dump(self).pieces())
+
+    async def close(self) -> None:
+        self.server.end_dump(self)          # a dump still being sent to this client stops
+        await super().close()
+
 
 class PRServer(AsyncServer):
     """bitbake's ``PRServer``: a database file, optionally read-only, optionally chained."""
@@ -219,6 +229,30 @@ class PRServer(AsyncServer):
         self.table: Optional[PRTable] = None
         self.allocator: Optional[Allocator] = None
         self.commits: Optional[GroupCommit] = None
+        self.dump: Optional[backup.DumpStream] = None
+        """The dump being sent (one at a time: a second request is refused)."""
+        self._dump_session: Optional[PRServerClient] = None
+
+    def start_dump(self, session: PRServerClient) -> backup.DumpStream:
+        """Begin a dump for ``session``: a snapshot taken now (``backup.open_server_snapshot``;
+        in a buffered mode this commits and pauses for a copy)."""
+        if self.dump is not None:
+            raise backup.BackupError("a dump is already in progress; try again when it has finished")
+        exclusive = self.sync_mode.buffered and not self.read_only
+        conn, description = backup.open_server_snapshot(
+            self.dbfile, self.db.connection, exclusive, self.commits.commit if self.commits else None)
+        self.dump = backup.DumpStream(conn, description, session.logger, self._dump_ended, session.abort)
+        self._dump_session = session
+        return self.dump
+
+    def _dump_ended(self, dump: backup.DumpStream) -> None:
+        if self.dump is dump:
+            self.dump, self._dump_session = None, None
+
+    def end_dump(self, session: Optional[PRServerClient] = None) -> None:
+        """Stop the dump in progress (only if ``session`` sends it, when given)."""
+        if self.dump is not None and (session is None or session is self._dump_session):
+            self.dump.close()
 
     def accept_client(self, connection: Connection) -> PRServerClient:
         return PRServerClient(connection, self)
@@ -244,6 +278,7 @@ class PRServer(AsyncServer):
         return address
 
     async def close_resources(self) -> None:
+        self.end_dump()
         if self.allocator is not None:
             await self.allocator.close()
         if self.commits is not None:

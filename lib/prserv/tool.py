@@ -32,10 +32,12 @@ EXIT_USAGE = 2              # bad arguments or settings (argparse's own code)
 EXIT_UNREACHABLE = 3        # no connection to the server
 EXIT_REFUSED = 4            # the server answered with an error, or is read-only for a write
 EXIT_INCOMPLETE = 5         # import-file: some lines were skipped
+EXIT_VERIFY = 6             # backup / restore / dump: the copy fails its integrity check
 
 __doc__ += """
   0 success, 1 not found, 2 bad arguments, 3 server unreachable,
-  4 refused by the server, 5 import-file skipped some lines.
+  4 refused by the server (backup: the file is held by a buffered-mode server),
+  5 import-file skipped some lines, 6 a backup fails its integrity check.
 """
 
 PROGRESS_INTERVAL = 0.2     # seconds between progress bar updates

@@ -21,7 +21,7 @@ from .exceptions import ConnectionClosedError, ReadTimeoutError
 
 _PAUSE_READING_LINES = 256   # pipelined lines buffered before the peer is slowed down
 _RESUME_READING_LINES = 64
-_YIELD_EVERY_BYTES = 256 * 1024  # a long streamed answer lets other clients in this often
+_YIELD_EVERY_BYTES = 32 * 1024   # a long streamed answer lets other clients in this often
 
 Deliver = Callable[[Any], "Union[bool, asyncio.Future]"]
 """Takes one message; returns True (go on), False (stop), or a future of either."""

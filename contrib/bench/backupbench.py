@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""backupbench: ``prserv backup`` of a million-row database under a get-pr load.
+
+    backupbench.py [--rows 1000000] [--clients 32] [--mode hit|mixed|new] [--rate RPS]
+                   [--baseline 5] [--nice N] [--runs 1] [--method backup|dump|spin]
+
+1. writes a database of ``--rows`` rows (``bigdb.make_database``) and starts
+   ``bin/bitbake-prserv -F`` on it (immediate sync mode, the default);
+2. runs ``--clients`` persistent get-pr clients (``prbench.py``'s workload and
+   connection code, in this process) for the whole measurement, timing every
+   request: back to back (as prbench.py does: the most the server can do), or
+   with ``--rate`` at that many requests per second in all, each client on a
+   fixed schedule (a request late for its slot is timed from the slot, so queueing
+   behind a stall counts);
+3. after a warm-up second and ``--baseline`` seconds, runs
+   ``python -m prserv backup DB OUT --json`` (this checkout's ``lib/``) as a
+   separate process while the load goes on, and keeps the load running until
+   that process has exited.
+
+Reported per run: the backup's own time (``VACUUM INTO``), the wall time of the
+whole command (which also runs ``PRAGMA integrity_check`` and counts rows on the
+copy), the get-pr p99 of the requests sent in the baseline window and of those
+sent while the backup process ran, and their ratio.  ``--nice N`` starts the
+backup process with that niceness.  Standard library only.  Prints a table and
+one JSON line per run.
+
+``--method`` replaces the backup by something else in the same place:
+``dump`` runs ``prserv dump --server ADDR -`` (the server's own dump, read and
+discarded; not checked), ``spin`` a process that only keeps one core busy for
+1.5 s (a control: what any CPU-bound neighbour costs the load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bigdb  # noqa: E402
+import prbench  # noqa: E402
+
+ROOT = HERE.parents[1]
+WARM_UP_S = 1.0
+Sample = Tuple[float, float]
+"""(send time, latency) of one get-pr, in ``time.perf_counter`` seconds."""
+
+
+class Load:
+    """``clients`` persistent connections asking get-pr back to back until stopped."""
+
+    def __init__(self, address: str, mode: str, clients: int, rate: float = 0.0) -> None:
+        self.target = prbench.parse_address(address)
+        packages = prbench.DEFAULT_PACKAGES[mode]
+        self.workload = prbench.Workload(mode, packages, "bb", "core2-64", False, os.urandom(6).hex())
+        self.clients = clients
+        self.interval = clients / rate if rate else 0.0
+        """Seconds between the request slots of one client (0: back to back)."""
+        self.samples: List[Sample] = []
+        self.errors = 0
+        self._stop = False
+        self._task: Optional[asyncio.Future] = None
+
+    async def start(self) -> None:
+        if self.workload.mode in prbench.PRIMED_MODES:
+            await asyncio.to_thread(prbench.prime, self.target, self.workload, self.clients)
+        connections = await asyncio.gather(*(prbench.open_persistent(self.target) for _ in range(self.clients)))
+        self._task = asyncio.gather(*(self._client(c, conn) for c, conn in enumerate(connections)))
+
+    async def _client(self, client: int, connection: prbench.ReplyProtocol) -> None:
+        i = 0
+        slot = time.perf_counter() + self.interval * client / self.clients
+        try:
+            while not self._stop:
+                _, _, request = self.workload.next_request(client, i)
+                sent = time.perf_counter()
+                if self.interval:
+                    if slot > sent:
+                        await asyncio.sleep(slot - sent)
+                    sent = slot
+                    slot += self.interval
+                line = await connection.ask(request)
+                self.samples.append((sent, time.perf_counter() - sent))
+                if prbench.reply_value(line) is None:
+                    self.errors += 1
+                i += 1
+        finally:
+            connection.close()
+
+    async def stop(self) -> None:
+        self._stop = True
+        await self._task
+
+    def p99_ms(self, start: float, end: float) -> Tuple[Optional[float], int]:
+        """p99 of the requests sent in [start, end), and their number."""
+        window = sorted(latency for sent, latency in self.samples if start <= sent < end)
+        return prbench.percentile_ms(window, 0.99), len(window)
+
+
+SPIN = "import time\nend = time.monotonic() + 1.5\nwhile time.monotonic() < end: pass"
+
+
+async def run_backup(method: str, db: str, address: str, out: str,
+                     nice: int) -> Tuple[Dict[str, Any], float, float]:
+    """Run the backup command; (its JSON report, start and end ``perf_counter``)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "lib"))
+    env = {k: v for k, v in env.items() if not k.startswith("PRSERV_")}
+    argv = {"backup": ["-m", "prserv", "--json", "backup", db, out],
+            "dump": ["-m", "prserv", "--json", "dump", "--server", address, "-"],
+            "spin": ["-c", SPIN]}[method]
+    started = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *argv, env=env,
+        stdout=asyncio.subprocess.DEVNULL if method == "dump" else asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, preexec_fn=(lambda: os.nice(nice)) if nice else None)
+    stdout, stderr = await process.communicate()
+    ended = time.perf_counter()
+    if process.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (method, process.returncode, stderr.decode()))
+    if method == "backup":
+        return json.loads(stdout), started, ended
+    if method == "dump":                     # the summary goes to stderr with '-'
+        return dict(json.loads(stderr), verification=None), started, ended
+    return {"seconds": round(ended - started, 3), "bytes": 0, "verification": None}, started, ended
+
+
+async def measure(address: str, db: str, workdir: str, options: argparse.Namespace, run: int) -> Dict[str, Any]:
+    load = Load(address, options.mode, options.clients, options.rate)
+    await load.start()
+    await asyncio.sleep(WARM_UP_S)
+    baseline_start = time.perf_counter()
+    await asyncio.sleep(options.baseline)
+    out = os.path.join(workdir, "backup-%d.sqlite3" % run)
+    report, started, ended = await run_backup(options.method, db, address, out, options.nice)
+    await load.stop()
+    if os.path.exists(out):
+        os.unlink(out)
+    p99_before, n_before = load.p99_ms(baseline_start, started)
+    p99_during, n_during = load.p99_ms(started, ended)
+    checked = report["verification"] or {"tables": {}, "integrity": ["not checked"]}
+    return {
+        "run": run, "method": options.method, "mode": options.mode, "clients": options.clients, "rate": options.rate or None,
+        "nice": options.nice,
+        "backup_s": report["seconds"], "command_s": round(ended - started, 3),
+        "copy_mib": round(report["bytes"] / 2**20, 1),
+        "copy_rows": checked["tables"].get("PRMAIN"),
+        "integrity": "; ".join(checked["integrity"]),
+        "requests_before": n_before, "p99_before_ms": p99_before,
+        "requests_during": n_during, "p99_during_ms": p99_during,
+        "ratio": round(p99_during / p99_before, 2) if p99_before and p99_during else None,
+        "errors": load.errors,
+    }
+
+
+COLUMNS = ("run", "backup_s", "command_s", "copy_rows", "integrity", "requests_before", "p99_before_ms",
+           "requests_during", "p99_during_ms", "ratio", "errors")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--per-package", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--mode", default="hit", choices=("hit", "mixed", "new"))
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="requests per second in all (default: back to back, as fast as answered)")
+    parser.add_argument("--baseline", type=float, default=5.0, help="seconds of load before the backup")
+    parser.add_argument("--nice", type=int, default=0, help="niceness of the backup process (default 0)")
+    parser.add_argument("--runs", type=int, default=1, help="backups in turn, each with its own baseline")
+    parser.add_argument("--method", default="backup", choices=("backup", "dump", "spin"),
+                        help="what runs during the load (default: prserv backup)")
+    options = parser.parse_args()
+    results: List[Dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="prbench-backup-") as workdir:
+        db = os.path.join(workdir, "prserv.sqlite3")
+        started = time.monotonic()
+        bigdb.make_database(db, options.rows, options.per_package)
+        print("database: %d rows, %.0f MiB, written in %.1f s" % (
+            options.rows, os.path.getsize(db) / 2**20, time.monotonic() - started))
+        process, address, _ = bigdb.start_server(db, os.path.join(workdir, "server.log"))
+        try:
+            for run in range(1, options.runs + 1):
+                results.append(asyncio.run(measure(address, db, workdir, options, run)))
+        finally:
+            process.terminate()
+            process.wait()
+    print("  ".join("%15s" % column for column in COLUMNS))
+    for result in results:
+        print("  ".join("%15s" % (result[column],) for column in COLUMNS))
+    for result in results:
+        print(json.dumps(result))
+    return 0 if all(r["errors"] == 0 and r["integrity"] in ("ok", "not checked") for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
