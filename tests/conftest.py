@@ -47,3 +47,24 @@ def process_servers():
         if server.process.is_alive():
             server.process.terminate()
         server.process.join(10)
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``cli(*argv)`` -> (exit code, stdout, stderr) of the ``prserv`` command, run in
+    this process with no ``PRSERV_*`` variable set."""
+    from prserv import tool
+
+    for name in list(os.environ):
+        if name.startswith("PRSERV_"):
+            monkeypatch.delenv(name)
+
+    def run(*argv: str):
+        try:
+            code = tool.main(list(argv))
+        except SystemExit as exc:               # argparse refusing the arguments
+            code = exc.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

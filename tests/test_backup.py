@@ -372,21 +372,10 @@ async def test_dump_of_a_buffered_server_includes_its_buffer(mode, tmp_path, sta
 # --------------------------------------------------------------------------- the prserv subcommands
 
 @pytest.fixture
-def cli(capsys, monkeypatch):
-    """``cli(*argv)`` -> (exit code, stdout, stderr), run in this process."""
-    for name in list(os.environ):
-        if name.startswith("PRSERV_"):
-            monkeypatch.delenv(name)
-
+def cli(cli):
+    """conftest's ``cli``, with ``backup --nice 0``: the test process keeps its priority."""
     def run(*argv: str):
-        if "backup" in argv:            # keep this test process's own CPU priority
-            argv = argv + ("--nice", "0")
-        try:
-            code = tool.main(list(argv))
-        except SystemExit as exc:
-            code = exc.code
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
+        return cli(*(argv + ("--nice", "0") if "backup" in argv else argv))
 
     return run
 

@@ -97,23 +97,6 @@ def open_and_close(path: str, read_only: bool = False) -> Optional[migrate.Migra
     return data.migration
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """``cli(*argv)`` -> (exit code, stdout, stderr), in this process."""
-    for name in ("PRSERV_HOST", "PRSERV_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-
-    def run(*argv: str):
-        try:
-            code = tool.main(list(argv))
-        except SystemExit as exc:
-            code = exc.code
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
-
-
 # --------------------------------------------------------------------------- copying
 
 def test_nohist_rows_copied_value_by_value_and_hist_ignored_with_warning(tmp_path, caplog):

@@ -20,24 +20,6 @@ def server(tmp_path, process_servers):
     return process_servers("127.0.0.1:0", str(tmp_path / "pr.sqlite3"))
 
 
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """``cli(*argv)`` -> (exit code, stdout, stderr), run in this process."""
-    for name in list(os.environ):
-        if name.startswith("PRSERV_"):
-            monkeypatch.delenv(name)
-
-    def run(*argv: str):
-        try:
-            code = tool.main(list(argv))
-        except SystemExit as exc:               # argparse refusing the arguments
-            code = exc.code
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
-
-
 def fill(address: str, rows) -> None:
     with prserv.create_client(address) as client:
         for version, pkgarch, checksum, value in rows:
