@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import logging
 import multiprocessing
+import os
 import sqlite3
 
 import pytest
 
+from prserv import db
 from prserv.db import PRData
 from prserv.errors import DatabaseError, InvalidRevisionError, ReadOnlyError
 
@@ -373,6 +375,44 @@ def test_background_checkpointer_copies_the_wal_off_the_writers_thread(dbpath):
         data.disconnect()
     assert data.checkpointer is None
     assert len(rows(dbpath)) == 2000
+
+
+@pytest.mark.parametrize("tail", [True, False])
+def test_the_log_starts_over_under_continuous_writes(dbpath, monkeypatch, tail):
+    """SQLite starts the log over only when a write transaction begins with every frame
+    copied; a background copy always misses the frames committed while it ran.  The
+    writer's ``checkpoint_tail`` after a commit copies those, so the log stays small
+    under writes that never pause; without it (``tail=False``) it grows for ever."""
+    monkeypatch.setattr(db, "WAL_COPY_BYTES", 16 << 10)
+    monkeypatch.setattr(db, "WAL_RESTART_BYTES", 64 << 10)
+    monkeypatch.setattr(db, "WAL_CHECK_INTERVAL", 3600.0)     # the test makes the passes
+    data = PRData(dbpath, background_checkpoints=True)
+    assert data.connection.execute("PRAGMA journal_size_limit").fetchone() == (16 << 10,)
+    table = data["PRMAIN"]
+    other = sqlite3.connect(dbpath, isolation_level=None)
+    wal_sizes = []
+
+    def commit_rows_while_a_copy_runs(first: int) -> None:
+        table.begin()
+        for i in range(first, first + 100):
+            table.importone(V, A, "checksum-%06d" % i, str(i))
+        data.checkpointer.copy(other)           # a background pass sees the log up to here
+        table.commit()
+
+    try:
+        for round in range(40):
+            commit_rows_while_a_copy_runs(100 * round)
+            if tail:
+                data.checkpoint_tail()
+            wal_sizes.append(os.path.getsize(dbpath + "-wal"))
+        if tail:    # restart threshold + one round's frames (about 40 KiB)
+            assert data.checkpointer.tails >= 10 and max(wal_sizes) < 192 << 10, wal_sizes
+        else:
+            assert data.checkpointer.tails == 0 and wal_sizes[-1] > 1 << 20, wal_sizes
+    finally:
+        other.close()
+        data.disconnect()
+    assert len(rows(dbpath)) == 4000
 
 
 def test_no_background_checkpointer_for_read_only_or_exclusive_files(dbpath):

@@ -165,3 +165,26 @@ async def test_no_answer_is_written_before_its_value_is_committed(tmp_path, star
             assert await client.getPR("p-1.0-r0", "core2-64", "c%d" % i) == str(i)
     observer.close()
     assert seen_at_write == [(str(i), True) for i in range(30)]
+
+
+async def test_the_servers_log_starts_over_while_clients_keep_writing(tmp_path, start_server, monkeypatch):
+    """Under writes that never pause, the server's WAL is copied in the background and
+    started over after a commit (``GroupCommit(after_commit=...)``): it stays near its
+    threshold instead of growing for ever (1.4 GB in 16 s of new-PR load before)."""
+    from prserv import db
+
+    monkeypatch.setattr(db, "WAL_COPY_BYTES", 16 << 10)
+    monkeypatch.setattr(db, "WAL_RESTART_BYTES", 64 << 10)
+    monkeypatch.setattr(db, "WAL_CHECK_INTERVAL", 0.001)
+    server = await start_server()
+    checkpointer = server.db.checkpointer
+    wal = server.dbfile + "-wal"
+    largest, asked = 0, 0
+    async with await prserv.create_async_client(server.address) as client:
+        while checkpointer.tails < 5:       # progress of the real thread, not a sleep
+            assert await client.getPR("pkg-1.0-r0", "x86", "c%d" % asked) == str(asked)
+            asked += 1
+            largest = max(largest, os.path.getsize(wal))
+            assert asked < 5_000, "no tail checkpoint after %d writes" % asked
+    assert largest < 1 << 20, largest
+    assert len(rows(server.dbfile)) == asked

@@ -110,9 +110,13 @@ class GroupCommit:
     transaction is open, so every write path joins the shared transaction.
     """
 
-    def __init__(self, table: PRTable, mode: SyncMode) -> None:
+    def __init__(self, table: PRTable, mode: SyncMode,
+                 after_commit: Optional[Callable[[], None]] = None) -> None:
+        """``after_commit``: upkeep to run after each successful commit, once the
+        answers that waited for it have been released (the log's checkpoint)."""
         self.table = table
         self.mode = mode
+        self.after_commit = after_commit
         self._pending: Optional[PendingCommit] = None
         self._timer: Optional[asyncio.Handle] = None
         self.commits = 0
@@ -175,3 +179,5 @@ class GroupCommit:
             return
         self.commits += 1
         pending.finish()
+        if self.after_commit is not None:
+            self.after_commit()

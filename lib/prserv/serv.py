@@ -265,7 +265,7 @@ class PRServer(AsyncServer):
         self.table = self.db["PRMAIN"]
         self.table.recheck_later = asyncio.get_running_loop().call_soon
         if not self.read_only:
-            self.commits = self.table.group = GroupCommit(self.table, self.sync_mode)
+            self.commits = self.table.group = GroupCommit(self.table, self.sync_mode, after_commit=self.db.checkpoint_tail)
         upstream = Upstream(self.upstream, self.upstream_timeout) if self.upstream else None
         self.allocator = Allocator(self.table, upstream)
 
