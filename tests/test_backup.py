@@ -373,9 +373,9 @@ async def test_dump_of_a_buffered_server_includes_its_buffer(mode, tmp_path, sta
 
 @pytest.fixture
 def cli(cli):
-    """conftest's ``cli``, with ``backup --nice 0``: the test process keeps its priority."""
+    """conftest's ``cli``, with ``backup --priority normal``: the test process keeps its priority."""
     def run(*argv: str):
-        return cli(*(argv + ("--nice", "0") if "backup" in argv else argv))
+        return cli(*(argv + ("--priority", "normal") if "backup" in argv else argv))
 
     return run
 
@@ -451,19 +451,42 @@ async def test_dump_command(tmp_path, start_server):
     assert code == tool.EXIT_UNREACHABLE and "cannot reach" in stderr
 
 
-def test_backup_lowers_its_own_priority_by_default(tmp_path):
-    """The copy yields the CPU to the PR server it runs beside (``--nice``, default 10)."""
-    from prserv.backup import DEFAULT_BACKUP_NICENESS
+PRIORITY_PROBE = """
+import json, os, runpy, sys
+import prserv.backup as b
+real = b.backup_file
+def probe(*args, **kwargs):
+    policy = {os.SCHED_IDLE: "SCHED_IDLE", os.SCHED_OTHER: "SCHED_OTHER"}[os.sched_getscheduler(0)]
+    print(json.dumps({"policy": policy, "niceness": os.nice(0)}), file=sys.stderr)
+    return real(*args, **kwargs)
+b.backup_file = probe
+sys.argv = ["prserv", "--json", "backup"] + sys.argv[1:]
+runpy.run_module("prserv", run_name="__main__")
+"""
 
-    parser = tool.build_parser()
-    assert parser.parse_args(["backup", "a", "b"]).nice == DEFAULT_BACKUP_NICENESS == 10
-    assert parser.parse_args(["backup", "a", "b", "--nice", "0"]).nice == 0
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policies")
+@pytest.mark.parametrize("wal, argv, policy, niceness, applied", [
+    (True, [], "SCHED_IDLE", 0, "idle"),
+    (True, ["--priority", "low"], "SCHED_OTHER", 10, "niceness 10"),
+    (True, ["--priority", "normal"], "SCHED_OTHER", 0, "normal"),
+    (False, [], "SCHED_OTHER", 0, "normal"),           # a reader blocks writers: no delay
+])
+def test_backup_priority(tmp_path, wal, argv, policy, niceness, applied):
+    """By default the copy runs only on CPU time nothing else wants (``SCHED_IDLE``),
+    so the PR server beside it keeps its latency; not on a rollback-journal file,
+    where the copy's read lock holds every writer back until it ends."""
     db = str(tmp_path / "pr.sqlite3")
-    PRData(db).disconnect()
-    probe = ("import os, sys, runpy; sys.argv = ['prserv', 'backup', %r, %r]; "
-             "import prserv.backup as b; real = b.backup_file; "
-             "b.backup_file = lambda *a, **k: (print('niceness', os.nice(0)), real(*a, **k))[1]; "
-             "runpy.run_module('prserv', run_name='__main__')") % (db, str(tmp_path / "copy.sqlite3"))
-    result = subprocess.run([sys.executable, "-c", probe], env=cli_env(), capture_output=True, text=True)
+    if wal:
+        PRData(db).disconnect()
+    else:
+        conn = sqlite3.connect(db)
+        conn.execute("CREATE TABLE PRMAIN (version TEXT, pkgarch TEXT, checksum TEXT, value TEXT)")
+        conn.commit()
+        conn.close()
+    argv = [db, str(tmp_path / "copy.sqlite3")] + argv
+    result = subprocess.run([sys.executable, "-c", PRIORITY_PROBE] + argv, env=cli_env(),
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "niceness %d" % min(os.nice(0) + 10, 19) in result.stdout
+    assert json.loads(result.stderr) == {"policy": policy, "niceness": min(os.nice(0) + niceness, 19)}
+    assert json.loads(result.stdout)["priority"] == applied

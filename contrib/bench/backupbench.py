@@ -2,7 +2,7 @@
 """backupbench: ``prserv backup`` of a million-row database under a get-pr load.
 
     backupbench.py [--rows 1000000] [--clients 32] [--mode hit|mixed|new] [--rate RPS]
-                   [--baseline 5] [--nice N] [--runs 1] [--method backup|dump|spin]
+                   [--baseline 5] [--priority idle|low|normal] [--runs 1] [--method backup|dump|spin]
 
 1. writes a database of ``--rows`` rows (``bigdb.make_database``) and starts
    ``bin/bitbake-prserv -F`` on it (immediate sync mode, the default);
@@ -20,8 +20,11 @@
 Reported per run: the backup's own time (``VACUUM INTO``), the wall time of the
 whole command (which also runs ``PRAGMA integrity_check`` and counts rows on the
 copy), the get-pr p99 of the requests sent in the baseline window and of those
-sent while the backup process ran, and their ratio.  ``--nice N`` starts the
-backup process with that niceness.  Standard library only.  Prints a table and
+sent while the backup process ran, their ratio, and the size of the server's
+``-wal`` file afterwards (the largest it grew: the copy's read transaction holds
+checkpoints back while the load writes).  ``--priority`` is passed
+to ``prserv backup`` (default ``idle``, the command's own default) and applied
+to the ``spin`` control the same way.  Standard library only.  Prints a table and
 one JSON line per run.
 
 ``--method`` replaces the backup by something else in the same place:
@@ -40,7 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -105,22 +108,31 @@ class Load:
         return prbench.percentile_ms(window, 0.99), len(window)
 
 
+def _spin_priority(priority: str) -> Optional[Callable[[], Any]]:
+    """What ``prserv backup --priority`` does (on a WAL file), for the control process."""
+    if priority == "normal":
+        return None
+    sys.path.insert(0, str(ROOT / "lib"))
+    from prserv.backup import lower_priority
+    return lambda: lower_priority(priority, blocks_writers=False)
+
+
 SPIN = "import time\nend = time.monotonic() + 1.5\nwhile time.monotonic() < end: pass"
 
 
 async def run_backup(method: str, db: str, address: str, out: str,
-                     nice: int) -> Tuple[Dict[str, Any], float, float]:
+                     priority: str) -> Tuple[Dict[str, Any], float, float]:
     """Run the backup command; (its JSON report, start and end ``perf_counter``)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "lib"))
     env = {k: v for k, v in env.items() if not k.startswith("PRSERV_")}
-    argv = {"backup": ["-m", "prserv", "--json", "backup", db, out],
+    argv = {"backup": ["-m", "prserv", "--json", "backup", db, out, "--priority", priority],
             "dump": ["-m", "prserv", "--json", "dump", "--server", address, "-"],
             "spin": ["-c", SPIN]}[method]
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         sys.executable, *argv, env=env,
         stdout=asyncio.subprocess.DEVNULL if method == "dump" else asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, preexec_fn=(lambda: os.nice(nice)) if nice else None)
+        stderr=asyncio.subprocess.PIPE, preexec_fn=_spin_priority(priority) if method == "spin" else None)
     stdout, stderr = await process.communicate()
     ended = time.perf_counter()
     if process.returncode != 0:
@@ -139,7 +151,7 @@ async def measure(address: str, db: str, workdir: str, options: argparse.Namespa
     baseline_start = time.perf_counter()
     await asyncio.sleep(options.baseline)
     out = os.path.join(workdir, "backup-%d.sqlite3" % run)
-    report, started, ended = await run_backup(options.method, db, address, out, options.nice)
+    report, started, ended = await run_backup(options.method, db, address, out, options.priority)
     await load.stop()
     if os.path.exists(out):
         os.unlink(out)
@@ -148,7 +160,7 @@ async def measure(address: str, db: str, workdir: str, options: argparse.Namespa
     checked = report["verification"] or {"tables": {}, "integrity": ["not checked"]}
     return {
         "run": run, "method": options.method, "mode": options.mode, "clients": options.clients, "rate": options.rate or None,
-        "nice": options.nice,
+        "priority": report.get("priority", options.priority),
         "backup_s": report["seconds"], "command_s": round(ended - started, 3),
         "copy_mib": round(report["bytes"] / 2**20, 1),
         "copy_rows": checked["tables"].get("PRMAIN"),
@@ -157,11 +169,21 @@ async def measure(address: str, db: str, workdir: str, options: argparse.Namespa
         "requests_during": n_during, "p99_during_ms": p99_during,
         "ratio": round(p99_during / p99_before, 2) if p99_before and p99_during else None,
         "errors": load.errors,
+        "wal_mib": round(_size(db + "-wal") / 2**20, 1),
     }
 
 
+def _size(path: str) -> int:
+    """The size of ``path``, 0 if it does not exist.  The ``-wal`` file keeps the
+    largest size it reached: a backup's read transaction holds checkpoints back."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 COLUMNS = ("run", "backup_s", "command_s", "copy_rows", "integrity", "requests_before", "p99_before_ms",
-           "requests_during", "p99_during_ms", "ratio", "errors")
+           "requests_during", "p99_during_ms", "ratio", "errors", "wal_mib")
 
 
 def main() -> int:
@@ -173,7 +195,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.0,
                         help="requests per second in all (default: back to back, as fast as answered)")
     parser.add_argument("--baseline", type=float, default=5.0, help="seconds of load before the backup")
-    parser.add_argument("--nice", type=int, default=0, help="niceness of the backup process (default 0)")
+    parser.add_argument("--priority", choices=("idle", "low", "normal"), default="idle",
+                        help="prserv backup --priority, also applied to --method spin (default: idle)")
     parser.add_argument("--runs", type=int, default=1, help="backups in turn, each with its own baseline")
     parser.add_argument("--method", default="backup", choices=("backup", "dump", "spin"),
                         help="what runs during the load (default: prserv backup)")
