@@ -341,3 +341,13 @@ def test_cli_nothing_to_migrate_and_missing_file(tmp_path, cli):
     garbage.write_text("not a database, " * 100)
     code, out, err = cli("migrate", str(garbage))
     assert (code, out) == (tool.EXIT_USAGE, "") and "not a database" in err
+
+
+def test_cli_exit_code_says_rows_were_skipped(tmp_path, cli):
+    """Like import-file's skipped lines: exit 5 when this run left rows behind."""
+    path = make_legacy(tmp_path / "old.sqlite3", [(V, A, "n", None), (V, A, "neg", -3), (V, A, "ok", 4)])
+    code, out, err = cli("migrate", path)
+    assert (code, err) == (tool.EXIT_INCOMPLETE, "")
+    assert "  PRMAIN_nohist: 1 copied, 0 already present, 2 skipped (not a revision)" in out.splitlines()
+    code, out, _ = cli("--json", "migrate", path)       # done before: nothing skipped now
+    assert (code, json.loads(out)["status"]) == (tool.EXIT_OK, "already-migrated")

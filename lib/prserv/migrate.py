@@ -119,6 +119,10 @@ class MigrationSummary:
     def rows_copied(self) -> int:
         return sum(table.rows_copied for table in self.tables)
 
+    @property
+    def rows_invalid(self) -> int:
+        return sum(table.rows_invalid for table in self.tables)
+
     def as_dict(self) -> Dict[str, Any]:
         document = dataclasses.asdict(self)
         document["rows_copied"] = self.rows_copied
@@ -334,9 +338,13 @@ def on_open(conn: sqlite3.Connection, database: str, read_only: bool) -> Optiona
 # --------------------------------------------------------------------------- prserv migrate
 
 def cmd_migrate(args: argparse.Namespace, out: "Output") -> int:
-    """``prserv migrate DB``: open the file read-write (which migrates) and report."""
+    """``prserv migrate DB``: open the file read-write (which migrates) and report.
+
+    Exits with ``EXIT_INCOMPLETE`` when this run skipped rows whose value is not a
+    revision, as ``import-file`` does for lines it skips: a script must not take a
+    partial copy for a whole one (the warnings quote the rows)."""
     from .db import PRData
-    from .tool import EXIT_OK, EXIT_USAGE, Failure
+    from .tool import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, Failure
 
     if not os.path.isfile(args.database):          # opening it read-write would create it
         raise Failure(EXIT_USAGE, "no database file %s" % args.database)
@@ -351,7 +359,7 @@ def cmd_migrate(args: argparse.Namespace, out: "Output") -> int:
         data.disconnect()
     document, text = _report(data.filename, summary, record)
     out.result(document, text)
-    return EXIT_OK
+    return EXIT_INCOMPLETE if summary is not None and summary.rows_invalid else EXIT_OK
 
 
 def _report(database: str, summary: Optional[MigrationSummary],

@@ -31,7 +31,7 @@ EXIT_NOT_FOUND = 1          # test-pr / max-package-pr: no value; test-package: 
 EXIT_USAGE = 2              # bad arguments or settings (argparse's own code)
 EXIT_UNREACHABLE = 3        # no connection to the server
 EXIT_REFUSED = 4            # the server answered with an error, or is read-only for a write
-EXIT_INCOMPLETE = 5         # import-file: some lines were skipped
+EXIT_INCOMPLETE = 5         # import-file: some lines were skipped; migrate: some rows
 EXIT_VERIFY = 6             # backup / restore / dump: the copy fails its integrity check
 
 __doc__ += """
