@@ -415,7 +415,7 @@ def test_backup_restore_commands_output_and_exit_codes(tmp_path, cli):
 def test_failed_verification_exit_code(tmp_path, cli, monkeypatch):
     db = str(tmp_path / "pr.sqlite3")
     prefill(db, 3)
-    monkeypatch.setattr(backup, "verify", lambda path: {"path": path, "integrity": ["page 2: bad"], "ok": False,
+    monkeypatch.setattr(backup, "verify", lambda path, throttle=None: {"path": path, "integrity": ["page 2: bad"], "ok": False,
                                                         "tables": {"PRMAIN": 3}})
     code, out, err = cli("backup", db, str(tmp_path / "copy.sqlite3"))
     assert code == tool.EXIT_VERIFY and "integrity_check: page 2: bad" in out and "fails" in err
@@ -466,13 +466,13 @@ runpy.run_module("prserv", run_name="__main__")
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling policies")
-@pytest.mark.parametrize("wal, argv, policy, niceness, applied", [
-    (True, [], "SCHED_IDLE", 0, "idle"),
-    (True, ["--priority", "low"], "SCHED_OTHER", 10, "niceness 10"),
-    (True, ["--priority", "normal"], "SCHED_OTHER", 0, "normal"),
-    (False, [], "SCHED_OTHER", 0, "normal"),           # a reader blocks writers: no delay
+@pytest.mark.parametrize("wal, argv, policy, niceness, applied, cpu_share", [
+    (True, [], "SCHED_IDLE", 0, "idle", 0.25),
+    (True, ["--priority", "low"], "SCHED_OTHER", 10, "niceness 10", None),
+    (True, ["--priority", "normal"], "SCHED_OTHER", 0, "normal", None),
+    (False, [], "SCHED_OTHER", 0, "normal", None),     # a reader blocks writers: no delay
 ])
-def test_backup_priority(tmp_path, wal, argv, policy, niceness, applied):
+def test_backup_priority(tmp_path, wal, argv, policy, niceness, applied, cpu_share):
     """By default the copy runs only on CPU time nothing else wants (``SCHED_IDLE``),
     so the PR server beside it keeps its latency; not on a rollback-journal file,
     where the copy's read lock holds every writer back until it ends."""
@@ -489,4 +489,20 @@ def test_backup_priority(tmp_path, wal, argv, policy, niceness, applied):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stderr) == {"policy": policy, "niceness": min(os.nice(0) + niceness, 19)}
-    assert json.loads(result.stdout)["priority"] == applied
+    summary = json.loads(result.stdout)
+    assert (summary["priority"], summary["cpu_share"]) == (applied, cpu_share)
+
+
+def test_throttle_pauses_inside_one_long_statement(tmp_path):
+    """The progress handler pauses in the middle of a statement, after each ``run``
+    seconds of work, and leaves its result alone."""
+    pauses: List[float] = []
+    conn = sqlite3.connect(":memory:")
+    backup.Throttle(run=0.0, pause=0.25, sleep=pauses.append).attach(conn)
+    count = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) SELECT count(*) FROM n"
+    assert conn.execute(count).fetchone() == (100000,)
+    assert len(pauses) > 100 and set(pauses) == {0.25}      # run=0: a pause at every call
+    del pauses[:]
+    backup.Throttle(run=3600.0, pause=0.25, sleep=pauses.append).attach(conn)
+    assert conn.execute(count).fetchone() == (100000,) and pauses == []
+    assert backup.IDLE_THROTTLE.cpu_share == 0.25

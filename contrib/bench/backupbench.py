@@ -15,14 +15,17 @@
 3. after a warm-up second and ``--baseline`` seconds, runs
    ``python -m prserv backup DB OUT --json`` (this checkout's ``lib/``) as a
    separate process while the load goes on, and keeps the load running until
-   that process has exited.
+   that process has exited.  A small launcher process, started before the load,
+   starts it: a fork of this process would stall the load's event loop for
+   milliseconds (its page tables hold every sample) and be timed as latency.
 
 Reported per run: the backup's own time (``VACUUM INTO``), the wall time of the
 whole command (which also runs ``PRAGMA integrity_check`` and counts rows on the
 copy), the get-pr p99 of the requests sent in the baseline window and of those
 sent while the backup process ran, their ratio, and the size of the server's
-``-wal`` file afterwards (the largest it grew: the copy's read transaction holds
-checkpoints back while the load writes).  ``--priority`` is passed
+``-wal`` file afterwards (it keeps the largest size it reached since the log last
+started over; the copy's read transaction holds checkpoints back while the load
+writes).  ``--priority`` is passed
 to ``prserv backup`` (default ``idle``, the command's own default) and applied
 to the ``spin`` control the same way.  Standard library only.  Prints a table and
 one JSON line per run.
@@ -39,11 +42,12 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -108,35 +112,59 @@ class Load:
         return prbench.percentile_ms(window, 0.99), len(window)
 
 
-def _spin_priority(priority: str) -> Optional[Callable[[], Any]]:
-    """What ``prserv backup --priority`` does (on a WAL file), for the control process."""
-    if priority == "normal":
-        return None
-    sys.path.insert(0, str(ROOT / "lib"))
-    from prserv.backup import lower_priority
-    return lambda: lower_priority(priority, blocks_writers=False)
+SPIN = """import sys, time
+from prserv.backup import lower_priority
+lower_priority(sys.argv[1], blocks_writers=False)
+end = time.monotonic() + 1.5
+while time.monotonic() < end:
+    pass
+"""
+
+LAUNCHER = """import json, subprocess, sys, time
+for line in sys.stdin:
+    argv, env, discard_stdout = json.loads(line)
+    started = time.time()
+    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL if discard_stdout else subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+    print(json.dumps([done.returncode, done.stdout or "", done.stderr, started, time.time()]), flush=True)
+"""
 
 
-SPIN = "import time\nend = time.monotonic() + 1.5\nwhile time.monotonic() < end: pass"
+class Launcher:
+    """A small process that starts the backups, so that the load generator (this
+    process, with hundreds of thousands of samples in memory) never forks: a fork
+    stalls its event loop and would be timed as get-pr latency."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+
+    async def run(self, argv: List[str], env: Dict[str, str], discard_stdout: bool
+                  ) -> Tuple[int, str, str, float, float]:
+        """Run ``argv``; (exit code, stdout, stderr, start and end in ``perf_counter`` time)."""
+        self.process.stdin.write(json.dumps([argv, env, discard_stdout]) + "\n")
+        self.process.stdin.flush()
+        line = await asyncio.to_thread(self.process.stdout.readline)
+        code, stdout, stderr, started, ended = json.loads(line)
+        wall_minus_perf = time.time() - time.perf_counter()
+        return code, stdout, stderr, started - wall_minus_perf, ended - wall_minus_perf
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
 
 
-async def run_backup(method: str, db: str, address: str, out: str,
+async def run_backup(launcher: Launcher, method: str, db: str, address: str, out: str,
                      priority: str) -> Tuple[Dict[str, Any], float, float]:
     """Run the backup command; (its JSON report, start and end ``perf_counter``)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "lib"))
     env = {k: v for k, v in env.items() if not k.startswith("PRSERV_")}
     argv = {"backup": ["-m", "prserv", "--json", "backup", db, out, "--priority", priority],
             "dump": ["-m", "prserv", "--json", "dump", "--server", address, "-"],
-            "spin": ["-c", SPIN]}[method]
-    started = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, *argv, env=env,
-        stdout=asyncio.subprocess.DEVNULL if method == "dump" else asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, preexec_fn=_spin_priority(priority) if method == "spin" else None)
-    stdout, stderr = await process.communicate()
-    ended = time.perf_counter()
-    if process.returncode != 0:
-        raise RuntimeError("%s failed (%d): %s" % (method, process.returncode, stderr.decode()))
+            "spin": ["-c", SPIN, priority]}[method]
+    code, stdout, stderr, started, ended = await launcher.run([sys.executable] + argv, env, method == "dump")
+    if code != 0:
+        raise RuntimeError("%s failed (%d): %s" % (method, code, stderr))
     if method == "backup":
         return json.loads(stdout), started, ended
     if method == "dump":                     # the summary goes to stderr with '-'
@@ -144,14 +172,15 @@ async def run_backup(method: str, db: str, address: str, out: str,
     return {"seconds": round(ended - started, 3), "bytes": 0, "verification": None}, started, ended
 
 
-async def measure(address: str, db: str, workdir: str, options: argparse.Namespace, run: int) -> Dict[str, Any]:
+async def measure(launcher: Launcher, address: str, db: str, workdir: str, options: argparse.Namespace,
+                  run: int) -> Dict[str, Any]:
     load = Load(address, options.mode, options.clients, options.rate)
     await load.start()
     await asyncio.sleep(WARM_UP_S)
     baseline_start = time.perf_counter()
     await asyncio.sleep(options.baseline)
     out = os.path.join(workdir, "backup-%d.sqlite3" % run)
-    report, started, ended = await run_backup(options.method, db, address, out, options.priority)
+    report, started, ended = await run_backup(launcher, options.method, db, address, out, options.priority)
     await load.stop()
     if os.path.exists(out):
         os.unlink(out)
@@ -209,10 +238,12 @@ def main() -> int:
         print("database: %d rows, %.0f MiB, written in %.1f s" % (
             options.rows, os.path.getsize(db) / 2**20, time.monotonic() - started))
         process, address, _ = bigdb.start_server(db, os.path.join(workdir, "server.log"))
+        launcher = Launcher()
         try:
             for run in range(1, options.runs + 1):
-                results.append(asyncio.run(measure(address, db, workdir, options, run)))
+                results.append(asyncio.run(measure(launcher, address, db, workdir, options, run)))
         finally:
+            launcher.close()
             process.terminate()
             process.wait()
     print("  ".join("%15s" % column for column in COLUMNS))
