@@ -17,6 +17,7 @@ python=${PYTHON:-python3}
 work=$(mktemp -d)
 trap 'kill $pid 2>/dev/null; rm -rf "$work"' EXIT
 
+: > "$work/server.log"                   # exists before the first grep below
 taskset -c 0 "$python" "$root/bin/bitbake-prserv" -F -f "$work/pr.sqlite3" --bind 127.0.0.1:0 "$@" \
     2> "$work/server.log" &
 pid=$!

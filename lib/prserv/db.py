@@ -596,12 +596,13 @@ class WalCheckpointer:
         fsyncs, 1-7 ms on a busy disk) per ``restart_bytes`` of log."""
         if not self.tail_requested:
             return
-        self.tail_requested = False
         try:
             busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error as exc:       # another checkpoint holds its lock: next time
+        except sqlite3.Error as exc:       # another process checkpoints: next time
             logger.debug("checkpoint of the log's tail of %s skipped: %s", self.filename, exc)
             return
+        finally:                           # only now may the thread copy again
+            self.tail_requested = False
         self.tails += 1
         logger.debug("checkpoint of the log's tail of %s: %d of %d WAL frames copied",
                      self.filename, copied, frames)
