@@ -8,7 +8,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import prserv
 from prserv import backup, tool
 from prserv.asyncrpc import InvokeError
 from prserv.db import PRData
-from wire import SETUP, RawConnection, frame, parse_raw
+from wire import SETUP, RawConnection, frame, open_slow_socket, parse_raw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DDL = ("CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, "
@@ -133,11 +132,7 @@ class Writers:
 async def open_slow_reader(address: str) -> RawConnection:
     """A raw connection with a 4 KiB receive buffer: what the server sends it piles up
     in the server as soon as the test stops reading."""
-    host, port = address.rsplit(":", 1)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    sock = await open_slow_socket(address)
     reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 24)
     conn = RawConnection(reader, writer)
     await conn.send(SETUP)

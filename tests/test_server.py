@@ -11,7 +11,7 @@ import pytest
 
 import prserv
 from prserv.asyncrpc import InvokeError
-from wire import SETUP, RawConnection, frame
+from wire import SETUP, RawConnection, frame, open_slow_socket
 
 V, A = "curl-8.6.0-r0", "cortexa72"
 
@@ -338,23 +338,13 @@ async def test_large_export_is_streamed_and_equals_the_whole(kind, start_server)
     assert meta["tbl_name"] == "PRMAIN" and data == expected
 
 
-async def _slow_reader(address: str) -> socket.socket:
-    """A non-blocking TCP socket with a 4 KiB receive buffer: the server's writes to
-    it soon have to wait for the test to read."""
-    host, port = address.rsplit(":", 1)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
-    return sock
-
 
 async def test_export_to_a_stalled_reader_does_not_hold_up_other_clients(start_server):
     """The export waits for the slow peer (flow control) while others are answered,
     and the slow peer still gets every row, framed exactly as the whole answer."""
     server = await start_server()
     expected = _import_rows(server, 30000)                      # about 4.5 MB of JSON
-    slow = await _slow_reader(server.address)
+    slow = await open_slow_socket(server.address)
     loop = asyncio.get_running_loop()
     request = {"export": {"version": None, "pkgarch": None, "checksum": None, "colinfo": False,
                           "history": True}}
@@ -417,7 +407,7 @@ async def test_pipelined_writes_to_a_client_that_does_not_read_are_held_then_all
     """Held answers are bounded (reading the client's requests waits), and once the
     client reads, every answer arrives, in order."""
     server = await start_server()
-    sock = await _slow_reader(server.address)
+    sock = await open_slow_socket(server.address)
     loop = asyncio.get_running_loop()
     count = 3000
     requests = "".join(frame(json.dumps({"import-one": {"version": V, "pkgarch": A, "checksum": "k%d" % i,

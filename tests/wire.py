@@ -106,3 +106,14 @@ def free_refused_address() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     return sock
+
+
+async def open_slow_socket(address: str) -> socket.socket:
+    """A non-blocking TCP socket with a 4 KiB receive buffer: the server's writes to
+    it soon have to wait for the test to read."""
+    host, port = address.rsplit(":", 1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    return sock
