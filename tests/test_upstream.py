@@ -8,6 +8,7 @@ in-process servers plus a relay or a scripted upstream.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 import prserv
 from prserv.asyncrpc import InvokeError
 from peers import SILENT, Relay, ScriptedPeer
+from wire import SETUP, RawConnection, frame, parse_raw
 
 PKG, ARCH = "glibc-2.39-r0", "armv8a"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -300,6 +302,49 @@ async def test_silent_upstream_gives_an_error_within_the_timeout(start_server):
         assert await c.importone(PKG, ARCH, "known", "4") == "4"
         assert await c.getPR(PKG, ARCH, "known", True) == "4"      # needs no upstream at all
     await stub.stop()
+
+
+async def first_request(address: str, request: dict, context: str) -> object:
+    """Send ``request`` as a new connection's first, so that the server starts it in
+    one of its two eager contexts, and return the answer."""
+    if context == "pipelined with the setup":       # already buffered: the session's task
+        conn = await RawConnection.open(address, SETUP + frame(json.dumps(request)))
+    else:                                           # arrives later: data_received, no task
+        conn = await RawConnection.open(address, SETUP)
+        assert await conn.request({"ping": {}}) == {"alive": True}
+        await conn.send(frame(json.dumps(request)))
+    try:
+        return parse_raw(await conn.recv_raw())
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("upstream_transport", ["127.0.0.1:0", "ws://127.0.0.1:0"])
+@pytest.mark.parametrize("context", ["pipelined with the setup", "after a round trip"])
+async def test_upstream_query_and_its_deadline_work_where_a_request_starts(context, upstream_transport,
+                                                                           start_server):
+    """A request runs up to its first wait in the session's task or in a callback with
+    no task; an upstream query and its deadline must work in both, on every Python
+    (``asyncio.wait_for`` there failed on 3.12 and 3.13)."""
+    top = await start_server(upstream_transport, db="top.sqlite3")
+    async with await aclient(top.address) as c:
+        assert await c.getPR(PKG, ARCH, "t0") == "0"
+    chained = await start_server(db="chained.sqlite3", upstream=top.address)
+    silent = ScriptedPeer(lambda request, n: SILENT)
+    stuck = await start_server(db="stuck.sqlite3", upstream=await silent.start(), upstream_timeout=0.2)
+    known_upstream = {"get-pr": {"version": PKG, "pkgarch": ARCH, "checksum": "t0"}}
+    assert await first_request(chained.address, known_upstream, context) == {"value": "0"}
+    new_here = {"get-pr": {"version": PKG, "pkgarch": ARCH, "checksum": "c1"}}
+    assert await first_request(chained.address, new_here, context) == {"value": "0.0"}
+    assert await first_request(stuck.address, new_here, context) == {"invoke-error": {
+        "message": "upstream %s unavailable: no answer within 0.2 s" % silent_address(silent)}}
+    async with await aclient(stuck.address) as c:               # the server itself is fine
+        assert await c.ping() == {"alive": True}
+    await silent.stop()
+
+
+def silent_address(peer: ScriptedPeer) -> str:
+    return "127.0.0.1:%d" % peer.server.sockets[0].getsockname()[1]
 
 
 def test_upstream_timeout_default_is_at_most_ten_seconds(tmp_path):

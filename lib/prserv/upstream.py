@@ -15,6 +15,7 @@ from typing import List, Optional
 
 from . import logger
 from .asyncrpc import AsyncRPCError, InvokeError
+from .asyncrpc.deadline import within
 from .client import PRAsyncClient
 from .errors import UpstreamError
 from .revision import RevisionKey, is_revision, revision_key
@@ -60,9 +61,8 @@ class Upstream:
     async def _invoke(self, request: dict) -> object:
         """One request, bounded by ``timeout`` including the wait for a free connection."""
         self._check_up()
-        await self._configure()
         try:
-            return await asyncio.wait_for(self._invoke_pooled(request), self.timeout)
+            return await within(self._invoke_pooled(request), self.timeout)
         except asyncio.TimeoutError:
             reason = "no answer within %g s" % self.timeout
             self._mark_down(reason)
@@ -73,6 +73,7 @@ class Upstream:
             raise UpstreamError("upstream %s unavailable: %s" % (self.address, self._last_failure))
 
     async def _invoke_pooled(self, request: dict) -> object:
+        await self._configure()
         client = await self._idle.get()
         try:
             self._check_up()

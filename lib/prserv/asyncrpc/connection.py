@@ -17,6 +17,7 @@ import time
 from typing import Any, Callable, Deque, List, Optional, Union
 
 from . import protocol
+from .deadline import within
 from .exceptions import ConnectionClosedError, ReadTimeoutError
 
 _PAUSE_READING_LINES = 256   # pipelined lines buffered before the peer is slowed down
@@ -419,7 +420,7 @@ class WebsocketConnection(Connection):
                 data = await self.websocket.recv()
             else:
                 try:
-                    data = await asyncio.wait_for(self.websocket.recv(), self.timeout)
+                    data = await within(self.websocket.recv(), self.timeout)
                 except asyncio.TimeoutError:
                     raise ReadTimeoutError("no data within %g s" % self.timeout) from None
         except ConnectionClosed:
@@ -465,9 +466,7 @@ async def open_tcp_connection(host: str, port: int, timeout: float = -1,
     """Connect over TCP; the connect itself is bounded by ``timeout`` too."""
     loop = asyncio.get_running_loop()
     connecting = loop.create_connection(lambda: LineProtocol(max_line), host, port)
-    if timeout is not None and timeout >= 0:
-        connecting = asyncio.wait_for(connecting, timeout)
-    return _stream_connection(await connecting, timeout, **limits)
+    return _stream_connection(await within(connecting, timeout), timeout, **limits)
 
 
 async def open_unix_connection(path: str, timeout: float = -1,

@@ -6,12 +6,19 @@ step each time, which is a large share of a request's CPU time.  ``start_eagerly
 runs the coroutine synchronously up to its first real suspension; only then does
 the rest continue in a task (what Python 3.12's eager task factory does, which
 bitbake's Python 3.9 floor does not have).
+
+The rule for code run so: up to its first suspension it runs in the caller's
+context -- a plain callback with no current task, or some other task -- so it must
+not use what acts on the current task (``asyncio.wait_for``, ``asyncio.timeout``,
+``asyncio.current_task``, ``TaskGroup``).  Deadlines use ``deadline.within``;
+``tests/test_eager.py`` holds the library to this.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine, Generator, Union
+import collections.abc
+from typing import Any, Coroutine, Union
 
 
 def start_eagerly(coro: Coroutine[Any, Any, Any]) -> Union[Any, "asyncio.Task[Any]"]:
@@ -25,39 +32,44 @@ def start_eagerly(coro: Coroutine[Any, Any, Any]) -> Union[Any, "asyncio.Task[An
         yielded = coro.send(None)
     except StopIteration as stop:
         return stop.value
-    return asyncio.get_running_loop().create_task(_resume(coro, yielded))
+    return asyncio.get_running_loop().create_task(_Continuation(coro, yielded))
 
 
-async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
-    return await _Resumed(coro, yielded)
+class _Continuation(collections.abc.Coroutine):
+    """A coroutine already started, made the coroutine of a task.
 
+    The task's first step gets the future the coroutine is waiting for, as if the
+    task had started it.  A task cancelled before its first step throws into its
+    coroutine at once: that goes to the coroutine where it waits, after the future
+    it waits for is cancelled (what cancelling a waiting task does), so its
+    ``finally`` and ``async with`` blocks run and what it started is cancelled.
+    """
 
-class _Resumed:
-    """Awaitable continuing a coroutine already started: its first yield is replayed
-    to the task driving us, then every send/throw is passed through unchanged (the
-    futures it yields reach the task as if it had been awaited from the start)."""
-
-    __slots__ = ("coro", "yielded")
+    __slots__ = ("_coro", "_first")
 
     def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-        self.coro = coro
-        self.yielded = yielded
+        self._coro = coro
+        self._first: Any = [yielded]        # a list: "not replayed yet" even for None
 
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, yielded = self.coro, self.yielded
-        while True:
-            try:
-                sent = yield yielded
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation too: passed through to the coroutine
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    yielded = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
+    def send(self, value: Any) -> Any:
+        first, self._first = self._first, None
+        if first is not None:
+            return first[0]
+        return self._coro.send(value)
+
+    def throw(self, exc: Any, *args: Any) -> Any:  # type: ignore[override]
+        first, self._first = self._first, None
+        if first is not None and isinstance(first[0], asyncio.Future):
+            first[0].cancel()
+        return self._coro.throw(exc, *args)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def __await__(self) -> "_Continuation":
+        return self
+
+    __iter__ = __await__

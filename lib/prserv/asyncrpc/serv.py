@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, T
 from . import protocol
 from .address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, format_tcp_address, parse_address, split_ws_uri
 from .connection import Connection, LineProtocol, StreamConnection, WebsocketConnection
+from .deadline import within
 from .eager import start_eagerly
 from .limits import Limits, raise_open_file_limit
 from .exceptions import (ClientError, ConnectionClosedError, HandshakeError, InvokeError,
@@ -366,7 +367,7 @@ class Listener:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 5)
+                await within(self.server.wait_closed(), 5)
         self.cleanup()
 
     def cleanup(self) -> None:

@@ -10,6 +10,8 @@ import asyncio
 import sys
 from typing import Any, Awaitable, Callable, Tuple
 
+from .deadline import within
+
 MIN_VERSION: Tuple[int, ...] = (10, 0) if sys.version_info >= (3, 10) else (9, 1)
 
 
@@ -33,9 +35,10 @@ async def connect(uri: str, timeout: float) -> Any:
         from websockets.asyncio.client import connect as ws_connect
     except ImportError:  # websockets < 13
         ws_connect = websockets.connect
-    open_timeout = timeout if timeout is not None and timeout >= 0 else None
     try:
-        return await ws_connect(uri, ping_interval=None, open_timeout=open_timeout, max_size=None)
+        # The deadline is ours: the library's open_timeout needs a current task.
+        return await within(ws_connect(uri, ping_interval=None, open_timeout=None, max_size=None),
+                            timeout)
     except asyncio.TimeoutError:
         raise ConnectionError("timeout while connecting to websocket %s" % uri) from None
     except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
