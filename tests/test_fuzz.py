@@ -52,6 +52,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
+from test_protocol import MAX_NESTING, bracket_depth
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin", "bitbake-prserv")
 CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile_inputs.txt")
@@ -798,10 +800,10 @@ def expected_reaction(text: str, chunked: bool) -> Tuple[str, str]:
     message prefix) or ("request", method)."""
     if not chunked and not text.strip():
         return "error", "empty line where a message was expected"
+    if bracket_depth(text) > MAX_NESTING:
+        return "error", "JSON nested deeper than %d levels" % MAX_NESTING
     try:
         value = json.loads(text)
-    except RecursionError:
-        return "error", "JSON nested too deeply"
     except ValueError:
         return "error", "invalid JSON"
     if value is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from prserv.asyncrpc import protocol
 from prserv.asyncrpc.exceptions import HandshakeError, LineTooLongError, ProtocolError
@@ -242,3 +244,77 @@ def test_parse_json_fast_path_keeps_json_loads_rules():
 ])
 def test_dumps_is_json_dumps_with_defaults(message):
     assert protocol.dumps(message) == json.dumps(message)
+
+
+# --------------------------------------------------------------------------- nesting limit
+
+MAX_NESTING = 64
+"""The server's own limit on nesting in a request, the same on every Python."""
+
+
+def bracket_depth(text: str) -> int:
+    """The deepest nesting of brackets outside JSON strings, read character by character
+    (a string ends at an unescaped quote or the end of the text; any closing bracket
+    closes any opening one): the server's rule, written independently."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+@pytest.mark.parametrize("text, depth", [
+    ("1", 0), ("[]", 1), ("[[1], {}]", 2), ('{"a": {"b": ["[[[["]}}', 3), ('["\\"["]', 1),
+    ("[" * 70 + "]" * 70, 70), ("[}", 1), ("]]]", 0), ('"[[[', 0), ('["abc\\', 1), ('["\udc80["]', 1),
+    ('["\u00e9[", [[]]]', 3),
+])
+def test_nesting_depth(text, depth):
+    assert protocol.nesting_depth(text) == depth == bracket_depth(text)
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(st.text(alphabet='[]{}"\\ a,:\u00e9', max_size=200))
+def test_nesting_depth_matches_a_character_by_character_reading(text):
+    assert protocol.nesting_depth(text) == bracket_depth(text)
+
+
+def nested_ping(levels: int) -> str:
+    """A ping request whose arrays and objects nest ``levels`` deep in all."""
+    return '{"ping": ' + "[" * (levels - 1) + "]" * (levels - 1) + "}"
+
+
+def test_server_reader_takes_64_levels_and_refuses_65_before_parsing():
+    reader = protocol.MessageReader(max_depth=MAX_NESTING)
+    assert reader.feed_line(nested_ping(64)) == {"ping": json.loads("[" * 63 + "]" * 63)}
+    with pytest.raises(ProtocolError, match=r"^JSON nested deeper than 64 levels \(this server's limit\)$"):
+        reader.feed_line(nested_ping(65))
+    with pytest.raises(ProtocolError, match="nested deeper than 64 levels"):
+        reader.feed_line("[" * 100000)          # json itself would raise RecursionError here
+    assert reader.feed_line('{"ping": "%s"}' % ("[{" * 5000)) == {"ping": "[{" * 5000}
+
+
+def test_server_reader_measures_a_reassembled_chunk_stream():
+    reader = protocol.MessageReader(max_depth=MAX_NESTING)
+    text = nested_ping(65)
+    assert reader.feed_line(protocol.CHUNK_STREAM_START) is protocol.INCOMPLETE
+    assert reader.feed_line(text[:40]) is protocol.INCOMPLETE
+    assert reader.feed_line(text[40:]) is protocol.INCOMPLETE
+    with pytest.raises(ProtocolError, match="nested deeper than 64 levels"):
+        reader.feed_line("")
+
+
+def test_client_reader_has_no_nesting_limit_of_its_own():
+    assert protocol.MessageReader().feed_line(nested_ping(65))["ping"] == json.loads("[" * 64 + "]" * 64)

@@ -33,8 +33,9 @@ class Connection:
 
     timeout: float = -1
 
-    def __init__(self, max_message: int = protocol.DEFAULT_MAX_MESSAGE) -> None:
-        self._reader = protocol.MessageReader(max_message)
+    def __init__(self, max_message: int = protocol.DEFAULT_MAX_MESSAGE,
+                 max_depth: Optional[int] = None) -> None:
+        self._reader = protocol.MessageReader(max_message, max_depth)
         self._stop_receiving = False
         self._receiving = False
         self._last_activity = time.monotonic()
@@ -234,8 +235,9 @@ class StreamConnection(Connection):
 
     def __init__(self, line_protocol: LineProtocol, timeout: float = -1,
                  max_chunk: int = protocol.MAX_CHUNK,
-                 max_message: int = protocol.DEFAULT_MAX_MESSAGE) -> None:
-        super().__init__(max_message)
+                 max_message: int = protocol.DEFAULT_MAX_MESSAGE,
+                 max_depth: Optional[int] = None) -> None:
+        super().__init__(max_message, max_depth)
         self._protocol = line_protocol
         self._transport = line_protocol.transport
         self.timeout = timeout
@@ -400,8 +402,9 @@ class WebsocketConnection(Connection):
     """A websocket connection: one text message per line or JSON message."""
 
     def __init__(self, websocket: Any, timeout: float = -1,
-                 max_message: int = protocol.DEFAULT_MAX_MESSAGE) -> None:
-        super().__init__(max_message)
+                 max_message: int = protocol.DEFAULT_MAX_MESSAGE,
+                 max_depth: Optional[int] = None) -> None:
+        super().__init__(max_message, max_depth)
         self.websocket = websocket
         self.timeout = timeout
 

@@ -13,7 +13,10 @@ tested without sockets.  What goes on the wire (protocol.md):
 
 from __future__ import annotations
 
+import array
+import itertools
 import json
+import re
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .exceptions import HandshakeError, LineTooLongError, ProtocolError
@@ -26,6 +29,11 @@ DEFAULT_MAX_LINE = 1024 * 1024
 
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 """Longest reassembled chunk stream accepted by default."""
+
+MAX_REQUEST_NESTING = 64
+"""Deepest nesting of arrays and objects a server accepts in one request (a PR
+request nests two deep).  Checked before parsing, so that the answer is the same on
+every Python: ``json`` alone gives up at 1,000 levels on 3.9 but parses 5,000 on 3.13."""
 
 MAX_HEADERS = 256
 """Most header lines accepted during connection setup."""
@@ -225,6 +233,23 @@ def decode_line(line: bytes) -> str:
         raise ProtocolError("line is not valid UTF-8: %s" % exc) from None
 
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)', re.DOTALL)
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
+def nesting_depth(text: str) -> int:
+    """How deep arrays and objects nest in a JSON text, found without parsing it.
+
+    Brackets inside strings do not count: a ``"`` opens a string that ends at the
+    next ``"`` not escaped by a backslash, or at the end of the text.  Any closing
+    bracket closes any opening one: a parser descends before it sees a mismatch.
+    """
+    outside_strings = _JSON_STRING.sub("", text).encode("utf-8", "surrogatepass")
+    brackets = outside_strings.translate(_BRACKET_STEPS, _NOT_BRACKETS)
+    return max(itertools.accumulate(array.array("b", brackets), initial=0))
+
+
 def parse_json(text: str) -> object:
     """Parse one JSON text; every way it can fail becomes a ``ProtocolError``.
 
@@ -257,11 +282,15 @@ class MessageReader:
 
     Feed each line without its ``\\n``.  ``feed_line`` returns the message, or
     ``INCOMPLETE`` while inside a chunk stream.  Chunk lines lose only their final
-    newline (the reference strips all trailing whitespace: defect D8).
+    newline (the reference strips all trailing whitespace: defect D8).  With
+    ``max_depth``, messages nesting deeper are a ``ProtocolError`` (servers set it;
+    clients trust their server's answers, whose exports are long and shallow).
     """
 
-    def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+    def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE,
+                 max_depth: Optional[int] = None) -> None:
         self.max_message = max_message
+        self.max_depth = max_depth
         self._chunks: Optional[List[str]] = None
         self._size = 0
 
@@ -274,18 +303,26 @@ class MessageReader:
             return self._feed_chunk(line)
         if not line.strip():
             raise ProtocolError("empty line where a message was expected")
-        message = parse_json(line)
+        message = self._parse(line)
         if isinstance(message, dict) and "chunk-stream" in message:
             self._chunks = []
             self._size = 0
             return INCOMPLETE
         return message
 
+    def _parse(self, text: str) -> object:
+        limit = self.max_depth
+        # Counting brackets is cheap; only a text with more than ``limit`` is measured.
+        if limit is not None and text.count("[") + text.count("{") > limit \
+                and nesting_depth(text) > limit:
+            raise ProtocolError("JSON nested deeper than %d levels (this server's limit)" % limit)
+        return parse_json(text)
+
     def _feed_chunk(self, line: str) -> object:
         if line == "":
             text = "".join(self._chunks)
             self._chunks = None
-            return parse_json(text)
+            return self._parse(text)
         self._size += len(line)
         if self._size > self.max_message:
             raise LineTooLongError("chunk stream longer than %d characters" % self.max_message)

@@ -337,11 +337,13 @@ class Listener:
         limits = limits or Limits()
         self.max_line = limits.line_limit
         self.max_message = limits.max_message
+        self.max_depth = limits.max_nesting
         self.server: Any = None
         self._tasks: Set[asyncio.Task] = set()
 
     def _accepted(self, line_protocol: LineProtocol) -> None:
-        connection = StreamConnection(line_protocol, -1, max_message=self.max_message)
+        connection = StreamConnection(line_protocol, -1, max_message=self.max_message,
+                                      max_depth=self.max_depth)
         task = asyncio.get_running_loop().create_task(self.handler(connection))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -432,7 +434,7 @@ class WebsocketListener(Listener):
         task = asyncio.current_task()
         self._tasks.add(task)
         try:
-            await self.handler(WebsocketConnection(websocket, -1, self.max_message))
+            await self.handler(WebsocketConnection(websocket, -1, self.max_message, self.max_depth))
         finally:
             self._tasks.discard(task)
 
