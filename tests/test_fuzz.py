@@ -678,6 +678,7 @@ empty-line error), and a ``null`` ends a session that is still open."""
 
 # --------------------------------------------------------------------------- hypothesis: tests
 
+@pytest.mark.slow
 @FUZZ
 @given(payload=raw_payloads, finish=st.sampled_from(FINISHES))
 def test_fuzz_raw_bytes_after_setup(server: ServerProcess, good: GoodClient, payload: bytes, finish: str) -> None:
@@ -745,6 +746,7 @@ header_lines = st.one_of(
 )
 
 
+@pytest.mark.slow
 @FUZZ
 @given(first=protocol_lines, headers=st.lists(header_lines, max_size=4), blank=st.booleans())
 def test_fuzz_handshake(server: ServerProcess, good: GoodClient, first: bytes, headers: List[bytes],
@@ -816,6 +818,7 @@ def expected_reaction(text: str, chunked: bool) -> Tuple[str, str]:
     return "request", method
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_fuzz_json_messages(server: ServerProcess, good: GoodClient, data: st.DataObject) -> None:
@@ -854,6 +857,7 @@ def test_fuzz_json_messages(server: ServerProcess, good: GoodClient, data: st.Da
     assert good.errors == []
 
 
+@pytest.mark.slow
 @FUZZ
 @given(case=broken_requests(), ensure_ascii=st.booleans(), cuts=st.lists(st.integers(1, 400), max_size=3))
 def test_fuzz_invalid_field_is_named(server: ServerProcess, good: GoodClient,

@@ -31,6 +31,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, rule,
@@ -445,6 +446,7 @@ class TableMachine(RuleBasedStateMachine):
         self.directory.cleanup()
 
 
+@pytest.mark.slow
 def test_table_matches_model() -> None:
     """PRTable (caches, cross-connection sync, LRU eviction, reopen) equals the model."""
     run_state_machine_as_test(TableMachine, settings=settings(
