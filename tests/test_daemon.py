@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -69,6 +70,16 @@ def daemons(tmp_path):
             os.unlink(pidfile)
 
 
+@pytest.fixture
+def bitbakes_pidfile_dir():
+    """For tests whose pidfiles are bitbake's, in /tmp for the whole machine: held
+    exclusively, so that test runs side by side (CI runs one per Python version) do
+    not see each other's servers in ``--stop``'s list of ports."""
+    with open(os.path.join(os.path.dirname(PIDPREFIX), "prserv-tests-pidfiles.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,7 +117,7 @@ def test_start_stop_cycles_keep_data_and_detach(tmp_path, daemons):
     assert wait_gone(int(match["pid"]))
 
 
-def test_port_zero_uses_bitbakes_pidfile_name_and_stop_lists_it(tmp_path, daemons):
+def test_port_zero_uses_bitbakes_pidfile_name_and_stop_lists_it(tmp_path, bitbakes_pidfile_dir, daemons):
     pidfile = PIDPREFIX % ("127.0.0.1", 0)
     if os.path.exists(pidfile):
         pytest.skip("%s is in use by another server on this machine" % pidfile)
@@ -298,7 +309,7 @@ def copy_ours_over(tree) -> None:
                     ignore=shutil.ignore_patterns("__pycache__"))
 
 
-def test_drop_in_lib_under_bitbakes_script_of_the_same_version(tmp_path, daemons):
+def test_drop_in_lib_under_bitbakes_script_of_the_same_version(tmp_path, bitbakes_pidfile_dir, daemons):
     tree = bitbake_tree(tmp_path, prserv.__version__)
     copy_ours_over(tree)
     port = free_port()
