@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import time
+
 import pytest
 
 import prserv
+from eager_context import start_from_a_callback
 from peers import CLOSE, SILENT, ScriptedPeer
+from prserv.asyncrpc import websocket
 from prserv.asyncrpc import AddressError, InvokeError
 from prserv.client import PRAsyncClient
 
@@ -119,3 +125,53 @@ def test_blocking_client_context_manager(tmp_path, process_servers):
     assert client.loop is None
     with pytest.raises(ConnectionError):
         client.ping()
+
+
+# --------------------------------------------------------------------------- deadlines
+
+class Unanswered:
+    """Servers that never answer, one way for each deadline of the client."""
+
+    async def __aenter__(self) -> "Unanswered":
+        # TCP listener with a full accept queue: Linux drops a new SYN, connect hangs.
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.queued = socket.create_connection(self.listener.getsockname())
+        # Accepts TCP and says nothing: a websocket opening handshake hangs.
+        self.mute = await asyncio.start_server(lambda reader, writer: reader.read(), "127.0.0.1", 0)
+        # A websocket server that reads requests and never answers.
+        self.websocket = await websocket.serve(self._read_forever, "127.0.0.1", 0, 1 << 20)
+        return self
+
+    @staticmethod
+    async def _read_forever(connection, *path) -> None:
+        async for _ in connection:
+            pass
+
+    def address(self, kind: str) -> str:
+        if kind == "tcp connect":
+            return "127.0.0.1:%d" % self.listener.getsockname()[1]
+        if kind == "websocket handshake":
+            return "ws://127.0.0.1:%d" % self.mute.sockets[0].getsockname()[1]
+        return "ws://127.0.0.1:%d" % list(self.websocket.sockets)[0].getsockname()[1]
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.websocket.close()
+        self.mute.close()
+        self.queued.close()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("kind", ["tcp connect", "websocket handshake", "websocket answer"])
+async def test_client_deadlines_hold_when_started_without_a_task(kind):
+    """Every deadline of the client (connect, websocket handshake, reading an answer)
+    works in a plain callback with no task, on every Python: a client inside a
+    server's request (the upstream pool) may run there."""
+    async with Unanswered() as servers:
+        client = await client_for(servers.address(kind), timeout=0.1)
+        started = time.monotonic()
+        with pytest.raises(ConnectionError):
+            await start_from_a_callback(lambda: client.ping())
+        assert time.monotonic() - started < 4          # 4 attempts of 0.1 s each, and set-up
+        await client.close()
