@@ -205,6 +205,47 @@ def test_export_all_unwritable():
     assert export_lines(bad, lockdown=True) == ([LOCKDOWN_LINE], bad)
 
 
+def last_assignments_in(lines):
+    """Each ``PRAUTO$`` variable's value as bitbake's parser sees it: the last assignment wins."""
+    values = {}
+    for line in "".join(lines).splitlines():
+        if line.startswith("PRAUTO$"):
+            name, value = line.split(" = ")
+            values[name] = value.strip('"')
+    return values
+
+
+def test_export_rows_of_one_checksum_in_numeric_order():
+    # the server's export sorts values as text: "12" before "9", "1.10" before "1.9"
+    data = [row("v", "a", "c1", "12"), row("v", "a", "c1", "9"),
+            row("v", "a", "c2", "1.10"), row("v", "a", "c2", "1.9"),
+            row("v", "a", "c3", "1.0"), row("v", "a", "c3", "1"),
+            row("v", "b", "c1", "3"),
+            row("w", "a", "c1", "2.0.10"), row("w", "a", "c1", "2.0.9"), row("w", "a", "c1", "10")]
+    lines, unwritable = export_lines(data)
+    assert unwritable == []
+    assert lines == [
+        'PRAUTO$v$a$c1 = "9"\n', 'PRAUTO$v$a$c1 = "12"\n',
+        'PRAUTO$v$a$c2 = "1.9"\n', 'PRAUTO$v$a$c2 = "1.10"\n',
+        'PRAUTO$v$a$c3 = "1"\n', 'PRAUTO$v$a$c3 = "1.0"\n',
+        'PRAUTO$v$b$c1 = "3"\n',
+        'PRAUTO$w$a$c1 = "2.0.9"\n', 'PRAUTO$w$a$c1 = "2.0.10"\n', 'PRAUTO$w$a$c1 = "10"\n',
+        'PRAUTO_v_a = "12"\n', 'PRAUTO_v_b = "3"\n', 'PRAUTO_w_a = "10"\n',
+    ]
+    assert last_assignments_in(lines) == {"PRAUTO$v$a$c1": "12", "PRAUTO$v$a$c2": "1.10",
+                                          "PRAUTO$v$a$c3": "1.0", "PRAUTO$v$b$c1": "3",
+                                          "PRAUTO$w$a$c1": "10"}
+
+
+def test_export_rows_of_one_checksum_together_when_interleaved():
+    # a checksum's rows are written together where it first appears, in numeric order
+    data = [row("v", "a", "c1", "12"), row("v", "a", "c2", "5"), row("v", "a", "c1", "9"),
+            row("v", "a", "c2", "4"), row("v", "a", "c3", "0")]
+    lines, _ = export_lines(data, nomax=True)
+    assert lines == ['PRAUTO$v$a$c1 = "9"\n', 'PRAUTO$v$a$c1 = "12"\n',
+                     'PRAUTO$v$a$c2 = "4"\n', 'PRAUTO$v$a$c2 = "5"\n', 'PRAUTO$v$a$c3 = "0"\n']
+
+
 # --------------------------------------------------------------------------- round trip
 
 def test_round_trip_exact():

@@ -144,6 +144,32 @@ def test_import_file_reports_skipped_lines(tmp_path, server, cli):
     assert [(r["checksum"], r["value"]) for r in json.loads(out)["datainfo"]] == [("c1", "1"), ("c3", "2.1")]
 
 
+def test_export_file_history_writes_each_checksum_highest_value_last(tmp_path, server, cli):
+    # OE's importer reads the file as bitbake configuration: the last assignment wins
+    s = ("--server", server.address)
+    for i in range(12):
+        assert cli(*s, "get-pr", "1.0-r0", "x86", "c%d" % i) == (0, "%d\n" % i, "")
+    assert cli(*s, "get-pr", "1.0-r0", "x86", "c9") == (0, "12\n", "")     # no history: 9 -> 12
+    assert cli(*s, "get-pr", "1.0-r0", "x86", "c8") == (0, "13\n", "")     # 8 -> 13
+    code, out, _ = cli(*s, "--json", "export", "--history", "--checksum", "c9")
+    assert [r["value"] for r in json.loads(out)["datainfo"]] == ["12", "9"]  # wire order: as text
+
+    path = tmp_path / "export.txt"
+    code, out, err = cli(*s, "export-file", str(path), "--history")
+    assert (code, out, err) == (0, "exported 14 rows to %s\n" % path, "")
+    lines = path.read_text().splitlines()
+    assert [line for line in lines if "$c9 " in line or "$c8 " in line] == [
+        'PRAUTO$1.0-r0$x86$c8 = "8"', 'PRAUTO$1.0-r0$x86$c8 = "13"',
+        'PRAUTO$1.0-r0$x86$c9 = "9"', 'PRAUTO$1.0-r0$x86$c9 = "12"']
+    last = {}
+    for line in lines:
+        name, value = line.split(" = ")
+        last[name] = value.strip('"')
+    expected = {"PRAUTO$1.0-r0$x86$c%d" % i: str(i) for i in range(12)}
+    expected.update({"PRAUTO$1.0-r0$x86$c9": "12", "PRAUTO$1.0-r0$x86$c8": "13", "PRAUTO_1.0-r0_x86": "13"})
+    assert last == expected
+
+
 def test_import_file_is_pipelined(tmp_path, server, cli):
     count = 5000
     (tmp_path / "big.txt").write_text("".join('PRAUTO$big$a$c%05d = "%d"\n' % (i, i) for i in range(count)))

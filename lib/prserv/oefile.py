@@ -1,10 +1,12 @@
 """The text format of OpenEmbedded's ``bitbake-prserv-tool export`` / ``import``.
 
-Writing gives the same lines OE writes (bitbake-api.md, last section) with two
-corrections: dotted values (``1.0.3``) are written as they are, and the
+Writing gives the same lines OE writes (bitbake-api.md, last section) with three
+corrections: dotted values (``1.0.3``) are written as they are, the
 ``PRAUTO_<version>_<pkgarch>`` maximum is taken per (version, pkgarch) numerically,
-not per pkgarch by string comparison.  Reading accepts the blocks in any order,
-blank lines and ``#`` comments, and names the line of anything it cannot use.
+not per pkgarch by string comparison, and the rows of one checksum are written in
+numeric order, so that its last assignment (the one bitbake keeps) is its highest
+value.  Reading accepts the blocks in any order, blank lines and ``#`` comments,
+and names the line of anything it cannot use.
 Pure text in, text out: no sockets, no database.
 """
 
@@ -42,20 +44,29 @@ def export_lines(datainfo: Iterable[dict], metainfo: Optional[dict] = None, noma
                  lockdown: bool = False) -> Tuple[List[str], List[dict]]:
     """``(lines, unwritable)``: the file's lines (each ending in ``\\n``) and the rows
     that cannot be written so that they read back (empty fields, ``$``, quotes, blanks
-    in a field; a value that is not a revision)."""
+    in a field; a value that is not a revision).
+
+    The rows of one (version, pkgarch, checksum) are written together, where the first
+    of them comes, in numeric order (the server's export sorts values as text: ``12``
+    before ``9``): OE's importer reads the file as bitbake configuration, where the
+    last assignment of a variable wins, so that last one must be the highest value."""
     lines: List[str] = []
     unwritable: List[dict] = []
     maxima: Dict[Tuple[str, str], str] = {}
+    values: Dict[Tuple[str, str, str], List[str]] = {}     # in order of first appearance
     for row in datainfo:
         version, pkgarch, checksum, value = (str(row[k]) for k in ("version", "pkgarch", "checksum", "value"))
         fields = (version, pkgarch, checksum)
         if not all(fields) or any(_UNSAFE.search(field) for field in fields) or not is_revision(value):
             unwritable.append(row)
             continue
-        lines.append('PRAUTO$%s$%s$%s = "%s"\n' % (version, pkgarch, checksum, value))
+        values.setdefault(fields, []).append(value)
         best = maxima.get((version, pkgarch))
         if best is None or revision_key(value) > revision_key(best):
             maxima[(version, pkgarch)] = value
+    for (version, pkgarch, checksum), column in values.items():
+        lines.extend('PRAUTO$%s$%s$%s = "%s"\n' % (version, pkgarch, checksum, value)
+                     for value in sorted(column, key=revision_key))
     if not nomax:
         lines.extend('PRAUTO_%s_%s = "%s"\n' % (version, pkgarch, value)
                      for (version, pkgarch), value in maxima.items())
