@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from prserv import oefile
 from prserv.oefile import Problem, Row, export_lines, read_rows
 
 REASON_ASSIGNMENT = 'not a NAME = "VALUE" assignment'
@@ -447,3 +448,41 @@ def test_read_from_file(tmp_path):
     # 9 rows + 4 maxima + 11 metainfo lines (one element holds two) + 2 lockdown lines
     assert problems == [Problem(9 + 4 + 11 + 2 + 1,
                                 "value 'bad' is not a revision (dotted non-negative integers)")]
+
+
+# --------------------------------------------------------------------------- duplicated variables
+
+def test_last_assignments_collapse_duplicates_keeping_the_last():
+    lines = [
+        'PRAUTO$v$a$c1 = "1"\n',     # 1  overridden by line 5
+        'PRAUTO$v$a$c2 = "7"\n',     # 2
+        'PRAUTO$v$a$c1 = "3"\n',     # 3  overridden by line 5
+        "garbage\n",                 # 4
+        'PRAUTO$v$a$c1 = "2"\n',     # 5  counts: a lower value, but the last
+        'PRAUTO$v$b$c1 = "4"\n',     # 6  another variable (pkgarch b)
+        'PRAUTO$v$a$c2 = "7"\n',     # 7  the same value again
+    ]
+    rows, problems, duplicates = oefile.last_assignments(read_rows(lines))
+    assert rows == [Row("v", "a", "c1", "2", 5), Row("v", "b", "c1", "4", 6), Row("v", "a", "c2", "7", 7)]
+    assert problems == [Problem(4, REASON_ASSIGNMENT + ": garbage")]
+    assert duplicates == 3
+
+
+def test_last_assignments_an_unusable_last_value_wins_too():
+    # bitbake keeps the last assignment whatever it holds: a valid value overridden by an
+    # unusable one is not imported, an unusable value overridden by a valid one is no problem
+    lines = ['PRAUTO$v$a$c1 = "1"\n', 'PRAUTO$v$a$c2 = "x"\n',
+             'PRAUTO$v$a$c1 = "y"\n', 'PRAUTO$v$a$c2 = "2"\n']
+    rows, problems, duplicates = oefile.last_assignments(read_rows(lines))
+    assert rows == [Row("v", "a", "c2", "2", 4)]
+    assert problems == [Problem(3, "value 'y' is not a revision (dotted non-negative integers)")]
+    assert duplicates == 2
+
+
+def test_last_assignments_without_duplicates_change_nothing():
+    lines, _ = export_lines(DATA, METAINFO, lockdown=True)
+    items = list(read_rows(as_file(lines) + ["junk\n"]))
+    rows, problems, duplicates = oefile.last_assignments(items)
+    assert rows == [item for item in items if isinstance(item, Row)]
+    assert problems == [item for item in items if isinstance(item, Problem)]
+    assert duplicates == 0

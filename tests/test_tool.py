@@ -170,13 +170,40 @@ def test_export_file_history_writes_each_checksum_highest_value_last(tmp_path, s
     assert last == expected
 
 
+def test_import_file_collapses_duplicated_variables(tmp_path, server, cli):
+    (tmp_path / "in.txt").write_text("\n".join([
+        'PRAUTO$v$a$c1 = "1"',
+        'PRAUTO$v$a$c2 = "5"',
+        'PRAUTO$v$a$c1 = "12"',
+        'PRAUTO$v$a$c2 = "3"',            # lower, but the last: bitbake keeps this one
+        'PRAUTO$v$a$c3 = "2"',
+        'PRAUTO$v$a$c1 = "12"',           # the same value again
+    ]) + "\n")
+    code, out, err = cli("--server", server.address, "import-file", str(tmp_path / "in.txt"))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("imported 3 of 3 rows from %s in " % (tmp_path / "in.txt"))
+    assert lines[1:] == ["collapsed 3 duplicate assignment(s) (the last one of each counts, as in bitbake)"]
+    code, out, _ = cli("--server", server.address, "--json", "export", "--history", "--version", "v")
+    assert [(r["checksum"], r["value"]) for r in json.loads(out)["datainfo"]] == \
+        [("c1", "12"), ("c2", "3"), ("c3", "2")]
+
+    (tmp_path / "in2.txt").write_text('PRAUTO$w$a$c1 = "4"\nPRAUTO$w$a$c1 = "1.0"\nnonsense\n')
+    code, out, err = cli("--server", server.address, "--json", "import-file", str(tmp_path / "in2.txt"))
+    assert code == tool.EXIT_INCOMPLETE, err
+    assert json.loads(out) == {"imported": 1, "rows": 1, "duplicates": 1,
+                               "skipped": [{"line": 3, "reason": 'not a NAME = "VALUE" assignment: nonsense'}]}
+    code, out, _ = cli("--server", server.address, "--json", "export", "--history", "--version", "w")
+    assert [(r["checksum"], r["value"]) for r in json.loads(out)["datainfo"]] == [("c1", "1.0")]
+
+
 def test_import_file_is_pipelined(tmp_path, server, cli):
     count = 5000
     (tmp_path / "big.txt").write_text("".join('PRAUTO$big$a$c%05d = "%d"\n' % (i, i) for i in range(count)))
     code, out, err = cli("--server", server.address, "--json", "import-file", str(tmp_path / "big.txt"),
                          "--window", "64")
     assert code == 0, err
-    assert json.loads(out) == {"imported": count, "rows": count, "skipped": []}
+    assert json.loads(out) == {"imported": count, "rows": count, "skipped": [], "duplicates": 0}
     assert cli("--server", server.address, "max-package-pr", "big", "a")[1] == "%d\n" % (count - 1)
 
 

@@ -13,7 +13,7 @@ Pure text in, text out: no sockets, no database.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from .revision import is_revision, revision_key
@@ -31,11 +31,17 @@ class Row:
     value: str
     line: int = 0      # where it was read
 
+    @property
+    def name(self) -> str:
+        """The variable it is read from: ``PRAUTO$version$pkgarch$checksum``."""
+        return "PRAUTO$%s$%s$%s" % (self.version, self.pkgarch, self.checksum)
+
 
 @dataclass(frozen=True)
 class Problem:
     line: int          # 1-based line number (0: not tied to a line)
     reason: str
+    name: str = field(default="", compare=False)   # the PRAUTO$ variable, when its value is the problem
 
 
 # --------------------------------------------------------------------------- writing
@@ -115,9 +121,33 @@ def read_rows(lines: Iterable[str]) -> Iterator[Union[Row, Problem]]:
         if len(fields) != 4 or not all(fields[1:]):
             yield Problem(number, "expected PRAUTO$VERSION$PKGARCH$CHECKSUM, got %s" % _shorten(name))
         elif not is_revision(value):
-            yield Problem(number, "value %r is not a revision (dotted non-negative integers)" % value)
+            yield Problem(number, "value %r is not a revision (dotted non-negative integers)" % value, name)
         else:
             yield Row(fields[1], fields[2], fields[3], value, number)
+
+
+def last_assignments(items: Iterable[Union[Row, Problem]]) -> Tuple[List[Row], List[Problem], int]:
+    """``(rows, problems, duplicates)``: ``read_rows``' items as bitbake's parser sees
+    the file, where the last assignment of a variable wins.
+
+    Each ``PRAUTO$`` variable assigned more than once keeps only its last assignment
+    (a row, or a problem when its value is unusable), at that line; ``duplicates``
+    counts the earlier ones dropped.  Rows and problems come in line order.
+    """
+    last: Dict[str, Union[Row, Problem]] = {}
+    others: List[Problem] = []
+    duplicates = 0
+    for item in items:
+        if isinstance(item, Problem) and not item.name:
+            others.append(item)         # not tied to a variable
+            continue
+        if last.pop(item.name, None) is not None:
+            duplicates += 1             # popped: the later assignment takes its place in line order
+        last[item.name] = item
+    rows = [item for item in last.values() if isinstance(item, Row)]
+    problems = sorted(others + [item for item in last.values() if isinstance(item, Problem)],
+                      key=lambda problem: problem.line)
+    return rows, problems, duplicates
 
 
 def _shorten(text: str) -> str:

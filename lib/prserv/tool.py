@@ -23,7 +23,7 @@ from .asyncrpc.address import AddressError
 from .asyncrpc.exceptions import InvokeError
 from .config import environment_host
 from .errors import ConfigError
-from .oefile import Problem, Row, export_lines, read_rows
+from .oefile import Problem, Row, export_lines, last_assignments, read_rows
 from .revision import is_revision
 
 EXIT_OK = 0
@@ -208,15 +208,12 @@ def _write_atomically(path: str, lines: List[str]) -> None:
 
 
 def cmd_import_file(args: argparse.Namespace, out: Output) -> int:
-    rows: List[Row] = []
-    problems: List[Problem] = []
     try:
         stream = sys.stdin if args.file == "-" else open(args.file)
     except OSError as exc:
         raise Failure(EXIT_USAGE, "cannot read %s: %s" % (args.file, exc.strerror)) from None
-    with stream:
-        for item in read_rows(stream):
-            (rows if isinstance(item, Row) else problems).append(item)
+    with stream:        # a variable assigned twice: the last assignment counts, as in bitbake
+        rows, problems, duplicates = last_assignments(read_rows(stream))
     started = time.monotonic()
     progress = Progress(len(rows)) if sys.stderr.isatty() and not out.as_json else None
     imported, refused = asyncio.run(_import_rows(args, rows, progress))
@@ -225,13 +222,16 @@ def cmd_import_file(args: argparse.Namespace, out: Output) -> int:
     problems.sort(key=lambda problem: problem.line)
     report = "imported %d of %d rows from %s in %.1f s (%.0f rows/s)" % (
         imported, len(rows), args.file, elapsed, imported / elapsed if elapsed > 0 else 0)
+    if duplicates:
+        report += "\ncollapsed %d duplicate assignment(s) (the last one of each counts, as in bitbake)" % (
+            duplicates)
     if problems:
         report += "\nskipped %d line%s:" % (len(problems), "" if len(problems) == 1 else "s")
         for problem in problems[:MAX_LISTED_PROBLEMS]:
             report += "\n  line %d: %s" % (problem.line, problem.reason)
         if len(problems) > MAX_LISTED_PROBLEMS:
             report += "\n  ... and %d more" % (len(problems) - MAX_LISTED_PROBLEMS)
-    out.result({"imported": imported, "rows": len(rows),
+    out.result({"imported": imported, "rows": len(rows), "duplicates": duplicates,
                 "skipped": [{"line": p.line, "reason": p.reason} for p in problems]}, report)
     return EXIT_INCOMPLETE if problems else EXIT_OK
 
