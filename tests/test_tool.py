@@ -238,3 +238,24 @@ def test_module_entry_point_exit_codes(tmp_path, server):
     assert run("test-pr", "v", "a", "other").returncode == tool.EXIT_NOT_FOUND
     assert run("--server", "127.0.0.1:1", "ping").returncode == tool.EXIT_UNREACHABLE
     assert run("get-pr", "v", "a").returncode == tool.EXIT_USAGE
+
+
+def test_module_runs_under_python_OO():
+    # -OO strips docstrings: the help text (exit codes included) must not depend on them
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRSERV_")}
+    env["PYTHONPATH"] = os.path.join(ROOT, "lib")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["COLUMNS"] = "100"
+
+    def run(*argv):
+        return subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, timeout=60)
+
+    optimized = run("-OO", "-m", "prserv", "--help")
+    assert optimized.returncode == 0, optimized.stderr
+    assert "0 success, 1 not found, 2 bad arguments, 3 server unreachable," in optimized.stdout
+    assert "5 import-file skipped some lines, 6 a backup fails its integrity check." in optimized.stdout
+    normal = run("-m", "prserv", "--help")
+    assert normal.returncode == 0, normal.stderr
+    assert normal.stdout == optimized.stdout
+    version = run("-OO", "-m", "prserv", "--version")
+    assert (version.returncode, version.stdout, version.stderr) == (0, "prserv %s\n" % prserv.__version__, "")

@@ -1,11 +1,4 @@
-"""``prserv``: a command-line client for any PR server (ours or bitbake's).
-
-One subcommand per request (``get-pr``, ``test-pr``, ``test-package``,
-``max-package-pr``, ``import-one``, ``export``, ``ping``, ``is-readonly``), plus
-``export-file`` / ``import-file`` in OpenEmbedded's ``bitbake-prserv-tool`` text
-format and ``config --show`` for the server settings.  ``--json`` prints one JSON
-document for scripts.  Exit codes tell apart what a script needs to know:
-"""
+"""``prserv``: a command-line client for any PR server (ours or bitbake's)."""
 
 from __future__ import annotations
 
@@ -34,11 +27,23 @@ EXIT_REFUSED = 4            # the server answered with an error, or is read-only
 EXIT_INCOMPLETE = 5         # import-file: some lines were skipped; migrate: some rows
 EXIT_VERIFY = 6             # backup / restore / dump: the copy fails its integrity check
 
-__doc__ += """
+EXIT_CODES_HELP = """
   0 success, 1 not found, 2 bad arguments, 3 server unreachable,
   4 refused by the server (backup: the file is held by a buffered-mode server),
   5 import-file skipped some lines, 6 a backup fails its integrity check.
 """
+
+DESCRIPTION = """\
+One subcommand per request (``get-pr``, ``test-pr``, ``test-package``,
+``max-package-pr``, ``import-one``, ``export``, ``ping``, ``is-readonly``), plus
+``export-file`` / ``import-file`` in OpenEmbedded's ``bitbake-prserv-tool`` text
+format and ``config --show`` for the server settings.  ``--json`` prints one JSON
+document for scripts.  Exit codes tell apart what a script needs to know:
+""" + EXIT_CODES_HELP
+"""The text of ``prserv --help``, also under ``python -OO``, which drops docstrings."""
+
+if __doc__ is not None:                 # None under python -OO
+    __doc__ += "\n\n" + DESCRIPTION
 
 PROGRESS_INTERVAL = 0.2     # seconds between progress bar updates
 MAX_LISTED_PROBLEMS = 20
@@ -318,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log connection problems and retries")
 
     parser = argparse.ArgumentParser(prog="prserv", parents=[common],
-                                     description="Talk to a PR server. " + __doc__.split("\n\n", 1)[1],
+                                     description="Talk to a PR server. " + DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
