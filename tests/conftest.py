@@ -53,7 +53,7 @@ def process_servers():
 def cli(capsys, monkeypatch):
     """``cli(*argv)`` -> (exit code, stdout, stderr) of the ``prserv`` command, run in
     this process with no ``PRSERV_*`` variable set."""
-    from prserv import tool
+    from prserv.cli import tool
 
     for name in list(os.environ):
         if name.startswith("PRSERV_"):

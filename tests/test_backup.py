@@ -17,7 +17,13 @@ from typing import List, Set, Tuple
 import pytest
 
 import prserv
-from prserv import backup, tool
+from prserv import dumptext
+from prserv.cli import output as exits
+from prserv.errors import DatabaseError, InvalidDumpAnswer
+from prserv.runtime.priority import IDLE_THROTTLE
+from prserv.server.dump import DumpStream
+from prserv.storage.sqlite import backup
+from internals import committed, table_of
 from prserv.asyncrpc import InvokeError
 from prserv.db import PRData
 from wire import SETUP, RawConnection, frame, open_slow_socket, parse_raw
@@ -164,22 +170,22 @@ def test_dump_answer_pieces_are_the_whole_json_and_decode_in_any_cut(tmp_path):
     lines = ["BEGIN TRANSACTION;", "INSERT INTO x VALUES('a\\nb','\u00e9\U0001f600','\"','\\');",
              "multi\nline", "\\\\n"] * 3000 + ["COMMIT;"]
     text = "".join(line + "\n" for line in lines)
-    pieces = list(backup.dump_answer_pieces(iter(lines), batch_chars=1000))
+    pieces = list(dumptext.answer_pieces(iter(lines), batch_chars=1000))
     assert "".join(pieces) == json.dumps({"dump": text})
     assert len(pieces) > 100 and max(len(piece) for piece in pieces) < 1000 * 6 + 100   # bounded
     whole = "".join(pieces)
     for size in (1, 7, 32767):                  # cuts inside escapes, inside the head, anywhere
         out = io.StringIO()
-        decoder = backup.DumpDecoder(out)
+        decoder = dumptext.DumpDecoder(out)
         for start in range(0, len(whole), size):
             decoder.feed(whole[start:start + size])
         assert decoder.finish() == len(text) and out.getvalue() == text
-    with pytest.raises(backup.InvalidDumpAnswer):
-        truncated = backup.DumpDecoder(io.StringIO())
+    with pytest.raises(InvalidDumpAnswer):
+        truncated = dumptext.DumpDecoder(io.StringIO())
         truncated.feed(whole[:-3])
         truncated.finish()
-    with pytest.raises(backup.InvalidDumpAnswer):
-        backup.DumpDecoder(io.StringIO()).feed('{"export": "' + "x" * 100)
+    with pytest.raises(InvalidDumpAnswer):
+        dumptext.DumpDecoder(io.StringIO()).feed('{"export": "' + "x" * 100)
 
 
 # --------------------------------------------------------------------------- backups of a live file
@@ -222,7 +228,7 @@ async def test_backup_of_a_file_held_by_a_buffered_server_is_refused_clearly(tmp
     async with await prserv.create_async_client(server.address) as client:
         assert await client.getPR("a-1.0-r0", "x86", "c") == "0"
     code, stdout, stderr = await run_cli("backup", server.dbfile, str(tmp_path / "copy.sqlite3"))
-    assert code == tool.EXIT_REFUSED and stdout == ""
+    assert code == exits.EXIT_REFUSED and stdout == ""
     assert "buffered sync mode" in stderr and "prserv dump --server" in stderr
     assert not os.path.exists(tmp_path / "copy.sqlite3")
 
@@ -232,13 +238,13 @@ async def test_backup_of_a_file_held_by_a_buffered_server_is_refused_clearly(tmp
 async def test_dump_db_over_the_wire_is_the_table_dump_chunked_as_one_message(start_server):
     server = await start_server()
     for row in ODD_ROWS:
-        server.table.importone(*row)
-    with server.table.transaction():
+        table_of(server).importone(*row)
+    with table_of(server).transaction():
         for i in range(3000):
-            server.table.importone("pkg%d-1.0-r0" % (i % 5), "x86", "%064x" % i, str(i))
-    await server.commits.settled()
+            table_of(server).importone("pkg%d-1.0-r0" % (i % 5), "x86", "%064x" % i, str(i))
+    await committed(server)
     expected = io.StringIO()
-    server.table.dump_db(expected)
+    table_of(server).dump_db(expected)
     conn = await RawConnection.open(server.address, SETUP)
     await conn.send(frame(json.dumps({"dump-db": {}})))
     raw = await conn.recv_raw()
@@ -318,6 +324,17 @@ async def test_one_dump_at_a_time_and_the_slot_is_freed(tmp_path, start_server):
         assert await client.dump_db(io.StringIO()) > 0
 
 
+def test_snapshot_reports_sqlite_failures_as_database_errors(tmp_path):
+    prefill(tmp_path / "pr.sqlite3", 10)
+    snapshot = backup.open_snapshot(str(tmp_path / "pr.sqlite3"), None, exclusive=False, commit=None)
+    lines = snapshot.lines()
+    assert next(lines) == "BEGIN TRANSACTION;"
+    snapshot.conn.close()                               # the snapshot's file is gone mid-way
+    with pytest.raises(DatabaseError):
+        list(lines)
+    snapshot.close()
+
+
 @pytest.mark.parametrize("behind_a_write", [False, True])
 async def test_a_dump_failing_half_way_ends_the_session(behind_a_write, start_server, monkeypatch):
     """The client gets a cut answer and EOF, never a well-formed one; the slot is freed.
@@ -327,9 +344,9 @@ async def test_a_dump_failing_half_way_ends_the_session(behind_a_write, start_se
     def failing_lines(self):
         for i in range(1000):
             yield "INSERT INTO \"PRMAIN\" VALUES('v','a','c%d','%d');" % (i, i)
-        raise sqlite3.OperationalError("disk I/O error")
+        raise DatabaseError("disk I/O error")     # what a storage engine raises
 
-    monkeypatch.setattr(backup.DumpStream, "_lines", failing_lines)
+    monkeypatch.setattr(backup.SnapshotDump, "lines", failing_lines)
     conn = await RawConnection.open(server.address, SETUP)
     requests = [{"get-pr": {"version": "v-1.0", "pkgarch": "x86", "checksum": "c"}}] if behind_a_write else []
     await conn.send("".join(frame(json.dumps(r)) for r in requests + [{"dump-db": {}}]))
@@ -390,20 +407,20 @@ def test_backup_restore_commands_output_and_exit_codes(tmp_path, cli):
 
     assert cli("restore", dump, dest)[0] == 0 and all_rows(dest) == all_rows(db)
     code, out, err = cli("restore", copy, dest)                   # never overwrites by itself
-    assert (code, out) == (tool.EXIT_USAGE, "") and "exists; use --force" in err
+    assert (code, out) == (exits.EXIT_USAGE, "") and "exists; use --force" in err
     code, out, err = cli("restore", copy, dest, "--force")
     assert (code, err) == (0, "") and out.endswith("integrity_check: ok\nPRMAIN: 300 rows\n")
     assert not [name for name in os.listdir(tmp_path) if ".tmp-" in name or ".verify-" in name]
     assert not [name for name in os.listdir(tmp_path) if name.startswith("dest.sqlite3-")]
 
     code, out, err = cli("backup", str(tmp_path / "missing.sqlite3"), copy)
-    assert (code, out) == (tool.EXIT_USAGE, "") and "does not exist" in err
+    assert (code, out) == (exits.EXIT_USAGE, "") and "does not exist" in err
     code, _, err = cli("backup", db, db)
-    assert code == tool.EXIT_USAGE and "is the database itself" in err
+    assert code == exits.EXIT_USAGE and "is the database itself" in err
     with open(dump) as full:
         (tmp_path / "cut.sql").write_text(full.read()[:-len("COMMIT;\n")])
     code, _, err = cli("restore", str(tmp_path / "cut.sql"), str(tmp_path / "new.sqlite3"))
-    assert code == tool.EXIT_USAGE and "truncated" in err
+    assert code == exits.EXIT_USAGE and "truncated" in err
     assert not os.path.exists(tmp_path / "new.sqlite3")
 
 
@@ -413,7 +430,7 @@ def test_failed_verification_exit_code(tmp_path, cli, monkeypatch):
     monkeypatch.setattr(backup, "verify", lambda path, throttle=None: {"path": path, "integrity": ["page 2: bad"], "ok": False,
                                                         "tables": {"PRMAIN": 3}})
     code, out, err = cli("backup", db, str(tmp_path / "copy.sqlite3"))
-    assert code == tool.EXIT_VERIFY and "integrity_check: page 2: bad" in out and "fails" in err
+    assert code == exits.EXIT_VERIFY and "integrity_check: page 2: bad" in out and "fails" in err
 
 
 async def test_restore_refuses_to_replace_a_database_in_use(tmp_path, start_server):
@@ -423,7 +440,7 @@ async def test_restore_refuses_to_replace_a_database_in_use(tmp_path, start_serv
     async with await prserv.create_async_client(server.address) as client:
         assert await client.getPR("a-1.0-r0", "x86", "c") == "0"
     code, stdout, stderr = await run_cli("restore", str(tmp_path / "copy.sqlite3"), server.dbfile, "--force")
-    assert code == tool.EXIT_REFUSED and "is in use" in stderr
+    assert code == exits.EXIT_REFUSED and "is in use" in stderr
     assert all_rows(server.dbfile) == {("a-1.0-r0", "x86", "c", "0")}
 
 
@@ -436,19 +453,19 @@ async def test_dump_command(tmp_path, start_server):
     assert stdout.startswith("dumped %s to %s (sql, " % (server.address, out))
     assert stdout.endswith("integrity_check: ok\nPRMAIN: 200 rows\n")
     expected = io.StringIO()
-    server.table.dump_db(expected)
+    table_of(server).dump_db(expected)
     with open(out) as f:
         assert f.read() == expected.getvalue()
     code, stdout, stderr = await run_cli("--json", "dump", "--server", server.address, "-")
     assert code == 0 and stdout == expected.getvalue()
     assert json.loads(stderr)["bytes"] == len(expected.getvalue())
     code, stdout, stderr = await run_cli("dump", "--server", "127.0.0.1:1", out, "--timeout", "1")
-    assert code == tool.EXIT_UNREACHABLE and "cannot reach" in stderr
+    assert code == exits.EXIT_UNREACHABLE and "cannot reach" in stderr
 
 
 PRIORITY_PROBE = """
 import json, os, runpy, sys
-import prserv.backup as b
+import prserv.storage.sqlite.backup as b
 real = b.backup_file
 def probe(*args, **kwargs):
     policy = {os.SCHED_IDLE: "SCHED_IDLE", os.SCHED_OTHER: "SCHED_OTHER"}[os.sched_getscheduler(0)]
@@ -500,4 +517,4 @@ def test_throttle_pauses_inside_one_long_statement(tmp_path):
     del pauses[:]
     backup.Throttle(run=3600.0, pause=0.25, sleep=pauses.append).attach(conn)
     assert conn.execute(count).fetchone() == (100000,) and pauses == []
-    assert backup.IDLE_THROTTLE.cpu_share == 0.25
+    assert IDLE_THROTTLE.cpu_share == 0.25

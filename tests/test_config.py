@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from prserv.config import SETTINGS, Config, environment_host, load_config
+from prserv.runtime.settings import SETTINGS, Config, environment_host, load_config
 from prserv.errors import ConfigError
 
 try:

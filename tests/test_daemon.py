@@ -15,7 +15,7 @@ import time
 import pytest
 
 import prserv
-from prserv.daemon import PIDPREFIX, is_running, read_pid
+from prserv.runtime.daemon import PIDPREFIX, is_running, read_pid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin", "bitbake-prserv")

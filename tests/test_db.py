@@ -10,7 +10,8 @@ import sqlite3
 
 import pytest
 
-from prserv import db
+from prserv.storage.sqlite import checkpoint
+from prserv.storage.sqlite import engine as sqlite_engine
 from prserv.db import PRData
 from prserv.errors import DatabaseError, InvalidRevisionError, ReadOnlyError
 
@@ -332,9 +333,7 @@ def test_allocation_atomic_across_processes(dbpath):
 def test_export_pages_through_batches_in_order(table, monkeypatch):
     """Batches end on checksum boundaries; a checksum larger than a batch comes whole;
     no-history maxima are taken across batch ends; filters apply in every batch."""
-    import prserv.db
-
-    monkeypatch.setattr(prserv.db, "EXPORT_BATCH_ROWS", 4)
+    monkeypatch.setattr(sqlite_engine, "EXPORT_BATCH_ROWS", 4)
     expected = []
     for p in range(3):
         for c in range(5):
@@ -343,11 +342,11 @@ def test_export_pages_through_batches_in_order(table, monkeypatch):
                 table.importone("v%d" % p, A, "c%d" % c, value)
                 expected.append(("v%d" % p, A, "c%d" % c, value))
     expected.sort()
-    assert list(table.iter_export(None, None, None, True)) == expected
-    assert list(table.iter_export("v1", None, None, True)) == [r for r in expected if r[0] == "v1"]
-    assert list(table.iter_export(None, None, "c2", True)) == [r for r in expected if r[2] == "c2"]
+    assert list(table.engine.export_rows(None, None, None, True)) == expected
+    assert list(table.engine.export_rows("v1", None, None, True)) == [r for r in expected if r[0] == "v1"]
+    assert list(table.engine.export_rows(None, None, "c2", True)) == [r for r in expected if r[2] == "c2"]
     # No history: v0's max is 6 (c2); v1's max is 6 (c2 and c4, 1+4=5 < 6); v2's is 6 (c4: 2+4).
-    assert list(table.iter_export(None, None, None, False)) == [
+    assert list(table.engine.export_rows(None, None, None, False)) == [
         ("v0", A, "c2", "6"), ("v1", A, "c2", "6"), ("v2", A, "c2", "6"), ("v2", A, "c4", "6")]
     _, data = table.export(None, None, "c4", False, False)
     assert data == [{"version": "v2", "pkgarch": A, "checksum": "c4", "value": "6"}]
@@ -356,7 +355,7 @@ def test_export_pages_through_batches_in_order(table, monkeypatch):
 def test_background_checkpointer_copies_the_wal_off_the_writers_thread(dbpath):
     """The writer's automatic checkpoint is off; the checkpointer thread copies the
     log into the file once it is past its threshold."""
-    from prserv.db import WalCheckpointer
+    from prserv.storage.sqlite.checkpoint import WalCheckpointer
 
     data = PRData(dbpath, synchronous="FULL", background_checkpoints=True)
     try:
@@ -383,9 +382,9 @@ def test_the_log_starts_over_under_continuous_writes(dbpath, monkeypatch, tail):
     copied; a background copy always misses the frames committed while it ran.  The
     writer's ``checkpoint_tail`` after a commit copies those, so the log stays small
     under writes that never pause; without it (``tail=False``) it grows for ever."""
-    monkeypatch.setattr(db, "WAL_COPY_BYTES", 16 << 10)
-    monkeypatch.setattr(db, "WAL_RESTART_BYTES", 64 << 10)
-    monkeypatch.setattr(db, "WAL_CHECK_INTERVAL", 3600.0)     # the test makes the passes
+    monkeypatch.setattr(checkpoint, "WAL_COPY_BYTES", 16 << 10)
+    monkeypatch.setattr(checkpoint, "WAL_RESTART_BYTES", 64 << 10)
+    monkeypatch.setattr(checkpoint, "WAL_CHECK_INTERVAL", 3600.0)     # the test makes the passes
     data = PRData(dbpath, background_checkpoints=True)
     assert data.connection.execute("PRAGMA journal_size_limit").fetchone() == (16 << 10,)
     table = data["PRMAIN"]
@@ -393,11 +392,11 @@ def test_the_log_starts_over_under_continuous_writes(dbpath, monkeypatch, tail):
     wal_sizes = []
 
     def commit_rows_while_a_copy_runs(first: int) -> None:
-        table.begin()
+        data.database.transactions.begin()
         for i in range(first, first + 100):
             table.importone(V, A, "checksum-%06d" % i, str(i))
         data.checkpointer.copy(other)           # a background pass sees the log up to here
-        table.commit()
+        data.database.transactions.commit()
 
     try:
         for round in range(40):

@@ -171,13 +171,13 @@ async def test_the_servers_log_starts_over_while_clients_keep_writing(tmp_path, 
     """Under writes that never pause, the server's WAL is copied in the background and
     started over after a commit (``GroupCommit(after_commit=...)``): it stays near its
     threshold instead of growing for ever (1.4 GB in 16 s of new-PR load before)."""
-    from prserv import db
+    from prserv.storage.sqlite import checkpoint
 
-    monkeypatch.setattr(db, "WAL_COPY_BYTES", 16 << 10)
-    monkeypatch.setattr(db, "WAL_RESTART_BYTES", 64 << 10)
-    monkeypatch.setattr(db, "WAL_CHECK_INTERVAL", 0.001)
+    monkeypatch.setattr(checkpoint, "WAL_COPY_BYTES", 16 << 10)
+    monkeypatch.setattr(checkpoint, "WAL_RESTART_BYTES", 64 << 10)
+    monkeypatch.setattr(checkpoint, "WAL_CHECK_INTERVAL", 0.001)
     server = await start_server()
-    checkpointer = server.db.checkpointer
+    checkpointer = server.engine.db.checkpointer
     wal = server.dbfile + "-wal"
     largest, asked = 0, 0
     async with await prserv.create_async_client(server.address) as client:

@@ -25,7 +25,8 @@ import pytest
 
 import prserv
 from prserv.asyncrpc import InvokeError
-from prserv.db import PRData, _checked_identifier
+from prserv.db import PRData
+from prserv.storage.sqlite.connection import checked_identifier as _checked_identifier
 from prserv.errors import DatabaseError
 
 LIB = Path(__file__).resolve().parent.parent / "lib" / "prserv"
@@ -36,33 +37,36 @@ SQL_METHODS = {"execute", "executemany", "executescript"}
 # Every execute call whose SQL text is not a constant, by (file, function), with the
 # only non-constant pieces it may interpolate.  Anything else fails the audit.
 ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
-    # ``self.table`` is only ever assigned ``_checked_identifier(...)`` (an identifier
+    # ``self.table`` is only ever assigned ``checked_identifier(...)`` (an identifier
     # matching [A-Za-z_][A-Za-z0-9_]*, checked by test_table_identifier_is_checked);
     # every request string in these queries is a bound ``?`` parameter.
-    ("db.py", "PRTable.__init__"): {"self.table"},              # CREATE TABLE IF NOT EXISTS
-    ("db.py", "PRTable._max_rowid"): {"self.table"},
-    ("db.py", "PRTable._sync_now"): {"self.table"},
-    ("db.py", "PRTable._package"): {"self.table"},
-    ("db.py", "PRTable._insert"): {"self.table"},
-    ("db.py", "PRTable.test_checksum_value"): {"self.table"},
-    ("db.py", "PRTable.test_value"): {"self.table"},
-    ("db.py", "PRTable._metainfo"): {"self.table"},             # PRAGMA table_info(<table>)
+    ("storage/sqlite/cache.py", "PackageCache._max_rowid"): {"self.table"},
+    ("storage/sqlite/cache.py", "PackageCache.sync_now"): {"self.table"},
+    ("storage/sqlite/cache.py", "PackageCache.loaded_state"): {"self.table"},
+    ("storage/sqlite/engine.py", "SQLiteEngine.has_row"): {"self.table"},
+    ("storage/sqlite/engine.py", "SQLiteEngine.column_info"): {"self.table"},  # PRAGMA table_info
+    ("storage/sqlite/engine.py", "SQLiteEngine.insert"): {"self.table"},
+    ("storage/sqlite/engine.py", "SQLiteEngine.changes"): {"self.table"},
+    # CREATE TABLE IF NOT EXISTS <name>: the name passes checked_identifier right there.
+    ("storage/sqlite/connection.py", "create_table"): {"checked_identifier(table)"},
     # ``where`` joins the constant "version != ''" and "<column> = ?" where every
     # column comes from a literal tuple at the call sites (checked by
     # test_export_where_clause_is_built_from_constant_columns); values are parameters.
-    ("db.py", "PRTable._select"): {"self.table", "where"},
+    ("storage/sqlite/engine.py", "SQLiteEngine._select"): {"self.table", "where"},
     # ``synchronous`` is compared with OFF/NORMAL/FULL/EXTRA first (a DatabaseError
     # otherwise; checked by test_synchronous_and_table_names_are_validated).
     # (``BUSY_TIMEOUT_SECONDS * 1000`` is a module constant, so not listed.)
-    ("db.py", "PRData.__init__"): {"synchronous.upper()"},
-    # ``tblname`` passes ``_checked_identifier`` on the function's first line.
-    ("db.py", "PRData.__delitem__"): {"tblname"},
+    ("storage/sqlite/connection.py", "open_connection"): {"synchronous.upper()"},
+    # An integer constant of the checkpoint module, formatted with %d.
+    ("storage/sqlite/database.py", "SQLiteDatabase.__init__"): {"checkpoint.WAL_COPY_BYTES"},
+    # ``name`` passes ``checked_identifier`` on the function's first line.
+    ("storage/sqlite/database.py", "SQLiteDatabase.drop_table"): {"name"},
     # Backups (issue 7): row counts of the tables a database file lists in
     # sqlite_master, each name quoted as an identifier (embedded quotes doubled);
     # a restore executes the statements of an SQL dump file, as
     # ``sqlite3 NEW.db < dump.sql`` does -- an operator's file, never request data.
-    ("backup.py", "verify_connection"): {"_quoted(name)"},
-    ("backup.py", "apply_sql"): {"statement"},
+    ("storage/sqlite/backup.py", "verify_connection"): {"_quoted(name)"},
+    ("storage/sqlite/backup.py", "apply_sql"): {"statement"},
 }
 
 
@@ -229,7 +233,8 @@ def sql_sites(root: Path = LIB) -> List[Tuple[str, str, int, Set[str]]]:
 def test_no_sql_text_built_from_anything_but_checked_identifiers():
     sites = sql_sites()
     assert len(sites) >= 15, "the audit found too few execute calls: %r" % sites
-    assert any(site[:2] == ("db.py", "PRTable._insert") and site[3] == {"self.table"} for site in sites)
+    assert any(site[:2] == ("storage/sqlite/engine.py", "SQLiteEngine.insert") and site[3] == {"self.table"}
+               for site in sites)
     violations = []
     for relative, function, line, pieces in sites:
         if not pieces:
@@ -269,7 +274,8 @@ def f(conn, version, table):
 
 def test_table_identifier_is_checked():
     """``self.table`` (interpolated by the allowed sites) is only a checked identifier."""
-    tree = ast.parse((LIB / "db.py").read_text(encoding="utf-8"))
+    tree = ast.Module(body=[ast.parse(path.read_text(encoding="utf-8"))
+                            for path in (LIB / "storage").rglob("*.py")], type_ignores=[])
     assignments = [node for node in ast.walk(tree) if isinstance(node, (ast.Assign, ast.AnnAssign))
                    for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
                    if isinstance(target, ast.Attribute) and target.attr == "table"
@@ -277,7 +283,7 @@ def test_table_identifier_is_checked():
     assert assignments
     for node in assignments:
         assert isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name) \
-            and node.value.func.id == "_checked_identifier", ast.unparse(node)
+            and node.value.func.id == "checked_identifier", ast.unparse(node)
     assert _checked_identifier("PRMAIN") == "PRMAIN"
     for bad in ["PRMAIN; DROP TABLE x", "PRMAIN --", "a'b", 'a"b', "a b", "", "1abc", "PRMAIN\n",
                 "x) --", "é", None]:
@@ -300,18 +306,18 @@ def test_synchronous_and_table_names_are_validated(tmp_path):
         assert data["PRMAIN"].find_value("v", "a", "c") == "0"
     finally:
         data.disconnect()
-    # __delitem__ checks the name before anything else (the allowed site above).
-    tree = ast.parse((LIB / "db.py").read_text(encoding="utf-8"))
-    delitem = next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
-                   and node.name == "__delitem__")
-    first = delitem.body[0]
-    assert isinstance(first, ast.Expr) and ast.unparse(first) == "_checked_identifier(tblname)"
+    # drop_table checks the name before anything else (the allowed site above).
+    tree = ast.parse((LIB / "storage" / "sqlite" / "database.py").read_text(encoding="utf-8"))
+    drop = next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+                and node.name == "drop_table")
+    first = drop.body[0]
+    assert isinstance(first, ast.Expr) and ast.unparse(first) == "checked_identifier(name)"
 
 
 def test_export_where_clause_is_built_from_constant_columns():
-    """``where`` in ``PRTable._select``: constant clauses and ``"%s = ?" % column`` only,
-    ``column`` from the ``filters`` pairs, which every caller writes as literals."""
-    tree = ast.parse((LIB / "db.py").read_text(encoding="utf-8"))
+    """``where`` in ``SQLiteEngine._select``: constant clauses and ``"%s = ?" % column``
+    only, ``column`` from the ``filters`` pairs, which every caller writes as literals."""
+    tree = ast.parse((LIB / "storage" / "sqlite" / "engine.py").read_text(encoding="utf-8"))
     select = next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
                   and node.name == "_select")
     bindings = _Function(select).bindings

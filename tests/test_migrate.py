@@ -14,7 +14,8 @@ from typing import Dict, Iterable, List, Optional, Set, Tuple
 import pytest
 
 import prserv
-from prserv import migrate, tool
+from prserv.cli import output as exits
+from prserv.storage.sqlite import migrate
 from prserv.db import PRData
 from prserv.errors import DatabaseError
 
@@ -304,7 +305,7 @@ async def test_read_only_server_refuses_unmigrated_file_then_serves_it(tmp_path,
 def test_cli_migrates_once_and_says_so(tmp_path, cli):
     path = make_legacy(tmp_path / "old.sqlite3", NOHIST_ROWS, HIST_ROWS)
     code, out, err = cli("migrate", path)
-    assert (code, err) == (tool.EXIT_OK, "")
+    assert (code, err) == (exits.EXIT_OK, "")
     lines = out.splitlines()
     assert lines[0] == ("Migrated %s: 8 rows copied into PRMAIN from the tables of bitbake <= 2.8: "
                         "PRMAIN_nohist (8 rows), PRMAIN_hist (3 rows)" % path)
@@ -313,7 +314,7 @@ def test_cli_migrates_once_and_says_so(tmp_path, cli):
     assert any(line.startswith("warning: PRMAIN_hist: 3 rows ignored") for line in lines)
     assert rows_of(path, "PRMAIN") == NOHIST_EXPECTED
     code, out, err = cli("migrate", path)
-    assert code == tool.EXIT_OK and "was already migrated on" in out and "(8 rows copied then)" in out
+    assert code == exits.EXIT_OK and "was already migrated on" in out and "(8 rows copied then)" in out
     assert rows_of(path, "PRMAIN") == NOHIST_EXPECTED
 
 
@@ -332,22 +333,29 @@ def test_cli_json(tmp_path, cli):
 def test_cli_nothing_to_migrate_and_missing_file(tmp_path, cli):
     modern = make_legacy(tmp_path / "new.sqlite3", prmain=[(V, A, "x", "3")])
     code, out, _ = cli("migrate", modern)
-    assert code == tool.EXIT_OK and "nothing to migrate" in out
+    assert code == exits.EXIT_OK and "nothing to migrate" in out
     assert set(schema(modern)) == {"PRMAIN"}
     missing = str(tmp_path / "missing.sqlite3")
-    assert cli("migrate", missing) == (tool.EXIT_USAGE, "", "prserv: no database file %s\n" % missing)
+    assert cli("migrate", missing) == (exits.EXIT_USAGE, "", "prserv: no database file %s\n" % missing)
     assert not (tmp_path / "missing.sqlite3").exists()
     garbage = tmp_path / "garbage.sqlite3"
     garbage.write_text("not a database, " * 100)
     code, out, err = cli("migrate", str(garbage))
-    assert (code, out) == (tool.EXIT_USAGE, "") and "not a database" in err
+    assert (code, out) == (exits.EXIT_USAGE, "") and "not a database" in err
 
 
 def test_cli_exit_code_says_rows_were_skipped(tmp_path, cli):
     """Like import-file's skipped lines: exit 5 when this run left rows behind."""
     path = make_legacy(tmp_path / "old.sqlite3", [(V, A, "n", None), (V, A, "neg", -3), (V, A, "ok", 4)])
     code, out, err = cli("migrate", path)
-    assert (code, err) == (tool.EXIT_INCOMPLETE, "")
+    assert (code, err) == (exits.EXIT_INCOMPLETE, "")
     assert "  PRMAIN_nohist: 1 copied, 0 already present, 2 skipped (not a revision)" in out.splitlines()
     code, out, _ = cli("--json", "migrate", path)       # done before: nothing skipped now
-    assert (code, json.loads(out)["status"]) == (tool.EXIT_OK, "already-migrated")
+    assert (code, json.loads(out)["status"]) == (exits.EXIT_OK, "already-migrated")
+
+
+def test_migration_creates_prmain_exactly_as_the_engine_does():
+    """Both create bitbake's DDL: a file one of them made is the file the other makes."""
+    from prserv.storage.sqlite.connection import PRMAIN, TABLE_DDL
+
+    assert migrate.TARGET_DDL == TABLE_DDL % PRMAIN

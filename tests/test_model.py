@@ -41,6 +41,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, r
 # ordering or policy from lib/prserv), so a shared mistake cannot hide.
 import prserv
 import prserv.db
+from prserv.storage.sqlite import engine as sqlite_engine
 from prserv.asyncrpc import InvokeError
 from prserv.client import PRAsyncClient
 from prserv.db import PRData, PRTable
@@ -342,12 +343,12 @@ EXPORT_BATCHES = [1, 2, 3, 1000]
 
 
 def set_export_batch(rows: Optional[int]) -> Optional[int]:
-    """Make export read ``rows`` rows per query, if ``prserv.db`` pages its exports
-    (``EXPORT_BATCH_ROWS``), so that tiny tables cross page boundaries; returns the
-    previous setting (None: no such knob, nothing changed)."""
-    previous = getattr(prserv.db, "EXPORT_BATCH_ROWS", None)
-    if previous is not None and rows is not None:
-        prserv.db.EXPORT_BATCH_ROWS = rows
+    """Make export read ``rows`` rows per query (the SQLite engine's
+    ``EXPORT_BATCH_ROWS``), so that tiny tables cross page boundaries; returns the
+    previous setting (``rows`` None: nothing changed)."""
+    previous = sqlite_engine.EXPORT_BATCH_ROWS
+    if rows is not None:
+        sqlite_engine.EXPORT_BATCH_ROWS = rows
     return previous
 
 
@@ -366,12 +367,10 @@ class Tables:
 
     def open(self) -> None:
         writer = PRData(self.path)
-        other = PRData(self.path)
         reader = PRData(self.path, read_only=True)      # after a writer made the file (WAL)
+        other = PRData(self.path, cached_packages=self.cached_packages)
         self.datas = [writer, other, reader]
-        self.tables = [writer["PRMAIN"],
-                       PRTable(other.connection, "PRMAIN", cached_packages=self.cached_packages),
-                       reader["PRMAIN"]]
+        self.tables = [writer["PRMAIN"], other["PRMAIN"], reader["PRMAIN"]]
 
     def close(self) -> None:
         for data in self.datas:

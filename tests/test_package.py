@@ -21,8 +21,8 @@ def guarded(name, globals=None, locals=None, fromlist=(), level=0):
         raise ImportError("blocked: " + name)
     return real_import(name, globals, locals, fromlist, level)
 builtins.__import__ = guarded
-import prserv, prserv.serv, prserv.client, prserv.db, prserv.alloc, prserv.cli
-import prserv.config, prserv.daemon, prserv.tool, prserv.oefile
+import prserv, prserv.serv, prserv.client, prserv.db, prserv.server.allocator, prserv.cli.bitbake_prserv
+import prserv.runtime.settings, prserv.runtime.daemon, prserv.cli.tool, prserv.oefile, prserv.storage.sqlite.database
 import prserv.asyncrpc, prserv.asyncrpc.serv, prserv.asyncrpc.client
 outside = sorted(name for name, module in list(sys.modules.items())
                  if "-packages" in (getattr(module, "__file__", None) or ""))

@@ -222,11 +222,13 @@ def test_stream_framer_holds_less_than_a_chunk_line():
     assert framer.finish() == "x" * (100000 - 3 * 32767) + "\n\n"
 
 
-def test_join_pieces_regroups_without_losing_text():
-    pieces = ["ab", "c", "defg", "h", "", "ij"]
-    assert list(protocol.join_pieces(pieces, 3)) == ["abc", "defg", "hij"]
-    assert list(protocol.join_pieces([], 3)) == []
-    assert list(protocol.join_pieces(["a"], 3)) == ["a"]
+async def test_join_pieces_regroups_without_losing_text():
+    async def joined(pieces, size):
+        return [text async for text in protocol.join_pieces(protocol.JSONStream.of(pieces).pieces, size)]
+
+    assert await joined(["ab", "c", "defg", "h", "", "ij"], 3) == ["abc", "defg", "hij"]
+    assert await joined([], 3) == []
+    assert await joined(["a"], 3) == ["a"]
 
 
 def test_parse_json_fast_path_keeps_json_loads_rules():

@@ -11,6 +11,7 @@ import pytest
 
 import prserv
 from prserv.asyncrpc import InvokeError
+from internals import table_of
 from wire import SETUP, RawConnection, frame, open_slow_socket
 
 V, A = "curl-8.6.0-r0", "cortexa72"
@@ -336,9 +337,10 @@ async def test_pipelined_lookups_and_allocations_keep_order_up_to_an_error(start
 def _import_rows(server, count: int) -> list:
     """Rows stored straight through the server's table, in one transaction (fast)."""
     rows = [(V, A, "%064x" % i, str(i)) for i in range(count)]
-    with server.table.transaction():
+    table = table_of(server)
+    with table.transaction():
         for row in rows:
-            server.table.importone(*row)
+            table.importone(*row)
     return [{"version": v, "pkgarch": a, "checksum": c, "value": value} for v, a, c, value in rows]
 
 
@@ -388,7 +390,7 @@ async def test_pipelined_writes_of_one_client_share_commits(start_server):
     await conn.send("".join(frame(json.dumps(r)) for r in requests))
     answers = [json.loads(await conn.recv_raw()) for _ in requests]
     assert answers == [{"value": str(i)} for i in range(500)]
-    assert 1 <= server.commits.commits <= 50
+    assert 1 <= server.engine.db.group.commits <= 50
     await conn.close()
 
 
@@ -400,11 +402,13 @@ async def test_failed_commit_withholds_the_answer_and_reports_it(start_server, m
     conn = await RawConnection.open(server.address, SETUP)
     assert await conn.request({"get-pr": {"version": V, "pkgarch": A, "checksum": "a"}}) == {"value": "0"}
 
+    transactions = server.engine.db.transactions
+
     def failing_commit():
-        server.table.rollback()
+        transactions.rollback()
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(server.table, "commit", failing_commit)
+    monkeypatch.setattr(transactions, "commit", failing_commit)
     await conn.send("".join(frame(json.dumps({"get-pr": {"version": V, "pkgarch": A, "checksum": c}}))
                             for c in ("b", "c")))
     answer = json.loads(await conn.recv_raw())

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import prserv
-from prserv import tool
+from prserv.cli import output as exits
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +40,7 @@ def test_lookups_and_not_found_exit_code(server, cli):
     s = ("--server", server.address)
     assert cli(*s, "test-pr", "1.0-r0", "x86", "bbb") == (0, "1.20\n", "")
     code, out, err = cli(*s, "test-pr", "1.0-r0", "x86", "zzz")
-    assert (code, out) == (tool.EXIT_NOT_FOUND, "") and "no value for 1.0-r0 x86 zzz" in err
+    assert (code, out) == (exits.EXIT_NOT_FOUND, "") and "no value for 1.0-r0 x86 zzz" in err
     assert cli(*s, "--json", "test-pr", "1.0-r0", "x86", "zzz")[:2] == (1, '{"value": null}\n')
     assert cli(*s, "test-package", "1.0-r0", "x86") == (0, "true\n", "")
     assert cli(*s, "test-package", "1.0-r0", "arm")[:2] == (1, "false\n")
@@ -57,7 +57,7 @@ def test_import_one_and_export(server, cli):
     assert cli(*s, "import-one", "1.0-r0", "x86", "bbb", "2") == (0, "2\n", "")
     assert cli(*s, "import-one", "1.0-r0", "arm", "aaa", "5") == (0, "5\n", "")
     code, out, err = cli(*s, "import-one", "1.0-r0", "x86", "ccc", "1.x")
-    assert (code, out) == (tool.EXIT_USAGE, "")
+    assert (code, out) == (exits.EXIT_USAGE, "")
     assert "argument value: '1.x' is not a revision (dotted non-negative integers)" in err
     assert cli(*s, "export") == (0, "1.0-r0\tarm\taaa\t5\n1.0-r0\tx86\tbbb\t2\n", "")
     assert cli(*s, "export", "--history", "--pkgarch", "x86") == \
@@ -76,19 +76,19 @@ def test_read_only_server_refuses_imports(tmp_path, process_servers, cli):
     s = ("--server", reader.address)
     assert cli(*s, "is-readonly") == (0, "true\n", "")
     code, _, err = cli(*s, "import-one", "v", "a", "d", "2")
-    assert code == tool.EXIT_REFUSED and "read-only" in err
+    assert code == exits.EXIT_REFUSED and "read-only" in err
     (tmp_path / "in.txt").write_text('PRAUTO$v$a$d = "2"\n')
     code, _, err = cli(*s, "import-file", str(tmp_path / "in.txt"))
-    assert code == tool.EXIT_REFUSED and "read-only: nothing imported" in err
-    assert cli(*s, "test-pr", "v", "a", "d")[0] == tool.EXIT_NOT_FOUND
+    assert code == exits.EXIT_REFUSED and "read-only: nothing imported" in err
+    assert cli(*s, "test-pr", "v", "a", "d")[0] == exits.EXIT_NOT_FOUND
 
 
 def test_unreachable_and_bad_address_exit_codes(tmp_path, cli):
     code, out, err = cli("--server", "unix://%s" % (tmp_path / "none.sock"), "ping")
-    assert (code, out) == (tool.EXIT_UNREACHABLE, "")
+    assert (code, out) == (exits.EXIT_UNREACHABLE, "")
     assert "cannot reach the PR server at unix://%s" % (tmp_path / "none.sock") in err
     code, _, err = cli("--server", "no-port-here", "ping")
-    assert code == tool.EXIT_USAGE and "expected HOST:PORT" in err
+    assert code == exits.EXIT_USAGE and "expected HOST:PORT" in err
 
 
 ROWS = [("1.0-r0", "core2-64", "c%02d" % i, str(i)) for i in range(12)] + [
@@ -132,7 +132,7 @@ def test_import_file_reports_skipped_lines(tmp_path, server, cli):
     ]) + "\n"
     (tmp_path / "in.txt").write_text(text)
     code, out, _ = cli("--server", server.address, "import-file", str(tmp_path / "in.txt"))
-    assert code == tool.EXIT_INCOMPLETE
+    assert code == exits.EXIT_INCOMPLETE
     assert out.splitlines()[1:] == [
         "skipped 3 lines:",
         "  line 3: value 'one' is not a revision (dotted non-negative integers)",
@@ -190,7 +190,7 @@ def test_import_file_collapses_duplicated_variables(tmp_path, server, cli):
 
     (tmp_path / "in2.txt").write_text('PRAUTO$w$a$c1 = "4"\nPRAUTO$w$a$c1 = "1.0"\nnonsense\n')
     code, out, err = cli("--server", server.address, "--json", "import-file", str(tmp_path / "in2.txt"))
-    assert code == tool.EXIT_INCOMPLETE, err
+    assert code == exits.EXIT_INCOMPLETE, err
     assert json.loads(out) == {"imported": 1, "rows": 1, "duplicates": 1,
                                "skipped": [{"line": 3, "reason": 'not a NAME = "VALUE" assignment: nonsense'}]}
     code, out, _ = cli("--server", server.address, "--json", "export", "--history", "--version", "w")
@@ -221,7 +221,7 @@ def test_config_show_names_sources(tmp_path, cli, monkeypatch):
     assert json.loads(out)["upstream"] == {"value": "env:8585", "source": "environment PRSERV_UPSTREAM"}
     monkeypatch.setenv("PRSERV_READ_ONLY", "perhaps")
     code, _, err = cli("config", "--show")
-    assert code == tool.EXIT_USAGE
+    assert code == exits.EXIT_USAGE
     assert "invalid read_only 'perhaps' (from environment PRSERV_READ_ONLY)" in err
 
 
@@ -235,9 +235,9 @@ def test_module_entry_point_exit_codes(tmp_path, server):
                               env=env, timeout=60)
 
     assert run("get-pr", "v", "a", "c").stdout == "0\n"
-    assert run("test-pr", "v", "a", "other").returncode == tool.EXIT_NOT_FOUND
-    assert run("--server", "127.0.0.1:1", "ping").returncode == tool.EXIT_UNREACHABLE
-    assert run("get-pr", "v", "a").returncode == tool.EXIT_USAGE
+    assert run("test-pr", "v", "a", "other").returncode == exits.EXIT_NOT_FOUND
+    assert run("--server", "127.0.0.1:1", "ping").returncode == exits.EXIT_UNREACHABLE
+    assert run("get-pr", "v", "a").returncode == exits.EXIT_USAGE
 
 
 def test_module_runs_under_python_OO():

@@ -25,9 +25,9 @@ def create_server(addr, dbpath, upstream=None, read_only=False, **options):
     ``ws://host:port``, or a list of them); nothing is bound until it serves
     (``serve_forever`` / ``serve_as_process``).  ``options``: ``upstream_timeout``
     (seconds, default 10)."""
-    from . import serv
+    from .server.server import PRServer
 
-    server = serv.PRServer(dbpath, read_only=read_only, upstream=upstream, **options)
+    server = PRServer(dbpath, read_only=read_only, upstream=upstream, **options)
     for address in [addr] if isinstance(addr, str) else addr:
         server.start_server(address)
     return server

@@ -2,6 +2,6 @@
 
 import sys
 
-from .tool import main
+from .cli.tool import main
 
 sys.exit(main())

@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 from typing import IO, Any, AsyncIterator, Iterable, List, Optional, Tuple, Union
 
-from . import logger
+from . import messages
 from .asyncrpc import AsyncClient, Client, ConnectionClosedError, InvokeError, ProtocolError
 from .asyncrpc.protocol import parse_json
+from .dumptext import DumpDecoder
+from .errors import InvalidDumpAnswer
+from .log import logger
 
 PROTO_NAME = "PRSERVICE"
 PROTO_VERSION = "1.0"
@@ -22,51 +25,43 @@ class PRAsyncClient(AsyncClient):
     def __init__(self, timeout: float = 30) -> None:
         super().__init__(PROTO_NAME, PROTO_VERSION, logger, timeout=timeout)
 
-    async def _field(self, request: dict, field: str) -> Any:
-        response = await self.invoke(request)
-        if response:
-            return response[field]
-        return None
+    async def _field(self, request: dict, field: str = messages.VALUE) -> Any:
+        return messages.answer_field(await self.invoke(request), field)
 
     async def getPR(self, version: str, pkgarch: str, checksum: str, history: bool = False) -> Optional[str]:
-        return await self._field({"get-pr": {"version": version, "pkgarch": pkgarch,
-                                             "checksum": checksum, "history": history}}, "value")
+        return await self._field(messages.get_pr(version, pkgarch, checksum, history))
 
     async def test_pr(self, version: str, pkgarch: str, checksum: str, history: bool = False) -> Optional[str]:
-        return await self._field({"test-pr": {"version": version, "pkgarch": pkgarch,
-                                              "checksum": checksum, "history": history}}, "value")
+        return await self._field(messages.test_pr(version, pkgarch, checksum, history))
 
     async def test_package(self, version: str, pkgarch: str) -> Optional[bool]:
-        return await self._field({"test-package": {"version": version, "pkgarch": pkgarch}}, "value")
+        return await self._field(messages.test_package(version, pkgarch))
 
     async def max_package_pr(self, version: str, pkgarch: str) -> Optional[str]:
-        return await self._field({"max-package-pr": {"version": version, "pkgarch": pkgarch}}, "value")
+        return await self._field(messages.max_package_pr(version, pkgarch))
 
     async def importone(self, version: str, pkgarch: str, checksum: str,
                         value: Union[str, int]) -> Optional[Union[str, int]]:
-        return await self._field({"import-one": {"version": version, "pkgarch": pkgarch,
-                                                 "checksum": checksum, "value": value}}, "value")
+        return await self._field(messages.import_one(version, pkgarch, checksum, value))
 
     async def importmany(self, rows: Iterable[Tuple[str, str, str, Union[str, int]]],
                          window: int = 64) -> AsyncIterator[Optional[Union[str, int]]]:
         """``importone`` for each ``(version, pkgarch, checksum, value)``, pipelined;
         yields each answer's value (None from a read-only server) in order."""
-        messages = ({"import-one": {"version": version, "pkgarch": pkgarch, "checksum": checksum,
-                                    "value": value}} for version, pkgarch, checksum, value in rows)
-        async for response in self.invoke_pipelined(messages, window):
-            yield response["value"] if response else None
+        requests = (messages.import_one(version, pkgarch, checksum, value)
+                    for version, pkgarch, checksum, value in rows)
+        async for response in self.invoke_pipelined(requests, window):
+            yield messages.answer_field(response, messages.VALUE)
 
     async def export(self, version: Optional[str], pkgarch: Optional[str], checksum: Optional[str],
                      colinfo: bool, history: bool = False) -> Optional[Tuple[dict, List[dict]]]:
-        response = await self.invoke({"export": {"version": version, "pkgarch": pkgarch,
-                                                 "checksum": checksum, "colinfo": colinfo,
-                                                 "history": history}})
+        response = await self.invoke(messages.export(version, pkgarch, checksum, colinfo, history))
         if response:
             return response["metainfo"], response["datainfo"]
         return None
 
     async def is_readonly(self) -> Optional[bool]:
-        return await self._field({"is-readonly": {}}, "readonly")
+        return await self._field(messages.is_readonly(), messages.READONLY)
 
     async def dump_db(self, fd: IO[str]) -> int:
         """The server's SQL dump (``dump-db``) written to the text file ``fd`` as it
@@ -77,9 +72,7 @@ class PRAsyncClient(AsyncClient):
         request; receiving is not (part of the dump may be written already): a
         failure raises ``ConnectionError``.
         """
-        from .backup import DumpDecoder, InvalidDumpAnswer
-
-        await self._send_wrapper(lambda: self.socket.send_message({"dump-db": {}}))
+        await self._send_wrapper(lambda: self.socket.send_message(messages.dump_db()))
         try:
             head = parse_json(await self._dump_line())
             if not (isinstance(head, dict) and "chunk-stream" in head):

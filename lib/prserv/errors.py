@@ -1,8 +1,39 @@
-"""Exceptions of the PR layer (database, allocation, upstream).
+"""Every exception the package raises, and where each comes from.
 
-The server turns each of these into an ``invoke-error`` answer naming the problem;
-nothing in this hierarchy knows about sockets.
+The tree (``prserv.asyncrpc.exceptions`` holds the protocol layer's part, which
+knows nothing of PR values; everything else is defined here)::
+
+    Exception
+    ├── PRServiceError                  prserv's own errors
+    │   ├── InvalidRevisionError        (also ValueError) not a revision value
+    │   ├── InvalidRequestError         (also ValueError) a request field is wrong
+    │   ├── ReadOnlyError               a write on a read-only database
+    │   ├── DatabaseError               the database cannot be opened or used
+    │   ├── UpstreamError               the upstream server failed or answered nonsense
+    │   ├── ConfigError                 a setting's value is wrong (names its source)
+    │   │   ├── DaemonError             a daemon cannot be started or stopped
+    │   │   └── PRServiceConfigError    bitbake's name, raised to its cooker
+    │   ├── BackupError                 a backup, restore or dump cannot be made
+    │   │   ├── DatabaseBusy            the file is held by another process
+    │   │   └── VerificationFailed      the copy fails its integrity check
+    │   └── InvalidDumpAnswer           (also ValueError) a dump-db answer is malformed
+    └── AsyncRPCError                   (prserv.asyncrpc.exceptions) the wire protocol
+        ├── ProtocolError               bad framing, JSON or setup
+        │   ├── HandshakeError          connection setup refused
+        │   └── LineTooLongError        a line or message over its limit
+        ├── ClientError                 a request the server cannot accept
+        ├── ServerError                 the server failed while handling a request
+        ├── ConnectionClosedError       (also ConnectionError) the peer closed
+        │   └── DumpAborted             (prserv.server.dump) a dump failed half-way
+        ├── ReadTimeoutError            (also ConnectionError) no answer in time
+        └── InvokeError                 an {"invoke-error": ...} answer
+
+A server turns ``PRServiceError`` raised by a request into an invoke-error answer
+naming the problem (``DatabaseError`` is also logged as an error); the command line
+(``prserv.cli``) maps these classes to its exit codes.  Library code never prints.
 """
+
+from typing import Any, Dict
 
 
 class PRServiceError(Exception):
@@ -31,3 +62,32 @@ class UpstreamError(PRServiceError):
 
 class ConfigError(PRServiceError):
     """A setting with a wrong value; the message names the setting and its source."""
+
+
+class DaemonError(ConfigError):
+    """The daemon could not be started or stopped; the message says why."""
+
+
+class PRServiceConfigError(ConfigError):
+    """Bad PR service configuration (the name bitbake's cooker catches)."""
+
+
+class BackupError(PRServiceError):
+    """A backup or restore cannot be made; the message says why."""
+
+
+class DatabaseBusy(BackupError):
+    """The file is held by another process (a buffered-mode server, or a server on
+    the file a restore would replace)."""
+
+
+class VerificationFailed(BackupError):
+    """The copy exists but ``PRAGMA integrity_check`` did not answer ``ok``."""
+
+    def __init__(self, message: str, report: Dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class InvalidDumpAnswer(PRServiceError, ValueError):
+    """What arrived is not a well-formed ``{"dump": "..."}`` answer."""

@@ -71,11 +71,6 @@ def increase_revision(ver: Union[str, int]) -> str:
     return ".".join(fields)
 
 
-def child_revision(base: str, index: int) -> str:
-    """``base.index``: the sub-value numbering below an upstream value."""
-    return "%s.%d" % (base, index)
-
-
 def _fields(rev: Union[str, int]) -> RevisionKey:
     text = str(rev)
     fields = text.split(".")

@@ -33,7 +33,7 @@ class Connection:
 
     timeout: float = -1
 
-    def __init__(self, max_message: int = protocol.DEFAULT_MAX_MESSAGE,
+    def __init__(self, max_message: int = protocol.MAX_ANSWER_SIZE,
                  max_depth: Optional[int] = None) -> None:
         self._reader = protocol.MessageReader(max_message, max_depth)
         self._stop_receiving = False
@@ -235,7 +235,7 @@ class StreamConnection(Connection):
 
     def __init__(self, line_protocol: LineProtocol, timeout: float = -1,
                  max_chunk: int = protocol.MAX_CHUNK,
-                 max_message: int = protocol.DEFAULT_MAX_MESSAGE,
+                 max_message: int = protocol.MAX_ANSWER_SIZE,
                  max_depth: Optional[int] = None) -> None:
         super().__init__(max_message, max_depth)
         self._protocol = line_protocol
@@ -288,7 +288,7 @@ class StreamConnection(Connection):
         give the event loop to other clients every ``_YIELD_EVERY_BYTES``."""
         framer = protocol.StreamFramer(self.max_chunk)
         unyielded = 0
-        for piece in message.pieces:
+        async for piece in message.pieces:
             text = framer.feed(piece)
             if not text:
                 continue
@@ -402,7 +402,7 @@ class WebsocketConnection(Connection):
     """A websocket connection: one text message per line or JSON message."""
 
     def __init__(self, websocket: Any, timeout: float = -1,
-                 max_message: int = protocol.DEFAULT_MAX_MESSAGE,
+                 max_message: int = protocol.MAX_ANSWER_SIZE,
                  max_depth: Optional[int] = None) -> None:
         super().__init__(max_message, max_depth)
         self.websocket = websocket
@@ -485,7 +485,7 @@ async def open_unix_connection(path: str, timeout: float = -1,
 
 
 async def open_websocket_connection(uri: str, timeout: float = -1,
-                                    max_message: int = protocol.DEFAULT_MAX_MESSAGE) -> WebsocketConnection:
+                                    max_message: int = protocol.MAX_ANSWER_SIZE) -> WebsocketConnection:
     """Open a websocket; the opening handshake is bounded by ``timeout``."""
     from .websocket import connect
 

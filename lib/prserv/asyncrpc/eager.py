@@ -73,3 +73,20 @@ class _Continuation(collections.abc.Coroutine):
         return self
 
     __iter__ = __await__
+
+
+def finish_now(coro: Coroutine[Any, Any, Any]) -> Any:
+    """The result of a coroutine that must not wait, run to its end here and now.
+
+    For synchronous facades over code that is asynchronous in general but never
+    suspends in the case at hand (a storage engine that reads a local file).  If it
+    does suspend, it is closed and ``RuntimeError`` says so: without an event loop
+    nobody would ever resume it.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise RuntimeError("%s waited for something; it cannot run without an event loop"
+                       % getattr(coro, "__qualname__", coro))

@@ -17,7 +17,7 @@ import array
 import itertools
 import json
 import re
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .exceptions import HandshakeError, LineTooLongError, ProtocolError
 
@@ -27,8 +27,9 @@ MAX_CHUNK = 32 * 1024
 DEFAULT_MAX_LINE = 1024 * 1024
 """Longest single line accepted (the reference accepts 64 KiB; senders chunk at 32 KiB)."""
 
-DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
-"""Longest reassembled chunk stream accepted by default."""
+MAX_ANSWER_SIZE = 64 * 1024 * 1024
+"""Longest reassembled chunk stream a client accepts (a server's limit on requests is
+its own setting, ``Limits.max_message``)."""
 
 MAX_REQUEST_NESTING = 64
 """Deepest nesting of arrays and objects a server accepts in one request (a PR
@@ -100,11 +101,22 @@ class JSONStream:
 
     For answers too large to build in memory (an export of a million rows): the
     connection frames and sends the pieces as they come, under flow control, and
-    the bytes on the wire are those of the whole text framed at once.
+    the bytes on the wire are those of the whole text framed at once.  ``pieces``
+    is an async iterator, so that producing a piece may wait (a database engine
+    that is a network away); ``JSONStream.of`` takes a plain iterable.
     """
 
-    def __init__(self, pieces: Iterable[str]) -> None:
+    def __init__(self, pieces: AsyncIterator[str]) -> None:
         self.pieces = pieces
+
+    @classmethod
+    def of(cls, pieces: Iterable[str]) -> "JSONStream":
+        return cls(_each(pieces))
+
+
+async def _each(pieces: Iterable[str]) -> AsyncIterator[str]:
+    for piece in pieces:
+        yield piece
 
 
 class StreamFramer:
@@ -144,12 +156,12 @@ class StreamFramer:
         return (text + "\n" if text else "") + "\n"
 
 
-def join_pieces(pieces: Iterable[str], size: int) -> Iterator[str]:
+async def join_pieces(pieces: AsyncIterator[str], size: int) -> AsyncIterator[str]:
     """Regroup text pieces into strings of at least ``size`` characters (the last may
     be shorter): fragments of a sensible size for a transport."""
     held: List[str] = []
     length = 0
-    for piece in pieces:
+    async for piece in pieces:
         held.append(piece)
         length += len(piece)
         if length >= size:
@@ -287,7 +299,7 @@ class MessageReader:
     clients trust their server's answers, whose exports are long and shallow).
     """
 
-    def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE,
+    def __init__(self, max_message: int = MAX_ANSWER_SIZE,
                  max_depth: Optional[int] = None) -> None:
         self.max_message = max_message
         self.max_depth = max_depth

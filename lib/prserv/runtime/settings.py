@@ -1,9 +1,14 @@
-"""Server settings from flags, ``PRSERV_*`` environment variables and a TOML file.
+"""Server settings: declared once, read from flags, ``PRSERV_*`` variables and TOML.
+
+``SETTINGS`` is the one table of every server setting (name = TOML key, type,
+default, command-line options, environment variable, help).  From it come the
+command line's options (``prserv.cli.options``), the environment and file parsing
+here, ``prserv config --show``, README's settings table (``markdown_table``, checked
+by a test) and the server's connection limits (``limits_of``).
 
 Precedence: flags > environment > file > defaults.  Every value remembers where it
-came from, so a wrong value can be named with its origin and ``prserv config
---show`` can print the effective configuration.  This module knows nothing of
-sockets or databases; it only turns text into checked values.
+came from, so a wrong value can be named with its origin.  This module knows
+nothing of sockets or databases; it only turns text into checked values.
 
 Relative paths are made absolute at load time -- against the current directory for
 flags, environment and defaults, against the file's directory for the config file --
@@ -18,8 +23,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from .asyncrpc.address import ADDR_TYPE_UNIX, UNIX_PREFIX, AddressError, parse_address
-from .errors import ConfigError
+from ..asyncrpc.address import ADDR_TYPE_UNIX, UNIX_PREFIX, AddressError, parse_address
+from ..asyncrpc.limits import Limits
+from ..errors import ConfigError
+from ..server.upstream import DEFAULT_TIMEOUT as DEFAULT_UPSTREAM_TIMEOUT
+from ..storage.syncmode import IMMEDIATE, parse_sync_mode
 
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 8585
@@ -139,8 +147,6 @@ def _addresses(raw: Any, base: str) -> List[str]:
 
 
 def _sync_mode(raw: Any, base: str) -> str:
-    from .commit import parse_sync_mode
-
     try:
         return str(parse_sync_mode(_text(raw, base)))
     except ConfigError as exc:
@@ -156,47 +162,80 @@ def _log_level(raw: Any, base: str) -> str:
 
 # --------------------------------------------------------------------------- the settings
 
+VALUE, SWITCH, REPEATED = "value", "switch", "repeated"
+"""How a setting's option takes its value on the command line: one argument; none
+(given means true); or one argument per repetition."""
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str                     # TOML key and attribute name
     env: str                      # environment variable
-    flag: str                     # command-line spelling, for messages
+    options: Tuple[str, ...]      # command-line option strings
     default: Any                  # raw default (parsed like any other value)
     parse: Callable[[Any, str], Any]
-    help: str
+    help: str                     # the option's help; README's description
+    metavar: Optional[str] = None
+    kind: str = VALUE
+    limit: Optional[str] = None   # the ``Limits`` field it sets
+    shown_default: Optional[str] = None     # how help and README show the default
+    flag_label: Optional[str] = None        # how messages name the flags, if not the options
 
+    @property
+    def flag(self) -> str:
+        """The command-line spelling used in messages (``flag -f/--file``)."""
+        return self.flag_label or "/".join(self.options)
+
+
+DEFAULT_LIMITS = Limits()
 
 SETTINGS: Tuple[Setting, ...] = (
-    Setting("database", "PRSERV_DATABASE", "-f/--file", "prserv.sqlite3", _path,
-            "SQLite database file"),
-    Setting("bind", "PRSERV_BIND", "--bind/--host/--port", "%s:%d" % (DEFAULT_HOST, DEFAULT_PORT),
-            _addresses, "listen address(es): HOST:PORT, [V6]:PORT, unix:///PATH, ws://HOST:PORT"),
-    Setting("read_only", "PRSERV_READ_ONLY", "-r/--read-only", False, _boolean,
-            "refuse every write (a publishing server)"),
-    Setting("upstream", "PRSERV_UPSTREAM", "-u/--upstream", None, _optional_address,
-            "upstream PR server address (chaining)"),
-    Setting("upstream_timeout", "PRSERV_UPSTREAM_TIMEOUT", "--upstream-timeout", 10.0,
-            _positive_number, "seconds to wait for the upstream before answering with an error"),
-    Setting("sync_mode", "PRSERV_SYNC_MODE", "--sync-mode", "immediate", _sync_mode,
-            "immediate (fsync before answering), periodic:SECONDS or on-shutdown"),
-    Setting("log_file", "PRSERV_LOG", "-l/--log", "prserv.log", _log_file,
-            "log file ('-' for standard error)"),
-    Setting("log_level", "PRSERV_LOGLEVEL", "--loglevel", "INFO", _log_level,
-            "CRITICAL, ERROR, WARNING, INFO or DEBUG"),
-    Setting("pidfile", "PRSERV_PIDFILE", "--pidfile", None, _optional_path,
-            "daemon pidfile (default /tmp/PRServer_<ip>_<port>.pid, as bitbake)"),
-    Setting("max_connections", "PRSERV_MAX_CONNECTIONS", "--max-connections", 10000, _count,
-            "open client connections at most; more are closed at once (0: no limit)"),
-    Setting("idle_timeout", "PRSERV_IDLE_TIMEOUT", "--idle-timeout", 3600, _seconds_or_zero,
-            "seconds of silence before a client connection is closed (0: never)"),
-    Setting("handshake_timeout", "PRSERV_HANDSHAKE_TIMEOUT", "--handshake-timeout", 30,
-            _seconds_or_zero, "seconds a new connection has to complete its setup (0: no limit)"),
-    Setting("max_message_size", "PRSERV_MAX_MESSAGE_SIZE", "--max-message-size", "16M", _size,
-            "bytes of one request, a chunk stream's total included"),
-    Setting("max_handshake_line", "PRSERV_MAX_HANDSHAKE_LINE", "--max-handshake-line", "4K", _size,
-            "bytes of one connection-setup line"),
-    Setting("shutdown_timeout", "PRSERV_SHUTDOWN_TIMEOUT", "--shutdown-timeout", 10,
-            _seconds_or_zero, "seconds requests in flight get to finish on SIGTERM/SIGINT"),
+    Setting("database", "PRSERV_DATABASE", ("-f", "--file"), "prserv.sqlite3", _path,
+            "database filename"),
+    Setting("bind", "PRSERV_BIND", ("--bind", "--address"), "%s:%d" % (DEFAULT_HOST, DEFAULT_PORT),
+            _addresses, "listen address, repeatable: HOST:PORT, [V6]:PORT, unix:///PATH, ws://HOST:PORT "
+            "(environment: comma or space separated; TOML: a list)", metavar="ADDR", kind=REPEATED,
+            flag_label="--bind/--host/--port"),
+    Setting("read_only", "PRSERV_READ_ONLY", ("-r", "--read-only"), False, _boolean,
+            "open database in read-only mode (environment: true/false, yes/no, on/off, 1/0)",
+            kind=SWITCH),
+    Setting("upstream", "PRSERV_UPSTREAM", ("-u", "--upstream"), None, _optional_address,
+            "Upstream PR service (host:port)", shown_default="none"),
+    Setting("upstream_timeout", "PRSERV_UPSTREAM_TIMEOUT", ("--upstream-timeout",),
+            DEFAULT_UPSTREAM_TIMEOUT, _positive_number,
+            "seconds to wait for the upstream before answering with an error", metavar="SECONDS",
+            shown_default="%g s" % DEFAULT_UPSTREAM_TIMEOUT),
+    Setting("sync_mode", "PRSERV_SYNC_MODE", ("--sync-mode",), IMMEDIATE, _sync_mode,
+            "immediate (each value fsync'd before it is answered), periodic:SECONDS, "
+            "or on-shutdown (throwaway builds)", metavar="MODE"),
+    Setting("log_file", "PRSERV_LOG", ("-l", "--log"), "prserv.log", _log_file,
+            "log filename, '-' for stderr", shown_default="prserv.log (stderr with --foreground)"),
+    Setting("log_level", "PRSERV_LOGLEVEL", ("--loglevel",), "INFO", _log_level,
+            "logging level, i.e. CRITICAL, ERROR, WARNING, INFO, DEBUG"),
+    Setting("pidfile", "PRSERV_PIDFILE", ("--pidfile",), None, _optional_path, "daemon pidfile",
+            shown_default="/tmp/PRServer_<ip>_<port>.pid"),
+    Setting("max_connections", "PRSERV_MAX_CONNECTIONS", ("--max-connections",),
+            DEFAULT_LIMITS.max_connections, _count,
+            "open client connections at most; more are closed at once (0: no limit)", metavar="N",
+            limit="max_connections"),
+    Setting("idle_timeout", "PRSERV_IDLE_TIMEOUT", ("--idle-timeout",), DEFAULT_LIMITS.idle_timeout,
+            _seconds_or_zero, "close a client connection silent this long (0: never)",
+            metavar="SECONDS", limit="idle_timeout", shown_default="%g s" % DEFAULT_LIMITS.idle_timeout),
+    Setting("handshake_timeout", "PRSERV_HANDSHAKE_TIMEOUT", ("--handshake-timeout",),
+            DEFAULT_LIMITS.handshake_timeout, _seconds_or_zero,
+            "time a new connection has for its setup (0: no limit)", metavar="SECONDS",
+            limit="handshake_timeout", shown_default="%g s" % DEFAULT_LIMITS.handshake_timeout),
+    Setting("max_message_size", "PRSERV_MAX_MESSAGE_SIZE", ("--max-message-size",),
+            DEFAULT_LIMITS.max_message, _size,
+            "largest request in bytes, chunk streams included (suffix K, M or G)", metavar="BYTES",
+            limit="max_message"),
+    Setting("max_handshake_line", "PRSERV_MAX_HANDSHAKE_LINE", ("--max-handshake-line",),
+            DEFAULT_LIMITS.max_handshake_line, _size, "longest connection-setup line in bytes",
+            metavar="BYTES", limit="max_handshake_line"),
+    Setting("shutdown_timeout", "PRSERV_SHUTDOWN_TIMEOUT", ("--shutdown-timeout",),
+            DEFAULT_LIMITS.shutdown_timeout, _seconds_or_zero,
+            "time requests in flight get on SIGTERM/SIGINT", metavar="SECONDS",
+            limit="shutdown_timeout", shown_default="%g s" % DEFAULT_LIMITS.shutdown_timeout),
 )
 
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -328,3 +367,33 @@ def environment_host(environ: Optional[Mapping[str, str]] = None) -> str:
     environ = os.environ if environ is None else environ
     return environ.get("PRSERV_HOST", "").strip() or "localhost:%d" % DEFAULT_PORT
 
+
+
+def limits_of(config: Config) -> Limits:
+    """The connection limits the settings ask for (the settings with a ``limit``)."""
+    return Limits(**{setting.limit: getattr(config, setting.name)
+                     for setting in SETTINGS if setting.limit is not None})
+
+
+def describe_default(setting: Setting) -> str:
+    """The default as help texts and README show it."""
+    if setting.shown_default is not None:
+        return setting.shown_default
+    value = setting.default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if setting.parse is _size and value % 1024 == 0:
+        exponent = max(e for e in range(1, 4) if value % 1024 ** e == 0)
+        return "%d%s" % (value // 1024 ** exponent, "KMG"[exponent - 1])
+    return str(value)
+
+
+def markdown_table() -> str:
+    """README's table of the settings (a test checks that README holds exactly this)."""
+    lines = ["| setting (TOML key) | flag | environment | default | meaning |",
+             "|---|---|---|---|---|"]
+    for setting in SETTINGS:
+        lines.append("| `%s` | `%s` | `%s` | %s | %s |" % (
+            setting.name, setting.flag, setting.env, describe_default(setting),
+            setting.help.replace("|", "\\|")))
+    return "\n".join(lines) + "\n"

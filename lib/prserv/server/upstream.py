@@ -13,12 +13,13 @@ import asyncio
 import time
 from typing import List, Optional
 
-from . import logger
-from .asyncrpc import AsyncRPCError, InvokeError
-from .asyncrpc.deadline import within
-from .client import PRAsyncClient
-from .errors import UpstreamError
-from .revision import RevisionKey, is_revision, revision_key
+from .. import messages
+from ..asyncrpc import AsyncRPCError, InvokeError
+from ..asyncrpc.deadline import within
+from ..client import PRAsyncClient
+from ..errors import UpstreamError
+from ..log import logger
+from ..revision import RevisionKey, is_revision, revision_key
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_POOL_SIZE = 4
@@ -112,18 +113,18 @@ class Upstream:
         return revision_key(value)  # type: ignore[arg-type]
 
     async def max_package_pr(self, version: str, pkgarch: str) -> Optional[RevisionKey]:
-        response = await self._invoke({"max-package-pr": {"version": version, "pkgarch": pkgarch}})
-        return self._revision("max-package-pr", self._field("max-package-pr", response, "value"))
+        response = await self._invoke(messages.max_package_pr(version, pkgarch))
+        return self._revision(messages.MAX_PACKAGE_PR,
+                              self._field(messages.MAX_PACKAGE_PR, response, messages.VALUE))
 
     async def test_package(self, version: str, pkgarch: str) -> bool:
-        response = await self._invoke({"test-package": {"version": version, "pkgarch": pkgarch}})
-        value = self._field("test-package", response, "value")
+        response = await self._invoke(messages.test_package(version, pkgarch))
+        value = self._field(messages.TEST_PACKAGE, response, messages.VALUE)
         if not isinstance(value, bool):
             raise UpstreamError("upstream %s answered test-package with %.100r, not a boolean"
                                 % (self.address, value))
         return value
 
     async def test_pr(self, version: str, pkgarch: str, checksum: str) -> Optional[RevisionKey]:
-        response = await self._invoke({"test-pr": {"version": version, "pkgarch": pkgarch,
-                                                   "checksum": checksum, "history": False}})
-        return self._revision("test-pr", self._field("test-pr", response, "value"))
+        response = await self._invoke(messages.test_pr(version, pkgarch, checksum, history=False))
+        return self._revision(messages.TEST_PR, self._field(messages.TEST_PR, response, messages.VALUE))

@@ -1,24 +1,25 @@
 """Running a PR server as a process: in the foreground, or as a detached daemon.
 
 The daemon is made with ``python-daemon`` (double fork, new session, working
-directory ``/``, standard streams on ``/dev/null``).  Unlike bitbake's, ``--start``
-only reports success once the daemon is accepting connections: the daemon binds
-and opens its database after detaching, then reports "ready" (or the reason it
-could not start) through a pipe the starting process waits on.
+directory ``/``, standard streams on ``/dev/null``).  Unlike bitbake's, starting one
+only succeeds once it is accepting connections: the daemon binds and opens its
+database after detaching, then reports "ready" (or the reason it could not start)
+through a pipe the starting process waits on.
 
 Pidfiles are bitbake's (``/tmp/PRServer_<ip>_<port>.pid``, named by the port asked
 for), written by the daemon once it listens and removed when it exits.  A pidfile
 whose process is gone is stale: it is removed instead of blocking the next start.
+
+Nothing here prints: outcomes are return values and ``DaemonError``; the command
+line (``prserv.cli``) reports them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import glob
 import json
 import logging
-import logging.handlers
 import os
 import re
 import select
@@ -26,24 +27,21 @@ import signal
 import socket
 import sys
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
-from . import __version__, logger
-from .asyncrpc.address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, parse_address, split_ws_uri
-from .asyncrpc.limits import Limits
-from .config import STDERR_LOG, Config
-from .errors import ConfigError
+from ..errors import DaemonError
+from ..log import logger
+from ..server.server import PRServer
+from ..version import __version__
+from ..asyncrpc.address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, parse_address, split_ws_uri
+from .logs import configure_logging
+from .settings import STDERR_LOG, Config, limits_of
 
 PIDPREFIX = "/tmp/PRServer_%s_%s.pid"
-LOG_FORMAT = "%(asctime)-15s %(levelname)s %(message)s"
 READY_TIMEOUT = 60.0
-"""Seconds ``--start`` waits for the daemon to report that it listens."""
+"""Seconds a start waits for the daemon to report that it listens."""
 STOP_TIMEOUT = 30.0
-"""Seconds ``--stop`` waits for the daemon to exit after SIGTERM."""
-
-
-class DaemonError(ConfigError):
-    """The daemon could not be started or stopped; the message says why."""
+"""Seconds a stop waits for the daemon to exit after SIGTERM."""
 
 
 # --------------------------------------------------------------------------- pidfiles
@@ -113,66 +111,39 @@ def remove_pidfile(pidfile: str, pid: Optional[int] = None) -> None:
             pass
 
 
-def clear_stale_pidfile(pidfile: str) -> Optional[int]:
-    """The pid of a running daemon named by ``pidfile``; removes the file if stale
-    (and says so on stderr: whoever starts a server should know)."""
+def clear_stale_pidfile(pidfile: str) -> Tuple[Optional[int], Optional[int]]:
+    """``(running, stale)``: the pid of a running daemon named by ``pidfile``, or the
+    pid of a stale one whose pidfile was just removed (``(None, None)``: no pidfile)."""
     pid = read_pid(pidfile)
     if pid is not None and is_running(pid):
-        return pid
+        return pid, None
     if os.path.exists(pidfile):
-        sys.stderr.write("removing stale pidfile %s (pid %s is not running)\n" % (pidfile, pid))
         try:
             os.unlink(pidfile)
         except FileNotFoundError:
             pass
-    return None
+        return None, pid if pid is not None else 0
+    return None, None
 
 
-# --------------------------------------------------------------------------- logging
-
-def configure_logging(log_file: str, log_level: str) -> None:
-    """Send the root logger to ``log_file`` (``-``: standard error) at ``log_level``.
-
-    A ``WatchedFileHandler`` reopens the file when logrotate moves it away.
-    """
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        with contextlib.suppress(OSError, ValueError):   # its file may be closed already
-            handler.close()                              # (handlers inherited by a daemon)
-    if log_file == STDERR_LOG:
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
-    else:
-        handler = logging.handlers.WatchedFileHandler(log_file)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root.addHandler(handler)
-    root.setLevel(getattr(logging, log_level))
-    # This process only serves, and LOG_FORMAT shows neither source lines nor thread
-    # or process names: skip collecting them for each record (the logging module's
-    # documented switches; a quarter of the cost of a connection's INFO line).
-    logging._srcfile = None                 # type: ignore[attr-defined]
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
+def other_ports(host: str) -> List[str]:
+    """Ports of other pidfiles on ``host`` (helps after ``--port 0``)."""
+    ports = []
+    for path in sorted(glob.glob(PIDPREFIX % (resolve_host(host), "*"))):
+        ports.append(os.path.splitext(os.path.basename(path))[0].rsplit("_", 1)[-1])
+    return ports
 
 
 # --------------------------------------------------------------------------- serving
 
-def build_server(config: Config):
+def build_server(config: Config) -> PRServer:
     """A ``PRServer`` for the configuration, listening on every ``bind`` address."""
-    from . import create_server
-
-    return create_server(config.bind, config.database, upstream=config.upstream,
-                         read_only=config.read_only, upstream_timeout=config.upstream_timeout,
-                         sync_mode=config.sync_mode, limits=limits_of(config))
-
-
-def limits_of(config: Config) -> Limits:
-    """The connection limits the settings ask for."""
-    return Limits(max_message=config.max_message_size, max_handshake_line=config.max_handshake_line,
-                  max_connections=config.max_connections, idle_timeout=config.idle_timeout,
-                  handshake_timeout=config.handshake_timeout,
-                  shutdown_timeout=config.shutdown_timeout)
+    server = PRServer(config.database, read_only=config.read_only, upstream=config.upstream,
+                      upstream_timeout=config.upstream_timeout, sync_mode=config.sync_mode,
+                      limits=limits_of(config))
+    for address in config.bind:
+        server.start_server(address)
+    return server
 
 
 def describe(config: Config, addresses: List[str]) -> str:
@@ -182,10 +153,12 @@ def describe(config: Config, addresses: List[str]) -> str:
         ", upstream %s" % config.upstream if config.upstream else "")
 
 
-def run_foreground(config: Config) -> int:
-    """Serve in this process until SIGTERM/SIGINT (systemd, containers); 0 on a clean stop.
+def run_foreground(config: Config, ready: Callable[[List[str]], None]) -> None:
+    """Serve in this process until SIGTERM/SIGINT (systemd, containers).
 
     Logs go to standard error unless a log file was configured explicitly.
+    ``ready(addresses)`` is called once listening.  ``DaemonError`` if the server
+    cannot start (the pidfile names a running server, the port is taken...).
     """
     log_file = STDERR_LOG if config.is_default("log_file") else config.log_file
     configure_logging(log_file, config.log_level)
@@ -193,44 +166,33 @@ def run_foreground(config: Config) -> int:
     pidfile = config.pidfile
     listening = False
 
-    def ready() -> None:
+    def started() -> None:
         nonlocal listening
         if pidfile:
             write_pidfile(pidfile)
         listening = True
-        print(describe(config, server.addresses), file=sys.stderr, flush=True)
+        ready(server.addresses)
 
-    if pidfile and clear_stale_pidfile(pidfile) is not None:
-        print("bitbake-prserv: pidfile %s names a running server" % pidfile, file=sys.stderr)
-        return 1
+    if pidfile and clear_stale_pidfile(pidfile)[0] is not None:
+        raise DaemonError("pidfile %s names a running server" % pidfile)
     try:
-        server.serve_forever(ready=ready)
+        server.serve_forever(ready=started)
     except Exception as exc:
         if listening:
             raise
-        print("bitbake-prserv: cannot start the server: %s" % exc, file=sys.stderr)
-        return 1
+        raise DaemonError("cannot start the server: %s" % exc) from exc
     finally:
         if pidfile and listening:
             remove_pidfile(pidfile)
-    return 0
 
 
-def start_daemon_config(config: Config, pidfile: Optional[str] = None) -> int:
-    """Start a detached daemon; 0 once it accepts connections, 1 with a message if not."""
-    pidfile = pidfile or config.pidfile or default_pidfile(config.bind)
-    pid = clear_stale_pidfile(pidfile)
-    if pid is not None:
-        sys.stderr.write("pidfile %s already exist. Daemon already running? (pid %d)\n" % (pidfile, pid))
-        return 1
-    try:
-        addresses = _spawn_daemon(lambda ready: _daemon_main(config, pidfile, ready))
-    except DaemonError as exc:
-        sys.stderr.write("bitbake-prserv: the PR server did not start: %s\n" % exc)
-        return 1
-    print("PR server started: %s (pid %s, pidfile %s)" % (", ".join(addresses), read_pid(pidfile),
-                                                           pidfile), flush=True)
-    return 0
+def start_daemon(config: Config, pidfile: str) -> List[str]:
+    """Start a detached daemon; return its addresses once it accepts connections.
+
+    ``DaemonError`` with the daemon's reason if it could not start.  The caller has
+    made sure ``pidfile`` names no running daemon (``clear_stale_pidfile``).
+    """
+    return _spawn_daemon(lambda ready: _daemon_main(config, pidfile, ready))
 
 
 def _daemon_main(config: Config, pidfile: str, ready: Callable[[List[str]], None]) -> None:
@@ -332,38 +294,12 @@ def _read_report(fd: int, timeout: float) -> dict:
 
 # --------------------------------------------------------------------------- stopping
 
-def stop_daemon_pidfile(pidfile: str, host: Optional[str] = None,
-                        timeout: float = STOP_TIMEOUT) -> int:
-    """SIGTERM the daemon named by ``pidfile`` and wait for it to exit; 0 when stopped.
-
-    Without a pidfile: 1, listing other pidfiles of ``host`` (helps after ``--port 0``).
-    """
-    pid = read_pid(pidfile)
-    if pid is None:
-        ports = other_ports(host) if host else []
-        hint = " Wrong port? Other ports listening at %s: %s" % (host, " ".join(ports)) if ports else ""
-        sys.stderr.write("pidfile %s does not exist. Daemon not running?%s\n" % (pidfile, hint))
-        return 1
-    if not is_running(pid):
-        os.unlink(pidfile)
-        print("PR server (pid %d) was not running; removed stale pidfile %s" % (pid, pidfile))
-        return 0
-    print("Sending SIGTERM to pr-server (pid %d)." % pid, flush=True)
+def terminate(pid: int, timeout: float = STOP_TIMEOUT) -> bool:
+    """SIGTERM ``pid`` and wait up to ``timeout`` seconds; True once it has exited."""
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while is_running(pid):
         if time.monotonic() > deadline:
-            sys.stderr.write("PR server (pid %d) did not exit within %.0f s\n" % (pid, timeout))
-            return 1
+            return False
         time.sleep(0.02)
-    remove_pidfile(pidfile, pid)
-    print("PR server (pid %d) stopped." % pid)
-    return 0
-
-
-def other_ports(host: str) -> List[str]:
-    """Ports of other pidfiles on ``host`` (helps after ``--port 0``)."""
-    ports = []
-    for path in sorted(glob.glob(PIDPREFIX % (resolve_host(host), "*"))):
-        ports.append(os.path.splitext(os.path.basename(path))[0].rsplit("_", 1)[-1])
-    return ports
+    return True

@@ -7,7 +7,7 @@ bitbake's own server ignores the old tables and restarts every package at 0, whi
 breaks package upgrades (semantics.md §9).  Here the old rows are copied into
 ``PRMAIN`` once:
 
-- on a read-write open (``PRData``), automatically; ``prserv migrate DB`` does the same
+- on a read-write open, automatically; ``prserv migrate DB`` does the same
   explicitly and prints the summary;
 - in one ``BEGIN IMMEDIATE`` transaction: an interrupted migration leaves nothing
   half-copied, and two processes opening the file at once migrate it once;
@@ -36,22 +36,15 @@ out values from 0 again: it refuses to start and says how to migrate.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
-import logging
-import os
 import sqlite3
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from .errors import DatabaseError
-from .revision import is_revision
-
-if TYPE_CHECKING:
-    from .tool import Output
-
-logger = logging.getLogger("BitBake.PRserv")
+from ...errors import DatabaseError
+from ...log import logger
+from ...revision import is_revision
 
 NOHIST_TABLE = "PRMAIN_nohist"
 HIST_TABLE = "PRMAIN_hist"
@@ -63,7 +56,7 @@ MIGRATION_NAME = "bitbake-2.8-legacy-tables"
 MAX_EXAMPLES = 5
 """Invalid rows quoted in the summary's warning, at most."""
 
-# Identical to the table PRTable creates (bitbake's own DDL): the file stays
+# Identical to ``connection.TABLE_DDL`` for PRMAIN (bitbake's own DDL): the file stays
 # openable by bitbake's server.
 TARGET_DDL = ("CREATE TABLE IF NOT EXISTS PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, "
               "checksum TEXT NOT NULL, value TEXT, "
@@ -320,7 +313,7 @@ def refuse_unmigrated(conn: sqlite3.Connection, database: str) -> None:
 
 
 def on_open(conn: sqlite3.Connection, database: str, read_only: bool) -> Optional[MigrationSummary]:
-    """What ``PRData`` does when it opens a file: migrate (read-write) or refuse (read-only)."""
+    """What opening a database does: migrate (read-write) or refuse (read-only)."""
     try:
         if read_only:
             refuse_unmigrated(conn, database)
@@ -333,52 +326,3 @@ def on_open(conn: sqlite3.Connection, database: str, read_only: bool) -> Optiona
     if summary is not None:
         log_summary(summary)
     return summary
-
-
-# --------------------------------------------------------------------------- prserv migrate
-
-def cmd_migrate(args: argparse.Namespace, out: "Output") -> int:
-    """``prserv migrate DB``: open the file read-write (which migrates) and report.
-
-    Exits with ``EXIT_INCOMPLETE`` when this run skipped rows whose value is not a
-    revision, as ``import-file`` does for lines it skips: a script must not take a
-    partial copy for a whole one (the warnings quote the rows)."""
-    from .db import PRData
-    from .tool import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, Failure
-
-    if not os.path.isfile(args.database):          # opening it read-write would create it
-        raise Failure(EXIT_USAGE, "no database file %s" % args.database)
-    try:
-        data = PRData(args.database)
-    except DatabaseError as exc:
-        raise Failure(EXIT_USAGE, str(exc)) from None
-    try:
-        summary = data.migration
-        record = completion_record(data.connection) if summary is None else None
-    finally:
-        data.disconnect()
-    document, text = _report(data.filename, summary, record)
-    out.result(document, text)
-    return EXIT_INCOMPLETE if summary is not None and summary.rows_invalid else EXIT_OK
-
-
-def _report(database: str, summary: Optional[MigrationSummary],
-            record: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], str]:
-    """``prserv migrate``'s JSON document and text: migrated now, before, or nothing to do."""
-    if summary is not None:
-        text = "\n".join(summary.lines() + ["warning: %s" % warning for warning in summary.warnings])
-        return {"database": database, "status": "migrated", "summary": summary.as_dict()}, text
-    if record is not None:
-        text = "%s was already migrated on %s (%d rows copied then): nothing to do" % (
-            database, record["applied_at"], record["rows_copied"])
-        return {"database": database, "status": "already-migrated", "summary": record["summary"]}, text
-    text = "%s has no rows in tables of bitbake <= 2.8 (%s): nothing to migrate" % (
-        database, ", ".join(LEGACY_TABLES))
-    return {"database": database, "status": "nothing-to-migrate", "summary": None}, text
-
-
-def add_commands(command: Callable[..., Any]) -> None:
-    """Add this module's ``prserv`` subcommands (``command(name, handler, help)``)."""
-    sub = command("migrate", cmd_migrate,
-                  "copy the values of a database of bitbake <= 2.8 (PRMAIN_nohist) into PRMAIN, once")
-    sub.add_argument("database", metavar="DB", help="the SQLite file")

@@ -1,0 +1,144 @@
+"""The ``prserv`` subcommands that each send one request (``get-pr``, ``export``...)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, List, Tuple
+
+from ..client import PRClient
+from ..revision import is_revision
+from .output import (EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, Failure, Output, text_value)
+
+
+def _connect(args: argparse.Namespace) -> PRClient:
+    client = PRClient(timeout=args.timeout)
+    try:
+        client.connect_address(args.server)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _request(args: argparse.Namespace, call: Callable[[Any], Any]) -> Any:
+    with _connect(args) as client:
+        return call(client)
+
+
+def cmd_get_pr(args: argparse.Namespace, out: Output) -> int:
+    value = _request(args, lambda c: c.getPR(args.version, args.pkgarch, args.checksum, args.history))
+    out.result({"value": value}, value)
+    return EXIT_OK
+
+
+def _maybe_value(value: Any, out: Output, what: str) -> int:
+    out.result({"value": value}, None if value is None else text_value(value))
+    if value is None:
+        if not out.as_json:
+            print("prserv: %s" % what, file=sys.stderr)
+        return EXIT_NOT_FOUND
+    return EXIT_OK
+
+
+def cmd_test_pr(args: argparse.Namespace, out: Output) -> int:
+    value = _request(args, lambda c: c.test_pr(args.version, args.pkgarch, args.checksum, args.history))
+    return _maybe_value(value, out, "no value for %s %s %s" % (args.version, args.pkgarch, args.checksum))
+
+
+def cmd_test_package(args: argparse.Namespace, out: Output) -> int:
+    known = bool(_request(args, lambda c: c.test_package(args.version, args.pkgarch)))
+    out.result({"value": known}, text_value(known))
+    return EXIT_OK if known else EXIT_NOT_FOUND
+
+
+def cmd_max_package_pr(args: argparse.Namespace, out: Output) -> int:
+    value = _request(args, lambda c: c.max_package_pr(args.version, args.pkgarch))
+    return _maybe_value(value, out, "no values for %s %s" % (args.version, args.pkgarch))
+
+
+def revision_argument(text: str) -> str:
+    if not is_revision(text):
+        raise argparse.ArgumentTypeError("%r is not a revision (dotted non-negative integers)" % text)
+    return text
+
+
+def cmd_import_one(args: argparse.Namespace, out: Output) -> int:
+    value = _request(args, lambda c: c.importone(args.version, args.pkgarch, args.checksum, args.value))
+    if value is None:
+        raise Failure(EXIT_REFUSED, "the server is read-only: nothing imported")
+    out.result({"value": value}, text_value(value))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace, out: Output) -> int:
+    metainfo, datainfo = export(args)
+    if out.as_json:
+        out.result({"metainfo": metainfo, "datainfo": datainfo}, None)
+        return EXIT_OK
+    if metainfo:
+        print("# table %s, core_ver %s, columns: %s" % (
+            metainfo["tbl_name"], metainfo["core_ver"],
+            ", ".join(column["name"] for column in metainfo["col_info"])), file=out.stream)
+    for row in datainfo:
+        print("%s\t%s\t%s\t%s" % (row["version"], row["pkgarch"], row["checksum"], row["value"]),
+              file=out.stream)
+    return EXIT_OK
+
+
+def export(args: argparse.Namespace) -> Tuple[dict, List[dict]]:
+    """The export answer of the server named by ``args`` (``--version`` etc. filters)."""
+    answer = _request(args, lambda c: c.export(args.version, args.pkgarch, args.checksum,
+                                               args.colinfo, args.history))
+    if answer is None:
+        raise Failure(EXIT_REFUSED, "the server answered the export with nothing")
+    return answer
+
+
+def cmd_ping(args: argparse.Namespace, out: Output) -> int:
+    answer = _request(args, lambda c: c.ping())
+    alive = bool(answer and answer.get("alive"))
+    out.result({"alive": alive}, "alive" if alive else "not alive")
+    return EXIT_OK if alive else EXIT_REFUSED
+
+
+def cmd_is_readonly(args: argparse.Namespace, out: Output) -> int:
+    readonly = bool(_request(args, lambda c: c.is_readonly()))
+    out.result({"readonly": readonly}, text_value(readonly))
+    return EXIT_OK
+
+
+def package_arguments(sub: argparse.ArgumentParser, checksum: bool = True) -> None:
+    sub.add_argument("version")
+    sub.add_argument("pkgarch")
+    if checksum:
+        sub.add_argument("checksum")
+
+
+def export_filters(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--version", dest="version", help="only this version")
+    sub.add_argument("--pkgarch", help="only this package architecture")
+    sub.add_argument("--checksum", help="only this checksum")
+    sub.add_argument("--history", action="store_true",
+                     help="every row (default: each package's maximum rows)")
+    sub.add_argument("--colinfo", action="store_true", help="include the table's column info")
+
+
+def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add this module's ``prserv`` subcommands (``command(name, handler, help)``)."""
+    sub = command("get-pr", cmd_get_pr, "the PR value for a checksum (allocated if new)")
+    package_arguments(sub)
+    sub.add_argument("--history", action="store_true", help="history mode (first value, not last)")
+    sub = command("test-pr", cmd_test_pr, "the stored value for a checksum, if any (exit 1 if none)")
+    package_arguments(sub)
+    sub.add_argument("--history", action="store_true", help="history mode (first value, not last)")
+    package_arguments(command("test-package", cmd_test_package,
+                              "whether the server knows a package (exit 1 if not)"), checksum=False)
+    package_arguments(command("max-package-pr", cmd_max_package_pr,
+                              "a package's highest value (exit 1 if none)"), checksum=False)
+    sub = command("import-one", cmd_import_one, "store one value as given")
+    package_arguments(sub)
+    sub.add_argument("value", type=revision_argument)
+    export_filters(command("export", cmd_export, "print the server's rows (tab-separated, or --json)"))
+    command("ping", cmd_ping, "check that the server answers")
+    command("is-readonly", cmd_is_readonly, "whether the server is read-only")

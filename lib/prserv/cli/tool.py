@@ -1,0 +1,90 @@
+"""``prserv``: a command-line client for any PR server (ours or bitbake's).
+
+The subcommands come from the modules beside this one: ``requests`` (one request
+each), ``oefiles`` (OpenEmbedded's export files), ``config`` (server settings),
+``migrate``, ``backup``.  This module builds the parser and maps what went wrong
+to an exit code (``output``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Callable, List, Optional
+
+from ..asyncrpc.address import AddressError
+from ..asyncrpc.exceptions import InvokeError
+from ..errors import ConfigError
+from ..log import logger
+from ..runtime.settings import environment_host
+from ..version import __version__
+from . import backup, config, migrate, oefiles, requests
+from .output import EXIT_CODES_HELP, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Failure, Output
+
+DESCRIPTION = """\
+One subcommand per request (``get-pr``, ``test-pr``, ``test-package``,
+``max-package-pr``, ``import-one``, ``export``, ``ping``, ``is-readonly``), plus
+``export-file`` / ``import-file`` in OpenEmbedded's ``bitbake-prserv-tool`` text
+format and ``config --show`` for the server settings.  ``--json`` prints one JSON
+document for scripts.  Exit codes tell apart what a script needs to know:
+""" + EXIT_CODES_HELP
+"""The text of ``prserv --help`` (a constant: ``python -OO`` drops docstrings)."""
+
+DEFAULT_TIMEOUT = 30.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Common options are accepted before or after the subcommand; SUPPRESS keeps a
+    # subcommand's unset copy from overwriting a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--server", default=argparse.SUPPRESS, metavar="ADDR",
+                        help="server address (default: $PRSERV_HOST, else localhost:8585)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print one JSON document")
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS,
+                        help="seconds to wait for each answer (default: %g)" % DEFAULT_TIMEOUT)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log connection problems and retries")
+
+    parser = argparse.ArgumentParser(prog="prserv", parents=[common],
+                                     description="Talk to a PR server. " + DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Callable[..., int], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    for module in (requests, oefiles, config, migrate, backup):
+        module.add_commands(command)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.server = getattr(args, "server", None) or environment_host()
+    args.timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
+    out = Output(getattr(args, "json", False))
+    logging.basicConfig(format="prserv: %(message)s")
+    level = logger.level                      # restored: main() may run inside another program
+    logger.setLevel(logging.DEBUG if getattr(args, "verbose", False) else logging.CRITICAL)
+    try:
+        return args.handler(args, out)
+    except Failure as exc:
+        print("prserv: %s" % exc, file=sys.stderr)
+        return exc.code
+    except (AddressError, ConfigError) as exc:
+        print("prserv: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    except InvokeError as exc:
+        print("prserv: the server refused the request: %s" % exc, file=sys.stderr)
+        return EXIT_REFUSED
+    except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+        print("prserv: cannot reach the PR server at %s: %s" % (args.server, exc), file=sys.stderr)
+        return EXIT_UNREACHABLE
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,88 @@
+"""The PR requests and their answers as Python values: each shape spelled once.
+
+The clients build their requests here, the upstream pool builds the same ones, and
+the server shapes its answers with the same helpers (docs/protocol.md §5 has the
+wire form of each).  No I/O: these are plain dictionaries.
+"""
+
+from typing import Any, Dict, Optional
+
+PING = "ping"
+GET_PR = "get-pr"
+TEST_PR = "test-pr"
+TEST_PACKAGE = "test-package"
+MAX_PACKAGE_PR = "max-package-pr"
+IMPORT_ONE = "import-one"
+EXPORT = "export"
+IS_READONLY = "is-readonly"
+DUMP_DB = "dump-db"
+
+VALUE = "value"
+"""The answer field of get-pr, test-pr, test-package, max-package-pr and import-one."""
+READONLY = "readonly"
+"""The answer field of is-readonly."""
+
+Message = Dict[str, Any]
+
+
+def _package(version: str, pkgarch: str) -> Message:
+    return {"version": version, "pkgarch": pkgarch}
+
+
+def _checksum(version: str, pkgarch: str, checksum: str) -> Message:
+    return {"version": version, "pkgarch": pkgarch, "checksum": checksum}
+
+
+def get_pr(version: str, pkgarch: str, checksum: str, history: bool = False) -> Message:
+    return {GET_PR: dict(_checksum(version, pkgarch, checksum), history=history)}
+
+
+def test_pr(version: str, pkgarch: str, checksum: str, history: bool = False) -> Message:
+    return {TEST_PR: dict(_checksum(version, pkgarch, checksum), history=history)}
+
+
+def test_package(version: str, pkgarch: str) -> Message:
+    return {TEST_PACKAGE: _package(version, pkgarch)}
+
+
+def max_package_pr(version: str, pkgarch: str) -> Message:
+    return {MAX_PACKAGE_PR: _package(version, pkgarch)}
+
+
+def import_one(version: str, pkgarch: str, checksum: str, value: Any) -> Message:
+    return {IMPORT_ONE: dict(_checksum(version, pkgarch, checksum), value=value)}
+
+
+def export(version: Optional[str], pkgarch: Optional[str], checksum: Optional[str],
+           colinfo: bool, history: bool = False) -> Message:
+    return {EXPORT: {"version": version, "pkgarch": pkgarch, "checksum": checksum,
+                     "colinfo": colinfo, "history": history}}
+
+
+def is_readonly() -> Message:
+    return {IS_READONLY: {}}
+
+
+def dump_db() -> Message:
+    return {DUMP_DB: {}}
+
+
+def value_answer(value: Any) -> Message:
+    return {VALUE: value}
+
+
+def readonly_answer(read_only: bool) -> Message:
+    return {READONLY: read_only}
+
+
+def export_row(version: str, pkgarch: str, checksum: str, value: Optional[str]) -> Message:
+    """One ``datainfo`` entry of an export answer."""
+    return {"version": version, "pkgarch": pkgarch, "checksum": checksum, "value": value}
+
+
+def answer_field(answer: Any, field: str) -> Any:
+    """A field of an answer; None for an empty or null answer (what bitbake's client
+    returns, e.g. for import-one on a read-only server)."""
+    if answer:
+        return answer[field]
+    return None

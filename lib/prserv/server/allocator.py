@@ -1,0 +1,179 @@
+"""Deciding a get-pr's value: state from storage, the rules of ``prserv.policy``,
+an optional upstream, and a write only when the value is new.
+
+The allocator reads the package's state, decides with the pure policy, and asks
+storage to store the decision inside the package's write scope -- where it reads
+the state again and decides again, so that a row another process committed in
+between is taken into account.  Storage itself never decides a value.
+
+Without an upstream nothing waits but storage, and the SQLite engine never
+suspends: a request is decided and answered in one step.
+
+With an upstream (docs/semantics.md §6) the decision needs network round trips.
+The reference awaits them between reading and writing its table (defect D9).  Here:
+
+1. requests for one package queue on a per-package lock held across the whole
+   decision, so this process never interleaves two of them;
+2. upstream questions are asked *before* the write scope, never inside it (a
+   database write lock held across a network wait would stall every writer);
+3. inside the write scope the state is read again and the decision re-made from it;
+   if it now needs an upstream fact not yet asked (another process wrote
+   meanwhile), the scope ends without writing and the fact is fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Dict, Optional, Tuple, Union
+
+from ..errors import PRServiceError, UpstreamError
+from ..log import logger
+from ..policy import (UPSTREAM_CHECKSUM, UPSTREAM_HAS_PACKAGE, UPSTREAM_MAX, UPSTREAM_MAX_AGAIN,
+                      Facts, Need, chained_value, degraded_value, local_value)
+from ..revision import RevisionKey, key_to_revision, revision_key
+from ..storage.engine import Engine, PackageState
+from .upstream import Upstream
+
+MAX_DECISION_ROUNDS = 16
+
+
+class PackageLocks:
+    """One ``asyncio.Lock`` per package, dropped when nobody holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: Dict[Tuple[str, str], asyncio.Lock] = {}
+        self._users: Dict[Tuple[str, str], int] = {}
+
+    def __call__(self, package: Tuple[str, str]) -> "_PackageLock":
+        return _PackageLock(self, package)
+
+    def _acquire_entry(self, package: Tuple[str, str]) -> asyncio.Lock:
+        lock = self._locks.get(package)
+        if lock is None:
+            lock = self._locks[package] = asyncio.Lock()
+        self._users[package] = self._users.get(package, 0) + 1
+        return lock
+
+    def _release_entry(self, package: Tuple[str, str]) -> None:
+        self._users[package] -= 1
+        if not self._users[package]:
+            del self._users[package]
+            del self._locks[package]
+
+
+class _PackageLock:
+    def __init__(self, locks: PackageLocks, package: Tuple[str, str]) -> None:
+        self._locks = locks
+        self._package = package
+        self._lock: Optional[asyncio.Lock] = None
+
+    async def __aenter__(self) -> None:
+        self._lock = self._locks._acquire_entry(self._package)
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            self._locks._release_entry(self._package)
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+        self._locks._release_entry(self._package)
+
+
+def _local_decision(state: PackageState, checksum: str, history: bool) -> RevisionKey:
+    return local_value(state.max_key, state.checksum_value(checksum, history), history)
+
+
+class Allocator:
+    """Answers get-pr and stores import-one for one engine, with or without an upstream."""
+
+    def __init__(self, engine: Engine, upstream: Optional[Upstream] = None) -> None:
+        self.engine = engine
+        self.upstream = upstream
+        self._locks = PackageLocks()
+
+    async def get_pr(self, version: str, pkgarch: str, checksum: str, history: bool,
+                     store: bool = True) -> str:
+        """The checksum's value; a new one is stored if ``store`` (a read-only session
+        gets the value it would have been given, and nothing is written)."""
+        if self.upstream is not None:
+            async with self._locks((version, pkgarch)):
+                key = await self._chained(version, pkgarch, checksum, history, store)
+            return key_to_revision(key)
+        state = await self.engine.package(version, pkgarch)
+        key = _local_decision(state, checksum, history)
+        if store and not state.has_value(checksum, key):
+            async with self.engine.write(version, pkgarch) as scope:
+                key = _local_decision(scope.state, checksum, history)   # re-read under the lock
+                if not scope.state.has_value(checksum, key):
+                    await scope.store(checksum, key)
+        return key_to_revision(key)
+
+    async def import_one(self, version: str, pkgarch: str, checksum: str, value: str) -> None:
+        """Store the row as given (no ordering check); ``value`` is a revision text."""
+        key = revision_key(value)
+        async with self.engine.write(version, pkgarch) as scope:
+            await scope.store(checksum, key)
+
+    def _decide(self, state: PackageState, checksum: str, history: bool,
+                facts: Facts) -> Union[RevisionKey, Need]:
+        return chained_value(state.checksum_value(checksum, history), state.max_key,
+                             state.children, history, facts)
+
+    async def _chained(self, version: str, pkgarch: str, checksum: str, history: bool,
+                       store: bool) -> RevisionKey:
+        facts: Facts = {}
+        for _ in range(MAX_DECISION_ROUNDS):
+            state = await self.engine.package(version, pkgarch)
+            decision = self._decide(state, checksum, history, facts)
+            while isinstance(decision, Need):
+                try:
+                    facts[decision.fact] = await self._ask(decision.fact, version, pkgarch, checksum)
+                except UpstreamError as error:
+                    return await self._degraded(version, pkgarch, checksum, history, store, error)
+                state = await self.engine.package(version, pkgarch)
+                decision = self._decide(state, checksum, history, facts)
+            if not store or state.has_value(checksum, decision):
+                return decision
+            async with self.engine.write(version, pkgarch) as scope:
+                decision = self._decide(scope.state, checksum, history, facts)  # under the lock
+                if isinstance(decision, Need):
+                    continue                    # someone else wrote: ask what is missing
+                if not scope.state.has_value(checksum, decision):
+                    await scope.store(checksum, decision)
+            return decision
+        raise PRServiceError("get-pr for %s/%s did not settle after %d rounds"
+                             % (version, pkgarch, MAX_DECISION_ROUNDS))
+
+    async def _ask(self, fact: str, version: str, pkgarch: str, checksum: str) -> object:
+        assert self.upstream is not None
+        if fact in (UPSTREAM_MAX, UPSTREAM_MAX_AGAIN):
+            return await self.upstream.max_package_pr(version, pkgarch)
+        if fact == UPSTREAM_HAS_PACKAGE:
+            return await self.upstream.test_package(version, pkgarch)
+        if fact == UPSTREAM_CHECKSUM:
+            return await self.upstream.test_pr(version, pkgarch, checksum)
+        raise AssertionError("unknown upstream fact %r" % fact)
+
+    async def _degraded(self, version: str, pkgarch: str, checksum: str, history: bool,
+                        store: bool, error: UpstreamError) -> RevisionKey:
+        """Answer a locally known checksum from local state alone; else raise ``error``."""
+        state = await self.engine.package(version, pkgarch)
+        local = state.checksum_value(checksum, history)
+        if local is None:
+            raise error
+        key = degraded_value(local, state.max_key, history)
+        if store and not state.has_value(checksum, key):
+            async with self.engine.write(version, pkgarch) as scope:
+                # Rows are never removed, so the checksum is still known here.
+                state = scope.state
+                key = degraded_value(state.checksum_value(checksum, history), state.max_key, history)
+                await scope.store(checksum, key)
+        logger.warning("Degraded: upstream %s unavailable, answered %s/%s/%s from local state: %s",
+                       self.upstream.address if self.upstream else "-", version, pkgarch, checksum,
+                       key_to_revision(key))
+        return key
+
+    async def close(self) -> None:
+        if self.upstream is not None:
+            await self.upstream.close()

@@ -1,0 +1,100 @@
+"""Checking the fields of a request before anything is looked up or stored.
+
+Each helper returns the field's value or raises ``InvalidRequestError`` naming the
+field and what was wrong (the server prefixes the method: ``get-pr: field
+'version' must be a string, not a number``; docs/protocol.md §6).  bitbake's server
+went by truthiness and stored whatever it got; this server refuses instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+from ..asyncrpc.protocol import describe_json_type
+from ..errors import InvalidRequestError, InvalidRevisionError
+from ..revision import MAX_REVISION_LENGTH, is_revision
+
+_MISSING = object()
+
+
+def arguments(request: Any) -> Dict[str, Any]:
+    """The request's argument: a JSON object."""
+    if not isinstance(request, dict):
+        raise InvalidRequestError("the argument must be a JSON object, not %s" % describe_json_type(request))
+    return request
+
+
+def text(args: Dict[str, Any], name: str) -> str:
+    """A required, non-empty string field."""
+    value = args.get(name, _MISSING)
+    if value is _MISSING:
+        raise InvalidRequestError("missing field %r" % name)
+    if not isinstance(value, str):
+        raise InvalidRequestError("field %r must be a string, not %s" % (name, describe_json_type(value)))
+    if not value:
+        raise InvalidRequestError("field %r must not be empty" % name)
+    return storable(value, name)
+
+
+def storable(value: str, name: str) -> str:
+    """``value`` if it can be stored: JSON's ``\\ud800`` escapes decode to lone
+    surrogates, which are not text (SQLite takes UTF-8)."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequestError("field %r is not valid Unicode text (a lone surrogate)"
+                                      % name) from None
+    return value
+
+
+def checksum_fields(args: Dict[str, Any]) -> Tuple[str, str, str]:
+    """``version``, ``pkgarch``, ``checksum``: required, non-empty strings.
+
+    Checked together in one expression first (the every-request case), field by
+    field only to name what is wrong."""
+    version, pkgarch, checksum = args.get("version"), args.get("pkgarch"), args.get("checksum")
+    if type(version) is str and type(pkgarch) is str and type(checksum) is str \
+            and version.isascii() and pkgarch.isascii() and checksum.isascii() \
+            and version and pkgarch and checksum:
+        return version, pkgarch, checksum
+    return text(args, "version"), text(args, "pkgarch"), text(args, "checksum")
+
+
+def export_filter(args: Dict[str, Any], name: str) -> Optional[str]:
+    """An export filter: a string, or null / "" for any."""
+    value = args.get(name, _MISSING)
+    if value is _MISSING:
+        raise InvalidRequestError("missing field %r (use null for any)" % name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequestError("field %r must be a string or null, not %s" % (name, describe_json_type(value)))
+    return storable(value, name) if value else None
+
+
+def flag(args: Dict[str, Any], name: str, default: Any = _MISSING) -> bool:
+    """A JSON boolean field; ``default`` when absent, if given.  Nothing else: the
+    reference goes by truthiness, so the string "false" meant true there."""
+    value = args.get(name, default)
+    if value is _MISSING:
+        raise InvalidRequestError("missing field %r" % name)
+    if isinstance(value, bool):
+        return value
+    raise InvalidRequestError("field %r must be true or false, not %s" % (name, describe_json_type(value)))
+
+
+def import_value_text(value: object) -> str:
+    """The text stored for an import-one value (a revision string or a non-negative
+    integer); ``InvalidRevisionError`` for anything else."""
+    if isinstance(value, bool):
+        raise InvalidRevisionError("import value must be a revision, not a boolean")
+    if isinstance(value, int):
+        if value < 0:
+            raise InvalidRevisionError("import value must not be negative: %d" % value)
+        value = str(value)
+        if is_revision(value):
+            return value
+    elif isinstance(value, str) and is_revision(value):
+        return value
+    shown = repr(value) if len(repr(value)) < 80 else repr(value)[:80] + "..."
+    raise InvalidRevisionError("import value is not a revision (dotted decimal integers, "
+                               "no leading zeros, at most %d characters): %s" % (MAX_REVISION_LENGTH, shown))

@@ -1,0 +1,145 @@
+"""One client session of the PR server: one handler per request.
+
+A handler checks the request's fields (``server.requests``), asks the allocator or
+the storage engine, and shapes the answer (``prserv.messages``); framing and
+sessions come from ``prserv.asyncrpc``.  Whether this session may store values is
+its own property (``read_only``), not only the server's.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, List, Optional
+
+from .. import messages
+from ..asyncrpc import AsyncServerConnection, InvokeError, ServerError
+from ..asyncrpc.connection import Connection
+from ..asyncrpc.protocol import JSONStream, dumps
+from ..errors import DatabaseError, InvalidRequestError, InvalidRevisionError, PRServiceError
+from ..revision import key_to_revision
+from ..storage.engine import Row
+from ..version import __version__
+from . import requests
+
+if TYPE_CHECKING:
+    from .server import PRServer
+
+PROTO_NAME = "PRSERVICE"
+
+
+async def export_pieces(metainfo: Dict[str, Any], batches: AsyncIterator[List[Row]]) -> AsyncIterator[str]:
+    """``{"metainfo": ..., "datainfo": [...]}`` as text, one batch of rows at a time:
+    the same characters as ``dumps`` of the whole answer, without holding it."""
+    yield '{"metainfo": %s, "datainfo": [' % dumps(metainfo)
+    separator = ""
+    async for batch in batches:
+        yield separator + ", ".join(dumps(messages.export_row(*row)) for row in batch)
+        separator = ", "
+    yield "]}"
+
+
+class PRServerClient(AsyncServerConnection):
+    """One client session of the PR server."""
+
+    def __init__(self, connection: Connection, server: "PRServer") -> None:
+        super().__init__(connection, PROTO_NAME, server.logger)
+        self.server = server
+        self.engine = server.engine
+        self.allocator = server.allocator
+        self.read_only = server.read_only
+        """This session only reads: get-pr answers without storing, import-one with null."""
+        # Dispatch order is the reference's: the first command key present wins.
+        self.handlers.update({
+            messages.GET_PR: self.handle_get_pr,
+            messages.TEST_PR: self.handle_test_pr,
+            messages.TEST_PACKAGE: self.handle_test_package,
+            messages.MAX_PACKAGE_PR: self.handle_max_package_pr,
+            messages.IMPORT_ONE: self.handle_import_one,
+            messages.EXPORT: self.handle_export,
+            messages.IS_READONLY: self.handle_is_readonly,
+            messages.DUMP_DB: self.handle_dump_db,
+        })
+
+    def answer_gate(self) -> Any:
+        """Immediate sync mode: an answer leaves once everything written before it is
+        on disk (its own value, or one it reports that another request just wrote)."""
+        return self.engine.answer_gate()
+
+    async def dispatch_message(self, message: Any) -> Any:
+        try:
+            return await super().dispatch_message(message)
+        except (InvalidRequestError, InvalidRevisionError) as exc:
+            raise InvokeError("%s: %s" % (self._command_of(message), exc)) from exc
+        except DatabaseError as exc:
+            self.logger.error("database error: %s", exc)
+            raise ServerError("database error: %s" % exc) from exc
+        except PRServiceError as exc:
+            raise InvokeError(str(exc)) from exc
+
+    def _command_of(self, message: Dict[str, Any]) -> str:
+        """The request's command, as dispatch chose it (the first known key)."""
+        return next((name for name in self.handlers if name in message), "request")
+
+    async def handle_get_pr(self, request: Any) -> Dict[str, Any]:
+        args = requests.arguments(request)
+        version, pkgarch, checksum = requests.checksum_fields(args)
+        history = requests.flag(args, "history", False)
+        return messages.value_answer(
+            await self.allocator.get_pr(version, pkgarch, checksum, history, store=not self.read_only))
+
+    async def handle_test_pr(self, request: Any) -> Dict[str, Any]:
+        args = requests.arguments(request)
+        version, pkgarch, checksum = requests.checksum_fields(args)
+        history = requests.flag(args, "history", False)
+        key = (await self.engine.package(version, pkgarch)).checksum_value(checksum, history)
+        return messages.value_answer(None if key is None else key_to_revision(key))
+
+    async def handle_test_package(self, request: Any) -> Dict[str, Any]:
+        args = requests.arguments(request)
+        state = await self.engine.package(requests.text(args, "version"), requests.text(args, "pkgarch"))
+        return messages.value_answer(state.has_rows)
+
+    async def handle_max_package_pr(self, request: Any) -> Dict[str, Any]:
+        args = requests.arguments(request)
+        state = await self.engine.package(requests.text(args, "version"), requests.text(args, "pkgarch"))
+        return messages.value_answer(None if state.max_key is None else key_to_revision(state.max_key))
+
+    async def handle_import_one(self, request: Any) -> Optional[Dict[str, Any]]:
+        args = requests.arguments(request)
+        version, pkgarch, checksum = requests.checksum_fields(args)
+        if "value" not in args:
+            raise InvalidRequestError("missing field 'value'")
+        value = args["value"]
+        try:
+            text = requests.import_value_text(value)    # refused even when read-only
+        except InvalidRevisionError as exc:
+            raise InvalidRevisionError("field 'value': %s" % exc) from None
+        if self.read_only:
+            return None                                 # the reference answers null
+        await self.allocator.import_one(version, pkgarch, checksum, text)
+        return messages.value_answer(value)             # an integer comes back an integer
+
+    async def handle_export(self, request: Any) -> JSONStream:
+        args = requests.arguments(request)
+        version = requests.export_filter(args, "version")
+        pkgarch = requests.export_filter(args, "pkgarch")
+        checksum = requests.export_filter(args, "checksum")
+        colinfo = requests.flag(args, "colinfo")
+        history = requests.flag(args, "history", False)
+        metainfo: Dict[str, Any] = {}
+        if colinfo:
+            metainfo = {"tbl_name": self.engine.table_name, "core_ver": __version__,
+                        "col_info": await self.engine.column_info()}
+        batches = self.engine.export_batches(version, pkgarch, checksum, history)
+        return JSONStream(export_pieces(metainfo, batches))
+
+    async def handle_is_readonly(self, request: Any) -> Dict[str, bool]:
+        return messages.readonly_answer(self.read_only)
+
+    async def handle_dump_db(self, request: Any) -> JSONStream:
+        """``{"dump": "<SQL text>"}`` of a consistent snapshot, sent as it is read."""
+        requests.arguments(request)
+        return JSONStream.of(self.server.start_dump(self).pieces())
+
+    async def close(self) -> None:
+        self.server.end_dump(self)          # a dump still being sent to this client stops
+        await super().close()

@@ -1,0 +1,36 @@
+"""Where PR values are kept: the engine interface and its engines.
+
+``engine`` defines what the server asks of a database (``Engine``); ``sqlite`` is
+the engine for bitbake's SQLite files.  ``syncmode`` names when writes reach the
+disk.  Nothing above this package imports ``sqlite3``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Optional
+
+from .engine import Engine
+from .syncmode import IMMEDIATE, SyncMode, parse_sync_mode
+
+
+def open_engine(database: str, read_only: bool = False,
+                sync_mode: Optional[SyncMode] = None) -> Engine:
+    """The engine a server uses for ``database`` (a SQLite file path), inside the
+    running event loop: writes grouped and committed per ``sync_mode`` (default
+    immediate) unless read-only, one coherence check per loop turn."""
+    from .sqlite.database import SQLiteDatabase
+
+    mode = sync_mode or parse_sync_mode(IMMEDIATE)
+    buffered = mode.buffered and not read_only
+    db = SQLiteDatabase(database, read_only=read_only, synchronous="NORMAL" if buffered else "FULL",
+                        exclusive=buffered, background_checkpoints=not buffered)
+    try:
+        engine = db.table()
+    except BaseException:
+        db.close()
+        raise
+    engine.cache.recheck_later = asyncio.get_running_loop().call_soon
+    if not read_only:
+        db.use_group_commit(mode)
+    return engine

@@ -1,0 +1,99 @@
+"""Opening a PR database file, and the schema bitbake's server reads.
+
+The file stays byte-compatible with bitbake's own prserv (the same ``PRMAIN``
+table, no functions or collations of our own), so either server can open what the
+other wrote.  A connection is in autocommit mode (``isolation_level=None``): every
+transaction is opened explicitly (``prserv.storage.sqlite.transactions``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sqlite3
+import urllib.parse
+
+from ...errors import DatabaseError
+
+logger = logging.getLogger("BitBake.PRserv")
+
+PRMAIN = "PRMAIN"
+"""The table bitbake's server uses."""
+TABLE_DDL = ("CREATE TABLE IF NOT EXISTS %s (version TEXT NOT NULL, pkgarch TEXT NOT NULL, "
+             "checksum TEXT NOT NULL, value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
+"""bitbake's DDL of a PR table (``%s``: a name passed through ``checked_identifier``)."""
+
+BUSY_TIMEOUT_SECONDS = 30.0
+"""How long a writer waits for another process's write lock."""
+OPEN_BUSY_TIMEOUT_SECONDS = 1.0
+"""While opening: a file held exclusively (buffered sync mode) is reported quickly."""
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def checked_identifier(name: str) -> str:
+    """``name`` if it can be pasted into SQL as a table name; ``DatabaseError`` if not."""
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise DatabaseError("invalid table name %r" % (name,))
+    return name
+
+
+def open_connection(filename: str, read_only: bool = False, synchronous: str = "NORMAL",
+                    exclusive: bool = False) -> sqlite3.Connection:
+    """A connection to ``filename`` in WAL mode (created, with its directory, unless
+    ``read_only``).  ``synchronous``: SQLite's setting (``FULL`` fsyncs every commit).
+    ``exclusive``: hold the file for this connection alone."""
+    if synchronous.upper() not in SYNCHRONOUS_MODES:
+        raise DatabaseError("invalid synchronous mode %r" % synchronous)
+    _prepare_path(filename, read_only)
+    uri = "file:%s%s" % (urllib.parse.quote(filename), "?mode=ro" if read_only else "")
+    logger.debug("Opening PRServ database '%s'", uri)
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=OPEN_BUSY_TIMEOUT_SECONDS)
+    except sqlite3.Error as exc:
+        raise DatabaseError("cannot open database %s: %s" % (filename, exc)) from exc
+    try:
+        conn.execute("PRAGMA synchronous = %s" % synchronous.upper())
+        if exclusive:
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+        if not read_only:
+            conn.execute("PRAGMA journal_mode = WAL")
+        if exclusive:
+            conn.execute("BEGIN IMMEDIATE")      # take the lock now
+            conn.execute("COMMIT")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        conn.execute("PRAGMA busy_timeout = %d" % (BUSY_TIMEOUT_SECONDS * 1000))
+    except sqlite3.Error as exc:
+        conn.close()
+        if "locked" in str(exc):
+            raise DatabaseError("database %s is in use by another process%s (%s)" % (
+                filename, "; a server in a buffered sync mode needs it alone" if exclusive
+                else " that holds it exclusively (a server in a buffered sync mode?)", exc)) from exc
+        raise DatabaseError("cannot use database %s: %s" % (filename, exc)) from exc
+    return conn
+
+
+def _prepare_path(filename: str, read_only: bool) -> None:
+    if read_only:
+        if not os.path.exists(filename):
+            raise DatabaseError("database %s does not exist (read-only servers do not create it)"
+                                % filename)
+        return
+    try:
+        os.makedirs(os.path.dirname(filename), exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError("cannot create the directory of database %s: %s"
+                            % (filename, exc.strerror)) from exc
+
+
+def create_table(conn: sqlite3.Connection, table: str) -> None:
+    """bitbake's PR table named ``table``, unless it exists."""
+    conn.execute(TABLE_DDL % checked_identifier(table))
+
+
+def table_exists(conn: sqlite3.Connection, table: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                       (table,)).fetchone()
+    return row is not None

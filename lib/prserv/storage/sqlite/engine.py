@@ -1,0 +1,315 @@
+"""The SQLite engine: one PR table of a ``SQLiteDatabase`` behind ``storage.Engine``.
+
+Every method works on the calling thread and never suspends (``storage.engine``
+explains why that matters).  Writes go through the database's ``Transactions``;
+lookups through the table's ``PackageCache``.  SQLite's own errors leave as
+``DatabaseError`` with SQLite's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from typing import (TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List,
+                    Optional, Tuple)
+
+from ...errors import DatabaseError, InvalidRequestError
+from ...revision import RevisionKey, key_to_revision, optional_key
+from ..engine import DumpSource, Engine, PackageState, Position, Row, WriteScope
+from . import backup
+from .cache import PackageCache
+from .connection import checked_identifier, create_table
+
+if TYPE_CHECKING:
+    from .database import SQLiteDatabase
+
+EXPORT_BATCH_ROWS = 2000
+"""Rows fetched per query while exporting (and per batch handed on)."""
+CHANGE_POLL_SECONDS = 0.1
+"""How often ``wait_for_changes`` looks for commits of other processes."""
+
+
+def _database_error(exc: sqlite3.Error) -> DatabaseError:
+    """SQLite's error as the storage interface's (its message unchanged)."""
+    return DatabaseError(str(exc))
+
+
+class SQLiteEngine(Engine):
+    """bitbake's PR table (``PRMAIN``, or another name) in an open SQLite file."""
+
+    def __init__(self, database: "SQLiteDatabase", table: str, cached_packages: int) -> None:
+        self.db = database
+        self.conn = database.connection
+        self.table = checked_identifier(table)
+        self.table_name = self.table
+        self.read_only = database.read_only
+        try:
+            if not self.read_only:
+                create_table(self.conn, self.table)
+            self.cache = PackageCache(self.conn, self.table, cached_packages)
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+        database.transactions.caches.append(self.cache)
+        self._change_waiters: List["asyncio.Future[None]"] = []
+        database.transactions.after_commit.append(self._wake_change_waiters)
+
+    # ------------------------------------------------------------------ reading
+    async def package(self, version: str, pkgarch: str) -> PackageState:
+        try:
+            return self.cache.state(version, pkgarch)
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+
+    async def has_row(self, version: str, pkgarch: str, value: str,
+                      checksum: Optional[str] = None) -> bool:
+        try:
+            self.cache.sync()
+            if not self.cache.exists:
+                return False
+            if checksum is None:
+                row = self.conn.execute(
+                    "SELECT 1 FROM %s WHERE version = ? AND pkgarch = ? AND value = ? LIMIT 1"
+                    % self.table, (version, pkgarch, value)).fetchone()
+            else:
+                row = self.conn.execute(
+                    "SELECT 1 FROM %s WHERE version = ? AND pkgarch = ? AND checksum = ? AND value = ?"
+                    % self.table, (version, pkgarch, checksum, value)).fetchone()
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+        return row is not None
+
+    async def column_info(self) -> List[Dict[str, Any]]:
+        try:
+            columns = self.conn.execute("PRAGMA table_info(%s)" % self.table).fetchall()
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+        return [{"name": name, "type": type_, "notnull": notnull, "dflt_value": default, "pk": pk}
+                for _, name, type_, notnull, default, pk in columns]
+
+    # ------------------------------------------------------------------ writing
+    def write(self, version: str, pkgarch: str) -> "_WriteScope":
+        return _WriteScope(self, version, pkgarch)
+
+    def insert(self, version: str, pkgarch: str, checksum: str, key: RevisionKey) -> bool:
+        """Store one row (inside a transaction); False if it already existed."""
+        cursor = self.conn.execute(
+            "INSERT OR IGNORE INTO %s (version, pkgarch, checksum, value) VALUES (?, ?, ?, ?)"
+            % self.table, (version, pkgarch, checksum, key_to_revision(key)))
+        if cursor.rowcount != 1:
+            return False
+        self.cache.stored(version, pkgarch, checksum, key, cursor.lastrowid or 0)
+        return True
+
+    def answer_gate(self) -> Any:
+        group = self.db.group
+        return group.pending_commit() if group is not None else None
+
+    async def flush(self) -> None:
+        if self.db.group is not None:
+            self.db.group.commit()
+
+    async def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ export
+    async def export_batches(self, version: Optional[str], pkgarch: Optional[str],
+                             checksum: Optional[str], history: bool) -> AsyncIterator[List[Row]]:
+        batch: List[Row] = []
+        try:
+            for row in self._export_rows(version, pkgarch, checksum, history):
+                batch.append(row)
+                if len(batch) >= EXPORT_BATCH_ROWS:
+                    yield batch
+                    batch = []
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+        if batch:
+            yield batch
+
+    def export_rows(self, version: Optional[str], pkgarch: Optional[str],
+                    checksum: Optional[str], history: bool) -> Iterator[Row]:
+        """``export_batches`` row by row, for callers without an event loop."""
+        try:
+            yield from self._export_rows(version, pkgarch, checksum, history)
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+
+    def _export_rows(self, version: Optional[str], pkgarch: Optional[str],
+                     checksum: Optional[str], history: bool) -> Iterator[Row]:
+        self.cache.sync()
+        if not self.cache.exists:
+            return
+        if history:
+            yield from self._select([("version", version), ("pkgarch", pkgarch), ("checksum", checksum)])
+            return
+        for row in _package_max_rows(self._select([("version", version), ("pkgarch", pkgarch)])):
+            if not checksum or row[2] == checksum:
+                yield row
+
+    def _select(self, filters: List[Tuple[str, Optional[str]]]) -> Iterator[Row]:
+        """Matching rows in (version, pkgarch, checksum, value) order, fetched in batches.
+
+        Each batch is one short query resuming after the last complete checksum of
+        the previous one (keyset pagination on the primary key), so no cursor stays
+        open while the caller sends what it got, and memory holds one batch.
+        """
+        clauses, params = ["version != ''"], []
+        for column, value in filters:
+            if value:
+                clauses.append("%s = ?" % column)   # column names are constants
+                params.append(value)
+        where = " AND ".join(clauses)
+        first = ("SELECT version, pkgarch, checksum, value FROM %s WHERE %s "
+                 "ORDER BY version, pkgarch, checksum, value LIMIT ?" % (self.table, where))
+        after = ("SELECT version, pkgarch, checksum, value FROM %s WHERE %s "
+                 "AND (version, pkgarch, checksum) > (?, ?, ?) "
+                 "ORDER BY version, pkgarch, checksum, value LIMIT ?" % (self.table, where))
+        one_checksum = ("SELECT version, pkgarch, checksum, value FROM %s "
+                        "WHERE version = ? AND pkgarch = ? AND checksum = ? ORDER BY value"
+                        % self.table)
+        rows = self.conn.execute(first, params + [EXPORT_BATCH_ROWS]).fetchall()
+        while len(rows) == EXPORT_BATCH_ROWS:
+            last = rows[-1][:3]
+            complete = len(rows)
+            while complete and rows[complete - 1][:3] == last:
+                complete -= 1                   # the last checksum may continue: next batch
+            if complete:
+                yield from rows[:complete]
+                last = rows[complete - 1][:3]
+            else:                               # one checksum filled the batch
+                yield from self.conn.execute(one_checksum, last).fetchall()
+            rows = self.conn.execute(after, params + list(last) + [EXPORT_BATCH_ROWS]).fetchall()
+        yield from rows
+
+    # ------------------------------------------------------------------ change feed
+    def _rowid_of(self, position: Optional[Position]) -> int:
+        if position is None:
+            return 0
+        if isinstance(position, str) and position.isdigit() and position.isascii():
+            return int(position)
+        raise InvalidRequestError("not a position of this database: %r" % (position,))
+
+    def _committed_rowid(self) -> int:
+        """The largest rowid committed, this process's and every other's (inside this
+        connection's write transaction nobody else can commit)."""
+        if not self.db.transactions.depth:
+            self.cache.sync_now()
+        return self.cache.committed_watermark
+
+    async def changes(self, since: Optional[Position], limit: int) -> Tuple[List[Row], Position]:
+        after = self._rowid_of(since)
+        try:
+            bound = self._committed_rowid()
+            if not self.cache.exists:
+                return [], str(after)
+            found = self.conn.execute(
+                "SELECT rowid, version, pkgarch, checksum, value FROM %s "
+                "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?" % self.table,
+                (after, bound, max(0, limit))).fetchall()
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+        if not found:
+            return [], str(after)
+        return [row[1:] for row in found], str(found[-1][0])
+
+    async def wait_for_changes(self, position: Position, timeout: float) -> bool:
+        after = self._rowid_of(position)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                if self._committed_rowid() > after:
+                    return True
+            except sqlite3.Error as exc:
+                raise _database_error(exc) from exc
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            waiter = loop.create_future()
+            self._change_waiters.append(waiter)
+            timer = loop.call_later(min(remaining, CHANGE_POLL_SECONDS), _wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                if waiter in self._change_waiters:
+                    self._change_waiters.remove(waiter)
+
+    def _wake_change_waiters(self) -> None:
+        waiters, self._change_waiters = self._change_waiters, []
+        for waiter in waiters:
+            _wake(waiter)
+
+    # ------------------------------------------------------------------ dumps
+    def open_dump(self) -> DumpSource:
+        group = self.db.group
+        return backup.open_snapshot(self.db.filename, self.conn, self.db.exclusive and not self.read_only,
+                                    group.commit if group is not None else None)
+
+    def write_dump(self, fd: Any) -> int:
+        """The SQL text dump of the whole database (one snapshot) written to ``fd``."""
+        try:
+            return backup.write_dump(self.conn, fd)
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+
+
+def _wake(waiter: "asyncio.Future[None]") -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _WriteScope(WriteScope):
+    """``async with engine.write(version, pkgarch) as scope``: a write transaction (or
+    a part of the group's shared one) with the package's state re-read under the lock."""
+
+    __slots__ = ("engine", "version", "pkgarch", "state", "_transaction")
+
+    def __init__(self, engine: SQLiteEngine, version: str, pkgarch: str) -> None:
+        self.engine = engine
+        self.version = version
+        self.pkgarch = pkgarch
+
+    async def __aenter__(self) -> "_WriteScope":
+        self._transaction = self.engine.db.transactions.scope()
+        try:
+            self._transaction.__enter__()
+            self.state = self.engine.cache.loaded_state(self.version, self.pkgarch)
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Optional[bool]:
+        try:
+            return self._transaction.__exit__(exc_type, exc, tb)
+        except sqlite3.Error as error:
+            raise _database_error(error) from error
+
+    async def store(self, checksum: str, key: RevisionKey) -> bool:
+        try:
+            return self.engine.insert(self.version, self.pkgarch, checksum, key)
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+
+
+def _package_max_rows(rows: Iterable[Row]) -> Iterator[Row]:
+    """Rows holding their package's max value (rows sorted by version, pkgarch).
+
+    One pass, keeping only the rows of the largest value seen so far in the
+    current package: memory does not grow with the package's size.
+    """
+    package: Optional[Tuple[str, str]] = None
+    top: Optional[RevisionKey] = None
+    best: List[Row] = []
+    for row in rows:
+        if row[:2] != package:
+            yield from best
+            package, top, best = row[:2], None, []
+        key = optional_key(row[3])
+        if key is None:
+            continue
+        if top is None or key > top:
+            top, best = key, [row]
+        elif key == top:
+            best.append(row)
+    yield from best
