@@ -113,7 +113,7 @@ class Load:
 
 
 SPIN = """import sys, time
-from prserv.backup import lower_priority
+from prserv.runtime.priority import lower_priority
 lower_priority(sys.argv[1], blocks_writers=False)
 end = time.monotonic() + 1.5
 while time.monotonic() < end:
