@@ -66,7 +66,7 @@ class PRData:
             raise TypeError("tblname argument must be a string, not '%s'" % type(tblname))
         table = self._tables.get(tblname)
         if table is None:
-            table = self._tables[tblname] = PRTable(self.database.table(tblname))
+            table = self._tables[tblname] = PRTable(SQLiteEngine(self.database, tblname))
         return table
 
     def __delitem__(self, tblname: str) -> None:

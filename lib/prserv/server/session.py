@@ -8,7 +8,8 @@ its own property (``read_only``), not only the server's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator, Dict, List, Optional
+import logging
+from typing import Any, AsyncIterator, Dict, List, Optional, Protocol
 
 from .. import messages
 from ..asyncrpc import AsyncServerConnection, InvokeError, ServerError
@@ -16,12 +17,11 @@ from ..asyncrpc.connection import Connection
 from ..asyncrpc.protocol import JSONStream, dumps
 from ..errors import DatabaseError, InvalidRequestError, InvalidRevisionError, PRServiceError
 from ..revision import key_to_revision
-from ..storage.engine import Row
+from ..storage.engine import Engine, Row
 from ..version import __version__
 from . import requests
-
-if TYPE_CHECKING:
-    from .server import PRServer
+from .allocator import Allocator
+from .dump import DumpStream
 
 PROTO_NAME = "PRSERVICE"
 
@@ -37,10 +37,23 @@ async def export_pieces(metainfo: Dict[str, Any], batches: AsyncIterator[List[Ro
     yield "]}"
 
 
+class SessionOwner(Protocol):
+    """What a session needs of its server (``prserv.server.server.PRServer``)."""
+
+    logger: logging.Logger
+    engine: Engine
+    allocator: Allocator
+    read_only: bool
+
+    def start_dump(self, session: "PRServerClient") -> DumpStream: ...
+
+    def end_dump(self, session: "PRServerClient") -> None: ...
+
+
 class PRServerClient(AsyncServerConnection):
     """One client session of the PR server."""
 
-    def __init__(self, connection: Connection, server: "PRServer") -> None:
+    def __init__(self, connection: Connection, server: SessionOwner) -> None:
         super().__init__(connection, PROTO_NAME, server.logger)
         self.server = server
         self.engine = server.engine

@@ -20,13 +20,14 @@ def open_engine(database: str, read_only: bool = False,
     running event loop: writes grouped and committed per ``sync_mode`` (default
     immediate) unless read-only, one coherence check per loop turn."""
     from .sqlite.database import SQLiteDatabase
+    from .sqlite.engine import SQLiteEngine
 
     mode = sync_mode or parse_sync_mode(IMMEDIATE)
     buffered = mode.buffered and not read_only
     db = SQLiteDatabase(database, read_only=read_only, synchronous="NORMAL" if buffered else "FULL",
                         exclusive=buffered, background_checkpoints=not buffered)
     try:
-        engine = db.table()
+        engine = SQLiteEngine(db)
     except BaseException:
         db.close()
         raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from typing import Optional
 
 from ...errors import ReadOnlyError
 from ...log import logger
@@ -11,8 +11,7 @@ from ..syncmode import SyncMode
 from . import migrate
 from .cache import DEFAULT_CACHED_PACKAGES
 from . import checkpoint
-from .connection import PRMAIN, checked_identifier, open_connection
-from .engine import SQLiteEngine
+from .connection import checked_identifier, open_connection
 from .transactions import GroupCommit, Transactions
 
 
@@ -20,8 +19,8 @@ class SQLiteDatabase:
     """An open PR database file.
 
     Opening it migrates the tables of bitbake <= 2.8 once (read-write) or refuses an
-    unmigrated file (read-only; ``migrate.on_open``).  ``table(name)`` gives the
-    engine of a table, created if missing unless read-only.
+    unmigrated file (read-only; ``migrate.on_open``).  Each table is served by a
+    ``SQLiteEngine(database, name)``.
     """
 
     def __init__(self, filename: str, read_only: bool = False, synchronous: str = "NORMAL",
@@ -45,7 +44,6 @@ class SQLiteDatabase:
             raise
         self.transactions = Transactions(self.connection, read_only)
         self.group: Optional[GroupCommit] = None
-        self._tables: Dict[str, SQLiteEngine] = {}
         self.checkpointer: Optional[checkpoint.WalCheckpointer] = None
         if background_checkpoints and not read_only and not exclusive:
             self.connection.execute("PRAGMA wal_autocheckpoint = 0")
@@ -53,17 +51,12 @@ class SQLiteDatabase:
             # when the log starts over, give the disk space back down to this size
             self.connection.execute("PRAGMA journal_size_limit = %d" % checkpoint.WAL_COPY_BYTES)
 
-    def table(self, name: str = PRMAIN) -> SQLiteEngine:
-        engine = self._tables.get(name)
-        if engine is None:
-            engine = self._tables[name] = SQLiteEngine(self, name, self.cached_packages)
-        return engine
-
     def drop_table(self, name: str) -> None:
+        """Drop a table (its engines must not be used any more)."""
         checked_identifier(name)
         if self.read_only:
             raise ReadOnlyError("database is open read-only")
-        self._tables.pop(name, None)
+        self.transactions.caches = [cache for cache in self.transactions.caches if cache.table != name]
         logger.info("drop table %s", name)
         self.connection.execute("DROP TABLE IF EXISTS %s" % name)
 

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from typing import (TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List,
-                    Optional, Tuple)
+from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from ...errors import DatabaseError, InvalidRequestError
 from ...revision import RevisionKey, key_to_revision, optional_key
 from ..engine import DumpSource, Engine, PackageState, Position, Row, WriteScope
 from . import backup
 from .cache import PackageCache
-from .connection import checked_identifier, create_table
-
-if TYPE_CHECKING:
-    from .database import SQLiteDatabase
+from .connection import PRMAIN, checked_identifier, create_table
+from .database import SQLiteDatabase
 
 EXPORT_BATCH_ROWS = 2000
 """Rows fetched per query while exporting (and per batch handed on)."""
@@ -37,7 +34,7 @@ def _database_error(exc: sqlite3.Error) -> DatabaseError:
 class SQLiteEngine(Engine):
     """bitbake's PR table (``PRMAIN``, or another name) in an open SQLite file."""
 
-    def __init__(self, database: "SQLiteDatabase", table: str, cached_packages: int) -> None:
+    def __init__(self, database: SQLiteDatabase, table: str = PRMAIN) -> None:
         self.db = database
         self.conn = database.connection
         self.table = checked_identifier(table)
@@ -46,7 +43,7 @@ class SQLiteEngine(Engine):
         try:
             if not self.read_only:
                 create_table(self.conn, self.table)
-            self.cache = PackageCache(self.conn, self.table, cached_packages)
+            self.cache = PackageCache(self.conn, self.table, database.cached_packages)
         except sqlite3.Error as exc:
             raise _database_error(exc) from exc
         database.transactions.caches.append(self.cache)
