@@ -732,3 +732,35 @@ def test_limit_settings_reject_bad_values_naming_the_source(tmp_path, name, raw,
     env = {"PRSERV_" + name.upper(): raw}
     message = config_error(tmp_path, environ=env)
     assert message == "invalid %s %r (from environment PRSERV_%s): %s" % (name, raw, name.upper(), expected)
+
+
+# --------------------------------------------------------------------------- one table
+
+def test_readme_settings_table_is_the_settings_table():
+    """README's table is made from SETTINGS (``markdown_table``): a setting added,
+    renamed or given another default shows here first."""
+    from prserv.runtime.settings import markdown_table
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "README.md"), encoding="utf-8").read()
+    start = readme.index("| setting (TOML key) |")
+    assert readme[start:readme.index("\n\n", start) + 1] == markdown_table()
+
+
+def test_every_setting_has_an_option_and_the_limits_come_from_the_table(tmp_path):
+    from prserv.asyncrpc.limits import Limits
+    from prserv.cli.bitbake_prserv import build_parser
+    from prserv.cli.options import config_from_args
+    from prserv.runtime.settings import limits_of
+
+    parser = build_parser()
+    options = {option for action in parser._actions for option in action.option_strings}
+    for setting in SETTINGS:
+        assert set(setting.options) <= options, setting.name
+    args = parser.parse_args(["--max-connections", "7", "--idle-timeout", "2", "--handshake-timeout", "3",
+                              "--max-message-size", "2K", "--max-handshake-line", "1K",
+                              "--shutdown-timeout", "4", "-f", str(tmp_path / "x.db")])
+    limits = limits_of(config_from_args(args))
+    assert limits == Limits(max_connections=7, idle_timeout=2.0, handshake_timeout=3.0, max_message=2048,
+                            max_handshake_line=1024, shutdown_timeout=4.0)
+    assert limits_of(load_config({}, {}, None, str(tmp_path))) == Limits()   # the defaults are Limits'

@@ -15,7 +15,7 @@ from prserv.storage.sqlite import engine as sqlite_engine
 from prserv.db import PRData
 from prserv.errors import DatabaseError, InvalidRevisionError, ReadOnlyError
 
-# The reference's schema, exactly as semantics.md §9 gives it.
+# The reference's schema, exactly as docs/semantics.md §9 gives it.
 REFERENCE_DDL = ("CREATE TABLE IF NOT EXISTS PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, "
                  "checksum TEXT NOT NULL, value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
 V, A = "zlib-1.3.1-r0", "cortexa53"

@@ -698,7 +698,7 @@ def test_fuzz_raw_bytes_after_setup(server: ServerProcess, good: GoodClient, pay
 
 
 def handshake_model(lines: List[bytes]) -> Tuple[Optional[bool], int]:
-    """Independent model of the server's setup checks (protocol.md §2).
+    """Independent model of the server's setup checks (docs/protocol.md §2).
 
     Returns (None if refused, else whether the client asked for headers; the number
     of lines the setup took)."""

@@ -6,7 +6,7 @@
    safe) in ``ALLOWED_DYNAMIC_SQL``.  Then the same property over the wire: strings
    full of SQL metacharacters and LIKE/GLOB wildcards are plain data everywhere.
 2. A read-only server -- alone, and with an upstream that knows more than the file --
-   answers every method per semantics.md §3/§7/§8 and leaves the database file
+   answers every method per docs/semantics.md §3/§7/§8 and leaves the database file
    byte-for-byte unchanged.
 """
 

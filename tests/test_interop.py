@@ -32,7 +32,7 @@ logger = logging.getLogger("test_interop")
 
 HOST = "127.0.0.1"
 
-# The export metainfo of a PRMAIN table, as bitbake's prserv reports it (protocol.md §5).
+# The export metainfo of a PRMAIN table, as bitbake's prserv reports it (docs/protocol.md §5).
 PRMAIN_METAINFO = {
     "tbl_name": "PRMAIN",
     "core_ver": "2.19.0",

@@ -1,6 +1,6 @@
 """Databases of bitbake <= 2.8 (``PRMAIN_nohist`` / ``PRMAIN_hist``): migration into PRMAIN.
 
-Legacy files are built here from the old DDL (copied from semantics.md §9); results
+Legacy files are built here from the old DDL (copied from docs/semantics.md §9); results
 are compared row by row, value by value.
 """
 
@@ -19,7 +19,7 @@ from prserv.storage.sqlite import migrate
 from prserv.db import PRData
 from prserv.errors import DatabaseError
 
-# bitbake <= 2.8 (Yocto <= 5.0), from semantics.md §9.  PRMAIN_hist had the same columns.
+# bitbake <= 2.8 (Yocto <= 5.0), from docs/semantics.md §9.  PRMAIN_hist had the same columns.
 OLD_NOHIST_DDL = """CREATE TABLE IF NOT EXISTS PRMAIN_nohist (version TEXT NOT NULL, pkgarch TEXT NOT NULL,
     checksum TEXT NOT NULL, value INTEGER, PRIMARY KEY (version, pkgarch, checksum));"""
 OLD_HIST_DDL = OLD_NOHIST_DDL.replace("PRMAIN_nohist", "PRMAIN_hist")

@@ -3,7 +3,7 @@
 ``prserv.db`` answers from per-package caches kept up to date incrementally (and
 through ``PRAGMA data_version`` for rows other connections commit); the server adds
 group commit on top.  Those are easy places for a cache to drift from the rules of
-semantics.md §2-§6.  Here a deliberately naive model -- a set of rows, O(n) scans,
+docs/semantics.md §2-§6.  Here a deliberately naive model -- a set of rows, O(n) scans,
 values ordered by a numeric tuple key -- is written straight from the spec, without
 importing any project code, and random operation sequences are applied to both,
 comparing every answer value by value:
@@ -59,7 +59,7 @@ class ModelError(Exception):
 
 
 def model_is_revision(text: object) -> bool:
-    """semantics.md §5: dotted decimal integers, ASCII digits only, no leading zeros."""
+    """docs/semantics.md §5: dotted decimal integers, ASCII digits only, no leading zeros."""
     if not isinstance(text, str) or text == "":
         return False
     for field in text.split("."):
@@ -71,7 +71,7 @@ def model_is_revision(text: object) -> bool:
 
 
 def model_key(text: str) -> Tuple[int, ...]:
-    """semantics.md §2: compare field by field as integers; a strict prefix is smaller.
+    """docs/semantics.md §2: compare field by field as integers; a strict prefix is smaller.
 
     Python's tuple order is exactly that (``(1,) < (1, 0) < (1, 2) < (1, 10) < (2,)``).
     """
@@ -79,7 +79,7 @@ def model_key(text: str) -> Tuple[int, ...]:
 
 
 def model_increase(text: str) -> str:
-    """semantics.md §2 ``increase``: add one to the last field."""
+    """docs/semantics.md §2 ``increase``: add one to the last field."""
     fields = text.split(".")
     fields[-1] = str(int(fields[-1]) + 1)
     return ".".join(fields)
@@ -590,7 +590,7 @@ def test_server_on_shutdown_matches_model() -> None:
 # --------------------------------------------------------------------------- the model itself
 
 def test_model_follows_the_spec_examples() -> None:
-    """The model reproduces semantics.md's worked examples (so it is worth comparing to)."""
+    """The model reproduces docs/semantics.md's worked examples (so it is worth comparing to)."""
     v, a = "zlib", "x86"
     m = Model()
     assert [m.get_pr(v, a, c, False) for c in "aabc"] == ["0", "0", "1", "2"]

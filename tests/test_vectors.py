@@ -1,8 +1,8 @@
-"""Replay the reference's wire transcripts (tests/vectors, copied from shared/vectors).
+"""Replay the reference's wire transcripts (tests/vectors: recordings of bitbake's own server).
 
 Each file is replayed from the top against fresh servers; every answer must equal
 the recorded one, or the ``correct`` / ``correct_error`` annotation where the
-reference's answer is a known defect (semantics.md §10).
+reference's answer is a known defect (docs/semantics.md §10).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class RawConnection:
 
 
 def frame(text: str) -> str:
-    """Independent implementation of the framing rule (protocol.md §3)."""
+    """Independent implementation of the framing rule (docs/protocol.md §3)."""
     if len(text) <= 32766:
         return text + "\n"
     chunks = [text[i:i + 32767] + "\n" for i in range(0, len(text), 32767)]

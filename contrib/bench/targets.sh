@@ -2,15 +2,15 @@
 # The four loads of issue 5 against a fresh server of this project, with the server's
 # own CPU time per request (from /proc/<pid>/task/*/schedstat, nanoseconds).
 #
-#   contrib/bench/targets.sh [PRLOAD] [-- extra bitbake-prserv flags, e.g. --sync-mode periodic:1]
+#   contrib/bench/targets.sh [LOADGEN] [-- extra bitbake-prserv flags, e.g. --sync-mode periodic:1]
 #
-# PRLOAD: path of the workplace's prload.py (default ../shared/tools/prload.py), or
-# contrib/bench/prbench.py.  The server runs on core 0, the load on core 1 (taskset).
+# LOADGEN: a load generator with prbench.py's command line (default: prbench.py,
+# beside this script).  The server runs on core 0, the load on core 1 (taskset).
 # Prints one line per run: mode, requests/s, p50/p99 ms, server CPU µs per request.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-prload=${1:-$root/../shared/tools/prload.py}
+prload=${1:-$here/prbench.py}
 [ $# -gt 0 ] && shift
 [ "${1:-}" = "--" ] && shift
 python=${PYTHON:-python3}

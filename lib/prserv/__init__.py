@@ -1,23 +1,14 @@
 """prserv: a drop-in PR (package revision) server for BitBake.
 
-Same package name and public functions as bitbake's ``lib/prserv`` (see
-``bitbake-api.md``); imports nothing outside the standard library at import time,
-so it can be copied over bitbake's own ``lib/prserv``.
+Same package name and public functions as bitbake's ``lib/prserv``; imports nothing
+outside the standard library at import time, so it can be copied over bitbake's own
+``lib/prserv``.  A facade: no module of the package imports it (docs/architecture.md
+draws the layers behind it).
 """
 
-import logging
-
-__version__ = "2.19.0"
-"""The bitbake prserv API version implemented (reported as ``core_ver`` in exports).
-
-bitbake's ``bin/bitbake-prserv`` refuses to run when its own version string differs
-from this one; ship our ``bin/bitbake-prserv`` together with ``lib/prserv``.
-"""
-
-logger = logging.getLogger("BitBake.PRserv")
-
-from .revision import (_revision_greater_or_equal, increase_revision,  # noqa: E402
-                       revision_greater, revision_smaller)
+from .log import logger
+from .revision import _revision_greater_or_equal, increase_revision, revision_greater, revision_smaller
+from .version import __version__
 
 
 def create_server(addr, dbpath, upstream=None, read_only=False, **options):

@@ -1,6 +1,6 @@
 """The text format of OpenEmbedded's ``bitbake-prserv-tool export`` / ``import``.
 
-Writing gives the same lines OE writes (bitbake-api.md, last section) with three
+Writing gives the same lines OE writes (docs/semantics.md §10.2) with three
 corrections: dotted values (``1.0.3``) are written as they are, the
 ``PRAUTO_<version>_<pkgarch>`` maximum is taken per (version, pkgarch) numerically,
 not per pkgarch by string comparison, and the rows of one checksum are written in

@@ -1,4 +1,4 @@
-"""The PR decision procedure of semantics.md as pure functions (no I/O, no locks).
+"""The PR decision procedure of docs/semantics.md as pure functions (no I/O, no locks).
 
 Values are revision keys (tuples of ints, see ``prserv.revision``); ``None`` means
 "absent".  The database layer and the allocator call these while holding whatever
@@ -44,7 +44,7 @@ def not_below(value: RevisionKey, package_max: RevisionKey) -> RevisionKey:
 
 def local_value(package_max: Optional[RevisionKey], checksum_value: Optional[RevisionKey],
                 history: bool) -> RevisionKey:
-    """get-pr without upstream (semantics.md §3).
+    """get-pr without upstream (docs/semantics.md §3).
 
     ``checksum_value`` is the checksum's min (history) or max (no history) value.
     """
@@ -65,7 +65,7 @@ def next_child(base: RevisionKey, largest_child: Optional[int]) -> RevisionKey:
 def chained_value(local: Optional[RevisionKey], local_max: Optional[RevisionKey],
                   children: Dict[RevisionKey, int], history: bool,
                   facts: Facts) -> Union[RevisionKey, Need]:
-    """get-pr on a server with an upstream (semantics.md §7, defects D4, D5, D7 fixed).
+    """get-pr on a server with an upstream (docs/semantics.md §7, defects D4, D5, D7 fixed).
 
     ``local`` is the checksum's local min (history) or max value, ``local_max`` the
     package's local max, ``children`` the package's largest child per base.

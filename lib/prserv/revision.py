@@ -2,7 +2,7 @@
 
 Order is numeric field by field; when one value is a strict prefix of the other,
 the shorter is smaller: ``1 < 1.0 < 1.1 < 1.2 < 1.10 < 2``.  Values are compared
-through ``revision_key`` (a tuple of ints), never as strings (semantics.md §2).
+through ``revision_key`` (a tuple of ints), never as strings (docs/semantics.md §2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Address strings: which transport, and where (protocol.md §1).
+"""Address strings: which transport, and where (docs/protocol.md §1).
 
 ``unix:///path`` selects a unix stream socket, ``ws://`` / ``wss://`` a websocket,
 ``[v6addr]:port`` and ``host:port`` TCP.  Servers report their bound address in

@@ -1,6 +1,6 @@
 """asyncrpc client: lazy connect, setup, one request at a time, bounded retries.
 
-Behaviour of bitbake's client (protocol.md §6), kept on purpose: a request that
+Behaviour of bitbake's client (docs/protocol.md §6), kept on purpose: a request that
 fails on a transport error is re-sent on a fresh connection, 4 attempts in all,
 then ``ConnectionError``.  Two deliberate improvements: the TCP connect is bounded
 by the timeout, and after an invoke-error the client drops the connection the

@@ -1,7 +1,7 @@
 """The asyncrpc wire format as plain functions and small state machines (no I/O).
 
 Everything here works on bytes and strings handed in by a transport, so it can be
-tested without sockets.  What goes on the wire (protocol.md):
+tested without sockets.  What goes on the wire (docs/protocol.md):
 
 * connection setup: ``<NAME> <MAJOR>.<MINOR>``, ``needs-headers: true|false``, any
   number of ``name: value`` header lines, an empty line; the server answers with its

@@ -393,7 +393,7 @@ def markdown_table() -> str:
     lines = ["| setting (TOML key) | flag | environment | default | meaning |",
              "|---|---|---|---|---|"]
     for setting in SETTINGS:
-        lines.append("| `%s` | `%s` | `%s` | %s | %s |" % (
+        lines.append("| `%s` | `%s` | `%s` | `%s` | %s |" % (
             setting.name, setting.flag, setting.env, describe_default(setting),
             setting.help.replace("|", "\\|")))
     return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ between is taken into account.  Storage itself never decides a value.
 Without an upstream nothing waits but storage, and the SQLite engine never
 suspends: a request is decided and answered in one step.
 
-With an upstream (docs/semantics.md §6) the decision needs network round trips.
+With an upstream (docs/semantics.md §7) the decision needs network round trips.
 The reference awaits them between reading and writing its table (defect D9).  Here:
 
 1. requests for one package queue on a per-package lock held across the whole

@@ -2,7 +2,7 @@
 
 Each helper returns the field's value or raises ``InvalidRequestError`` naming the
 field and what was wrong (the server prefixes the method: ``get-pr: field
-'version' must be a string, not a number``; docs/protocol.md §6).  bitbake's server
+'version' must be a string, not a number``; docs/protocol.md §8).  bitbake's server
 went by truthiness and stored whatever it got; this server refuses instead.
 """
 

@@ -4,7 +4,7 @@ Up to bitbake 2.8 (Yocto 5.0) prserv kept its values in ``PRMAIN_nohist`` (INTEG
 values, one row per checksum) and, for callers asking for history mode,
 ``PRMAIN_hist``.  The current schema has one ``PRMAIN`` table with TEXT values;
 bitbake's own server ignores the old tables and restarts every package at 0, which
-breaks package upgrades (semantics.md §9).  Here the old rows are copied into
+breaks package upgrades (docs/semantics.md §9).  Here the old rows are copied into
 ``PRMAIN`` once:
 
 - on a read-write open, automatically; ``prserv migrate DB`` does the same
@@ -25,7 +25,7 @@ breaks package upgrades (semantics.md §9).  Here the old rows are copied into
 When ``PRMAIN`` already holds a row for the same (version, pkgarch, checksum) with
 another value -- a bitbake >= 2.10 server ran on the file and restarted the package
 at 0 -- both rows are kept (``PRMAIN``'s primary key includes the value).  That is
-the current schema's model (semantics.md §1: a checksum may own several values): the
+the current schema's model (docs/semantics.md §1: a checksum may own several values): the
 checksum's no-history value becomes the larger one, the package max is back at or
 above the legacy max, and the next new checksum continues after it, so upgrades work
 again; history mode keeps answering the first value.  Nothing handed out is lost.
