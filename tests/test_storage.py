@@ -1,0 +1,160 @@
+"""The storage interface, on the SQLite engine (prserv.storage).
+
+What the server relies on: methods that never suspend on SQLite (a lookup is
+answered in one step, without a task), a change feed of committed rows only, with
+opaque positions, and a wait for new commits that sees this process's and other
+processes' commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+import prserv
+from prserv.asyncrpc.eager import finish_now, start_eagerly
+from prserv.errors import InvalidRequestError, ReadOnlyError
+from prserv.server.server import PRServer
+from prserv.storage import open_engine
+from prserv.storage.sqlite.database import SQLiteDatabase
+from prserv.storage.sqlite.engine import SQLiteEngine
+
+V, A = "zlib-1.3.1-r0", "core2-64"
+
+
+@pytest.fixture
+def dbpath(tmp_path):
+    return str(tmp_path / "pr.sqlite3")
+
+
+async def store(engine, checksum: str, key) -> bool:
+    async with engine.write(V, A) as scope:
+        return await scope.store(checksum, key)
+
+
+async def first_batch(engine, history: bool):
+    return await engine.export_batches(None, None, None, history).__anext__()
+
+
+def test_every_method_finishes_without_suspending(dbpath):
+    """No event loop here at all: each coroutine must finish in its first step."""
+    database = SQLiteDatabase(dbpath)
+    engine = SQLiteEngine(database)
+    try:
+        assert finish_now(store(engine, "c", (0,))) is True
+        assert finish_now(store(engine, "c", (0,))) is False               # the row exists
+        state = finish_now(engine.package(V, A))
+        assert (state.max_key, state.checksum_value("c", False)) == ((0,), (0,))
+        assert finish_now(engine.has_row(V, A, "0", "c")) is True
+        assert finish_now(engine.has_row(V, A, "1")) is False
+        assert [c["name"] for c in finish_now(engine.column_info())] == ["version", "pkgarch", "checksum", "value"]
+        assert finish_now(first_batch(engine, True)) == [(V, A, "c", "0")]
+        assert finish_now(engine.changes(None, 10)) == ([(V, A, "c", "0")], "1")
+        finish_now(engine.flush())
+    finally:
+        finish_now(engine.close())
+
+
+async def test_a_lookup_in_a_server_engine_needs_no_task(dbpath):
+    engine = open_engine(dbpath)
+    try:
+        result = start_eagerly(engine.package(V, A))
+        assert not isinstance(result, asyncio.Future) and result.max_key is None
+        written = start_eagerly(store(engine, "c", (0,)))     # joins the turn's group transaction
+        assert written is True
+    finally:
+        await engine.close()
+
+
+async def test_the_feed_gives_committed_rows_only_in_commit_order(dbpath):
+    engine = open_engine(dbpath)                                # group commit: immediate mode
+    try:
+        assert await engine.changes(None, 10) == ([], "0")
+        await store(engine, "c1", (0,))
+        await store(engine, "c2", (1,))
+        gate = engine.answer_gate()
+        assert gate is not None and not gate.done()            # the turn's commit is pending
+        assert await engine.changes(None, 10) == ([], "0")      # not committed: not in the feed
+        await asyncio.sleep(0)                                  # the loop's next turn commits
+        assert gate.done() and gate.exception() is None
+        rows, position = await engine.changes(None, 1)
+        assert rows == [(V, A, "c1", "0")] and isinstance(position, str)
+        assert await engine.changes(position, 10) == ([(V, A, "c2", "1")], "2")
+        assert await engine.changes("2", 10) == ([], "2")       # nothing new: same position
+        for bad in ("x", "-1", "1.5", 7):
+            with pytest.raises(InvalidRequestError, match="not a position of this database"):
+                await engine.changes(bad, 10)
+    finally:
+        await engine.close()
+
+
+async def test_waiting_for_changes_wakes_on_this_processes_commit(dbpath):
+    engine = open_engine(dbpath)
+    try:
+        waiting = asyncio.get_running_loop().create_task(engine.wait_for_changes("0", 30))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        await store(engine, "c", (0,))
+        for _ in range(5):                      # the commit's turn, then the waiter's: no polling
+            await asyncio.sleep(0)
+        assert waiting.done() and waiting.result() is True
+        assert await engine.wait_for_changes("1", 0.05) is False        # nothing past 1: timeout
+    finally:
+        await engine.close()
+
+
+async def test_waiting_for_changes_sees_another_processes_commit(dbpath):
+    engine = open_engine(dbpath)
+    other = sqlite3.connect(dbpath, isolation_level=None)
+    try:
+        waiting = asyncio.get_running_loop().create_task(engine.wait_for_changes("0", 30))
+        await asyncio.sleep(0)
+        other.execute("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)", (V, A, "elsewhere", "0"))
+        assert await waiting is True
+        assert await engine.changes("0", 10) == ([(V, A, "elsewhere", "0")], "1")
+    finally:
+        other.close()
+        await engine.close()
+
+
+def test_a_read_only_engine_refuses_to_write(dbpath):
+    SQLiteDatabase(dbpath).close()
+    engine = SQLiteEngine(SQLiteDatabase(dbpath, read_only=True))
+    try:
+        with pytest.raises(ReadOnlyError):
+            finish_now(store(engine, "c", (0,)))
+    finally:
+        finish_now(engine.close())
+
+
+class SessionsReadOnlyOnDemand(PRServer):
+    """A read-write server whose next sessions are read-only while ``read_only_sessions``."""
+
+    read_only_sessions = False
+
+    def accept_client(self, connection):
+        session = super().accept_client(connection)
+        session.read_only = self.read_only_sessions
+        return session
+
+
+async def test_read_only_is_a_property_of_the_session(tmp_path):
+    server = SessionsReadOnlyOnDemand(str(tmp_path / "pr.sqlite3"))
+    server.start_server("127.0.0.1:0")
+    await server.start_serving()
+    try:
+        server.read_only_sessions = True
+        async with await prserv.create_async_client(server.address) as reader:
+            assert await reader.is_readonly() is True
+            assert await reader.getPR(V, A, "new") == "0"           # answered, not stored
+            assert await reader.importone(V, A, "imp", "5") is None
+        server.read_only_sessions = False
+        async with await prserv.create_async_client(server.address) as writer:
+            assert await writer.is_readonly() is False
+            assert await writer.test_pr(V, A, "new") is None
+            assert await writer.max_package_pr(V, A) is None
+            assert await writer.getPR(V, A, "other") == "0"
+    finally:
+        await server.stop_serving()
