@@ -260,7 +260,7 @@ class _WriteScope(WriteScope):
     """``async with engine.write(version, pkgarch) as scope``: a write transaction (or
     a part of the group's shared one) with the package's state re-read under the lock."""
 
-    __slots__ = ("engine", "version", "pkgarch", "state", "_transaction")
+    __slots__ = ("engine", "version", "pkgarch", "state")
 
     def __init__(self, engine: SQLiteEngine, version: str, pkgarch: str) -> None:
         self.engine = engine
@@ -268,17 +268,23 @@ class _WriteScope(WriteScope):
         self.pkgarch = pkgarch
 
     async def __aenter__(self) -> "_WriteScope":
-        self._transaction = self.engine.db.transactions.scope()
+        transactions = self.engine.db.transactions
         try:
-            self._transaction.__enter__()
-            self.state = self.engine.cache.loaded_state(self.version, self.pkgarch)
+            transactions.enter()
         except sqlite3.Error as exc:
             raise _database_error(exc) from exc
+        try:
+            self.state = self.engine.cache.loaded_state(self.version, self.pkgarch)
+        except BaseException as exc:
+            transactions.exit(False)
+            if isinstance(exc, sqlite3.Error):
+                raise _database_error(exc) from exc
+            raise
         return self
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> Optional[bool]:
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            return self._transaction.__exit__(exc_type, exc, tb)
+            self.engine.db.transactions.exit(exc_type is None)
         except sqlite3.Error as error:
             raise _database_error(error) from error
 

@@ -37,26 +37,36 @@ class Transactions:
         self.after_commit: List[Callable[[], None]] = []
         """Called after each successful COMMIT (the change feed wakes its waiters)."""
 
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[None]:
-        """A write transaction, or a part of the one already open (nests; joins the
-        group's shared transaction without ending it)."""
+    def enter(self) -> None:
+        """Start a write scope: a transaction of its own, or a part of the one already
+        open (it nests, and joins the group's shared transaction)."""
         if not self.depth and self.group is not None:
-            self.group.open()
+            self.group.open()               # the group's transaction: ours nests in it
         if self.depth:
             self.depth += 1
-            try:
-                yield
-            finally:
-                self.depth -= 1
-            return
-        self.begin()
+        else:
+            self.begin()
+
+    def exit(self, succeeded: bool) -> None:
+        """End the scope ``enter`` started: a nested one leaves the outer transaction
+        to decide; an own one commits, or rolls back if the scope failed."""
+        if self.depth > 1:
+            self.depth -= 1
+        elif succeeded:
+            self.commit()
+        else:
+            self.rollback()
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """``enter`` / ``exit`` as a ``with`` block."""
+        self.enter()
         try:
             yield
         except BaseException:
-            self.rollback()
+            self.exit(False)
             raise
-        self.commit()
+        self.exit(True)
 
     def begin(self) -> None:
         """Open a write transaction (waits while another writer holds the lock) and
