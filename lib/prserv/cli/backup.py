@@ -40,7 +40,7 @@ def _report_text(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _finish(out: Any, summary: Dict[str, Any], report: Dict[str, Any], verb: str) -> int:
+def _finish(out: Output, summary: Dict[str, Any], report: Dict[str, Any], verb: str) -> int:
     """Print the summary and the verification; the exit code says whether it passed."""
     summary["verification"] = report
     out.result(summary, "%s\n%s" % (_describe(summary, verb), _report_text(report)))
@@ -59,7 +59,7 @@ def _failure(exc: Exception) -> Exception:
     return Failure(EXIT_REFUSED if isinstance(exc, DatabaseBusy) else EXIT_USAGE, str(exc))
 
 
-def cmd_backup(args: argparse.Namespace, out: Any) -> int:
+def cmd_backup(args: argparse.Namespace, out: Output) -> int:
     """``prserv backup DB OUT [--sql] [--priority idle|low|normal]``."""
     try:
         blocks_writers = backup.journal_mode(args.db) != "wal"
@@ -74,7 +74,7 @@ def cmd_backup(args: argparse.Namespace, out: Any) -> int:
     return _finish(out, summary, report, "backed up")
 
 
-def cmd_restore(args: argparse.Namespace, out: Any) -> int:
+def cmd_restore(args: argparse.Namespace, out: Output) -> int:
     """``prserv restore SRC DEST [--force]``."""
     try:
         summary = backup.restore(args.src, args.dest, force=args.force)
@@ -83,7 +83,7 @@ def cmd_restore(args: argparse.Namespace, out: Any) -> int:
     return _finish(out, summary, summary.pop("verification"), "restored")
 
 
-def cmd_dump(args: argparse.Namespace, out: Any) -> int:
+def cmd_dump(args: argparse.Namespace, out: Output) -> int:
     """``prserv dump --server ADDR OUT``: the server's own dump (``dump-db``)."""
     started = time.monotonic()
     with PRClient(timeout=args.timeout) as client:

@@ -13,21 +13,18 @@ IDLE_FALLBACK_NICENESS = 19
 IDLE_THROTTLE = Throttle(run=0.001, pause=0.003)
 """``--priority idle`` also keeps the copy and its check to a quarter of one core:
 even a ``SCHED_IDLE`` neighbour slows a saturated server (shared caches, kernel work
-that is not preempted), and spreading the same work over a longer time keeps it out
-of the get-pr p99: 1.0-1.9x in 8 runs, against 1.0-3.2x in 29 runs without the
-throttle, on 2 cores saturated by 32 clients.  A million rows then take 3.8 s on a
-quiet machine instead of 1.1 s."""
+that is not preempted), and the same work spread over a longer time stays out of
+the get-pr latency (contrib/bench/README.md has the measurements)."""
 
 
 def lower_priority(priority: str, blocks_writers: bool) -> str:
     """Lower this process's CPU priority for a copy; return what was applied.
 
-    The copy is not urgent and the PR server's answers are: on a 2-core machine
-    saturated by get-pr clients, a copy at equal priority raised their p99 2.5-6x,
-    niceness 10 still 1.8-2.1x, while ``SCHED_IDLE`` (the process runs only on CPU
-    time nothing else wants, and a waking task preempts it) mostly kept it under
-    2x (see ``IDLE_THROTTLE`` for the rest).  The price is a longer copy when the
-    machine is busy.
+    The copy is not urgent and the PR server's answers are: at equal priority, or
+    even at niceness 10, a copy competes with the server for the CPU and its
+    clients wait; ``SCHED_IDLE`` runs the process only on CPU time nothing else
+    wants, and a waking task preempts it (see ``IDLE_THROTTLE`` for the rest).  The
+    price is a longer copy when the machine is busy.
 
     A reader holding a rollback-journal database (not WAL) blocks every writer until
     it ends, so such a copy keeps its priority: the sooner it finishes the better.

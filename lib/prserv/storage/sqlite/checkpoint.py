@@ -34,8 +34,7 @@ class WalCheckpointer:
     Copying is not enough to keep the log small: SQLite starts the log over only
     when a write transaction begins with every frame already copied, and under a
     steady write load the writer always commits more while this thread copies, so
-    the log would grow without end (1.4 GB in 16 s of new-PR load, for a 24 MB
-    database).  So once the log holds ``restart_bytes``, after copying the bulk
+    the log would grow without end.  So once the log holds ``restart_bytes``, after copying the bulk
     this thread asks the writer to copy the few frames committed meanwhile
     (``finish_on``, called after a commit, on the writer's own connection, where
     nothing can commit in between): its next write transaction starts the log

@@ -8,15 +8,13 @@ transaction is opened explicitly (``prserv.storage.sqlite.transactions``).
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sqlite3
 import urllib.parse
 
 from ...errors import DatabaseError
-
-logger = logging.getLogger("BitBake.PRserv")
+from ...log import logger
 
 PRMAIN = "PRMAIN"
 """The table bitbake's server uses."""
