@@ -27,7 +27,7 @@ until grep -q " serving " "$work/server.log"; do
 done
 addr=$(sed -n 's/.* serving .* on \(127\.0\.0\.1:[0-9]*\).*/\1/p' "$work/server.log")
 
-cpu_ns() { cat /proc/$pid/task/*/schedstat | awk '{s += $1} END {printf "%d\n", s}'; }
+cpu_ns() { cat /proc/$pid/task/*/schedstat | awk '{s += $1} END {printf "%.0f\n", s}'; }
 
 run() {
     local before after
