@@ -191,7 +191,7 @@ DEFAULT_LIMITS = Limits()
 
 SETTINGS: Tuple[Setting, ...] = (
     Setting("database", "PRSERV_DATABASE", ("-f", "--file"), "prserv.sqlite3", _path,
-            "database filename"),
+            "database filename", metavar="FILE"),
     Setting("bind", "PRSERV_BIND", ("--bind", "--address"), "%s:%d" % (DEFAULT_HOST, DEFAULT_PORT),
             _addresses, "listen address, repeatable: HOST:PORT, [V6]:PORT, unix:///PATH, ws://HOST:PORT "
             "(environment: comma or space separated; TOML: a list)", metavar="ADDR", kind=REPEATED,
@@ -200,7 +200,7 @@ SETTINGS: Tuple[Setting, ...] = (
             "open database in read-only mode (environment: true/false, yes/no, on/off, 1/0)",
             kind=SWITCH),
     Setting("upstream", "PRSERV_UPSTREAM", ("-u", "--upstream"), None, _optional_address,
-            "Upstream PR service (host:port)", shown_default="none"),
+            "Upstream PR service (host:port)", metavar="ADDR", shown_default="none"),
     Setting("upstream_timeout", "PRSERV_UPSTREAM_TIMEOUT", ("--upstream-timeout",),
             DEFAULT_UPSTREAM_TIMEOUT, _positive_number,
             "seconds to wait for the upstream before answering with an error", metavar="SECONDS",
@@ -209,11 +209,12 @@ SETTINGS: Tuple[Setting, ...] = (
             "immediate (each value fsync'd before it is answered), periodic:SECONDS, "
             "or on-shutdown (throwaway builds)", metavar="MODE"),
     Setting("log_file", "PRSERV_LOG", ("-l", "--log"), "prserv.log", _log_file,
-            "log filename, '-' for stderr", shown_default="prserv.log (stderr with --foreground)"),
+            "log filename, '-' for stderr", metavar="FILE",
+            shown_default="prserv.log (stderr with --foreground)"),
     Setting("log_level", "PRSERV_LOGLEVEL", ("--loglevel",), "INFO", _log_level,
-            "logging level, i.e. CRITICAL, ERROR, WARNING, INFO, DEBUG"),
+            "logging level, i.e. CRITICAL, ERROR, WARNING, INFO, DEBUG", metavar="LEVEL"),
     Setting("pidfile", "PRSERV_PIDFILE", ("--pidfile",), None, _optional_path, "daemon pidfile",
-            shown_default="/tmp/PRServer_<ip>_<port>.pid"),
+            metavar="FILE", shown_default="/tmp/PRServer_<ip>_<port>.pid"),
     Setting("max_connections", "PRSERV_MAX_CONNECTIONS", ("--max-connections",),
             DEFAULT_LIMITS.max_connections, _count,
             "open client connections at most; more are closed at once (0: no limit)", metavar="N",
