@@ -49,8 +49,13 @@ def test_prdata_creates_directories_wal_and_reference_table(dbpath):
     info = conn.execute("PRAGMA table_info(PRMAIN)").fetchall()
     assert info == [(0, "version", "TEXT", 1, None, 1), (1, "pkgarch", "TEXT", 1, None, 2),
                     (2, "checksum", "TEXT", 1, None, 3), (3, "value", "TEXT", 0, None, 4)]
-    objects = conn.execute("SELECT type, name FROM sqlite_master ORDER BY name").fetchall()
-    assert objects == [("table", "PRMAIN"), ("index", "sqlite_autoindex_PRMAIN_1")]
+    objects = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+    assert objects == [
+        ("table", "PRMAIN", "CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, checksum "
+                            "TEXT NOT NULL, value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))"),
+        ("index", "prserv_PRMAIN_value",        # ours: package maxima without reading packages
+         "CREATE INDEX prserv_PRMAIN_value ON PRMAIN (version, pkgarch, CAST(value AS INTEGER))"),
+        ("index", "sqlite_autoindex_PRMAIN_1", None)]
     conn.close()
     data.disconnect()
 

@@ -42,13 +42,19 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     # every request string in these queries is a bound ``?`` parameter.
     ("storage/sqlite/cache.py", "PackageCache._max_rowid"): {"self.table"},
     ("storage/sqlite/cache.py", "PackageCache.sync_now"): {"self.table"},
-    ("storage/sqlite/cache.py", "PackageCache.loaded_state"): {"self.table"},
+    ("storage/sqlite/cache.py", "PackageCache._checksum"): {"self.table"},
+    ("storage/sqlite/cache.py", "PackageCache._read_package"): {"self.table"},
+    ("storage/sqlite/cache.py", "PackageCache._read_maximum"): {"self.table"},
+    ("storage/sqlite/cache.py", "PackageCache._largest_child"): {"self.table"},
     ("storage/sqlite/engine.py", "SQLiteEngine.has_row"): {"self.table"},
     ("storage/sqlite/engine.py", "SQLiteEngine.column_info"): {"self.table"},  # PRAGMA table_info
     ("storage/sqlite/engine.py", "SQLiteEngine.insert"): {"self.table"},
     ("storage/sqlite/engine.py", "SQLiteEngine.changes"): {"self.table"},
     # CREATE TABLE IF NOT EXISTS <name>: the name passes checked_identifier right there.
     ("storage/sqlite/connection.py", "create_table"): {"checked_identifier(table)"},
+    # CREATE INDEX IF NOT EXISTS prserv_<name>_value ON <name>: ``name`` is
+    # value_index_name(table), itself "prserv_%s_value" % checked_identifier(table).
+    ("storage/sqlite/connection.py", "create_value_index"): {"name", "checked_identifier(table)"},
     # ``where`` joins the constant "version != ''" and "<column> = ?" where every
     # column comes from a literal tuple at the call sites (checked by
     # test_export_where_clause_is_built_from_constant_columns); values are parameters.

@@ -41,6 +41,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, r
 # ordering or policy from lib/prserv), so a shared mistake cannot hide.
 import prserv
 import prserv.db
+from prserv.storage.sqlite import cache as sqlite_cache
 from prserv.storage.sqlite import engine as sqlite_engine
 from prserv.asyncrpc import InvokeError
 from prserv.client import PRAsyncClient
@@ -342,6 +343,19 @@ def check(step: int, op: Op, actual: Any, wanted: Any) -> None:
 EXPORT_BATCHES = [1, 2, 3, 1000]
 
 
+PACKAGE_SHAPES = [(256, 4096), (0, 0), (3, 5)]
+"""(complete_rows, grown_rows) of the SQLite cache: the defaults (every package here
+kept whole), never whole (each checksum read on its own, the maximum through the
+value index), and whole only while tiny (packages switch while the test runs)."""
+
+
+def set_package_shape(shape: Tuple[int, int]) -> Tuple[int, int]:
+    """Set the cache's ``COMPLETE_ROWS``/``GROWN_ROWS``; returns the previous pair."""
+    previous = (sqlite_cache.COMPLETE_ROWS, sqlite_cache.GROWN_ROWS)
+    sqlite_cache.COMPLETE_ROWS, sqlite_cache.GROWN_ROWS = shape
+    return previous
+
+
 def set_export_batch(rows: Optional[int]) -> Optional[int]:
     """Make export read ``rows`` rows per query (the SQLite engine's
     ``EXPORT_BATCH_ROWS``), so that tiny tables cross page boundaries; returns the
@@ -355,20 +369,20 @@ def set_export_batch(rows: Optional[int]) -> Optional[int]:
 class Tables:
     """Two writer connections and one read-only connection on one SQLite file.
 
-    The second writer has a tiny package cache (when asked), so its entries are
-    evicted and reloaded while the others keep theirs and must follow its writes.
+    The second writer has a tiny cache budget (when asked), so its entries are
+    evicted and read again while the others keep theirs and must follow its writes.
     """
 
-    def __init__(self, path: str, cached_packages: int) -> None:
+    def __init__(self, path: str, cache_size: int) -> None:
         self.path = path
-        self.cached_packages = cached_packages
+        self.cache_size = cache_size
         self.datas: List[PRData] = []
         self.tables: List[PRTable] = []
 
     def open(self) -> None:
         writer = PRData(self.path)
         reader = PRData(self.path, read_only=True)      # after a writer made the file (WAL)
-        other = PRData(self.path, cached_packages=self.cached_packages)
+        other = PRData(self.path, cache_size=self.cache_size)
         self.datas = [writer, other, reader]
         self.tables = [writer["PRMAIN"], other["PRMAIN"], reader["PRMAIN"]]
 
@@ -414,11 +428,13 @@ class TableMachine(RuleBasedStateMachine):
         self.steps = 0
         self.export_batch: Optional[int] = None
 
-    @initialize(cached_packages=st.sampled_from([1, 2, 20000]),
-                export_batch=st.sampled_from(EXPORT_BATCHES))
-    def open(self, cached_packages: int, export_batch: int) -> None:
+    @initialize(cache_size=st.sampled_from([1, 1500, 64 << 20]),   # one entry, a few, all
+                export_batch=st.sampled_from(EXPORT_BATCHES),
+                shape=st.sampled_from(PACKAGE_SHAPES))
+    def open(self, cache_size: int, export_batch: int, shape: Tuple[int, int]) -> None:
         self.export_batch = set_export_batch(export_batch)
-        self.tables = Tables(self.path, cached_packages)
+        self.shape = set_package_shape(shape)
+        self.tables = Tables(self.path, cache_size)
         self.tables.open()
         self.file_rows = FileRows(self.path)
 
@@ -440,6 +456,7 @@ class TableMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         set_export_batch(self.export_batch)
         if self.tables is not None:
+            set_package_shape(self.shape)
             self.tables.close()
             self.file_rows.close()
         self.directory.cleanup()
@@ -527,9 +544,10 @@ class ServerMachine(RuleBasedStateMachine):
         self.steps = 0
         self.export_batch: Optional[int] = None
 
-    @initialize(export_batch=st.sampled_from(EXPORT_BATCHES))
-    def small_export_batches(self, export_batch: int) -> None:
+    @initialize(export_batch=st.sampled_from(EXPORT_BATCHES), shape=st.sampled_from(PACKAGE_SHAPES))
+    def small_export_batches(self, export_batch: int, shape: Tuple[int, int]) -> None:
         self.export_batch = set_export_batch(export_batch)
+        self.shape = set_package_shape(shape)
 
     @rule(op=operations(VIAS))
     def step(self, op: Op) -> None:
@@ -545,6 +563,8 @@ class ServerMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         set_export_batch(self.export_batch)
+        if self.export_batch is not None:
+            set_package_shape(self.shape)
         try:
             self.loop.run_until_complete(self.servers.close())
         finally:

@@ -45,7 +45,7 @@ def test_every_method_finishes_without_suspending(dbpath):
     try:
         assert finish_now(store(engine, "c", (0,))) is True
         assert finish_now(store(engine, "c", (0,))) is False               # the row exists
-        state = finish_now(engine.package(V, A))
+        state = finish_now(engine.package(V, A, "c"))
         assert (state.max_key, state.checksum_value("c", False)) == ((0,), (0,))
         assert finish_now(engine.has_row(V, A, "0", "c")) is True
         assert finish_now(engine.has_row(V, A, "1")) is False

@@ -17,7 +17,7 @@ from .policy import next_child
 from .revision import key_to_revision, revision_key
 from .server.allocator import Allocator
 from .server.requests import import_value_text
-from .storage.sqlite.cache import DEFAULT_CACHED_PACKAGES
+from .storage.sqlite.cache import DEFAULT_BUDGET
 from .storage.sqlite.database import SQLiteDatabase
 from .storage.sqlite.engine import SQLiteEngine
 from .version import __version__
@@ -32,11 +32,11 @@ class PRData:
 
     def __init__(self, filename: str, read_only: bool = False, synchronous: str = "NORMAL",
                  exclusive: bool = False, background_checkpoints: bool = False,
-                 cached_packages: int = DEFAULT_CACHED_PACKAGES) -> None:
+                 cache_size: int = DEFAULT_BUDGET) -> None:
         """See ``SQLiteDatabase`` for ``synchronous``, ``exclusive``,
-        ``background_checkpoints`` and ``cached_packages``."""
+        ``background_checkpoints`` and ``cache_size``."""
         self.database = SQLiteDatabase(filename, read_only, synchronous, exclusive,
-                                       background_checkpoints, cached_packages)
+                                       background_checkpoints, cache_size)
         self.filename = self.database.filename
         self.read_only = read_only
         self._tables: Dict[str, PRTable] = {}
@@ -83,8 +83,9 @@ class PRTable:
         self.read_only = engine.read_only
         self._allocator = Allocator(engine)
 
-    def _state(self, version: str, pkgarch: str) -> Any:
-        return finish_now(self.engine.package(version, pkgarch))
+    def _state(self, version: str, pkgarch: str, checksum: Optional[str] = None,
+               children_of: Any = None) -> Any:
+        return finish_now(self.engine.package(version, pkgarch, checksum, children_of))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -108,7 +109,7 @@ class PRTable:
 
     def find_value(self, version: str, pkgarch: str, checksum: str, history: bool = False) -> Optional[str]:
         """The checksum's smallest value (history) or largest (no history), or None."""
-        key = self._state(version, pkgarch).checksum_value(checksum, history)
+        key = self._state(version, pkgarch, checksum).checksum_value(checksum, history)
         return None if key is None else key_to_revision(key)
 
     def find_min_value(self, version: str, pkgarch: str, checksum: str) -> Optional[str]:
@@ -120,7 +121,8 @@ class PRTable:
     def find_new_subvalue(self, version: str, pkgarch: str, base: str) -> str:
         """Next ``base.N`` (not stored): only values with exactly one more field count."""
         base_key = revision_key(base)
-        return key_to_revision(next_child(base_key, self._state(version, pkgarch).children.get(base_key)))
+        children = self._state(version, pkgarch, children_of=base_key).children
+        return key_to_revision(next_child(base_key, children.get(base_key)))
 
     # ------------------------------------------------------------------ writes
     def store_value(self, version: str, pkgarch: str, checksum: str, value: str) -> None:

@@ -80,6 +80,12 @@ class _PackageLock:
         self._locks._release_entry(self._package)
 
 
+def _child_base(facts: Facts) -> Optional[RevisionKey]:
+    """The base whose children a chained decision numbers after (the upstream's
+    maximum, asked again), once known."""
+    return facts.get(UPSTREAM_MAX_AGAIN)  # type: ignore[return-value]
+
+
 def _local_decision(state: PackageState, checksum: str, history: bool) -> RevisionKey:
     return local_value(state.max_key, state.checksum_value(checksum, history), history)
 
@@ -100,10 +106,10 @@ class Allocator:
             async with self._locks((version, pkgarch)):
                 key = await self._chained(version, pkgarch, checksum, history, store)
             return key_to_revision(key)
-        state = await self.engine.package(version, pkgarch)
+        state = await self.engine.package(version, pkgarch, checksum)
         key = _local_decision(state, checksum, history)
         if store and not state.has_value(checksum, key):
-            async with self.engine.write(version, pkgarch) as scope:
+            async with self.engine.write(version, pkgarch, checksum) as scope:
                 key = _local_decision(scope.state, checksum, history)   # re-read under the lock
                 if not scope.state.has_value(checksum, key):
                     await scope.store(checksum, key)
@@ -112,7 +118,7 @@ class Allocator:
     async def import_one(self, version: str, pkgarch: str, checksum: str, value: str) -> None:
         """Store the row as given (no ordering check); ``value`` is a revision text."""
         key = revision_key(value)
-        async with self.engine.write(version, pkgarch) as scope:
+        async with self.engine.write(version, pkgarch, checksum) as scope:
             await scope.store(checksum, key)
 
     def _decide(self, state: PackageState, checksum: str, history: bool,
@@ -124,18 +130,18 @@ class Allocator:
                        store: bool) -> RevisionKey:
         facts: Facts = {}
         for _ in range(MAX_DECISION_ROUNDS):
-            state = await self.engine.package(version, pkgarch)
+            state = await self.engine.package(version, pkgarch, checksum, _child_base(facts))
             decision = self._decide(state, checksum, history, facts)
             while isinstance(decision, Need):
                 try:
                     facts[decision.fact] = await self._ask(decision.fact, version, pkgarch, checksum)
                 except UpstreamError as error:
                     return await self._degraded(version, pkgarch, checksum, history, store, error)
-                state = await self.engine.package(version, pkgarch)
+                state = await self.engine.package(version, pkgarch, checksum, _child_base(facts))
                 decision = self._decide(state, checksum, history, facts)
             if not store or state.has_value(checksum, decision):
                 return decision
-            async with self.engine.write(version, pkgarch) as scope:
+            async with self.engine.write(version, pkgarch, checksum, _child_base(facts)) as scope:
                 decision = self._decide(scope.state, checksum, history, facts)  # under the lock
                 if isinstance(decision, Need):
                     continue                    # someone else wrote: ask what is missing
@@ -158,13 +164,13 @@ class Allocator:
     async def _degraded(self, version: str, pkgarch: str, checksum: str, history: bool,
                         store: bool, error: UpstreamError) -> RevisionKey:
         """Answer a locally known checksum from local state alone; else raise ``error``."""
-        state = await self.engine.package(version, pkgarch)
+        state = await self.engine.package(version, pkgarch, checksum)
         local = state.checksum_value(checksum, history)
         if local is None:
             raise error
         key = degraded_value(local, state.max_key, history)
         if store and not state.has_value(checksum, key):
-            async with self.engine.write(version, pkgarch) as scope:
+            async with self.engine.write(version, pkgarch, checksum) as scope:
                 # Rows are never removed, so the checksum is still known here.
                 state = scope.state
                 key = degraded_value(state.checksum_value(checksum, history), state.max_key, history)

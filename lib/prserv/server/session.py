@@ -103,7 +103,7 @@ class PRServerClient(AsyncServerConnection):
         args = requests.arguments(request)
         version, pkgarch, checksum = requests.checksum_fields(args)
         history = requests.flag(args, "history", False)
-        key = (await self.engine.package(version, pkgarch)).checksum_value(checksum, history)
+        key = (await self.engine.package(version, pkgarch, checksum)).checksum_value(checksum, history)
         return messages.value_answer(None if key is None else key_to_revision(key))
 
     async def handle_test_package(self, request: Any) -> Dict[str, Any]:

@@ -9,8 +9,11 @@ these promises, which the rest of the package relies on:
   whose work never waits (SQLite reads a local file in the calling thread) finishes
   them without suspending, so a request that only reads is answered in one step,
   without a task (``prserv.asyncrpc.eager``).
-* **Current state.**  ``package()`` gives the package's state with every row any
-  process committed, plus this engine's own writes not yet committed.
+* **Current state, as far as asked.**  ``package()`` gives what a decision needs
+  (the package's largest value, one checksum's bounds, one base's largest child)
+  with every row any process committed, plus this engine's own writes not yet
+  committed; never the whole package, so a request costs the same in a package
+  of any size.
 * **A per-package write scope** (``write()``), atomic across every process using
   the database: inside it the caller re-reads the state, decides, and stores.  The
   engine decides when writes reach the disk (group commit, sync modes) and says
@@ -32,7 +35,9 @@ Errors: ``DatabaseError`` for anything the database reports; ``ReadOnlyError``.
 from __future__ import annotations
 
 import abc
-from typing import Any, AsyncContextManager, AsyncIterator, Dict, Iterator, List, Optional, Tuple
+import types
+from typing import (Any, AsyncContextManager, AsyncIterator, Dict, Iterator, List, Mapping, Optional,
+                    Tuple)
 
 from ..revision import RevisionKey
 
@@ -45,52 +50,41 @@ Row = Tuple[str, str, str, Optional[str]]
 returns it: an export of millions of rows builds nothing more per row."""
 
 
+_NO_CHILDREN: Mapping[RevisionKey, int] = types.MappingProxyType({})
+
+
 class PackageState:
-    """Everything a decision needs about one package (version, pkgarch).
+    """What a decision about one package (version, pkgarch) needs, as far as one
+    request asks: whether it has rows, its largest value, the bounds of the
+    checksum asked about, and the largest child of the base asked about.  Never
+    the whole package: a request costs the same in a package of any size.
 
-    Built from the package's rows (``add``), kept up to date by the engine: the
-    package's largest value, each checksum's smallest and largest value, and for
-    each base value the largest N such that ``base.N`` is a value of the package.
-    """
+    An engine may return a richer object with the same methods (one that knows
+    every checksum of a small package); callers only read it."""
 
-    __slots__ = ("has_rows", "max_key", "checksums", "children")
+    __slots__ = ("has_rows", "max_key", "checksum", "bounds", "children")
 
-    def __init__(self) -> None:
-        self.has_rows = False
-        self.max_key: Optional[RevisionKey] = None
-        self.checksums: Dict[str, Tuple[RevisionKey, RevisionKey]] = {}
-        """checksum -> (smallest value, largest value)"""
-        self.children: Dict[RevisionKey, int] = {}
-        """base value -> largest N such that base.N is a value of the package"""
-
-    def add(self, checksum: str, key: Optional[RevisionKey]) -> None:
-        """Account for one row (``key`` None: a stored value that is not a revision)."""
-        self.has_rows = True
-        if key is None:
-            return
-        bounds = self.checksums.get(checksum)
-        if bounds is None:
-            self.checksums[checksum] = (key, key)
-        elif key < bounds[0] or key > bounds[1]:
-            self.checksums[checksum] = (min(bounds[0], key), max(bounds[1], key))
-        if self.max_key is None or key > self.max_key:
-            self.max_key = key
-        if len(key) > 1:
-            base, last = key[:-1], key[-1]
-            if self.children.get(base, -1) < last:
-                self.children[base] = last
+    def __init__(self, has_rows: bool = False, max_key: Optional[RevisionKey] = None,
+                 checksum: Optional[str] = None,
+                 bounds: Optional[Tuple[RevisionKey, RevisionKey]] = None) -> None:
+        self.has_rows = has_rows
+        self.max_key = max_key
+        self.checksum = checksum
+        """The checksum asked about."""
+        self.bounds = bounds
+        """Its (smallest value, largest value), None if it has no value."""
+        self.children: Mapping[RevisionKey, int] = _NO_CHILDREN
+        """base asked about -> largest N such that base.N is a value, if any"""
 
     def checksum_value(self, checksum: str, history: bool) -> Optional[RevisionKey]:
         """The checksum's smallest value (history) or largest (no history), or None."""
-        bounds = self.checksums.get(checksum)
-        if bounds is None:
+        if checksum != self.checksum or self.bounds is None:
             return None
-        return bounds[0] if history else bounds[1]
+        return self.bounds[0] if history else self.bounds[1]
 
     def has_value(self, checksum: str, key: RevisionKey) -> bool:
         """Whether (checksum, key) is certainly stored (answers only min/max)."""
-        bounds = self.checksums.get(checksum)
-        return bounds is not None and key in bounds
+        return checksum == self.checksum and self.bounds is not None and key in self.bounds
 
 
 class WriteScope(abc.ABC):
@@ -126,12 +120,16 @@ class Engine(abc.ABC):
     table_name: str
 
     @abc.abstractmethod
-    async def package(self, version: str, pkgarch: str) -> PackageState:
-        """The package's current state (do not modify it)."""
+    async def package(self, version: str, pkgarch: str, checksum: Optional[str] = None,
+                      children_of: Optional[RevisionKey] = None) -> PackageState:
+        """The package's current state: its largest value, and ``checksum``'s bounds
+        and ``children_of``'s largest child when asked for."""
 
     @abc.abstractmethod
-    def write(self, version: str, pkgarch: str) -> AsyncContextManager[WriteScope]:
-        """The package's write scope (``async with``), atomic across processes."""
+    def write(self, version: str, pkgarch: str, checksum: Optional[str] = None,
+              children_of: Optional[RevisionKey] = None) -> AsyncContextManager[WriteScope]:
+        """The package's write scope (``async with``), atomic across processes; its
+        ``state`` is ``package(...)`` read again under the write lock."""
 
     @abc.abstractmethod
     async def has_row(self, version: str, pkgarch: str, value: str,

@@ -1,41 +1,130 @@
-"""The package cache of one PR table: lookups without scanning history per request.
+"""What one PR table keeps in memory: a few facts per package and per checksum, by a
+byte budget.
 
-Each package touched is loaded once through the primary-key index into a
-``PackageState`` (largest value, each checksum's smallest and largest, largest
-child per base), updated on every write made on this connection, and brought up to
-date with rows other connections committed: those are detected with
-``PRAGMA data_version`` and read with ``rowid > last seen``, which costs one cheap
-pragma per request when nothing changed (or per event-loop turn, with
-``recheck_later``).  Rows are never updated in place, and a writer holds SQLite's
-write lock until it commits, so rowids grow in commit order.
+A request needs a package's largest value and one checksum's smallest and largest
+value; never the whole package.  What it needs is read on first use through an
+index and kept in one LRU of entries whose estimated sizes stay under ``budget``
+bytes:
+
+* a package of at most ``COMPLETE_ROWS`` rows is read whole (one short query) and
+  kept *complete*: its largest value and every checksum's bounds, so a new
+  checksum is known to be new without asking the database.  It stays complete
+  while it grows by this connection's writes, up to ``GROWN_ROWS`` checksums;
+* a larger package keeps only its largest value, read through
+  ``connection.VALUE_INDEX`` ordered by the value's leading number (only the few
+  rows sharing the top number are read); its checksums are read one by one
+  through the primary key and kept as entries of their own.
+
+So the cost of a request does not grow with its package, and memory does not grow
+with the database.  Rows other connections commit are detected with ``PRAGMA
+data_version`` and read with ``rowid > last seen`` (one cheap pragma per request
+when nothing changed, or per event-loop turn with ``recheck_later``); they update
+the entries they concern.  Rows are never updated in place, and a writer holds
+SQLite's write lock until it commits, so rowids grow in commit order.
 """
 
 from __future__ import annotations
 
 import collections
 import sqlite3
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from ...log import logger
 from ...revision import RevisionKey, optional_key
 from ..engine import PackageState
-from .connection import checked_identifier, table_exists
+from .connection import checked_identifier, index_exists, table_exists, value_index_name
 
-PackageId = Tuple[str, str]
+Bounds = Tuple[RevisionKey, RevisionKey]
 
-DEFAULT_CACHED_PACKAGES = 20000
+DEFAULT_BUDGET = 64 * 1024 * 1024
+"""Bytes of cache entries kept (the ``cache_size`` setting's default)."""
+COMPLETE_ROWS = 256
+"""A package of at most this many rows is read whole on first use."""
+GROWN_ROWS = 4096
+"""A complete package keeps every checksum up to this many; then only its maximum."""
+PACKAGE_ENTRY_BYTES = 600
+CHECKSUM_ENTRY_BYTES = 600
+"""Estimated bytes of an entry besides its strings: key tuple, strings' headers, value
+tuples and the LRU's slot (``tests/test_cache.py`` holds these above what Python
+allocates)."""
+COMPLETE_CHECKSUM_BYTES = 400
+"""Estimated bytes of one checksum inside a complete package, besides its string."""
+SQLITE_MAX_INTEGER = 2 ** 63 - 1
+"""What ``CAST(... AS INTEGER)`` gives for a larger leading number."""
+
+ABSENT = ()
+"""A checksum entry for a checksum the package does not hold."""
+
+
+def _bounds_with(bounds: Union[Bounds, Tuple[()], None], key: RevisionKey) -> Bounds:
+    if not bounds:
+        return (key, key)
+    low, high = bounds
+    if key < low:
+        return (key, high)
+    if key > high:
+        return (low, key)
+    return bounds  # type: ignore[return-value]
+
+
+class _Package(PackageState):
+    """What is known about one package: whether it has rows, its largest value, and,
+    while it is complete, every checksum's bounds and every base's largest child --
+    then it answers a request itself, as a ``PackageState``, with nothing to build."""
+
+    __slots__ = ("checksums", "size")
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.checksums: Optional[Dict[str, Bounds]] = None
+        self.children: Dict[RevisionKey, int] = {}
+        self.size = size
+
+    def checksum_value(self, checksum: str, history: bool) -> Optional[RevisionKey]:
+        bounds = self.checksums.get(checksum)                  # type: ignore[union-attr]
+        if bounds is None:
+            return None
+        return bounds[0] if history else bounds[1]
+
+    def has_value(self, checksum: str, key: RevisionKey) -> bool:
+        bounds = self.checksums.get(checksum)                  # type: ignore[union-attr]
+        return bounds is not None and key in bounds
+
+    def add(self, checksum: str, key: Optional[RevisionKey]) -> None:
+        """Account for a row (``key`` None: a stored value that is not a revision)."""
+        self.has_rows = True
+        if key is None:
+            return
+        if self.max_key is None or key > self.max_key:
+            self.max_key = key
+        checksums = self.checksums
+        if checksums is None:
+            return
+        bounds = checksums.get(checksum)
+        if bounds is None:
+            self.size += COMPLETE_CHECKSUM_BYTES + len(checksum)
+        checksums[checksum] = _bounds_with(bounds, key)
+        if len(key) > 1 and self.children.get(key[:-1], -1) < key[-1]:
+            self.children[key[:-1]] = key[-1]
+
+    def forget_checksums(self, fixed_size: int) -> None:
+        """Keep only the maximum from now on (the package grew too large)."""
+        self.checksums = None
+        self.children = {}
+        self.size = fixed_size
 
 
 class PackageCache:
-    """``PackageState`` per package of one table, coherent with every connection."""
+    """Package and checksum facts of one table, coherent with every connection."""
 
-    def __init__(self, conn: sqlite3.Connection, table: str,
-                 cached_packages: int = DEFAULT_CACHED_PACKAGES) -> None:
+    def __init__(self, conn: sqlite3.Connection, table: str, budget: int = DEFAULT_BUDGET) -> None:
         self.conn = conn
         self.table = checked_identifier(table)
-        self.cached_packages = cached_packages
-        self._packages: "collections.OrderedDict[PackageId, PackageState]" = collections.OrderedDict()
-        self._touched: List[PackageId] = []
+        self.budget = budget
+        self._entries: "collections.OrderedDict[tuple, Any]" = collections.OrderedDict()
+        self.size = 0
+        """Estimated bytes of the entries held."""
+        self._touched: List[tuple] = []
         self._mark = 0
         self._writing = False
         self.recheck_later: Optional[Callable[[Callable[[], None]], Any]] = None
@@ -47,6 +136,9 @@ class PackageCache:
         callbacks).  Write transactions always check."""
         self._checked = False
         self.exists = table_exists(conn, table)
+        self.indexed = self.exists and index_exists(conn, value_index_name(self.table))
+        """Whether a large package's maximum is read through ``VALUE_INDEX`` (else by a
+        scan of the package, on a read-only file nobody indexed yet)."""
         self._data_version = self._read_data_version()
         self.watermark = self._max_rowid()
         """The largest rowid this cache has accounted for."""
@@ -79,10 +171,11 @@ class PackageCache:
             return
         self._data_version = version
         self.exists = table_exists(self.conn, self.table)
+        self.indexed = self.exists and index_exists(self.conn, value_index_name(self.table))
         max_rowid = self._max_rowid()
         if max_rowid < self.watermark:
             # Rows were deleted or the table re-created: start afresh.
-            self._packages.clear()
+            self.clear()
             self.watermark = max_rowid
             return
         if max_rowid == self.watermark:
@@ -90,37 +183,136 @@ class PackageCache:
         rows = self.conn.execute(
             "SELECT rowid, version, pkgarch, checksum, value FROM %s WHERE rowid > ?" % self.table,
             (self.watermark,))
+        self._apply(rows)
+
+    def _apply(self, rows: Iterable[Tuple[int, str, str, str, Any]]) -> None:
         for rowid, version, pkgarch, checksum, value in rows:
-            state = self._packages.get((version, pkgarch))
-            if state is not None:
-                state.add(checksum, _key_of_stored(value, version, pkgarch))
+            self._account(version, pkgarch, checksum, _key_of_stored(value, version, pkgarch))
             if rowid > self.watermark:
                 self.watermark = rowid
 
-    # ------------------------------------------------------------------ lookups
-    def state(self, version: str, pkgarch: str) -> PackageState:
-        """The package's current state (loaded through the index on first use)."""
-        self.sync()
-        return self.loaded_state(version, pkgarch)
+    def _account(self, version: str, pkgarch: str, checksum: str, key: Optional[RevisionKey]) -> None:
+        """A row was added: update the entries it concerns (a complete package that
+        grew past ``GROWN_ROWS`` keeps only its maximum from now on)."""
+        package = self._entries.get((version, pkgarch))
+        if package is not None:
+            before = package.size
+            package.add(checksum, key)
+            if package.checksums is not None and len(package.checksums) > GROWN_ROWS:
+                package.forget_checksums(_package_bytes(version, pkgarch))
+            self.size += package.size - before
+        bounds = self._entries.get((version, pkgarch, checksum))
+        if bounds is not None and key is not None:
+            self._entries[(version, pkgarch, checksum)] = _bounds_with(bounds, key)
 
-    def loaded_state(self, version: str, pkgarch: str) -> PackageState:
+    def clear(self) -> None:
+        self._entries.clear()
+        self.size = 0
+
+    # ------------------------------------------------------------------ lookups
+    def state(self, version: str, pkgarch: str, checksum: Optional[str] = None,
+              children_of: Optional[RevisionKey] = None) -> PackageState:
+        """What a decision about the package needs: its largest value, ``checksum``'s
+        bounds and the largest child of ``children_of``, if asked for."""
+        self.sync()
+        return self.loaded_state(version, pkgarch, checksum, children_of)
+
+    def loaded_state(self, version: str, pkgarch: str, checksum: Optional[str] = None,
+                     children_of: Optional[RevisionKey] = None) -> PackageState:
         """``state`` without the coherence check (the caller just made it)."""
-        package = (version, pkgarch)
-        state = self._packages.get(package)
-        if state is not None:
-            self._packages.move_to_end(package)
-            return state
-        state = PackageState()
-        if self.exists:
-            rows = self.conn.execute(
-                "SELECT checksum, value FROM %s WHERE version = ? AND pkgarch = ?" % self.table,
-                (version, pkgarch))
-            for checksum, value in rows:
-                state.add(checksum, _key_of_stored(value, version, pkgarch))
-        self._packages[package] = state
-        if len(self._packages) > self.cached_packages:
-            self._packages.popitem(last=False)
+        package = self._package(version, pkgarch)
+        if package.checksums is not None:
+            return package                      # complete: it knows every checksum and child
+        bounds = self._checksum(version, pkgarch, checksum) or None if checksum is not None else None
+        state = PackageState(package.has_rows, package.max_key, checksum, bounds)
+        if children_of is not None:
+            largest = self._largest_child(version, pkgarch, children_of)
+            if largest is not None:
+                state.children = {children_of: largest}
         return state
+
+    def _package(self, version: str, pkgarch: str) -> _Package:
+        entry = self._entries.get((version, pkgarch))
+        if entry is not None:
+            self._entries.move_to_end((version, pkgarch))
+            return entry
+        entry = self._read_package(version, pkgarch)
+        self._remember((version, pkgarch), entry, entry.size)
+        return entry
+
+    def _read_package(self, version: str, pkgarch: str) -> _Package:
+        package = _Package(_package_bytes(version, pkgarch))
+        if not self.exists:
+            package.checksums = {}
+            return package
+        (rows,) = self.conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM %s WHERE version = ? AND pkgarch = ? LIMIT ?)"
+            % self.table, (version, pkgarch, COMPLETE_ROWS + 1)).fetchone()
+        if rows <= COMPLETE_ROWS:
+            package.checksums = {}
+            for checksum, value in self.conn.execute(
+                    "SELECT checksum, value FROM %s WHERE version = ? AND pkgarch = ?" % self.table,
+                    (version, pkgarch)):
+                package.add(checksum, _key_of_stored(value, version, pkgarch))
+            return package
+        self._read_maximum(package, version, pkgarch)
+        return package
+
+    def _read_maximum(self, package: _Package, version: str, pkgarch: str) -> None:
+        """A large package's largest value, from the rows sharing the largest leading
+        number (descending through ``VALUE_INDEX``): values that are not revisions
+        are skipped, so a group holding only those passes on to the next."""
+        rows = self.conn.execute(
+            "SELECT CAST(value AS INTEGER), value FROM %s WHERE version = ? AND pkgarch = ? "
+            "ORDER BY CAST(value AS INTEGER) DESC" % self.table, (version, pkgarch))
+        group = None
+        for number, value in rows:
+            if package.max_key is not None and number != group:
+                break                           # the largest valid value is in the group read
+            group = number
+            package.add("", _key_of_stored(value, version, pkgarch))
+        rows.close()
+
+    def _checksum(self, version: str, pkgarch: str, checksum: str) -> Union[Bounds, Tuple[()]]:
+        """A checksum's bounds in a large package (an entry of its own)."""
+        key = (version, pkgarch, checksum)
+        bounds = self._entries.get(key)
+        if bounds is not None:
+            self._entries.move_to_end(key)
+            return bounds
+        bounds = ABSENT
+        for (value,) in self.conn.execute(
+                "SELECT value FROM %s WHERE version = ? AND pkgarch = ? AND checksum = ?" % self.table,
+                key):
+            stored = _key_of_stored(value, version, pkgarch)
+            if stored is not None:
+                bounds = _bounds_with(bounds, stored)
+        self._remember(key, bounds, _checksum_bytes(key))
+        return bounds
+
+    def _largest_child(self, version: str, pkgarch: str, base: RevisionKey) -> Optional[int]:
+        """The largest N such that ``base.N`` is a value of a large package (only values
+        with exactly one more field count), from the rows sharing base's leading number."""
+        largest = None
+        rows = self.conn.execute(
+            "SELECT value FROM %s WHERE version = ? AND pkgarch = ? AND CAST(value AS INTEGER) = ?"
+            % self.table, (version, pkgarch, min(base[0], SQLITE_MAX_INTEGER)))
+        for (value,) in rows:
+            key = optional_key(value)
+            if key is not None and len(key) == len(base) + 1 and key[:-1] == base:
+                if largest is None or key[-1] > largest:
+                    largest = key[-1]
+        return largest
+
+    def _remember(self, key: tuple, entry: Any, size: int) -> None:
+        self._entries[key] = entry
+        self.size += size
+        while self.size > self.budget and len(self._entries) > 1:
+            self._evict_oldest()
+
+    def _evict_oldest(self) -> None:
+        old, entry = self._entries.popitem(last=False)
+        self.size -= entry.size if len(old) == 2 else _checksum_bytes(old)
 
     # ------------------------------------------------------------------ writes (inside a transaction)
     def stored(self, version: str, pkgarch: str, checksum: str, key: RevisionKey, rowid: int) -> None:
@@ -128,11 +320,11 @@ class PackageCache:
         self.exists = True
         if rowid > self.watermark:
             self.watermark = rowid
-        package = (version, pkgarch)
-        self._touched.append(package)
-        state = self._packages.get(package)
-        if state is not None:
-            state.add(checksum, key)
+        self._account(version, pkgarch, checksum, key)
+        self._touched.append((version, pkgarch))
+        self._touched.append((version, pkgarch, checksum))
+        while self.size > self.budget and len(self._entries) > 1:
+            self._evict_oldest()
 
     def begin(self) -> None:
         """A write transaction has started (under the write lock): read what others
@@ -146,9 +338,11 @@ class PackageCache:
         self._writing = False
 
     def rolled_back(self) -> None:
-        """Forget what the transaction wrote (reloaded from the file when next asked)."""
-        for package in self._touched:
-            self._packages.pop(package, None)
+        """Forget what the transaction wrote (read from the file again when next asked)."""
+        for key in self._touched:
+            entry = self._entries.pop(key, None)
+            if entry is not None:
+                self.size -= entry.size if len(key) == 2 else _checksum_bytes(key)
         self.watermark = self._mark
         self._touched = []
         self._writing = False
@@ -158,6 +352,14 @@ class PackageCache:
         """The largest rowid known committed: rows above it, if any, belong to this
         connection's open transaction."""
         return self._mark if self._writing else self.watermark
+
+
+def _package_bytes(version: str, pkgarch: str) -> int:
+    return PACKAGE_ENTRY_BYTES + len(version) + len(pkgarch)
+
+
+def _checksum_bytes(key: tuple) -> int:
+    return CHECKSUM_ENTRY_BYTES + sum(len(part) for part in key)
 
 
 def _key_of_stored(value: object, version: str, pkgarch: str) -> Optional[RevisionKey]:

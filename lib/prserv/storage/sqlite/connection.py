@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 import urllib.parse
 
 from ...errors import DatabaseError
@@ -21,6 +22,12 @@ PRMAIN = "PRMAIN"
 TABLE_DDL = ("CREATE TABLE IF NOT EXISTS %s (version TEXT NOT NULL, pkgarch TEXT NOT NULL, "
              "checksum TEXT NOT NULL, value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
 """bitbake's DDL of a PR table (``%s``: a name passed through ``checked_identifier``)."""
+
+VALUE_INDEX_DDL = ("CREATE INDEX IF NOT EXISTS %s ON %s (version, pkgarch, CAST(value AS INTEGER))")
+"""An index of this project's (``%s``: its name, then the table): a package's rows
+ordered by their value's leading number, so that its largest value is found without
+reading the package (bitbake's server ignores it; SQLite keeps it up to date for any
+writer)."""
 
 BUSY_TIMEOUT_SECONDS = 30.0
 """How long a writer waits for another process's write lock."""
@@ -89,6 +96,27 @@ def _prepare_path(filename: str, read_only: bool) -> None:
 def create_table(conn: sqlite3.Connection, table: str) -> None:
     """bitbake's PR table named ``table``, unless it exists."""
     conn.execute(TABLE_DDL % checked_identifier(table))
+
+
+def value_index_name(table: str) -> str:
+    return "prserv_%s_value" % checked_identifier(table)
+
+
+def index_exists(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)).fetchone()
+    return row is not None
+
+
+def create_value_index(conn: sqlite3.Connection, table: str) -> None:
+    """``VALUE_INDEX_DDL`` on ``table`` unless it exists (once per file: a large
+    table takes a while, about a second per million rows, which is logged)."""
+    name = value_index_name(table)
+    if index_exists(conn, name):
+        return
+    started = time.monotonic()
+    logger.info("Indexing %s by value for package maxima (once per database)...", table)
+    conn.execute(VALUE_INDEX_DDL % (name, checked_identifier(table)))
+    logger.info("Indexed %s in %.1f s", table, time.monotonic() - started)
 
 
 def table_exists(conn: sqlite3.Connection, table: str) -> bool:

@@ -9,7 +9,7 @@ from ...errors import ReadOnlyError
 from ...log import logger
 from ..syncmode import SyncMode
 from . import migrate
-from .cache import DEFAULT_CACHED_PACKAGES
+from .cache import DEFAULT_BUDGET
 from . import checkpoint
 from .connection import checked_identifier, open_connection
 from .transactions import GroupCommit, Transactions
@@ -25,16 +25,16 @@ class SQLiteDatabase:
 
     def __init__(self, filename: str, read_only: bool = False, synchronous: str = "NORMAL",
                  exclusive: bool = False, background_checkpoints: bool = False,
-                 cached_packages: int = DEFAULT_CACHED_PACKAGES) -> None:
+                 cache_size: int = DEFAULT_BUDGET) -> None:
         """``synchronous``: SQLite's setting (``FULL`` fsyncs every commit).  ``exclusive``:
         hold the file for this connection alone (refused while another one has it open).
         ``background_checkpoints``: a ``WalCheckpointer`` instead of checkpoints inside
-        commits (read-write, non-exclusive only).  ``cached_packages``: packages each
-        table's cache keeps."""
+        commits (read-write, non-exclusive only).  ``cache_size``: bytes each table's
+        cache keeps (``cache.PackageCache``)."""
         self.filename = os.path.abspath(filename)
         self.read_only = read_only
         self.exclusive = exclusive
-        self.cached_packages = cached_packages
+        self.cache_size = cache_size
         self.connection = open_connection(self.filename, read_only, synchronous, exclusive)
         try:
             self.migration: Optional[migrate.MigrationSummary] = migrate.on_open(

@@ -13,11 +13,12 @@ import sqlite3
 from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from ...errors import DatabaseError, InvalidRequestError
+from ...log import logger
 from ...revision import RevisionKey, key_to_revision, optional_key
 from ..engine import DumpSource, Engine, PackageState, Position, Row, WriteScope
 from . import backup
 from .cache import PackageCache
-from .connection import PRMAIN, checked_identifier, create_table
+from .connection import PRMAIN, checked_identifier, create_table, create_value_index
 from .database import SQLiteDatabase
 
 EXPORT_BATCH_ROWS = 2000
@@ -43,7 +44,12 @@ class SQLiteEngine(Engine):
         try:
             if not self.read_only:
                 create_table(self.conn, self.table)
-            self.cache = PackageCache(self.conn, self.table, database.cached_packages)
+                create_value_index(self.conn, self.table)
+            self.cache = PackageCache(self.conn, self.table, database.cache_size)
+            if self.cache.exists and not self.cache.indexed:
+                logger.warning("%s of %s is not indexed by value (a read-only server does not "
+                               "create the index): a package's first request reads all of it; "
+                               "a read-write open indexes it once", self.table, database.filename)
         except sqlite3.Error as exc:
             raise _database_error(exc) from exc
         database.transactions.caches.append(self.cache)
@@ -51,9 +57,10 @@ class SQLiteEngine(Engine):
         database.transactions.after_commit.append(self._wake_change_waiters)
 
     # ------------------------------------------------------------------ reading
-    async def package(self, version: str, pkgarch: str) -> PackageState:
+    async def package(self, version: str, pkgarch: str, checksum: Optional[str] = None,
+                      children_of: Optional[RevisionKey] = None) -> PackageState:
         try:
-            return self.cache.state(version, pkgarch)
+            return self.cache.state(version, pkgarch, checksum, children_of)
         except sqlite3.Error as exc:
             raise _database_error(exc) from exc
 
@@ -84,8 +91,9 @@ class SQLiteEngine(Engine):
                 for _, name, type_, notnull, default, pk in columns]
 
     # ------------------------------------------------------------------ writing
-    def write(self, version: str, pkgarch: str) -> "_WriteScope":
-        return _WriteScope(self, version, pkgarch)
+    def write(self, version: str, pkgarch: str, checksum: Optional[str] = None,
+              children_of: Optional[RevisionKey] = None) -> "_WriteScope":
+        return _WriteScope(self, version, pkgarch, checksum, children_of)
 
     def insert(self, version: str, pkgarch: str, checksum: str, key: RevisionKey) -> bool:
         """Store one row (inside a transaction); False if it already existed."""
@@ -260,12 +268,15 @@ class _WriteScope(WriteScope):
     """``async with engine.write(version, pkgarch) as scope``: a write transaction (or
     a part of the group's shared one) with the package's state re-read under the lock."""
 
-    __slots__ = ("engine", "version", "pkgarch", "state")
+    __slots__ = ("engine", "version", "pkgarch", "checksum", "children_of", "state")
 
-    def __init__(self, engine: SQLiteEngine, version: str, pkgarch: str) -> None:
+    def __init__(self, engine: SQLiteEngine, version: str, pkgarch: str, checksum: Optional[str],
+                 children_of: Optional[RevisionKey]) -> None:
         self.engine = engine
         self.version = version
         self.pkgarch = pkgarch
+        self.checksum = checksum
+        self.children_of = children_of
 
     async def __aenter__(self) -> "_WriteScope":
         transactions = self.engine.db.transactions
@@ -274,7 +285,8 @@ class _WriteScope(WriteScope):
         except sqlite3.Error as exc:
             raise _database_error(exc) from exc
         try:
-            self.state = self.engine.cache.loaded_state(self.version, self.pkgarch)
+            self.state = self.engine.cache.loaded_state(self.version, self.pkgarch, self.checksum,
+                                                        self.children_of)
         except BaseException as exc:
             transactions.exit(False)
             if isinstance(exc, sqlite3.Error):
