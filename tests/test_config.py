@@ -16,7 +16,7 @@ try:
 except ImportError:  # Python < 3.11: prserv depends on tomli there
     import tomli as tomllib
 
-NAMES = ["database", "bind", "read_only", "upstream", "upstream_timeout", "sync_mode", "log_file",
+NAMES = ["database", "bind", "read_only", "upstream", "upstream_timeout", "sync_mode", "cache_size", "log_file",
          "log_level", "pidfile", "max_connections", "idle_timeout", "handshake_timeout",
          "max_message_size", "max_handshake_line", "shutdown_timeout"]
 
@@ -148,14 +148,14 @@ def test_every_setting_from_environment(tmp_path):
         "PRSERV_LOGLEVEL": "critical", "PRSERV_PIDFILE": "p.pid", "PRSERV_SYNC_MODE": "Periodic:2",
         "PRSERV_MAX_CONNECTIONS": "50", "PRSERV_IDLE_TIMEOUT": "60", "PRSERV_HANDSHAKE_TIMEOUT": "5",
         "PRSERV_MAX_MESSAGE_SIZE": "1M", "PRSERV_MAX_HANDSHAKE_LINE": "2048",
-        "PRSERV_SHUTDOWN_TIMEOUT": "3"})
+        "PRSERV_SHUTDOWN_TIMEOUT": "3", "PRSERV_CACHE_SIZE": "8M"})
     assert [config.values[name].value for name in NAMES] == [
-        os.path.join(base, "d.db"), ["h:1"], True, "u:2", 2.5, "periodic:2", os.path.join(base, "l.log"),
+        os.path.join(base, "d.db"), ["h:1"], True, "u:2", 2.5, "periodic:2", 8 * 2**20, os.path.join(base, "l.log"),
         "CRITICAL", os.path.join(base, "p.pid"), 50, 60.0, 5.0, 2**20, 2048, 3.0]
     assert [config.source(name) for name in NAMES] == [
         "environment PRSERV_DATABASE", "environment PRSERV_BIND", "environment PRSERV_READ_ONLY",
         "environment PRSERV_UPSTREAM", "environment PRSERV_UPSTREAM_TIMEOUT", "environment PRSERV_SYNC_MODE",
-        "environment PRSERV_LOG", "environment PRSERV_LOGLEVEL", "environment PRSERV_PIDFILE",
+        "environment PRSERV_CACHE_SIZE", "environment PRSERV_LOG", "environment PRSERV_LOGLEVEL", "environment PRSERV_PIDFILE",
         "environment PRSERV_MAX_CONNECTIONS", "environment PRSERV_IDLE_TIMEOUT",
         "environment PRSERV_HANDSHAKE_TIMEOUT", "environment PRSERV_MAX_MESSAGE_SIZE",
         "environment PRSERV_MAX_HANDSHAKE_LINE", "environment PRSERV_SHUTDOWN_TIMEOUT"]
@@ -167,13 +167,14 @@ def test_every_setting_from_flags(tmp_path):
         "database": "d.db", "bind": "h:1 h:2", "read_only": True, "upstream": "u:2",
         "upstream_timeout": "7", "log_file": "-", "log_level": "Debug", "pidfile": "p.pid",
         "sync_mode": "on-shutdown", "max_connections": "0", "idle_timeout": "0", "handshake_timeout": "0",
-        "max_message_size": "4K", "max_handshake_line": "1K", "shutdown_timeout": "0.5"})
+        "max_message_size": "4K", "max_handshake_line": "1K", "shutdown_timeout": "0.5",
+        "cache_size": "1G"})
     assert [config.values[name].value for name in NAMES] == [
-        os.path.join(base, "d.db"), ["h:1", "h:2"], True, "u:2", 7.0, "on-shutdown", "-", "DEBUG",
+        os.path.join(base, "d.db"), ["h:1", "h:2"], True, "u:2", 7.0, "on-shutdown", 2**30, "-", "DEBUG",
         os.path.join(base, "p.pid"), 0, 0.0, 0.0, 4096, 1024, 0.5]
     assert [config.source(name) for name in NAMES] == [
         "flag -f/--file", "flag --bind/--host/--port", "flag -r/--read-only", "flag -u/--upstream",
-        "flag --upstream-timeout", "flag --sync-mode", "flag -l/--log", "flag --loglevel", "flag --pidfile",
+        "flag --upstream-timeout", "flag --sync-mode", "flag --cache-size", "flag -l/--log", "flag --loglevel", "flag --pidfile",
         "flag --max-connections", "flag --idle-timeout", "flag --handshake-timeout",
         "flag --max-message-size", "flag --max-handshake-line", "flag --shutdown-timeout"]
 
@@ -186,12 +187,12 @@ def test_every_setting_from_file(tmp_path):
         'upstream = "u:2"', "upstream_timeout = 0.5", 'log_file = "-"', 'log_level = "error"',
         'pidfile = "run/p.pid"', 'sync_mode = "periodic:0.5"', "max_connections = 3000",
         "idle_timeout = 7200", "handshake_timeout = 10.5", 'max_message_size = "32M"',
-        "max_handshake_line = 8192", "shutdown_timeout = 30"]) + "\n")
+        "max_handshake_line = 8192", "shutdown_timeout = 30", "cache_size = 1048576"]) + "\n")
     config = load(tmp_path, config_file=conf)
     base = str(sub)
     assert [config.values[name].value for name in NAMES] == [
         os.path.join(base, "d.db"), ["h:1", "unix://" + os.path.join(base, "s.sock")], True, "u:2",
-        0.5, "periodic:0.5", "-", "ERROR", os.path.join(base, "run", "p.pid"), 3000, 7200.0, 10.5,
+        0.5, "periodic:0.5", 2**20, "-", "ERROR", os.path.join(base, "run", "p.pid"), 3000, 7200.0, 10.5,
         32 * 2**20, 8192, 30.0]
     assert all(config.source(name) == "file " + conf for name in NAMES)
 
@@ -486,7 +487,7 @@ def test_unknown_key_in_file(tmp_path):
     conf = write(tmp_path / "c.toml", 'database = "x"\ncolour = "red"\n')
     message = config_error(tmp_path, config_file=conf)
     assert message == ("config file %s (from flag --config): unknown setting colour; known: "
-                       "database, bind, read_only, upstream, upstream_timeout, sync_mode, log_file, "
+                       "database, bind, read_only, upstream, upstream_timeout, sync_mode, cache_size, log_file, "
                        "log_level, pidfile, max_connections, idle_timeout, handshake_timeout, "
                        "max_message_size, max_handshake_line, shutdown_timeout" % conf)
 
@@ -665,6 +666,7 @@ def test_as_json(tmp_path):
         "upstream": {"value": "up:1", "source": "environment PRSERV_UPSTREAM"},
         "upstream_timeout": {"value": 2.5, "source": "flag --upstream-timeout"},
         "sync_mode": {"value": "immediate", "source": "default"},
+        "cache_size": {"value": 64 * 2**20, "source": "default"},
         "log_file": {"value": os.path.join(str(tmp_path), "prserv.log"), "source": "default"},
         "log_level": {"value": "WARNING", "source": "file " + conf},
         "pidfile": {"value": None, "source": "default"},

@@ -66,3 +66,14 @@ def test_systemd_units_run_valid_bitbake_prserv_command_lines(unit):
     assert argv[0].endswith("/bitbake-prserv")
     args = bitbake_prserv.build_parser().parse_args(argv[1:])
     assert args.foreground
+
+
+def test_example_config_names_every_setting_and_loads(tmp_path):
+    from prserv.runtime.settings import SETTINGS, load_config
+
+    text = (CONTRIB / "prserv.toml").read_text(encoding="utf-8")
+    for setting in SETTINGS:
+        assert re.search(r"^#? ?%s = " % setting.name, text, re.M), setting.name
+        assert setting.env in text, setting.env
+    config = load_config({}, {}, str(CONTRIB / "prserv.toml"), str(tmp_path))
+    assert config.source("cache_size") == "file %s" % (CONTRIB / "prserv.toml")

@@ -10,20 +10,16 @@ import os
 import resource
 import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
-from typing import List, Tuple
+from typing import List
 
 import pytest
 
 import prserv
 from prserv.asyncrpc.limits import Limits
+from processes import start_process, status_kib
 from wire import SETUP, RawConnection, frame
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "bin", "bitbake-prserv")
 V, A = "busybox-1.36.1-r0", "core2-64"
 GET = {"get-pr": {"version": V, "pkgarch": A, "checksum": "c0"}}
 
@@ -115,37 +111,12 @@ async def test_chunk_stream_over_the_message_limit_gets_an_invoke_error(start_se
 
 # --------------------------------------------------------------------------- memory, file limit
 
-def _start_process(tmp_path, *flags: str, db: str = "pr.sqlite3") -> Tuple[subprocess.Popen, str, List[str]]:
-    """A foreground server process, its first address, and its stderr lines so far
-    (a thread keeps reading them: a full pipe would block the server's logging)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRSERV_")}
-    process = subprocess.Popen([sys.executable, BIN, "-F", "-f", str(tmp_path / db),
-                                "--bind", "127.0.0.1:0", *flags],
-                               stderr=subprocess.PIPE, text=True, env=env)
-    lines: List[str] = []
-    for line in process.stderr:
-        lines.append(line)
-        if " serving " in line:
-            threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True).start()
-            return process, line.split(" on ", 1)[1].split()[0].rstrip(","), lines
-    process.wait(10)
-    raise AssertionError("server did not start (exit %s): %s" % (process.returncode, "".join(lines)))
-
-
-def _status_kib(pid: int, field: str) -> int:
-    with open("/proc/%d/status" % pid) as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError("no %s" % field)
-
-
 async def test_thousand_idle_connections_and_a_10mb_line_keep_memory_bounded(tmp_path):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1200:
         pytest.skip("hard open-file limit %d is below 1,200" % hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    process, address, _ = _start_process(tmp_path)
+    process, address, _ = start_process(tmp_path)
     conns: List[RawConnection] = []
     try:
         with open("/proc/%d/limits" % process.pid) as limits:
@@ -159,7 +130,7 @@ async def test_thousand_idle_connections_and_a_10mb_line_keep_memory_bounded(tmp
         assert answer == {"invoke-error": {"message": "line longer than 1048576 bytes"}}
         await garbage.expect_closed()
         assert await conns[0].request(GET) == {"value": "0"}
-        peak = _status_kib(process.pid, "VmHWM")
+        peak = status_kib(process.pid, "VmHWM")
         assert peak < 200 * 1024, "peak RSS %d KiB" % peak
     finally:
         for conn in conns:
@@ -198,7 +169,7 @@ async def test_sigterm_finishes_the_request_in_flight_then_exits_0(tmp_path):
     upstream_address = "127.0.0.1:%d" % upstream.sockets[0].getsockname()[1]
     sock = str(tmp_path / "pr.sock")
     pidfile = str(tmp_path / "pr.pid")
-    process, address, lines = _start_process(tmp_path, "-u", upstream_address, "--bind", "unix://" + sock,
+    process, address, lines = start_process(tmp_path, "-u", upstream_address, "--bind", "unix://" + sock,
                                              "--pidfile", pidfile, "--loglevel", "DEBUG")
     try:
         conn = await RawConnection.open(address, SETUP)
@@ -260,7 +231,7 @@ async def test_idle_sessions_end_at_once_on_shutdown(start_server):
 
 def test_sighup_reopens_the_log_file(tmp_path):
     log = tmp_path / "prserv.log"
-    process, _, _ = _start_process(tmp_path, "-l", str(log))
+    process, _, _ = start_process(tmp_path, "-l", str(log))
     try:
         rotated = tmp_path / "prserv.log.1"
         os.rename(str(log), str(rotated))

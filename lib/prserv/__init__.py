@@ -15,7 +15,7 @@ def create_server(addr, dbpath, upstream=None, read_only=False, **options):
     """A ``PRServer`` for ``addr`` (``host:port``, ``[v6]:port``, ``unix://path``,
     ``ws://host:port``, or a list of them); nothing is bound until it serves
     (``serve_forever`` / ``serve_as_process``).  ``options``: ``upstream_timeout``
-    (seconds, default 10)."""
+    (seconds, default 10), ``sync_mode``, ``cache_size`` (bytes), ``limits``."""
     from .server.server import PRServer
 
     server = PRServer(dbpath, read_only=read_only, upstream=upstream, **options)

@@ -140,7 +140,7 @@ def build_server(config: Config) -> PRServer:
     """A ``PRServer`` for the configuration, listening on every ``bind`` address."""
     server = PRServer(config.database, read_only=config.read_only, upstream=config.upstream,
                       upstream_timeout=config.upstream_timeout, sync_mode=config.sync_mode,
-                      limits=limits_of(config))
+                      cache_size=config.cache_size, limits=limits_of(config))
     for address in config.bind:
         server.start_server(address)
     return server

@@ -27,6 +27,7 @@ from ..asyncrpc.address import ADDR_TYPE_UNIX, UNIX_PREFIX, AddressError, parse_
 from ..asyncrpc.limits import Limits
 from ..errors import ConfigError
 from ..server.upstream import DEFAULT_TIMEOUT as DEFAULT_UPSTREAM_TIMEOUT
+from ..storage.sqlite.cache import DEFAULT_BUDGET as DEFAULT_CACHE_SIZE
 from ..storage.syncmode import IMMEDIATE, parse_sync_mode
 
 DEFAULT_HOST = "0.0.0.0"
@@ -208,6 +209,9 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("sync_mode", "PRSERV_SYNC_MODE", ("--sync-mode",), IMMEDIATE, _sync_mode,
             "immediate (each value fsync'd before it is answered), periodic:SECONDS, "
             "or on-shutdown (throwaway builds)", metavar="MODE"),
+    Setting("cache_size", "PRSERV_CACHE_SIZE", ("--cache-size",), DEFAULT_CACHE_SIZE, _size,
+            "memory kept about packages and checksums, in bytes (suffix K, M or G); the server's "
+            "memory stays under this plus a fixed base, whatever the database's size", metavar="BYTES"),
     Setting("log_file", "PRSERV_LOG", ("-l", "--log"), "prserv.log", _log_file,
             "log filename, '-' for stderr", metavar="FILE",
             shown_default="prserv.log (stderr with --foreground)"),

@@ -29,13 +29,17 @@ class PRServer(AsyncServer):
 
     def __init__(self, dbfile: str, read_only: bool = False, upstream: Optional[str] = None,
                  upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
-                 sync_mode: Union[str, SyncMode] = IMMEDIATE, limits: Optional[Limits] = None) -> None:
+                 sync_mode: Union[str, SyncMode] = IMMEDIATE, limits: Optional[Limits] = None,
+                 cache_size: Optional[int] = None) -> None:
+        """``cache_size``: bytes of package and checksum facts kept in memory (the
+        engine's default when None)."""
         super().__init__(logger, limits)
         self.dbfile = os.path.abspath(dbfile)
         self.read_only = read_only
         self.upstream = upstream or None
         self.upstream_timeout = upstream_timeout
         self.sync_mode = sync_mode if isinstance(sync_mode, SyncMode) else parse_sync_mode(sync_mode)
+        self.cache_size = cache_size
         self.engine: Optional[Engine] = None
         self.allocator: Optional[Allocator] = None
         self.dump: Optional[DumpStream] = None
@@ -66,7 +70,8 @@ class PRServer(AsyncServer):
 
     # -- lifecycle
     async def open_resources(self) -> None:
-        self.engine = open_engine(self.dbfile, read_only=self.read_only, sync_mode=self.sync_mode)
+        self.engine = open_engine(self.dbfile, read_only=self.read_only, sync_mode=self.sync_mode,
+                                  cache_size=self.cache_size)
         upstream = Upstream(self.upstream, self.upstream_timeout) if self.upstream else None
         self.allocator = Allocator(self.engine, upstream)
 

@@ -14,18 +14,21 @@ from .engine import Engine
 from .syncmode import IMMEDIATE, SyncMode, parse_sync_mode
 
 
-def open_engine(database: str, read_only: bool = False,
-                sync_mode: Optional[SyncMode] = None) -> Engine:
+def open_engine(database: str, read_only: bool = False, sync_mode: Optional[SyncMode] = None,
+                cache_size: Optional[int] = None) -> Engine:
     """The engine a server uses for ``database`` (a SQLite file path), inside the
     running event loop: writes grouped and committed per ``sync_mode`` (default
-    immediate) unless read-only, one coherence check per loop turn."""
+    immediate) unless read-only, one coherence check per loop turn, at most
+    ``cache_size`` bytes of cached facts (default: the engine's)."""
+    from .sqlite.cache import DEFAULT_BUDGET
     from .sqlite.database import SQLiteDatabase
     from .sqlite.engine import SQLiteEngine
 
     mode = sync_mode or parse_sync_mode(IMMEDIATE)
     buffered = mode.buffered and not read_only
     db = SQLiteDatabase(database, read_only=read_only, synchronous="NORMAL" if buffered else "FULL",
-                        exclusive=buffered, background_checkpoints=not buffered)
+                        exclusive=buffered, background_checkpoints=not buffered,
+                        cache_size=DEFAULT_BUDGET if cache_size is None else cache_size)
     try:
         engine = SQLiteEngine(db)
     except BaseException:

@@ -1,0 +1,37 @@
+"""Server processes for tests: ``bin/bitbake-prserv -F`` started and read from outside."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from typing import List, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "bin", "bitbake-prserv")
+
+
+def start_process(tmp_path, *flags: str, db: str = "pr.sqlite3") -> Tuple[subprocess.Popen, str, List[str]]:
+    """A foreground server process, its first address, and its stderr lines so far
+    (a thread keeps reading them: a full pipe would block the server's logging)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRSERV_")}
+    process = subprocess.Popen([sys.executable, BIN, "-F", "-f", str(tmp_path / db),
+                                "--bind", "127.0.0.1:0", *flags],
+                               stderr=subprocess.PIPE, text=True, env=env)
+    lines: List[str] = []
+    for line in process.stderr:
+        lines.append(line)
+        if " serving " in line:
+            threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True).start()
+            return process, line.split(" on ", 1)[1].split()[0].rstrip(","), lines
+    process.wait(10)
+    raise AssertionError("server did not start (exit %s): %s" % (process.returncode, "".join(lines)))
+
+
+def status_kib(pid: int, field: str) -> int:
+    with open("/proc/%d/status" % pid) as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("no %s" % field)
