@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import threading
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin", "bitbake-prserv")
 
 
-def start_process(tmp_path, *flags: str, db: str = "pr.sqlite3") -> Tuple[subprocess.Popen, str, List[str]]:
+def start_process(tmp_path, *flags: str, db: str = "pr.sqlite3",
+                  open_files: Optional[int] = None) -> Tuple[subprocess.Popen, str, List[str]]:
     """A foreground server process, its first address, and its stderr lines so far
-    (a thread keeps reading them: a full pipe would block the server's logging)."""
+    (a thread keeps reading them: a full pipe would block the server's logging).
+    ``open_files``: its open-file limit, soft and hard."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRSERV_")}
+
+    def limit_open_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     process = subprocess.Popen([sys.executable, BIN, "-F", "-f", str(tmp_path / db),
                                 "--bind", "127.0.0.1:0", *flags],
-                               stderr=subprocess.PIPE, text=True, env=env)
+                               stderr=subprocess.PIPE, text=True, env=env, preexec_fn=limit_open_files)
     lines: List[str] = []
     for line in process.stderr:
         lines.append(line)

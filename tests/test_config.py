@@ -17,7 +17,8 @@ except ImportError:  # Python < 3.11: prserv depends on tomli there
     import tomli as tomllib
 
 NAMES = ["database", "bind", "read_only", "upstream", "upstream_timeout", "sync_mode", "cache_size", "log_file",
-         "log_level", "pidfile", "max_connections", "idle_timeout", "handshake_timeout",
+         "log_level", "pidfile", "max_connections", "max_connections_per_address", "idle_timeout",
+         "handshake_timeout",
          "max_message_size", "max_handshake_line", "shutdown_timeout"]
 
 
@@ -148,15 +149,17 @@ def test_every_setting_from_environment(tmp_path):
         "PRSERV_LOGLEVEL": "critical", "PRSERV_PIDFILE": "p.pid", "PRSERV_SYNC_MODE": "Periodic:2",
         "PRSERV_MAX_CONNECTIONS": "50", "PRSERV_IDLE_TIMEOUT": "60", "PRSERV_HANDSHAKE_TIMEOUT": "5",
         "PRSERV_MAX_MESSAGE_SIZE": "1M", "PRSERV_MAX_HANDSHAKE_LINE": "2048",
-        "PRSERV_SHUTDOWN_TIMEOUT": "3", "PRSERV_CACHE_SIZE": "8M"})
+        "PRSERV_SHUTDOWN_TIMEOUT": "3", "PRSERV_CACHE_SIZE": "8M",
+        "PRSERV_MAX_CONNECTIONS_PER_ADDRESS": "9"})
     assert [config.values[name].value for name in NAMES] == [
         os.path.join(base, "d.db"), ["h:1"], True, "u:2", 2.5, "periodic:2", 8 * 2**20, os.path.join(base, "l.log"),
-        "CRITICAL", os.path.join(base, "p.pid"), 50, 60.0, 5.0, 2**20, 2048, 3.0]
+        "CRITICAL", os.path.join(base, "p.pid"), 50, 9, 60.0, 5.0, 2**20, 2048, 3.0]
     assert [config.source(name) for name in NAMES] == [
         "environment PRSERV_DATABASE", "environment PRSERV_BIND", "environment PRSERV_READ_ONLY",
         "environment PRSERV_UPSTREAM", "environment PRSERV_UPSTREAM_TIMEOUT", "environment PRSERV_SYNC_MODE",
         "environment PRSERV_CACHE_SIZE", "environment PRSERV_LOG", "environment PRSERV_LOGLEVEL", "environment PRSERV_PIDFILE",
-        "environment PRSERV_MAX_CONNECTIONS", "environment PRSERV_IDLE_TIMEOUT",
+        "environment PRSERV_MAX_CONNECTIONS", "environment PRSERV_MAX_CONNECTIONS_PER_ADDRESS",
+        "environment PRSERV_IDLE_TIMEOUT",
         "environment PRSERV_HANDSHAKE_TIMEOUT", "environment PRSERV_MAX_MESSAGE_SIZE",
         "environment PRSERV_MAX_HANDSHAKE_LINE", "environment PRSERV_SHUTDOWN_TIMEOUT"]
 
@@ -168,14 +171,15 @@ def test_every_setting_from_flags(tmp_path):
         "upstream_timeout": "7", "log_file": "-", "log_level": "Debug", "pidfile": "p.pid",
         "sync_mode": "on-shutdown", "max_connections": "0", "idle_timeout": "0", "handshake_timeout": "0",
         "max_message_size": "4K", "max_handshake_line": "1K", "shutdown_timeout": "0.5",
-        "cache_size": "1G"})
+        "cache_size": "1G", "max_connections_per_address": "0"})
     assert [config.values[name].value for name in NAMES] == [
         os.path.join(base, "d.db"), ["h:1", "h:2"], True, "u:2", 7.0, "on-shutdown", 2**30, "-", "DEBUG",
-        os.path.join(base, "p.pid"), 0, 0.0, 0.0, 4096, 1024, 0.5]
+        os.path.join(base, "p.pid"), 0, 0, 0.0, 0.0, 4096, 1024, 0.5]
     assert [config.source(name) for name in NAMES] == [
         "flag -f/--file", "flag --bind/--host/--port", "flag -r/--read-only", "flag -u/--upstream",
         "flag --upstream-timeout", "flag --sync-mode", "flag --cache-size", "flag -l/--log", "flag --loglevel", "flag --pidfile",
-        "flag --max-connections", "flag --idle-timeout", "flag --handshake-timeout",
+        "flag --max-connections", "flag --max-connections-per-address", "flag --idle-timeout",
+        "flag --handshake-timeout",
         "flag --max-message-size", "flag --max-handshake-line", "flag --shutdown-timeout"]
 
 
@@ -187,12 +191,13 @@ def test_every_setting_from_file(tmp_path):
         'upstream = "u:2"', "upstream_timeout = 0.5", 'log_file = "-"', 'log_level = "error"',
         'pidfile = "run/p.pid"', 'sync_mode = "periodic:0.5"', "max_connections = 3000",
         "idle_timeout = 7200", "handshake_timeout = 10.5", 'max_message_size = "32M"',
-        "max_handshake_line = 8192", "shutdown_timeout = 30", "cache_size = 1048576"]) + "\n")
+        "max_handshake_line = 8192", "shutdown_timeout = 30", "cache_size = 1048576",
+        "max_connections_per_address = 16"]) + "\n")
     config = load(tmp_path, config_file=conf)
     base = str(sub)
     assert [config.values[name].value for name in NAMES] == [
         os.path.join(base, "d.db"), ["h:1", "unix://" + os.path.join(base, "s.sock")], True, "u:2",
-        0.5, "periodic:0.5", 2**20, "-", "ERROR", os.path.join(base, "run", "p.pid"), 3000, 7200.0, 10.5,
+        0.5, "periodic:0.5", 2**20, "-", "ERROR", os.path.join(base, "run", "p.pid"), 3000, 16, 7200.0, 10.5,
         32 * 2**20, 8192, 30.0]
     assert all(config.source(name) == "file " + conf for name in NAMES)
 
@@ -488,7 +493,8 @@ def test_unknown_key_in_file(tmp_path):
     message = config_error(tmp_path, config_file=conf)
     assert message == ("config file %s (from flag --config): unknown setting colour; known: "
                        "database, bind, read_only, upstream, upstream_timeout, sync_mode, cache_size, log_file, "
-                       "log_level, pidfile, max_connections, idle_timeout, handshake_timeout, "
+                       "log_level, pidfile, max_connections, max_connections_per_address, idle_timeout, "
+                       "handshake_timeout, "
                        "max_message_size, max_handshake_line, shutdown_timeout" % conf)
 
 
@@ -588,20 +594,25 @@ def test_show_exact_lines(tmp_path):
     lines = config.show().splitlines()
     assert lines[0] == "# effective prserv configuration (config file %s)" % conf
     assert len(lines) == 1 + len(NAMES)
+    width = max(len(name) for name in NAMES)             # names aligned on the longest
+
+    def line(name: str, value: str, source: str) -> str:
+        return "%-60s # %s" % ("%-*s = %s" % (width, name, value), source)
+
     expected = {
-        "read_only": "read_only          = true" + " " * 35 + " # flag -r/--read-only",
-        "upstream_timeout": "upstream_timeout   = 2.5" + " " * 36 + " # flag --upstream-timeout",
-        "upstream": 'upstream           = "up:1"' + " " * 33 + " # environment PRSERV_UPSTREAM",
-        "bind": 'bind               = ["a:1", "b:2"]' + " " * 25 + " # file " + conf,
-        "log_level": 'log_level          = "WARNING"' + " " * 30 + " # file " + conf,
-        "pidfile": 'pidfile            = ""' + " " * 37 + " # default",
-        "max_message_size": "max_message_size   = 16777216" + " " * 31 + " # default",
+        "read_only": line("read_only", "true", "flag -r/--read-only"),
+        "upstream_timeout": line("upstream_timeout", "2.5", "flag --upstream-timeout"),
+        "upstream": line("upstream", '"up:1"', "environment PRSERV_UPSTREAM"),
+        "bind": line("bind", '["a:1", "b:2"]', "file " + conf),
+        "log_level": line("log_level", '"WARNING"', "file " + conf),
+        "pidfile": line("pidfile", '""', "default"),
+        "max_message_size": line("max_message_size", "16777216", "default"),
     }
     by_name = {line.split()[0]: line for line in lines[1:]}
     assert list(by_name) == NAMES
-    for name, line in expected.items():
-        assert by_name[name] == line
-        assert len(line.split(" # ")[0]) == 60
+    for name, text in expected.items():
+        assert by_name[name] == text
+        assert len(text.split(" # ")[0]) == 60
     assert config.show().endswith("# default\n")
 
 
@@ -610,14 +621,14 @@ def test_show_without_file_header(tmp_path):
     text = config.show()
     assert text.splitlines()[0] == "# effective prserv configuration"
     assert text.splitlines()[1] == "%-60s # default" % (
-        'database           = "%s"' % os.path.join(str(tmp_path), "prserv.sqlite3"))
+        '%-27s = "%s"' % ("database", os.path.join(str(tmp_path), "prserv.sqlite3")))
 
 
 def test_show_long_value_is_not_truncated(tmp_path):
     long = "d" * 80 + ".db"
     config = load(tmp_path, flags={"database": long})
     line = config.show().splitlines()[1]
-    assert line == 'database           = "%s" # flag -f/--file' % os.path.join(str(tmp_path), long)
+    assert line == '%-27s = "%s" # flag -f/--file' % ("database", os.path.join(str(tmp_path), long))
 
 
 def test_show_is_toml_with_same_values(tmp_path):
@@ -671,6 +682,7 @@ def test_as_json(tmp_path):
         "log_level": {"value": "WARNING", "source": "file " + conf},
         "pidfile": {"value": None, "source": "default"},
         "max_connections": {"value": 10000, "source": "default"},
+        "max_connections_per_address": {"value": 256, "source": "default"},
         "idle_timeout": {"value": 3600.0, "source": "default"},
         "handshake_timeout": {"value": 30.0, "source": "default"},
         "max_message_size": {"value": 16777216, "source": "default"},

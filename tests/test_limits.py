@@ -69,20 +69,100 @@ async def test_zero_timeouts_mean_none(start_server):
 
 # --------------------------------------------------------------------------- sizes and counts
 
-async def test_connections_over_the_limit_are_closed_at_once(start_server, caplog):
+async def test_a_full_server_closes_its_longest_idle_connection_to_admit_a_new_one(start_server, caplog):
+    caplog.set_level(logging.INFO)
     server = await start_server(limits=Limits(max_connections=3))
-    open_ones = [await RawConnection.open(server.address, SETUP) for _ in range(3)]
-    for conn in open_ones:
+    held = [await RawConnection.open(server.address, SETUP) for _ in range(3)]
+    for conn in held:                                   # held[0] is now the longest idle
         assert await conn.request({"ping": {}}) == {"alive": True}
-    extra = await RawConnection.open(server.address)     # (no setup sent: no reset on close)
-    await extra.expect_closed()
-    assert "refused: 3 connections open (max_connections)" in caplog.text
-    await open_ones.pop().close()
-    while len(server.sessions) > 2:                   # the closed one is gone server-side
-        await asyncio.sleep(0.01)
-    await assert_served(server.address)
-    for conn in open_ones:
+    newcomer = await RawConnection.open(server.address, SETUP)
+    assert await newcomer.request(GET) == {"value": "0"}
+    await held[0].expect_closed()
+    assert "closed to admit a new connection, the longest idle of 3 (max_connections)" in caplog.text
+    assert await held[1].request({"ping": {}}) == {"alive": True}
+    for conn in held[1:] + [newcomer]:
         await conn.close()
+
+
+async def test_a_full_server_with_no_idle_connection_refuses_with_an_invoke_error(start_server):
+    got_request, release = asyncio.Event(), asyncio.Event()
+    upstream = await _held_upstream(got_request, release)
+    server = await start_server(upstream="127.0.0.1:%d" % upstream.sockets[0].getsockname()[1],
+                                limits=Limits(max_connections=2))
+    busy = [await RawConnection.open(server.address, SETUP) for _ in range(2)]
+    try:
+        for n, conn in enumerate(busy):                 # each waits for the upstream
+            await conn.send(frame(json.dumps({"get-pr": {"version": V, "pkgarch": A, "checksum": "b%d" % n}})))
+        await asyncio.wait_for(got_request.wait(), 10)
+        while not all(session.connection.busy for session in server.sessions):
+            await asyncio.sleep(0.01)
+        refused = await RawConnection.open(server.address, SETUP)
+        assert await refused.request(GET) == {"invoke-error": {
+            "message": "server full: 2 connections open, none idle (max_connections)"}}
+        await refused.expect_closed()
+        release.set()
+        for conn in busy:
+            assert "value" in json.loads(await conn.recv_raw())     # their answers still come
+            await conn.close()
+    finally:
+        release.set()
+        upstream.close()
+
+
+async def test_one_address_cannot_lock_out_another(start_server, caplog):
+    server = await start_server(limits=Limits(max_connections_per_address=3))
+    hoard = [await RawConnection.open(server.address, SETUP, source="127.0.0.1") for _ in range(3)]
+    for conn in hoard:
+        assert await conn.request({"ping": {}}) == {"alive": True}
+    refused = await RawConnection.open(server.address, SETUP, source="127.0.0.1")
+    assert await refused.request(GET) == {"invoke-error": {
+        "message": "too many connections from 127.0.0.1 (max_connections_per_address 3)"}}
+    await refused.expect_closed()
+    other = await RawConnection.open(server.address, SETUP, source="127.0.0.2")
+    assert await other.request(GET) == {"value": "0"}
+    assert await hoard[0].request({"ping": {}}) == {"alive": True}      # nobody was evicted
+    assert caplog.text.count("refused: too many connections") == 1
+    refused_again = await RawConnection.open(server.address, SETUP, source="127.0.0.1")
+    assert "invoke-error" in await refused_again.request(GET)
+    assert caplog.text.count("refused: too many connections") == 1     # once a minute per address
+    for conn in hoard + [other]:
+        await conn.close()
+
+
+async def test_a_refusal_answers_a_client_that_asked_for_headers(start_server):
+    server = await start_server(limits=Limits(max_connections_per_address=1))
+    first = await RawConnection.open(server.address, SETUP)
+    assert await first.request({"ping": {}}) == {"alive": True}
+    refused = await RawConnection.open(server.address, "PRSERVICE 1.0\nneeds-headers: true\n\n")
+    assert await refused.recv_headers() == "\n"
+    assert "too many connections" in (await refused.request(GET))["invoke-error"]["message"]
+    await first.close()
+
+
+async def test_a_low_open_file_limit_caps_max_connections(tmp_path):
+    """200 clients against a server allowed 300 open files: it admits at most 172 at a
+    time (300 less 128 kept), closing the longest idle to admit more, and accepting
+    never fails for want of a file descriptor."""
+    process, address, lines = start_process(tmp_path, "--max-connections-per-address", "0",
+                                            open_files=300)
+    conns: List[RawConnection] = []
+    try:
+        for _ in range(200):
+            conn = await RawConnection.open(address, SETUP)
+            assert await conn.request({"ping": {}}) == {"alive": True}
+            conns.append(conn)
+        for conn in conns[:28]:                            # the longest idle: 200 - 172 of them
+            await conn.expect_closed()
+        assert await conns[28].request({"ping": {}}) == {"alive": True}
+        assert await conns[-1].request(GET) == {"value": "0"}
+        log = "".join(lines)
+        assert "max_connections 10000: 172, the open-file limit (300) less 128" in log
+        assert "out of system resource" not in log
+    finally:
+        for conn in conns:
+            conn.writer.close()
+        process.terminate()
+        assert process.wait(20) == 0
 
 
 @pytest.mark.parametrize("setup", [
@@ -116,7 +196,7 @@ async def test_thousand_idle_connections_and_a_10mb_line_keep_memory_bounded(tmp
     if hard != resource.RLIM_INFINITY and hard < 1200:
         pytest.skip("hard open-file limit %d is below 1,200" % hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    process, address, _ = start_process(tmp_path)
+    process, address, _ = start_process(tmp_path, "--max-connections-per-address", "0")
     conns: List[RawConnection] = []
     try:
         with open("/proc/%d/limits" % process.pid) as limits:

@@ -21,12 +21,15 @@ class RawConnection:
         self.writer = writer
 
     @classmethod
-    async def open(cls, address: str, setup: Optional[str] = None) -> "RawConnection":
+    async def open(cls, address: str, setup: Optional[str] = None,
+                   source: Optional[str] = None) -> "RawConnection":
+        """``source``: the local address to connect from (any 127.x.y.z is this host)."""
         if address.startswith("unix://"):
             reader, writer = await asyncio.open_unix_connection(address[len("unix://"):], limit=1 << 24)
         else:
             host, port = address.rsplit(":", 1)
-            reader, writer = await asyncio.open_connection(host.strip("[]"), int(port), limit=1 << 24)
+            reader, writer = await asyncio.open_connection(host.strip("[]"), int(port), limit=1 << 24,
+                                                           local_addr=(source, 0) if source else None)
         conn = cls(reader, writer)
         if setup is not None:
             await conn.send(setup)

@@ -38,6 +38,7 @@ class Connection:
         self._reader = protocol.MessageReader(max_message, max_depth)
         self._stop_receiving = False
         self._receiving = False
+        self._handling = False
         self._last_activity = time.monotonic()
 
     @property
@@ -55,6 +56,16 @@ class Connection:
     @property
     def address(self) -> str:
         raise NotImplementedError
+
+    @property
+    def peer_host(self) -> Optional[str]:
+        """The peer's IP address; None for a unix-socket peer (this host)."""
+        raise NotImplementedError
+
+    @property
+    def busy(self) -> bool:
+        """A delivered message is still being handled (its answer is not given yet)."""
+        return self._handling
 
     async def recv_line(self) -> str:
         """Next line, without its ``\\n``; ``ConnectionClosedError`` at end of stream."""
@@ -97,7 +108,11 @@ class Connection:
                 self._receiving = False
             outcome = deliver(message)
             if isinstance(outcome, asyncio.Future):
-                outcome = await outcome
+                self._handling = True
+                try:
+                    outcome = await outcome
+                finally:
+                    self._handling = False
             if not outcome:
                 return
 
@@ -262,6 +277,16 @@ class StreamConnection(Connection):
             return "%s:%s" % (peer[0], peer[1])
         return str(peer or self._transport.get_extra_info("sockname") or "unix")
 
+    @property
+    def peer_host(self) -> Optional[str]:
+        peer = self._transport.get_extra_info("peername")
+        return str(peer[0]) if isinstance(peer, tuple) else None
+
+    @property
+    def busy(self) -> bool:
+        pump = self._pump
+        return pump is not None and pump.handling
+
     async def recv_line(self) -> str:
         return protocol.decode_line(await self._protocol.readline(self.timeout))
 
@@ -383,6 +408,11 @@ class _MessagePump:
         else:
             self.run()
 
+    @property
+    def handling(self) -> bool:
+        """A delivered message's task is still running."""
+        return self._pending is not None
+
     def stop(self) -> bool:
         """Deliver nothing more; end at once if no message is in hand.  True if idle."""
         self._stopping = True
@@ -414,6 +444,11 @@ class WebsocketConnection(Connection):
         if isinstance(remote, tuple):
             return "%s:%s" % (remote[0], remote[1])
         return str(remote)
+
+    @property
+    def peer_host(self) -> Optional[str]:
+        remote = self.websocket.remote_address
+        return str(remote[0]) if isinstance(remote, tuple) else None
 
     async def recv_line(self) -> str:
         from websockets.exceptions import ConnectionClosed

@@ -29,7 +29,10 @@ class Limits:
     max_handshake_line: int = 4096
     """Bytes of one connection-setup line (protocol line or header)."""
     max_connections: int = 10000
-    """Open client connections; one more is closed at once (0: no limit)."""
+    """Open client connections (0: no limit; the open-file limit caps it in any case).
+    When they are all open, the longest-idle one is closed to admit a new one."""
+    max_connections_per_address: int = 256
+    """Open connections from one address (0: no limit); one more is refused."""
     idle_timeout: float = 3600.0
     """Seconds without a byte from an established client before it is closed (0: never).
     Builds keep connections open between tasks, hence the hour."""

@@ -24,6 +24,7 @@ from .address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, format_tcp_address, parse_ad
 from .connection import Connection, LineProtocol, StreamConnection, WebsocketConnection
 from .deadline import within
 from .eager import start_eagerly
+from .admission import Admission, connection_limit
 from .limits import Limits, raise_open_file_limit
 from .exceptions import (ClientError, ConnectionClosedError, HandshakeError, InvokeError,
                          ProtocolError, ServerError)
@@ -88,6 +89,7 @@ class AsyncServerConnection:
         self.setup_done = False
         self.requests = 0
         self.end_reason = "closed by the client"
+        self.evicted = False
         self._closer: Optional[asyncio.Task] = None
 
     async def handle_headers(self, headers: Dict[str, str]) -> Dict[str, str]:
@@ -149,6 +151,13 @@ class AsyncServerConnection:
         """End the session now, logging ``reason`` (a limit was hit)."""
         self.end_reason = reason
         self.logger.warning("closing the connection: %s", reason)
+        asyncio.get_running_loop().create_task(self.close())
+
+    def evict(self, reason: str) -> None:
+        """End this idle session to make room for a new one (it owes nothing)."""
+        self.evicted = True
+        self.end_reason = reason
+        self.logger.info("closing the connection: %s", reason)
         asyncio.get_running_loop().create_task(self.close())
 
     async def _setup(self) -> bool:
@@ -483,6 +492,8 @@ class AsyncServer:
         self.sessions: Dict[AsyncServerConnection, asyncio.Task] = {}
         """Open client sessions and the task running each."""
         self._stop_requested: Optional[asyncio.Event] = None
+        self.admission = Admission(self.limits, self.limits.max_connections, logger)
+        """Connection limits as clients arrive (the open-file cap applied once serving)."""
         self._watchdog: Optional[asyncio.Task] = None
         self._serving = False
 
@@ -513,14 +524,13 @@ class AsyncServer:
         raise NotImplementedError
 
     async def _client_handler(self, connection: Connection) -> None:
-        limit = self.limits.max_connections
-        if limit and len(self.sessions) >= limit:
-            self.logger.warning("[Client %s] refused: %d connections open (max_connections)",
-                                connection.address, len(self.sessions))
-            with contextlib.suppress(Exception):
-                await connection.close()
+        host = connection.peer_host
+        refusal = self.admission.refusal(host, self.sessions)
+        if refusal is not None:
+            await self.admission.refuse(connection, refusal)
             return
         client: Optional[AsyncServerConnection] = None
+        self.admission.admitted(host)
         try:
             client = self.accept_client(connection)
             client.limits = self.limits
@@ -531,6 +541,7 @@ class AsyncServer:
         except Exception:
             self.logger.exception("error from client %s", connection.address)
         finally:
+            self.admission.left(host)
             if client is not None:
                 self.sessions.pop(client, None)
             with contextlib.suppress(Exception):
@@ -582,6 +593,7 @@ class AsyncServer:
         if not self.listeners:
             raise ServerError("no transport chosen: call start_server(addr) first")
         self._stop_requested = asyncio.Event()
+        self.admission = Admission(self.limits, connection_limit(self.limits, self.logger), self.logger)
         await self.open_resources()
         started: List[Listener] = []
         try:

@@ -221,8 +221,14 @@ SETTINGS: Tuple[Setting, ...] = (
             metavar="FILE", shown_default="/tmp/PRServer_<ip>_<port>.pid"),
     Setting("max_connections", "PRSERV_MAX_CONNECTIONS", ("--max-connections",),
             DEFAULT_LIMITS.max_connections, _count,
-            "open client connections at most; more are closed at once (0: no limit)", metavar="N",
+            "open client connections at most (0: no limit; the open-file limit less 128 caps it); "
+            "when full, the longest-idle one is closed to admit a new one", metavar="N",
             limit="max_connections"),
+    Setting("max_connections_per_address", "PRSERV_MAX_CONNECTIONS_PER_ADDRESS",
+            ("--max-connections-per-address",), DEFAULT_LIMITS.max_connections_per_address, _count,
+            "open connections from one address at most; one more is refused with an invoke-error "
+            "(0: no limit; unix-socket clients are not counted)", metavar="N",
+            limit="max_connections_per_address"),
     Setting("idle_timeout", "PRSERV_IDLE_TIMEOUT", ("--idle-timeout",), DEFAULT_LIMITS.idle_timeout,
             _seconds_or_zero, "close a client connection silent this long (0: never)",
             metavar="SECONDS", limit="idle_timeout", shown_default="%g s" % DEFAULT_LIMITS.idle_timeout),

@@ -1,0 +1,154 @@
+"""Who gets a connection, and how a refusal is said.
+
+A PR server's clients are build hosts, each with one connection per parallel task,
+kept open between tasks; nobody should be able to keep everyone else out by holding
+idle connections.  So:
+
+* one address holds at most ``Limits.max_connections_per_address`` connections
+  (unix-socket peers, this host's own, are not counted per address);
+* when the server holds ``max_connections``, the connection idle the longest --
+  set up, no request in hand, no answer owed -- is closed to admit the newcomer;
+  only when none is idle is the newcomer refused;
+* ``max_connections`` never exceeds the open-file limit minus ``FILES_RESERVED``
+  (the database, logs, listeners, refusals in progress), so accepting never fails
+  for want of a file descriptor;
+* a refused client is told why where the protocol allows it: its setup is read
+  (and a header block sent if it asked for one), and its first request answered
+  with an invoke-error; at most ``REFUSALS_AT_ONCE`` are told at a time, within
+  ``REFUSAL_SECONDS``, the others are closed at once.
+
+Refusals are logged at WARNING, at most once a minute per address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from typing import Any, Dict, Iterable, Optional
+
+from . import protocol
+from .connection import Connection
+from .deadline import within
+from .exceptions import AsyncRPCError
+from .limits import Limits
+
+FILES_RESERVED = 128
+"""Open files kept for the server itself and for refusals in progress."""
+REFUSALS_AT_ONCE = 32
+REFUSAL_SECONDS = 5.0
+"""How long a refused client has to send its setup and first request."""
+MAX_SETUP_LINES = 64
+LOG_INTERVAL_SECONDS = 60.0
+
+
+def connection_limit(limits: Limits, logger: logging.Logger) -> int:
+    """``limits.max_connections`` (0: none), capped by the open-file limit in force."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    configured = limits.max_connections
+    if soft == resource.RLIM_INFINITY:
+        return configured
+    cap = max(1, soft - FILES_RESERVED)
+    if configured and configured <= cap:
+        return configured
+    logger.info("max_connections %s: %d, the open-file limit (%d) less %d for the server's own files",
+                configured or "unlimited", cap, soft, FILES_RESERVED)
+    return cap
+
+
+class Admission:
+    """The connection limits of one server, applied as clients arrive."""
+
+    def __init__(self, limits: Limits, limit: int, logger: logging.Logger) -> None:
+        self.limits = limits
+        self.limit = limit
+        """Connections at most (0: no limit), ``connection_limit``'s answer."""
+        self.logger = logger
+        self.per_address: Dict[str, int] = {}
+        self.refusing = 0
+        self._logged: Dict[str, float] = {}
+
+    def refusal(self, host: Optional[str], sessions: Iterable[Any]) -> Optional[str]:
+        """Why a new connection from ``host`` must be refused, or None to admit it
+        (having closed the longest-idle session to make room, if the server is full).
+        ``sessions``: the open ``AsyncServerConnection`` objects."""
+        per_address = self.limits.max_connections_per_address
+        if host is not None and per_address and self.per_address.get(host, 0) >= per_address:
+            return "too many connections from %s (max_connections_per_address %d)" % (host, per_address)
+        sessions = list(sessions)
+        if not self.limit or len(sessions) < self.limit:
+            return None
+        victim = longest_idle(sessions)
+        if victim is None:
+            return "server full: %d connections open, none idle (max_connections)" % len(sessions)
+        victim.evict("closed to admit a new connection, the longest idle of %d (max_connections)"
+                     % len(sessions))
+        return None
+
+    def admitted(self, host: Optional[str]) -> None:
+        if host is not None:
+            self.per_address[host] = self.per_address.get(host, 0) + 1
+
+    def left(self, host: Optional[str]) -> None:
+        if host is not None:
+            remaining = self.per_address[host] - 1
+            if remaining:
+                self.per_address[host] = remaining
+            else:
+                del self.per_address[host]
+
+    async def refuse(self, connection: Connection, reason: str) -> None:
+        """Tell the client ``reason`` as the answer to its first request, then close."""
+        self._log(connection, reason)
+        if self.refusing >= REFUSALS_AT_ONCE:
+            await connection.close()
+            return
+        self.refusing += 1
+        try:
+            await within(_answer_with(connection, reason), REFUSAL_SECONDS)
+        except (AsyncRPCError, OSError, ConnectionError, asyncio.TimeoutError):
+            pass
+        finally:
+            self.refusing -= 1
+            await connection.close()
+
+    def _log(self, connection: Connection, reason: str) -> None:
+        host = connection.peer_host or "unix"
+        now = time.monotonic()
+        if now - self._logged.get(host, -LOG_INTERVAL_SECONDS) < LOG_INTERVAL_SECONDS:
+            return
+        if len(self._logged) > 10000:           # a flood from many addresses: forget the old
+            self._logged = {h: t for h, t in self._logged.items() if now - t < LOG_INTERVAL_SECONDS}
+        self._logged[host] = now
+        self.logger.warning("[Client %s] refused: %s", connection.address, reason)
+
+
+def longest_idle(sessions: Iterable[Any]) -> Optional[Any]:
+    """The set-up session with no request in hand and no answer owed that has been
+    silent the longest (None if there is none)."""
+    best = None
+    for session in sessions:
+        if session.setup_done and session.idle and not session.evicted and not session.connection.busy:
+            if best is None or session.connection.last_activity < best.connection.last_activity:
+                best = session
+    return best
+
+
+async def _answer_with(connection: Connection, reason: str) -> None:
+    """Read the client's setup (answering a header request with an empty block) and
+    its first request; answer that with ``{"invoke-error": {"message": reason}}``."""
+    wants_headers = False
+    for _ in range(MAX_SETUP_LINES):
+        line = await connection.recv_line()
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "needs-headers" and value.strip() == "true":
+            wants_headers = True
+        if not line.strip():
+            break
+    else:
+        return
+    if wants_headers:
+        await connection.send_lines(protocol.header_block_lines({}))
+    await connection.recv_message()
+    await connection.send_message({"invoke-error": {"message": reason}})
