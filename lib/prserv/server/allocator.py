@@ -118,7 +118,7 @@ class Allocator:
     async def import_one(self, version: str, pkgarch: str, checksum: str, value: str) -> None:
         """Store the row as given (no ordering check); ``value`` is a revision text."""
         key = revision_key(value)
-        async with self.engine.write(version, pkgarch, checksum) as scope:
+        async with self.engine.write(version, pkgarch) as scope:      # nothing to decide
             await scope.store(checksum, key)
 
     def _decide(self, state: PackageState, checksum: str, history: bool,

@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""scale: the server on a generated database of ten million rows.
+
+    scale.py [--packages 10000] [--per-package 1000] [--huge 500000]
+             [--db PATH] [--cache-size 64M] [--tree CHECKOUT] [--sample 2000]
+
+The database (generated once at ``--db``, then reused) holds ``--packages``
+packages of ``--per-package`` checksums each, plus one package of ``--huge``
+checksums, written directly with sqlite3 in bitbake's schema.  Against one server
+process (``CHECKOUT/bin/bitbake-prserv -F``, this checkout by default, so that an
+older checkout can be measured on the same file), in this order:
+
+1. start: seconds from starting the process to its "serving" line, the first time
+   (an index this project adds is created then, once per file) and again;
+2. cold: test-pr of one stored checksum in each of half of ``--sample`` packages
+   never asked before, and get-pr of the checksum holding the maximum in the other
+   half (answered without a write): p50/p99 of each;
+3. huge: the first get-pr in the huge package (of the checksum holding its maximum:
+   no write), while 8 other clients ask warm test-prs without pause: its latency,
+   and the others' p99 and maximum from 0.2 s before it was sent to 0.5 s after
+   its answer; then a get-pr of a new checksum there (a write, fsync'd);
+4. new and warm: get-pr of a new checksum in the second half (a write each,
+   fsync'd before the answer), then the first half's test-prs again: p50/p99;
+5. memory: test-pr in every package (all ``--packages``), then the server's RSS
+   and peak RSS (VmRSS, VmHWM);
+6. export (with ``--export``): every row over the wire, read and counted, its
+   seconds and the server's peak RSS after it.
+
+Standard library only; one raw PRSERVICE client per connection (no prserv import).
+Prints a table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+ROOT = Path(__file__).resolve().parents[2]
+SETUP = b"PRSERVICE 1.0\nneeds-headers: false\n\n"
+DDL = ("CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, "
+       "checksum TEXT NOT NULL, value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
+ARCH = "core2-64"
+HUGE = "huge-1.0-r0"
+
+
+def package(n: int) -> str:
+    return "pkg%05d-1.0-r0" % n
+
+
+def checksum(package_index: int, n: int) -> str:
+    return "%08x%056x" % (package_index, n)
+
+
+def make_database(path: str, packages: int, per_package: int, huge: int) -> float:
+    started = time.monotonic()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute(DDL)
+    conn.executemany("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)",
+                     ((package(p), ARCH, checksum(p, n), str(n))
+                      for p in range(packages) for n in range(per_package)))
+    conn.executemany("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)",
+                     ((HUGE, ARCH, checksum(999999, n), str(n)) for n in range(huge)))
+    conn.commit()
+    conn.close()
+    return time.monotonic() - started
+
+
+class Client:
+    """One connection, one request at a time."""
+
+    def __init__(self, address: Tuple[str, int]) -> None:
+        self.sock = socket.create_connection(address)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rb")
+        self.sock.sendall(SETUP)
+
+    def ask(self, message: dict) -> Tuple[object, float]:
+        started = time.perf_counter()
+        self.sock.sendall(json.dumps(message).encode() + b"\n")
+        line = self.file.readline()
+        return json.loads(line), time.perf_counter() - started
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def test_pr(name: str, digest: str) -> dict:
+    return {"test-pr": {"version": name, "pkgarch": ARCH, "checksum": digest}}
+
+
+def get_pr(name: str, digest: str) -> dict:
+    return {"get-pr": {"version": name, "pkgarch": ARCH, "checksum": digest}}
+
+
+def percentile_ms(samples: List[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 3)
+
+
+def status_mib(pid: int, field: str) -> float:
+    with open("/proc/%d/status" % pid) as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def start_server(tree: Path, db: str, cache_size: Optional[str]) -> Tuple[subprocess.Popen, Tuple[str, int], float]:
+    flags = ["--cache-size", cache_size] if cache_size else []
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, str(tree / "bin" / "bitbake-prserv"), "-F", "-f", db,
+                                "--bind", "127.0.0.1:0", "--loglevel", "WARNING", *flags],
+                               stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        if " serving " in line:
+            threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
+            host, port = line.split(" on ", 1)[1].split()[0].rstrip(",").rsplit(":", 1)
+            return process, (host, int(port)), time.monotonic() - started
+    raise SystemExit("the server did not start")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    process.wait(60)
+
+
+def cold(address: Tuple[str, int], args: argparse.Namespace, chosen: List[int]) -> Dict[str, float]:
+    """test-pr in half the chosen packages, get-pr of each other's maximum holder (no write)."""
+    client = Client(address)
+    half = len(chosen) // 2
+    cold_test = [client.ask(test_pr(package(p), checksum(p, 7)))[1] for p in chosen[:half]]
+    last = args.per_package - 1                          # holds its package's maximum: no write
+    cold_get = [client.ask(get_pr(package(p), checksum(p, last)))[1] for p in chosen[half:]]
+    client.close()
+    return {"cold_test_p50_ms": percentile_ms(cold_test, 0.5), "cold_test_p99_ms": percentile_ms(cold_test, 0.99),
+            "cold_get_p50_ms": percentile_ms(cold_get, 0.5), "cold_get_p99_ms": percentile_ms(cold_get, 0.99)}
+
+
+def new_and_warm(address: Tuple[str, int], chosen: List[int]) -> Dict[str, float]:
+    """get-pr of a new checksum in half the chosen packages (a write each), then the
+    first half's test-prs again (warm)."""
+    client = Client(address)
+    half = len(chosen) // 2
+    tag = "%016x" % random.getrandbits(64)               # new in every run
+    new_get = [client.ask(get_pr(package(p), "new-" + tag))[1] for p in chosen[half:]]
+    warm_test = [client.ask(test_pr(package(p), checksum(p, 7)))[1] for p in chosen[:half]]
+    client.close()
+    return {"new_get_p50_ms": percentile_ms(new_get, 0.5), "new_get_p99_ms": percentile_ms(new_get, 0.99),
+            "warm_test_p50_ms": percentile_ms(warm_test, 0.5), "warm_test_p99_ms": percentile_ms(warm_test, 0.99)}
+
+
+def new_maximum_holder(db: str) -> Tuple[str, str]:
+    """A new checksum holding the huge package's maximum, written by another connection
+    (the server has not read the package yet): its first get-pr is answered without a
+    write, whatever earlier runs added."""
+    conn = sqlite3.connect(db)
+    (top,) = conn.execute("SELECT max(CAST(value AS INTEGER)) FROM PRMAIN WHERE version = ? AND pkgarch = ?",
+                          (HUGE, ARCH)).fetchone()
+    holder = "top-%016x" % random.getrandbits(64)
+    conn.execute("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)", (HUGE, ARCH, holder, str(top + 1)))
+    conn.commit()
+    conn.close()
+    return holder, str(top + 1)
+
+
+def huge_first_touch(address: Tuple[str, int], warm: List[int], db: str) -> Dict[str, float]:
+    stop_flag = threading.Event()
+    samples: List[Tuple[float, float]] = []          # (sent at, latency)
+
+    def background(seed: int) -> None:
+        client = Client(address)
+        rng = random.Random(seed)
+        while not stop_flag.is_set():
+            p = rng.choice(warm)
+            sent = time.perf_counter()
+            _, latency = client.ask(test_pr(package(p), checksum(p, 7)))
+            samples.append((sent, latency))
+        client.close()
+
+    threads = [threading.Thread(target=background, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    first = Client(address)
+    sent = time.perf_counter()
+    holder, top = new_maximum_holder(db)
+    sent = time.perf_counter()
+    answer, latency = first.ask(get_pr(HUGE, holder))               # its maximum: no write
+    time.sleep(0.5)
+    written, write_latency = first.ask(get_pr(HUGE, "new-%016x" % random.getrandbits(64)))
+    time.sleep(0.5)
+    stop_flag.set()
+    for thread in threads:
+        thread.join()
+    first.close()
+    window = [lat for at, lat in samples if sent - 0.2 <= at <= sent + latency + 0.5]
+    assert answer.get("value") == top, (answer, top)
+    return {"huge_first_get_ms": round(latency * 1000, 3), "huge_answer": answer.get("value"),
+            "others_p99_ms": percentile_ms(window, 0.99), "others_max_ms": percentile_ms(window, 1.0),
+            "others_requests": len(window), "huge_new_get_ms": round(write_latency * 1000, 3),
+            "huge_new_answer": written.get("value")}
+
+
+def touch_everything(address: Tuple[str, int], packages: int, pid: int) -> Dict[str, float]:
+    client = Client(address)
+    started = time.monotonic()
+    for p in range(packages):
+        client.ask(test_pr(package(p), checksum(p, 3)))
+    client.close()
+    return {"touch_all_s": round(time.monotonic() - started, 1),
+            "rss_mib": status_mib(pid, "VmRSS"), "peak_rss_mib": status_mib(pid, "VmHWM")}
+
+
+def export_everything(address: Tuple[str, int], pid: int) -> Dict[str, float]:
+    """A history export of the whole table, read line by line (chunk stream) and counted."""
+    sock = socket.create_connection(address)
+    sock.sendall(SETUP + json.dumps({"export": {"version": None, "pkgarch": None, "checksum": None,
+                                                "colinfo": False, "history": True}}).encode() + b"\n")
+    reader = sock.makefile("rb")
+    started = time.monotonic()
+    size = 0
+    first = reader.readline()
+    size += len(first)
+    if first.startswith(b'{"chunk-stream"'):
+        while True:
+            line = reader.readline()
+            size += len(line)
+            if line in (b"\n", b""):
+                break
+    seconds = time.monotonic() - started
+    reader.close()
+    sock.close()
+    return {"export_s": round(seconds, 1), "export_mib": round(size / 2**20, 1),
+            "peak_rss_after_export_mib": status_mib(pid, "VmHWM")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--packages", type=int, default=10000)
+    parser.add_argument("--per-package", type=int, default=1000)
+    parser.add_argument("--huge", type=int, default=500000)
+    parser.add_argument("--db", default="/tmp/prserv-scale.sqlite3",
+                        help="database file, generated if missing (default: %(default)s)")
+    parser.add_argument("--cache-size", default=None, help="the server's --cache-size (default: its own)")
+    parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose server runs")
+    parser.add_argument("--sample", type=int, default=2000, help="packages asked cold (default: 2000)")
+    parser.add_argument("--export", action="store_true", help="also export every row")
+    args = parser.parse_args()
+
+    result: Dict[str, object] = {"tree": str(args.tree), "packages": args.packages,
+                                 "per_package": args.per_package, "huge": args.huge}
+    if not os.path.exists(args.db):
+        result["generate_s"] = round(make_database(args.db, args.packages, args.per_package, args.huge), 1)
+    rng = random.Random(1)
+    chosen = rng.sample(range(args.packages), args.sample)
+    process, address, first_start = start_server(args.tree, args.db, args.cache_size)
+    result["first_start_s"] = round(first_start, 2)
+    stop(process)
+    process, address, start = start_server(args.tree, args.db, args.cache_size)
+    result["start_s"] = round(start, 2)
+    try:
+        result.update(cold(address, args, chosen))
+        result.update(huge_first_touch(address, chosen[:len(chosen) // 2], args.db))
+        result.update(new_and_warm(address, chosen))
+        result.update(touch_everything(address, args.packages, process.pid))
+        if args.export:
+            result.update(export_everything(address, process.pid))
+    finally:
+        stop(process)
+    for name, value in result.items():
+        print("%-20s %s" % (name, value))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
