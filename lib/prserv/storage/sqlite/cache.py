@@ -79,6 +79,7 @@ class _Package(PackageState):
         self.checksums: Optional[Dict[str, Bounds]] = None
         self.children: Dict[RevisionKey, int] = {}
         self.size = size
+        """Estimated bytes, the checksums of a complete package included."""
 
     def checksum_value(self, checksum: str, history: bool) -> Optional[RevisionKey]:
         bounds = self.checksums.get(checksum)                  # type: ignore[union-attr]
@@ -102,9 +103,13 @@ class _Package(PackageState):
             return
         bounds = checksums.get(checksum)
         if bounds is None:
+            checksums[checksum] = (key, key)
             self.size += COMPLETE_CHECKSUM_BYTES + len(checksum)
-        checksums[checksum] = _bounds_with(bounds, key)
-        if len(key) > 1 and self.children.get(key[:-1], -1) < key[-1]:
+        elif key < bounds[0]:
+            checksums[checksum] = (key, bounds[1])
+        elif key > bounds[1]:
+            checksums[checksum] = (bounds[0], key)
+        if key[1:] and self.children.get(key[:-1], -1) < key[-1]:
             self.children[key[:-1]] = key[-1]
 
     def forget_checksums(self, fixed_size: int) -> None:
@@ -198,7 +203,10 @@ class PackageCache:
         if package is not None:
             before = package.size
             package.add(checksum, key)
-            if package.checksums is not None and len(package.checksums) > GROWN_ROWS:
+            if package.checksums is not None:
+                if package.size - before <= 0 or len(package.checksums) <= GROWN_ROWS:
+                    self.size += package.size - before
+                    return                      # complete: no checksum entries of its own
                 package.forget_checksums(_package_bytes(version, pkgarch))
             self.size += package.size - before
         bounds = self._entries.get((version, pkgarch, checksum))
@@ -220,7 +228,11 @@ class PackageCache:
     def loaded_state(self, version: str, pkgarch: str, checksum: Optional[str] = None,
                      children_of: Optional[RevisionKey] = None) -> PackageState:
         """``state`` without the coherence check (the caller just made it)."""
-        package = self._package(version, pkgarch)
+        package = self._entries.get((version, pkgarch))
+        if package is None:
+            package = self._package(version, pkgarch)
+        else:
+            self._entries.move_to_end((version, pkgarch))
         if package.checksums is not None:
             return package                      # complete: it knows every checksum and child
         bounds = self._checksum(version, pkgarch, checksum) or None if checksum is not None else None
@@ -321,7 +333,6 @@ class PackageCache:
         if rowid > self.watermark:
             self.watermark = rowid
         self._account(version, pkgarch, checksum, key)
-        self._touched.append((version, pkgarch))
         self._touched.append((version, pkgarch, checksum))
         while self.size > self.budget and len(self._entries) > 1:
             self._evict_oldest()
@@ -339,10 +350,11 @@ class PackageCache:
 
     def rolled_back(self) -> None:
         """Forget what the transaction wrote (read from the file again when next asked)."""
-        for key in self._touched:
-            entry = self._entries.pop(key, None)
-            if entry is not None:
-                self.size -= entry.size if len(key) == 2 else _checksum_bytes(key)
+        for key in self._touched:                   # (version, pkgarch, checksum)
+            for touched in (key[:2], key):
+                entry = self._entries.pop(touched, None)
+                if entry is not None:
+                    self.size -= entry.size if len(touched) == 2 else _checksum_bytes(touched)
         self.watermark = self._mark
         self._touched = []
         self._writing = False
