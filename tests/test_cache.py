@@ -91,6 +91,48 @@ def test_children_of_a_large_package(dbpath, monkeypatch):
     assert table.find_new_subvalue(V, A, "6") == "6.0"
 
 
+def test_a_large_packages_children_are_found_without_reading_it(dbpath):
+    """The children of one number are sought through the value index (SQLite, left to
+    itself, would walk the whole package through the primary key)."""
+    fill(dbpath, [(V, A, "c%05d" % i, str(i)) for i in range(20000)] + [(V, A, "k", "19000.4")])
+    table = PRData(dbpath)["PRMAIN"]
+    assert table.find_package_max_value(V, A) == "19999"
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    table.engine.conn.set_progress_handler(count, 1000)   # called every 1,000 SQLite VM steps
+    assert table.find_new_subvalue(V, A, "19000") == "19000.5"
+    assert table.find_new_subvalue(V, A, "18000") == "18000.0"
+    table.engine.conn.set_progress_handler(None, 0)
+    assert steps[0] <= 2                                   # the package holds 200,000 steps' worth
+
+
+def test_an_earlier_value_index_is_replaced(dbpath):
+    fill(dbpath, [(V, A, "c%d" % i, str(i)) for i in range(300)])
+    conn = sqlite3.connect(dbpath)
+    old_index = "CREATE INDEX prserv_PRMAIN_value ON PRMAIN (version, pkgarch, CAST(value AS INTEGER))"
+    conn.execute(old_index)
+    conn.commit()
+    data = PRData(dbpath)
+    assert data["PRMAIN"].find_package_max_value(V, A) == "299"
+    data.disconnect()
+    indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name").fetchall()
+    assert indexes == [("prserv_PRMAIN_high_values",), ("sqlite_autoindex_PRMAIN_1",)]
+    conn.execute(old_index)                       # an older version ran on the file since
+    conn.commit()
+    data = PRData(dbpath)
+    data["PRMAIN"]
+    data.disconnect()
+    indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name").fetchall()
+    assert indexes == [("prserv_PRMAIN_high_values",), ("sqlite_autoindex_PRMAIN_1",)]
+    assert conn.execute("SELECT count(*) FROM PRMAIN INDEXED BY prserv_PRMAIN_high_values "
+                        "WHERE +CAST(value AS INTEGER) >= 256").fetchone() == (44,)
+    conn.close()
+
+
 def test_a_complete_package_that_grows_keeps_only_its_maximum(dbpath, monkeypatch):
     monkeypatch.setattr(sqlite_cache, "GROWN_ROWS", 10)
     database = SQLiteDatabase(dbpath)

@@ -53,8 +53,9 @@ def test_prdata_creates_directories_wal_and_reference_table(dbpath):
     assert objects == [
         ("table", "PRMAIN", "CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, checksum "
                             "TEXT NOT NULL, value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))"),
-        ("index", "prserv_PRMAIN_value",        # ours: package maxima without reading packages
-         "CREATE INDEX prserv_PRMAIN_value ON PRMAIN (version, pkgarch, CAST(value AS INTEGER))"),
+        ("index", "prserv_PRMAIN_high_values",  # ours: large packages' maxima without reading them
+         "CREATE INDEX prserv_PRMAIN_high_values ON PRMAIN (version, pkgarch, CAST(value AS INTEGER)) "
+         "WHERE +CAST(value AS INTEGER) >= 256"),
         ("index", "sqlite_autoindex_PRMAIN_1", None)]
     conn.close()
     data.disconnect()

@@ -44,17 +44,26 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     ("storage/sqlite/cache.py", "PackageCache.sync_now"): {"self.table"},
     ("storage/sqlite/cache.py", "PackageCache._checksum"): {"self.table"},
     ("storage/sqlite/cache.py", "PackageCache._read_package"): {"self.table"},
-    ("storage/sqlite/cache.py", "PackageCache._read_maximum"): {"self.table"},
-    ("storage/sqlite/cache.py", "PackageCache._largest_child"): {"self.table"},
+    # ``self._by_value()`` is ``self.table``, or that and INDEXED BY value_index_name
+    # (a constant pattern around checked_identifier(self.table)); ``indexed_values()``
+    # formats the integer constant VALUE_INDEX_FROM with %d.
+    ("storage/sqlite/cache.py", "PackageCache._read_maximum"):
+        {"self.table", "self._by_value()", "indexed_values()"},
+    ("storage/sqlite/cache.py", "PackageCache._largest_child"):
+        {"self.table", "self._by_value()", "indexed_values()"},
     ("storage/sqlite/engine.py", "SQLiteEngine.has_row"): {"self.table"},
     ("storage/sqlite/engine.py", "SQLiteEngine.column_info"): {"self.table"},  # PRAGMA table_info
     ("storage/sqlite/engine.py", "SQLiteEngine.insert"): {"self.table"},
     ("storage/sqlite/engine.py", "SQLiteEngine.changes"): {"self.table"},
     # CREATE TABLE IF NOT EXISTS <name>: the name passes checked_identifier right there.
     ("storage/sqlite/connection.py", "create_table"): {"checked_identifier(table)"},
-    # CREATE INDEX IF NOT EXISTS prserv_<name>_value ON <name>: ``name`` is
-    # value_index_name(table), itself "prserv_%s_value" % checked_identifier(table).
-    ("storage/sqlite/connection.py", "create_value_index"): {"name", "checked_identifier(table)"},
+    # DROP INDEX / CREATE INDEX prserv_<name>_high_values ON <name> WHERE <term>:
+    # value_index_name(table) is "prserv_%s_high_values" % checked_identifier(table);
+    # old_index is the constant pattern OLD_VALUE_INDEX % checked_identifier(table);
+    # value_index_ddl(table) formats those
+    # two and indexed_values() (an integer constant) into VALUE_INDEX_DDL.
+    ("storage/sqlite/connection.py", "create_value_index"):
+        {"old_index", "value_index_name(table)", "value_index_ddl(table)"},
     # ``where`` joins the constant "version != ''" and "<column> = ?" where every
     # column comes from a literal tuple at the call sites (checked by
     # test_export_where_clause_is_built_from_constant_columns); values are parameters.

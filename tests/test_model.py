@@ -42,6 +42,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, r
 import prserv
 import prserv.db
 from prserv.storage.sqlite import cache as sqlite_cache
+from prserv.storage.sqlite import connection as sqlite_connection
 from prserv.storage.sqlite import engine as sqlite_engine
 from prserv.asyncrpc import InvokeError
 from prserv.client import PRAsyncClient
@@ -343,16 +344,19 @@ def check(step: int, op: Op, actual: Any, wanted: Any) -> None:
 EXPORT_BATCHES = [1, 2, 3, 1000]
 
 
-PACKAGE_SHAPES = [(256, 4096), (0, 0), (3, 5)]
-"""(complete_rows, grown_rows) of the SQLite cache: the defaults (every package here
-kept whole), never whole (each checksum read on its own, the maximum through the
-value index), and whole only while tiny (packages switch while the test runs)."""
+PACKAGE_SHAPES = [(256, 4096, 256), (0, 0, 2), (3, 5, 0)]
+"""(complete_rows, grown_rows, value_index_from) of the SQLite cache: the defaults
+(every package here kept whole), never whole (each checksum read on its own, the
+maximum through the value index where a value leads with 2 or more, else by reading
+the package), and whole only while tiny (packages switch while the test runs)."""
 
 
-def set_package_shape(shape: Tuple[int, int]) -> Tuple[int, int]:
-    """Set the cache's ``COMPLETE_ROWS``/``GROWN_ROWS``; returns the previous pair."""
-    previous = (sqlite_cache.COMPLETE_ROWS, sqlite_cache.GROWN_ROWS)
-    sqlite_cache.COMPLETE_ROWS, sqlite_cache.GROWN_ROWS = shape
+def set_package_shape(shape: Tuple[int, int, int]) -> Tuple[int, int, int]:
+    """Set the cache's ``COMPLETE_ROWS``/``GROWN_ROWS`` and the value index's
+    ``VALUE_INDEX_FROM`` (a file indexed before is indexed again when next opened for
+    writing); returns the previous triple."""
+    previous = (sqlite_cache.COMPLETE_ROWS, sqlite_cache.GROWN_ROWS, sqlite_connection.VALUE_INDEX_FROM)
+    sqlite_cache.COMPLETE_ROWS, sqlite_cache.GROWN_ROWS, sqlite_connection.VALUE_INDEX_FROM = shape
     return previous
 
 
@@ -431,7 +435,7 @@ class TableMachine(RuleBasedStateMachine):
     @initialize(cache_size=st.sampled_from([1, 1500, 64 << 20]),   # one entry, a few, all
                 export_batch=st.sampled_from(EXPORT_BATCHES),
                 shape=st.sampled_from(PACKAGE_SHAPES))
-    def open(self, cache_size: int, export_batch: int, shape: Tuple[int, int]) -> None:
+    def open(self, cache_size: int, export_batch: int, shape: Tuple[int, int, int]) -> None:
         self.export_batch = set_export_batch(export_batch)
         self.shape = set_package_shape(shape)
         self.tables = Tables(self.path, cache_size)
@@ -545,7 +549,7 @@ class ServerMachine(RuleBasedStateMachine):
         self.export_batch: Optional[int] = None
 
     @initialize(export_batch=st.sampled_from(EXPORT_BATCHES), shape=st.sampled_from(PACKAGE_SHAPES))
-    def small_export_batches(self, export_batch: int, shape: Tuple[int, int]) -> None:
+    def small_export_batches(self, export_batch: int, shape: Tuple[int, int, int]) -> None:
         self.export_batch = set_export_batch(export_batch)
         self.shape = set_package_shape(shape)
 

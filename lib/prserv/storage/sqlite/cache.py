@@ -11,9 +11,11 @@ bytes:
   checksum is known to be new without asking the database.  It stays complete
   while it grows by this connection's writes, up to ``GROWN_ROWS`` checksums;
 * a larger package keeps only its largest value, read through
-  ``connection.VALUE_INDEX`` ordered by the value's leading number (only the few
-  rows sharing the top number are read); its checksums are read one by one
-  through the primary key and kept as entries of their own.
+  ``connection.VALUE_INDEX_DDL`` ordered by the value's leading number (only the few
+  rows sharing the top number are read; the index holds only rows of numbers from
+  ``VALUE_INDEX_FROM`` up, which a package of more than ``COMPLETE_ROWS`` checksums
+  has unless its values are children of a smaller number); its checksums are read
+  one by one through the primary key and kept as entries of their own.
 
 So the cost of a request does not grow with its package, and memory does not grow
 with the database.  Rows other connections commit are detected with ``PRAGMA
@@ -32,7 +34,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 from ...log import logger
 from ...revision import RevisionKey, optional_key
 from ..engine import PackageState
-from .connection import checked_identifier, index_exists, table_exists, value_index_name
+from .connection import (checked_identifier, has_value_index, indexed_values, is_indexed, table_exists,
+                         value_index_name)
 
 Bounds = Tuple[RevisionKey, RevisionKey]
 
@@ -141,8 +144,8 @@ class PackageCache:
         callbacks).  Write transactions always check."""
         self._checked = False
         self.exists = table_exists(conn, table)
-        self.indexed = self.exists and index_exists(conn, value_index_name(self.table))
-        """Whether a large package's maximum is read through ``VALUE_INDEX`` (else by a
+        self.indexed = self.exists and has_value_index(conn, self.table)
+        """Whether a large package's maximum is read through ``VALUE_INDEX_DDL`` (else by a
         scan of the package, on a read-only file nobody indexed yet)."""
         self._data_version = self._read_data_version()
         self.watermark = self._max_rowid()
@@ -176,7 +179,7 @@ class PackageCache:
             return
         self._data_version = version
         self.exists = table_exists(self.conn, self.table)
-        self.indexed = self.exists and index_exists(self.conn, value_index_name(self.table))
+        self.indexed = self.exists and has_value_index(self.conn, self.table)
         max_rowid = self._max_rowid()
         if max_rowid < self.watermark:
             # Rows were deleted or the table re-created: start afresh.
@@ -272,11 +275,14 @@ class PackageCache:
 
     def _read_maximum(self, package: _Package, version: str, pkgarch: str) -> None:
         """A large package's largest value, from the rows sharing the largest leading
-        number (descending through ``VALUE_INDEX``): values that are not revisions
-        are skipped, so a group holding only those passes on to the next."""
+        number (descending through ``VALUE_INDEX_DDL``): values that are not revisions
+        are skipped, so a group holding only those passes on to the next.  Only if no
+        indexed row holds a revision (a package of many children of a small number,
+        or imported low values) is the rest of the package read."""
         rows = self.conn.execute(
             "SELECT CAST(value AS INTEGER), value FROM %s WHERE version = ? AND pkgarch = ? "
-            "ORDER BY CAST(value AS INTEGER) DESC" % self.table, (version, pkgarch))
+            "AND %s ORDER BY CAST(value AS INTEGER) DESC" % (self._by_value(), indexed_values()),
+            (version, pkgarch))
         group = None
         for number, value in rows:
             if package.max_key is not None and number != group:
@@ -284,6 +290,12 @@ class PackageCache:
             group = number
             package.add("", _key_of_stored(value, version, pkgarch))
         rows.close()
+        if package.max_key is not None:
+            return
+        for (value,) in self.conn.execute(
+                "SELECT value FROM %s WHERE version = ? AND pkgarch = ? AND NOT (%s)"
+                % (self.table, indexed_values()), (version, pkgarch)):
+            package.add("", _key_of_stored(value, version, pkgarch))
 
     def _checksum(self, version: str, pkgarch: str, checksum: str) -> Union[Bounds, Tuple[()]]:
         """A checksum's bounds in a large package (an entry of its own)."""
@@ -306,15 +318,26 @@ class PackageCache:
         """The largest N such that ``base.N`` is a value of a large package (only values
         with exactly one more field count), from the rows sharing base's leading number."""
         largest = None
-        rows = self.conn.execute(
-            "SELECT value FROM %s WHERE version = ? AND pkgarch = ? AND CAST(value AS INTEGER) = ?"
-            % self.table, (version, pkgarch, min(base[0], SQLITE_MAX_INTEGER)))
+        number = min(base[0], SQLITE_MAX_INTEGER)
+        if is_indexed(number):                  # the same rows, read through the index
+            sql = ("SELECT value FROM %s WHERE version = ? AND pkgarch = ? "
+                   "AND CAST(value AS INTEGER) = ? AND %s" % (self._by_value(), indexed_values()))
+        else:
+            sql = ("SELECT value FROM %s WHERE version = ? AND pkgarch = ? "
+                   "AND CAST(value AS INTEGER) = ?" % self.table)
+        rows = self.conn.execute(sql, (version, pkgarch, number))
         for (value,) in rows:
             key = optional_key(value)
             if key is not None and len(key) == len(base) + 1 and key[:-1] == base:
                 if largest is None or key[-1] > largest:
                     largest = key[-1]
         return largest
+
+    def _by_value(self) -> str:
+        """The table, read through ``VALUE_INDEX_DDL`` if it exists."""
+        if self.indexed:
+            return "%s INDEXED BY %s" % (self.table, value_index_name(self.table))
+        return self.table
 
     def _remember(self, key: tuple, entry: Any, size: int) -> None:
         self._entries[key] = entry
