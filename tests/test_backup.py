@@ -311,7 +311,7 @@ async def test_one_dump_at_a_time_and_the_slot_is_freed(tmp_path, start_server):
             while not rest or rest[-1] != "\n":
                 rest.append(await slow.readline())
             answer = json.loads("".join(line[:-1] for line in rest))
-            assert answer["dump"].count("INSERT INTO") == len(rows)
+            assert answer["dump"].count("INSERT INTO \"PRMAIN\"") == len(rows)
             assert server.dump is None                            # freed before the last bytes left
         else:
             slow.writer.transport.abort()
@@ -365,7 +365,7 @@ async def test_a_dump_failing_half_way_ends_the_session(behind_a_write, start_se
     async with await prserv.create_async_client(server.address) as client:
         out = io.StringIO()
         await client.dump_db(out)
-        assert out.getvalue().count("INSERT INTO") == (1 if behind_a_write else 0)
+        assert out.getvalue().count("INSERT INTO \"PRMAIN\"") == (1 if behind_a_write else 0)
 
 
 @pytest.mark.parametrize("mode", ["periodic:60", "on-shutdown"])
@@ -376,7 +376,7 @@ async def test_dump_of_a_buffered_server_includes_its_buffer(mode, tmp_path, sta
             assert await client.getPR("a-1.0-r0", "x86", "c%d" % i) == str(i)
         out = io.StringIO()
         await client.dump_db(out)
-        assert out.getvalue().count("INSERT INTO") == 20
+        assert out.getvalue().count("INSERT INTO \"PRMAIN\"") == 20
         assert await client.getPR("a-1.0-r0", "x86", "after") == "20"       # still serving
     assert not [name for name in os.listdir(tmp_path) if "dump" in name]    # no scratch copy left
 
@@ -451,7 +451,7 @@ async def test_dump_command(tmp_path, start_server):
     code, stdout, stderr = await run_cli("dump", "--server", server.address, out)
     assert (code, stderr) == (0, "")
     assert stdout.startswith("dumped %s to %s (sql, " % (server.address, out))
-    assert stdout.endswith("integrity_check: ok\nPRMAIN: 200 rows\n")
+    assert stdout.endswith("integrity_check: ok\nPRMAIN: 200 rows\nprserv_meta: 1 rows\n")
     expected = io.StringIO()
     table_of(server).dump_db(expected)
     with open(out) as f:

@@ -119,14 +119,14 @@ def test_an_earlier_value_index_is_replaced(dbpath):
     data = PRData(dbpath)
     assert data["PRMAIN"].find_package_max_value(V, A) == "299"
     data.disconnect()
-    indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name").fetchall()
+    indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'PRMAIN' ORDER BY name").fetchall()
     assert indexes == [("prserv_PRMAIN_high_values",), ("sqlite_autoindex_PRMAIN_1",)]
     conn.execute(old_index)                       # an older version ran on the file since
     conn.commit()
     data = PRData(dbpath)
     data["PRMAIN"]
     data.disconnect()
-    indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name").fetchall()
+    indexes = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'PRMAIN' ORDER BY name").fetchall()
     assert indexes == [("prserv_PRMAIN_high_values",), ("sqlite_autoindex_PRMAIN_1",)]
     assert conn.execute("SELECT count(*) FROM PRMAIN INDEXED BY prserv_PRMAIN_high_values "
                         "WHERE +CAST(value AS INTEGER) >= 256").fetchone() == (44,)

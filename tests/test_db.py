@@ -56,7 +56,10 @@ def test_prdata_creates_directories_wal_and_reference_table(dbpath):
         ("index", "prserv_PRMAIN_high_values",  # ours: large packages' maxima without reading them
          "CREATE INDEX prserv_PRMAIN_high_values ON PRMAIN (version, pkgarch, CAST(value AS INTEGER)) "
          "WHERE +CAST(value AS INTEGER) >= 256"),
-        ("index", "sqlite_autoindex_PRMAIN_1", None)]
+        ("table", "prserv_meta",                # ours: the history's identity (change feed)
+         "CREATE TABLE prserv_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"),
+        ("index", "sqlite_autoindex_PRMAIN_1", None),
+        ("index", "sqlite_autoindex_prserv_meta_1", None)]
     conn.close()
     data.disconnect()
 

@@ -54,7 +54,20 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     ("storage/sqlite/engine.py", "SQLiteEngine.has_row"): {"self.table"},
     ("storage/sqlite/engine.py", "SQLiteEngine.column_info"): {"self.table"},  # PRAGMA table_info
     ("storage/sqlite/engine.py", "SQLiteEngine.insert"): {"self.table"},
-    ("storage/sqlite/engine.py", "SQLiteEngine.changes"): {"self.table"},
+    # The change feed (storage/sqlite/feed.py): ``table`` is SQLiteEngine.table (checked);
+    # ``self.table`` and ``self.positions`` / ``positions_table(table)`` /
+    # ``positions`` ("prserv_%s_positions" % checked_identifier(table)) are checked again.
+    ("storage/sqlite/feed.py", "first_row_identity"): {"table"},
+    ("storage/sqlite/feed.py", "open_origin"): {"positions_table(table)"},
+    ("storage/sqlite/feed.py", "open_mirror"): {"table", "positions_table(table)"},
+    ("storage/sqlite/feed.py", "FeedReader.local_row"): {"self.positions"},
+    ("storage/sqlite/feed.py", "FeedReader.changes"): {"self.table", "self.positions"},
+    ("storage/sqlite/feed.py", "FeedReader.at"): {"self.table"},
+    ("storage/sqlite/feed.py", "FeedReader.between"): {"self.table", "self.positions"},
+    ("storage/sqlite/feed.py", "FeedReader.count_after"): {"self.table"},
+    ("storage/sqlite/feed.py", "FeedReader.bound_after"): {"self.positions"},
+    ("storage/sqlite/feed.py", "apply"): {"table", "positions"},
+    ("storage/sqlite/feed.py", "reset"): {"table", "positions_table(table)"},
     # CREATE TABLE IF NOT EXISTS <name>: the name passes checked_identifier right there.
     ("storage/sqlite/connection.py", "create_table"): {"checked_identifier(table)"},
     # DROP INDEX / CREATE INDEX prserv_<name>_high_values ON <name> WHERE <term>:

@@ -51,7 +51,7 @@ def test_every_method_finishes_without_suspending(dbpath):
         assert finish_now(engine.has_row(V, A, "1")) is False
         assert [c["name"] for c in finish_now(engine.column_info())] == ["version", "pkgarch", "checksum", "value"]
         assert finish_now(first_batch(engine, True)) == [(V, A, "c", "0")]
-        assert finish_now(engine.changes(None, 10)) == ([(V, A, "c", "0")], "1")
+        assert finish_now(engine.changes(None, 10)).rows == [("1", V, A, "c", "0")]
         finish_now(engine.flush())
     finally:
         finish_now(engine.close())
@@ -71,18 +71,23 @@ async def test_a_lookup_in_a_server_engine_needs_no_task(dbpath):
 async def test_the_feed_gives_committed_rows_only_in_commit_order(dbpath):
     engine = open_engine(dbpath)                                # group commit: immediate mode
     try:
-        assert await engine.changes(None, 10) == ([], "0")
+        assert (await engine.changes(None, 10)).rows == []
         await store(engine, "c1", (0,))
         await store(engine, "c2", (1,))
         gate = engine.answer_gate()
         assert gate is not None and not gate.done()            # the turn's commit is pending
-        assert await engine.changes(None, 10) == ([], "0")      # not committed: not in the feed
+        assert (await engine.changes(None, 10)).rows == []      # not committed: not in the feed
         await asyncio.sleep(0)                                  # the loop's next turn commits
         assert gate.done() and gate.exception() is None
-        rows, position = await engine.changes(None, 1)
-        assert rows == [(V, A, "c1", "0")] and isinstance(position, str)
-        assert await engine.changes(position, 10) == ([(V, A, "c2", "1")], "2")
-        assert await engine.changes("2", 10) == ([], "2")       # nothing new: same position
+        page = await engine.changes(None, 1, count=True)
+        assert page.rows == [("1", V, A, "c1", "0")] and page.pending == 1 and page.origin
+        identity = page.identity
+        assert identity.startswith("db-")                       # named at the first open
+        page = await engine.changes("1", 10)
+        assert page == (identity, True, True, True, (V, A, "c1", "0"), [("2", V, A, "c2", "1")], None)
+        page = await engine.changes("2", 10)                    # nothing new
+        assert page == (identity, True, True, True, (V, A, "c2", "1"), [], None)
+        assert (await engine.changes("3", 10)).reached is False  # a position not reached yet
         for bad in ("x", "-1", "1.5", 7):
             with pytest.raises(InvalidRequestError, match="not a position of this database"):
                 await engine.changes(bad, 10)
@@ -113,7 +118,7 @@ async def test_waiting_for_changes_sees_another_processes_commit(dbpath):
         await asyncio.sleep(0)
         other.execute("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)", (V, A, "elsewhere", "0"))
         assert await waiting is True
-        assert await engine.changes("0", 10) == ([(V, A, "elsewhere", "0")], "1")
+        assert (await engine.changes("0", 10)).rows == [("1", V, A, "elsewhere", "0")]
     finally:
         other.close()
         await engine.close()

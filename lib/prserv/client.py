@@ -63,6 +63,19 @@ class PRAsyncClient(AsyncClient):
     async def is_readonly(self) -> Optional[bool]:
         return await self._field(messages.is_readonly(), messages.READONLY)
 
+    async def mirror_pull(self, since: Optional[str], limit: int, wait: float,
+                          count: bool = False) -> Any:
+        """The source's change feed after ``since`` (the whole answer, unchecked: a
+        mirror validates it)."""
+        return await self.invoke(messages.mirror_pull(since, limit, wait, count))
+
+    async def mirror_audit(self, after: Optional[str], until: str, rows: bool = False) -> Any:
+        return await self.invoke(messages.mirror_audit(after, until, rows))
+
+    async def mirror_status(self) -> Any:
+        """A mirror's state (``{"mirror": {...}}``), as ``prserv mirror-status`` shows it."""
+        return messages.answer_field(await self.invoke(messages.mirror_status()), "mirror")
+
     async def dump_db(self, fd: IO[str]) -> int:
         """The server's SQL dump (``dump-db``) written to the text file ``fd`` as it
         arrives; returns the characters written (like ``PRTable.dump_db(fd)``).
@@ -113,7 +126,8 @@ class PRClient(Client):
         self._timeout = timeout
         super().__init__()
         self._add_methods("getPR", "test_pr", "test_package", "max_package_pr", "importone",
-                          "export", "is_readonly", "dump_db")
+                          "export", "is_readonly", "dump_db", "mirror_pull", "mirror_audit",
+                          "mirror_status")
 
     def _get_async_client(self) -> PRAsyncClient:
         return PRAsyncClient(self._timeout)

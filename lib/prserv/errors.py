@@ -10,6 +10,10 @@ knows nothing of PR values; everything else is defined here)::
     │   ├── ReadOnlyError               a write on a read-only database
     │   ├── DatabaseError               the database cannot be opened or used
     │   ├── UpstreamError               the upstream server failed or answered nonsense
+    │   ├── MirrorError                 a mirror cannot follow its source
+    │   │   ├── SourceError             the source answered nonsense (retried)
+    │   │   ├── DivergedError           the source no longer holds the mirror's history
+    │   │   └── CatchingUp              a mirror before its first complete copy
     │   ├── ConfigError                 a setting's value is wrong (names its source)
     │   │   ├── DaemonError             a daemon cannot be started or stopped
     │   │   └── PRServiceConfigError    bitbake's name, raised to its cooker
@@ -58,6 +62,24 @@ class DatabaseError(PRServiceError):
 
 class UpstreamError(PRServiceError):
     """The upstream PR server could not answer, or answered nonsense."""
+
+
+class MirrorError(PRServiceError):
+    """A mirror cannot follow its source."""
+
+
+class SourceError(MirrorError):
+    """A mirror's source answered something that is not a valid feed answer: nothing
+    of it is applied, and the mirror reconnects."""
+
+
+class DivergedError(MirrorError):
+    """The source does not hold the history the mirror copied (another database, an
+    older copy, renumbered rows): the mirror stops applying and keeps serving."""
+
+
+class CatchingUp(MirrorError):
+    """A mirror is asked for a value before its first complete copy."""
 
 
 class ConfigError(PRServiceError):

@@ -16,6 +16,9 @@ IMPORT_ONE = "import-one"
 EXPORT = "export"
 IS_READONLY = "is-readonly"
 DUMP_DB = "dump-db"
+MIRROR_PULL = "mirror-pull"
+MIRROR_AUDIT = "mirror-audit"
+MIRROR_STATUS = "mirror-status"
 
 VALUE = "value"
 """The answer field of get-pr, test-pr, test-package, max-package-pr and import-one."""
@@ -65,6 +68,18 @@ def is_readonly() -> Message:
 
 def dump_db() -> Message:
     return {DUMP_DB: {}}
+
+
+def mirror_pull(since: Optional[str], limit: int, wait: float, count: bool = False) -> Message:
+    return {MIRROR_PULL: {"since": since, "limit": limit, "wait": wait, "count": count}}
+
+
+def mirror_audit(after: Optional[str], until: str, rows: bool = False) -> Message:
+    return {MIRROR_AUDIT: {"after": after, "until": until, "rows": rows}}
+
+
+def mirror_status() -> Message:
+    return {MIRROR_STATUS: {}}
 
 
 def value_answer(value: Any) -> Message:

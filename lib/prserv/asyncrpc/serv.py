@@ -91,6 +91,9 @@ class AsyncServerConnection:
         self.end_reason = "closed by the client"
         self.evicted = False
         self._closer: Optional[asyncio.Task] = None
+        self.last_busy = 0.0
+        """``time.monotonic()`` when a handler that waits long (a long-poll) last
+        finished waiting: idleness counts from then too."""
 
     async def handle_headers(self, headers: Dict[str, str]) -> Dict[str, str]:
         """Headers to answer ``needs-headers: true`` with (none by default)."""
@@ -558,8 +561,9 @@ class AsyncServer:
                     if limits.handshake_timeout and now - session.opened_at > limits.handshake_timeout:
                         session.abort("no connection setup within %g s (handshake_timeout)"
                                       % limits.handshake_timeout)
-                elif limits.idle_timeout and session.idle \
-                        and now - session.connection.last_activity > limits.idle_timeout:
+                elif limits.idle_timeout and session.idle and not session.connection.busy \
+                        and now - max(session.connection.last_activity, session.last_busy) \
+                        > limits.idle_timeout:
                     session.abort("idle for more than %g s (idle_timeout)" % limits.idle_timeout)
 
     async def _finish_sessions(self) -> None:
@@ -587,6 +591,10 @@ class AsyncServer:
 
     async def close_resources(self) -> None:
         """Called after the listener and every session have stopped."""
+
+    def begin_stopping(self) -> None:
+        """Called as shutdown begins, before requests in flight are waited for (end
+        long waits here)."""
 
     async def start_serving(self) -> str:
         """Open resources and start listening; returns the bound address."""
@@ -619,6 +627,7 @@ class AsyncServer:
         if not self._serving:
             return
         self._serving = False
+        self.begin_stopping()
         for listener in self.listeners:
             listener.close()
         if self._watchdog is not None:

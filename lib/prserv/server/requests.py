@@ -98,3 +98,22 @@ def import_value_text(value: object) -> str:
     shown = repr(value) if len(repr(value)) < 80 else repr(value)[:80] + "..."
     raise InvalidRevisionError("import value is not a revision (dotted decimal integers, "
                                "no leading zeros, at most %d characters): %s" % (MAX_REVISION_LENGTH, shown))
+
+
+def position(args: Dict[str, Any], name: str, optional: bool = True) -> Optional[str]:
+    """A change-feed position: a non-empty string (null for the beginning, if allowed)."""
+    value = args.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise InvalidRequestError("field %r must be a position (a string%s), not %s"
+                                  % (name, " or null" if optional else "", describe_json_type(value)))
+    return storable(value, name)
+
+
+def bounded_number(args: Dict[str, Any], name: str, lowest: float, highest: float, default: float) -> float:
+    """A JSON number field within [lowest, highest] (``default`` when absent)."""
+    value = args.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lowest <= value <= highest:
+        raise InvalidRequestError("field %r must be a number from %g to %g" % (name, lowest, highest))
+    return value

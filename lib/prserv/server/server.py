@@ -6,17 +6,19 @@ dump that may be in progress; each connection gets a ``PRServerClient``.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from typing import Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from ..asyncrpc import AsyncServer
 from ..asyncrpc.connection import Connection
 from ..asyncrpc.limits import Limits
-from ..errors import BackupError
+from ..errors import BackupError, ConfigError
 from ..log import logger
 from ..storage import open_engine
 from ..storage.engine import Engine
 from ..storage.syncmode import IMMEDIATE, SyncMode, parse_sync_mode
+from . import mirror as mirror_module
 from .allocator import Allocator
 from .dump import DumpStream
 from .session import PRServerClient
@@ -30,11 +32,25 @@ class PRServer(AsyncServer):
     def __init__(self, dbfile: str, read_only: bool = False, upstream: Optional[str] = None,
                  upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
                  sync_mode: Union[str, SyncMode] = IMMEDIATE, limits: Optional[Limits] = None,
-                 cache_size: Optional[int] = None) -> None:
+                 cache_size: Optional[int] = None, mirror: Optional[str] = None,
+                 mirror_timeout: float = mirror_module.DEFAULT_TIMEOUT,
+                 mirror_audit_interval: float = mirror_module.DEFAULT_AUDIT_INTERVAL) -> None:
         """``cache_size``: bytes of package and checksum facts kept in memory (the
-        engine's default when None)."""
+        engine's default when None).  ``mirror``: the address of a server to follow
+        (``server.mirror``); the server is then read-only and has no upstream."""
         super().__init__(logger, limits)
+        if mirror and upstream:
+            raise ConfigError("a mirror has no upstream: it copies %s's values" % mirror)
         self.dbfile = os.path.abspath(dbfile)
+        self.mirror = mirror or None
+        self.mirror_timeout = mirror_timeout
+        self.mirror_audit_interval = mirror_audit_interval
+        self.follower: Optional[mirror_module.Follower] = None
+        self._follow_task: Optional["asyncio.Task[None]"] = None
+        self.catching_up: Optional[Callable[[], str]] = None
+        """While a mirror's first copy is incomplete: why requests are refused."""
+        self._stopping: Optional[asyncio.Event] = None
+        read_only = read_only or bool(self.mirror)
         self.read_only = read_only
         self.upstream = upstream or None
         self.upstream_timeout = upstream_timeout
@@ -68,23 +84,67 @@ class PRServer(AsyncServer):
         if self.dump is not None and (session is None or session is self._dump_session):
             self.dump.close()
 
+    # -- the change feed
+    async def wait_for_changes(self, since: Optional[str], timeout: float) -> bool:
+        """``engine.wait_for_changes``, ended at once (False) when the server stops."""
+        if self._stopping is None or self._stopping.is_set():
+            return False
+        changed = asyncio.ensure_future(self.engine.wait_for_changes(since, timeout))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((changed, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not changed.done():
+                changed.cancel()
+        return changed.done() and not changed.cancelled() and changed.result()
+
+    def mirror_status(self) -> Optional[Dict[str, Any]]:
+        """The mirror's state (None: this server is not a mirror)."""
+        return None if self.follower is None else self.follower.status()
+
+    def _first_copy_complete(self) -> None:
+        self.catching_up = None
+        self.logger.info("mirror: first copy of %s complete; answering requests", self.mirror)
+
     # -- lifecycle
     async def open_resources(self) -> None:
-        self.engine = open_engine(self.dbfile, read_only=self.read_only, sync_mode=self.sync_mode,
-                                  cache_size=self.cache_size)
+        self._stopping = asyncio.Event()
+        self.engine = open_engine(self.dbfile, read_only=self.read_only and not self.mirror,
+                                  sync_mode=self.sync_mode, cache_size=self.cache_size,
+                                  mirror=bool(self.mirror))
         upstream = Upstream(self.upstream, self.upstream_timeout) if self.upstream else None
         self.allocator = Allocator(self.engine, upstream)
+        if self.mirror:
+            self._start_following()
+
+    def _start_following(self) -> None:
+        self.follower = mirror_module.Follower(self.mirror, self.engine, self.logger,  # type: ignore[arg-type]
+                                               self.mirror_timeout, self.mirror_audit_interval)
+        if not self.follower.complete:
+            self.catching_up = self.follower.catching_up
+        self._follow_task = asyncio.get_running_loop().create_task(
+            self.follower.run(on_complete=self._first_copy_complete))
+
+    def begin_stopping(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
 
     async def start_serving(self) -> str:
         address = await super().start_serving()
         self.logger.info("Started PRServer with DBfile: %s, Address: %s, PID: %s%s%s",
                          self.dbfile, ", ".join(self.addresses), os.getpid(),
                          " (read-only)" if self.read_only else ", sync mode %s" % self.sync_mode,
-                         ", upstream: %s" % self.upstream if self.upstream else "")
+                         ", upstream: %s" % self.upstream if self.upstream else
+                         ", mirror of: %s" % self.mirror if self.mirror else "")
         return address
 
     async def close_resources(self) -> None:
         self.end_dump()
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+            await asyncio.gather(self._follow_task, return_exceptions=True)
+            self._follow_task = None
         if self.allocator is not None:
             await self.allocator.close()
             self.allocator = None

@@ -9,21 +9,30 @@ its own property (``read_only``), not only the server's.
 from __future__ import annotations
 
 import logging
-from typing import Any, AsyncIterator, Dict, List, Optional, Protocol
+import time
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Protocol
 
 from .. import messages
 from ..asyncrpc import AsyncServerConnection, InvokeError, ServerError
 from ..asyncrpc.connection import Connection
 from ..asyncrpc.protocol import JSONStream, dumps
-from ..errors import DatabaseError, InvalidRequestError, InvalidRevisionError, PRServiceError
+from ..errors import CatchingUp, DatabaseError, InvalidRequestError, InvalidRevisionError, PRServiceError
 from ..revision import key_to_revision
-from ..storage.engine import Engine, Row
+from ..storage.engine import Engine, Row, feed_digest
 from ..version import __version__
 from . import requests
 from .allocator import Allocator
 from .dump import DumpStream
 
 PROTO_NAME = "PRSERVICE"
+MAX_PULL_ROWS = 10000
+"""Rows one mirror-pull answers at most."""
+MAX_PULL_WAIT = 120.0
+"""Seconds a mirror-pull may wait for a commit."""
+_ANSWERED_WHILE_CATCHING_UP = frozenset((messages.PING, messages.IS_READONLY, messages.MIRROR_STATUS,
+                                         messages.MIRROR_PULL, messages.MIRROR_AUDIT))
+"""A mirror's feed is answered before its first copy is complete: it says so
+(``complete``), and a mirror of it waits for that before answering builds."""
 
 
 async def export_pieces(metainfo: Dict[str, Any], batches: AsyncIterator[List[Row]]) -> AsyncIterator[str]:
@@ -49,6 +58,13 @@ class SessionOwner(Protocol):
 
     def end_dump(self, session: "PRServerClient") -> None: ...
 
+    catching_up: Optional[Callable[[], str]]
+    """Set while a mirror has not completed its first copy: why requests are refused."""
+
+    async def wait_for_changes(self, since: Optional[str], timeout: float) -> bool: ...
+
+    def mirror_status(self) -> Optional[Dict[str, Any]]: ...
+
 
 class PRServerClient(AsyncServerConnection):
     """One client session of the PR server."""
@@ -70,6 +86,9 @@ class PRServerClient(AsyncServerConnection):
             messages.EXPORT: self.handle_export,
             messages.IS_READONLY: self.handle_is_readonly,
             messages.DUMP_DB: self.handle_dump_db,
+            messages.MIRROR_PULL: self.handle_mirror_pull,
+            messages.MIRROR_AUDIT: self.handle_mirror_audit,
+            messages.MIRROR_STATUS: self.handle_mirror_status,
         })
 
     def answer_gate(self) -> Any:
@@ -79,6 +98,9 @@ class PRServerClient(AsyncServerConnection):
 
     async def dispatch_message(self, message: Any) -> Any:
         try:
+            if self.server.catching_up is not None and isinstance(message, dict) \
+                    and self._command_of(message) not in _ANSWERED_WHILE_CATCHING_UP:
+                raise CatchingUp(self.server.catching_up())
             return await super().dispatch_message(message)
         except (InvalidRequestError, InvalidRevisionError) as exc:
             raise InvokeError("%s: %s" % (self._command_of(message), exc)) from exc
@@ -152,6 +174,43 @@ class PRServerClient(AsyncServerConnection):
         """``{"dump": "<SQL text>"}`` of a consistent snapshot, sent as it is read."""
         requests.arguments(request)
         return JSONStream.of(self.server.start_dump(self).pieces())
+
+    async def handle_mirror_pull(self, request: Any) -> Dict[str, Any]:
+        """The change feed after ``since`` (``docs/protocol.md`` §5.4); waits up to
+        ``wait`` seconds for a commit when nothing is new (ended at once by a
+        shutdown)."""
+        args = requests.arguments(request)
+        since = requests.position(args, "since")
+        limit = int(requests.bounded_number(args, "limit", 1, MAX_PULL_ROWS, MAX_PULL_ROWS))
+        wait = requests.bounded_number(args, "wait", 0, MAX_PULL_WAIT, 0)
+        count = requests.flag(args, "count", False)
+        page = await self.engine.changes(since, limit, count)
+        if not page.rows and wait > 0:
+            changed = await self.server.wait_for_changes(since, wait)
+            self.last_busy = time.monotonic()           # waiting was not idleness
+            if changed:
+                page = await self.engine.changes(since, limit, count)
+        return {"identity": page.identity, "origin": page.origin, "complete": page.complete,
+                "reached": page.reached,
+                "at": None if page.at is None else list(page.at), "rows": page.rows,
+                "pending": page.pending}
+
+    async def handle_mirror_audit(self, request: Any) -> Dict[str, Any]:
+        """Count and digest of the feed's rows after ``after`` up to ``until`` (and the
+        rows themselves, if asked for): a mirror's audit compares them with its own."""
+        args = requests.arguments(request)
+        rows = await self.engine.rows_between(requests.position(args, "after"),
+                                              requests.position(args, "until", optional=False))
+        if rows is None:
+            return {"count": None, "digest": None}
+        count, digest = feed_digest(rows)
+        answer: Dict[str, Any] = {"count": count, "digest": digest}
+        if requests.flag(args, "rows", False):
+            answer["rows"] = rows
+        return answer
+
+    async def handle_mirror_status(self, request: Any) -> Dict[str, Any]:
+        return {"mirror": self.server.mirror_status()}
 
     async def close(self) -> None:
         self.server.end_dump(self)          # a dump still being sent to this client stops

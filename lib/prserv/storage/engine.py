@@ -22,9 +22,11 @@ these promises, which the rest of the package relies on:
   ``prserv.policy`` and are applied by ``prserv.server.allocator``; an engine only
   reports state and stores what it is told.
 * **A change feed.**  ``changes()`` gives committed rows after an opaque position
-  token, in a stable order, with the position after them; ``wait_for_changes()``
-  returns once something was committed past a position.  Only the engine knows what
-  a position is (a rowid for SQLite): callers store and return it unread.
+  token, in a stable order, each with its position, and names the history they
+  belong to (an identity); ``wait_for_changes()`` returns once something was
+  committed past a position.  Only the engine knows what a position is (a rowid
+  for SQLite): callers store and return it unread.  A database that is a mirror of
+  another serves its origin's identity and positions.
 * **Read-only** is a property of the *session* (the server decides per request
   whether a value may be stored); an engine opened read-only refuses every write
   with ``ReadOnlyError``.
@@ -36,8 +38,8 @@ from __future__ import annotations
 
 import abc
 import types
-from typing import (Any, AsyncContextManager, AsyncIterator, Dict, Iterator, List, Mapping, Optional,
-                    Tuple)
+from typing import (Any, AsyncContextManager, AsyncIterator, Dict, Iterator, List, Mapping, NamedTuple,
+                    Optional, Sequence, Tuple)
 
 from ..revision import RevisionKey
 
@@ -48,6 +50,35 @@ Position = str
 Row = Tuple[str, str, str, Optional[str]]
 """One row: (version, pkgarch, checksum, value).  A plain tuple, as the database
 returns it: an export of millions of rows builds nothing more per row."""
+
+PositionedRow = Tuple[Position, str, str, str, Optional[str]]
+"""One row of the change feed: (position, version, pkgarch, checksum, value)."""
+
+
+class FeedPage(NamedTuple):
+    """One answer of the change feed (``Engine.changes``)."""
+    identity: Optional[str]
+    """The history the rows belong to (None: an empty database nobody named yet)."""
+    origin: bool
+    """This database is the history's origin (False: a mirror of it, which may be behind)."""
+    complete: bool
+    """The database holds its whole history (False: a mirror before its first copy)."""
+    reached: bool
+    """The feed has reached the position asked after (always for the beginning)."""
+    at: Optional[Row]
+    """The row at that position, if it still exists."""
+    rows: List[PositionedRow]
+    pending: Optional[int]
+    """Rows after these, when counted."""
+
+
+class MirrorState(NamedTuple):
+    """Where a mirror's copy stands."""
+    identity: Optional[str]
+    position: Optional[Position]
+    complete: bool
+    at: Optional[Row]
+    """The row at ``position``."""
 
 
 _NO_CHILDREN: Mapping[RevisionKey, int] = types.MappingProxyType({})
@@ -112,6 +143,30 @@ class DumpSource(abc.ABC):
         """Release the snapshot (also half-way through ``lines``)."""
 
 
+class MirrorTarget(abc.ABC):
+    """A database a mirror writes: rows copied from a source's feed, stored together
+    with the position after them."""
+
+    @abc.abstractmethod
+    def mirror_state(self) -> MirrorState:
+        """The history followed and the position reached, as committed."""
+
+    @abc.abstractmethod
+    def audit_bound(self, after: Optional[Position], rows: int) -> Optional[Position]:
+        """The position ``rows`` rows after ``after`` (or the last one held), None if
+        nothing follows ``after``."""
+
+    @abc.abstractmethod
+    def reset_mirror(self) -> int:
+        """Forget the copy (the next follow starts afresh); returns the rows removed."""
+
+    @abc.abstractmethod
+    async def apply_changes(self, identity: str, rows: Sequence[PositionedRow], complete: bool) -> None:
+        """Store ``rows`` (validated by the caller) and the last one's position in one
+        transaction; ``complete``: the copy has reached the source's end.
+        ``DivergedError`` / ``SourceError`` (nothing stored) if they cannot follow."""
+
+
 class Engine(abc.ABC):
     """One table of PR values in one database."""
 
@@ -149,14 +204,20 @@ class Engine(abc.ABC):
         """The table's columns (name, type, notnull, dflt_value, pk), for exports."""
 
     @abc.abstractmethod
-    async def changes(self, since: Optional[Position], limit: int) -> Tuple[List[Row], Position]:
+    async def changes(self, since: Optional[Position], limit: int, count: bool = False) -> FeedPage:
         """Up to ``limit`` committed rows after ``since`` (None: the beginning), in a
-        stable order, and the position after the last one returned."""
+        stable order, each with its position; ``count``: also count the rest.
+        ``InvalidRequestError`` for a position this engine cannot have made."""
 
     @abc.abstractmethod
-    async def wait_for_changes(self, position: Position, timeout: float) -> bool:
-        """Return True once rows are committed past ``position``; False after
-        ``timeout`` seconds without any."""
+    async def wait_for_changes(self, position: Optional[Position], timeout: float) -> bool:
+        """Return True once rows are committed past ``position`` (or, where it is not
+        held yet, past what is committed now); False after ``timeout`` seconds."""
+
+    @abc.abstractmethod
+    async def rows_between(self, after: Optional[Position], until: Position) -> Optional[List[PositionedRow]]:
+        """The feed's rows after ``after`` up to ``until`` (an audit compares them),
+        None if the feed has not reached either."""
 
     @abc.abstractmethod
     def answer_gate(self) -> Any:
@@ -174,3 +235,16 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Flush and release the database."""
+
+
+def feed_digest(rows: Iterator[PositionedRow]) -> Tuple[int, str]:
+    """(count, digest) of feed rows, the same whatever their order: the sum of each
+    row's SHA-256 (position included) modulo 2**128, as 32 hex digits."""
+    import hashlib
+
+    count, total = 0, 0
+    for row in rows:
+        text = "\0".join("" if part is None else str(part) for part in row)
+        total += int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16], "big")
+        count += 1
+    return count, "%032x" % (total % (1 << 128))

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from ...errors import DatabaseError, InvalidRequestError
 from ...log import logger
 from ...revision import RevisionKey, key_to_revision, optional_key
-from ..engine import DumpSource, Engine, PackageState, Position, Row, WriteScope
-from . import backup
+from ..engine import (DumpSource, Engine, FeedPage, MirrorState, MirrorTarget, PackageState, Position,
+                      PositionedRow, Row, WriteScope)
+from . import backup, feed
 from .cache import PackageCache
 from .connection import PRMAIN, checked_identifier, create_table, create_value_index
 from .database import SQLiteDatabase
@@ -32,19 +33,23 @@ def _database_error(exc: sqlite3.Error) -> DatabaseError:
     return DatabaseError(str(exc))
 
 
-class SQLiteEngine(Engine):
+class SQLiteEngine(Engine, MirrorTarget):
     """bitbake's PR table (``PRMAIN``, or another name) in an open SQLite file."""
 
-    def __init__(self, database: SQLiteDatabase, table: str = PRMAIN) -> None:
+    def __init__(self, database: SQLiteDatabase, table: str = PRMAIN, mirror: bool = False) -> None:
+        """``mirror``: the file is written only by a mirror (``feed`` explains what
+        that changes); else a read-write open makes it an origin."""
         self.db = database
         self.conn = database.connection
         self.table = checked_identifier(table)
         self.table_name = self.table
         self.read_only = database.read_only
+        self.feed = feed.FeedReader(self.conn, self.table)
         try:
             if not self.read_only:
                 create_table(self.conn, self.table)
                 create_value_index(self.conn, self.table)
+                self._open_feed(mirror)
             self.cache = PackageCache(self.conn, self.table, database.cache_size)
             if self.cache.exists and not self.cache.indexed:
                 logger.warning("%s of %s is not indexed by value (a read-only server does not "
@@ -55,6 +60,18 @@ class SQLiteEngine(Engine):
         database.transactions.caches.append(self.cache)
         self._change_waiters: List["asyncio.Future[None]"] = []
         database.transactions.after_commit.append(self._wake_change_waiters)
+
+    def _open_feed(self, mirror: bool) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            if mirror:
+                feed.open_mirror(self.conn, self.table, self.db.filename)
+            else:
+                feed.open_origin(self.conn, self.table)
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     # ------------------------------------------------------------------ reading
     async def package(self, version: str, pkgarch: str, checksum: Optional[str] = None,
@@ -187,13 +204,6 @@ class SQLiteEngine(Engine):
         yield from rows
 
     # ------------------------------------------------------------------ change feed
-    def _rowid_of(self, position: Optional[Position]) -> int:
-        if position is None:
-            return 0
-        if isinstance(position, str) and position.isdigit() and position.isascii():
-            return int(position)
-        raise InvalidRequestError("not a position of this database: %r" % (position,))
-
     def _committed_rowid(self) -> int:
         """The largest rowid committed, this process's and every other's (inside this
         connection's write transaction nobody else can commit)."""
@@ -201,24 +211,40 @@ class SQLiteEngine(Engine):
             self.cache.sync_now()
         return self.cache.committed_watermark
 
-    async def changes(self, since: Optional[Position], limit: int) -> Tuple[List[Row], Position]:
-        after = self._rowid_of(since)
+    async def changes(self, since: Optional[Position], limit: int, count: bool = False) -> FeedPage:
         try:
             bound = self._committed_rowid()
             if not self.cache.exists:
-                return [], str(after)
-            found = self.conn.execute(
-                "SELECT rowid, version, pkgarch, checksum, value FROM %s "
-                "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?" % self.table,
-                (after, bound, max(0, limit))).fetchall()
+                return FeedPage(None, True, True, since is None, None, [], 0 if count else None)
+            state = feed.read_state(self.conn, self.table)
+            reached, at = (True, None) if since is None else self.feed.at(since, bound, state)
+            rows = self.feed.changes(since, limit, bound, state) if reached else []
+            pending = None
+            if count and reached:
+                pending = self.feed.count_after(rows[-1][0] if rows else since, bound, state)
+            mirror = self.feed.is_mirror(state)
+            return FeedPage(feed.identity_of(self.conn, self.table, state), not mirror,
+                            state.complete or not mirror, reached, at, rows or [], pending)
         except sqlite3.Error as exc:
             raise _database_error(exc) from exc
-        if not found:
-            return [], str(after)
-        return [row[1:] for row in found], str(found[-1][0])
 
-    async def wait_for_changes(self, position: Position, timeout: float) -> bool:
-        after = self._rowid_of(position)
+    async def rows_between(self, after: Optional[Position], until: Position) -> Optional[List[PositionedRow]]:
+        try:
+            bound = self._committed_rowid()
+            if not self.cache.exists:
+                return None
+            rows = self.feed.between(after, until, bound, feed.read_state(self.conn, self.table))
+            return None if rows is None else list(rows)
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+
+    async def wait_for_changes(self, position: Optional[Position], timeout: float) -> bool:
+        try:
+            after = self.feed.local_row(position, feed.read_state(self.conn, self.table))
+            if after is None:
+                after = self._committed_rowid()
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -239,6 +265,46 @@ class SQLiteEngine(Engine):
                 timer.cancel()
                 if waiter in self._change_waiters:
                     self._change_waiters.remove(waiter)
+
+    # ------------------------------------------------------------------ being a mirror
+    def mirror_state(self) -> MirrorState:
+        try:
+            state = feed.read_state(self.conn, self.table)
+            if state.role != feed.MIRROR:
+                return MirrorState(None, None, False, None)
+            at = None
+            if state.position is not None and self.cache.exists:
+                at = self.feed.at(state.position, self._committed_rowid(), state)[1]
+            return MirrorState(state.identity, state.position, state.complete, at)
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+
+    async def apply_changes(self, identity: str, rows: Sequence[PositionedRow], complete: bool) -> None:
+        try:
+            with self.db.transactions.scope():
+                rowids = feed.apply(self.conn, self.table, identity, rows, complete)
+                for rowid, (_, version, pkgarch, checksum, value) in zip(rowids, rows):
+                    key = optional_key(value)
+                    if key is not None:
+                        self.cache.stored(version, pkgarch, checksum, key, rowid)
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+
+    def audit_bound(self, after: Optional[Position], rows: int) -> Optional[Position]:
+        try:
+            return self.feed.bound_after(after, rows, feed.read_state(self.conn, self.table))
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+
+    def reset_mirror(self) -> int:
+        try:
+            with self.db.transactions.scope():
+                removed = feed.reset(self.conn, self.table)
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+        self.cache.clear()
+        self.cache.watermark = 0
+        return removed
 
     def _wake_change_waiters(self) -> None:
         waiters, self._change_waiters = self._change_waiters, []

@@ -1,0 +1,349 @@
+"""Following another PR server's change feed: the mirror's side.
+
+A mirror pulls what its source committed after the position it holds
+(``mirror-pull``, a long-poll: the source answers as soon as something is
+committed), checks the answer, and stores the rows together with the position
+after them in one transaction (``storage.engine.MirrorTarget``).  So a mirror
+killed at any moment restarts where its file says, and no row is skipped or
+stored twice.
+
+On every pull it checks that the source still holds the history it copied: the
+same identity, and the same row at the mirror's position.  If not (another
+database, an older copy, renumbered rows) it stops applying, keeps serving what it
+holds, logs once at ERROR and reports ``diverged``.  A periodic audit compares the
+count and digest of ranges of rows with the source's.
+
+A source that cannot be reached is retried with a back-off capped at
+``MAX_BACKOFF``; an answer that is not a valid feed page (wrong types, a value that
+is not a revision, more rows than asked for, a position held already) is a
+``SourceError``: nothing of it is stored, the connection is dropped and retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from ..asyncrpc import AsyncRPCError, InvokeError
+from ..asyncrpc.deadline import within
+from ..client import PRAsyncClient
+from ..errors import DivergedError, MirrorError, SourceError
+from ..revision import is_revision
+from ..storage.engine import MirrorTarget, PositionedRow, Row, feed_digest
+
+CATCHING_UP, FOLLOWING, DISCONNECTED, DIVERGED = "catching-up", "following", "disconnected", "diverged"
+PULL_ROWS = 5000
+"""Rows asked for per pull."""
+MIN_PULL_INTERVAL = 0.05
+"""After a pull that emptied the feed, the next one leaves no sooner than this: a
+source taking values all the time answers a few mirrors' pulls at a bounded rate."""
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 30.0
+DEFAULT_TIMEOUT = 60.0
+"""Seconds a source has to answer (a long-poll waits for half of it)."""
+DEFAULT_AUDIT_INTERVAL = 3600.0
+AUDIT_ROWS = 2000
+"""Rows compared per audit request."""
+COUNT_INTERVAL = 2.0
+"""While catching up, how often the source is asked how many rows remain."""
+MAX_POSITION_LENGTH = 200
+MAX_IDENTITY_LENGTH = 200
+
+Transport = (OSError, ConnectionError, AsyncRPCError, asyncio.TimeoutError)
+
+
+class FeedAnswer:
+    """A ``mirror-pull`` answer, checked (``SourceError`` if it is not valid)."""
+
+    __slots__ = ("identity", "origin", "complete", "reached", "at", "rows", "pending")
+
+    def __init__(self, answer: Any, limit: int) -> None:
+        if not isinstance(answer, dict):
+            raise SourceError("the answer is not a JSON object: %.100r" % (answer,))
+        self.identity = answer.get("identity")
+        self.origin, self.complete, self.reached = (answer.get(k) for k in ("origin", "complete", "reached"))
+        self.pending = answer.get("pending")
+        if self.identity is not None and not _short_text(self.identity, MAX_IDENTITY_LENGTH):
+            raise SourceError("identity is not a string: %.100r" % (self.identity,))
+        if not all(isinstance(flag, bool) for flag in (self.origin, self.complete, self.reached)):
+            raise SourceError("origin, complete and reached must be booleans")
+        if self.pending is not None and (not isinstance(self.pending, int) or isinstance(self.pending, bool)
+                                         or self.pending < 0):
+            raise SourceError("pending is not a count: %.100r" % (self.pending,))
+        at = answer.get("at")
+        self.at: Optional[Row] = None if at is None else _row(at, 4, "the row at the position")
+        rows = answer.get("rows")
+        if not isinstance(rows, list):
+            raise SourceError("rows is not a list")
+        if len(rows) > limit:
+            raise SourceError("%d rows where at most %d were asked for" % (len(rows), limit))
+        self.rows: List[PositionedRow] = [_row(row, 5, "a row") for row in rows]  # type: ignore[misc]
+        if len({row[0] for row in self.rows}) != len(self.rows):
+            raise SourceError("a position appears twice in one answer")
+        if self.rows and self.identity is None:
+            raise SourceError("rows without the identity of their history")
+
+
+def _short_text(value: Any, longest: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= longest
+
+
+def _row(value: Any, length: int, what: str) -> Tuple[str, ...]:
+    """A row as a tuple of non-empty strings, its last one a revision."""
+    if not isinstance(value, list) or len(value) != length:
+        raise SourceError("%s is not a list of %d fields: %.100r" % (what, length, value))
+    if not all(isinstance(field, str) and field for field in value):
+        raise SourceError("%s has a field that is not a non-empty string: %.100r" % (what, value))
+    if length == 5 and len(value[0]) > MAX_POSITION_LENGTH:
+        raise SourceError("a position longer than %d characters" % MAX_POSITION_LENGTH)
+    if not is_revision(value[-1]):
+        raise SourceError("%s holds a value that is not a revision: %.100r" % (what, value[-1]))
+    return tuple(value)
+
+
+class Follower:
+    """Keeps ``target`` a copy of ``source``'s table (``run``), or copies once
+    (``copy``)."""
+
+    def __init__(self, source: str, target: MirrorTarget, logger: logging.Logger,
+                 timeout: float = DEFAULT_TIMEOUT, audit_interval: float = DEFAULT_AUDIT_INTERVAL) -> None:
+        self.source = source
+        self.target = target
+        self.logger = logger
+        self.timeout = timeout
+        self.audit_interval = audit_interval
+        held = target.mirror_state()
+        self.state = CATCHING_UP
+        self.complete = held.complete
+        """A first copy completed (now or in an earlier run): requests are answered."""
+        self.behind: Optional[int] = None
+        self.last_contact: Optional[float] = None
+        self.reason = ""
+        """Why the state is ``disconnected`` or ``diverged``."""
+        self.warnings: List[str] = []
+        self.audit: Dict[str, Any] = {"result": "not yet"}
+        self.source_behind = False
+        self._client: Optional[PRAsyncClient] = None
+        self._logged_failure = ""
+        self._next_audit = time.monotonic() + audit_interval
+        self._last_count = 0.0
+        self._audit_after: Optional[str] = None
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> Dict[str, Any]:
+        held = self.target.mirror_state()
+        return {
+            "source": self.source, "state": self.state, "complete": self.complete,
+            "identity": held.identity, "position": held.position, "rows_behind": self.behind,
+            "source_behind": self.source_behind,
+            "seconds_since_contact": None if self.last_contact is None
+            else round(time.monotonic() - self.last_contact, 3),
+            "reason": self.reason or None, "audit": self.audit, "warnings": list(self.warnings),
+        }
+
+    def catching_up(self) -> str:
+        """Why a request is refused before the first complete copy."""
+        return ("this mirror is catching up with %s (%s); it answers once its first copy is "
+                "complete" % (self.source, "%d rows to go" % self.behind if self.behind is not None
+                              else self.reason or "starting"))
+
+    # ------------------------------------------------------------------ running
+    async def run(self, on_complete: Optional[Callable[[], None]] = None) -> None:
+        """Follow until cancelled (or diverged: then keep what is held, and stop)."""
+        backoff = FIRST_BACKOFF
+        while True:
+            try:
+                async for _ in self._pulls():
+                    backoff = FIRST_BACKOFF
+                    if self.complete and on_complete is not None:
+                        on_complete()
+                        on_complete = None
+                    await self._audit_if_due()
+            except DivergedError as exc:
+                self._diverged(str(exc))
+                return
+            except (SourceError,) + Transport as exc:
+                self._disconnected(exc)
+            except InvokeError as exc:
+                self._disconnected(SourceError("refused: %s" % exc))
+            finally:
+                await self._disconnect()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def copy(self, progress: Optional[Callable[[int, Optional[int]], None]] = None) -> int:
+        """Pull until caught up with the source once (``prserv mirror``); returns the
+        rows copied.  Errors propagate (``MirrorError``, connection errors)."""
+        copied = 0
+        try:
+            async for rows in self._pulls(wait=False):
+                copied += rows
+                if progress is not None:
+                    progress(copied, self.behind)
+                if self.state == FOLLOWING:
+                    return copied
+        finally:
+            await self._disconnect()
+        return copied
+
+    async def _disconnect(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    async def _pulls(self, wait: bool = True) -> Any:
+        """Pull and apply forever; yields the rows applied by each pull."""
+        client = PRAsyncClient(timeout=self.timeout)
+        self._client = client
+        await within(client.connect_address(self.source), self.timeout)
+        while True:
+            held = self.target.mirror_state()
+            count = not self.complete and time.monotonic() - self._last_count >= COUNT_INTERVAL
+            if count:
+                self._last_count = time.monotonic()
+            started = time.monotonic()
+            answer = FeedAnswer(await within(client.mirror_pull(
+                held.position, PULL_ROWS, self.timeout / 2 if wait else 0, count), self.timeout), PULL_ROWS)
+            self._contact()
+            if not self._same_history(held, answer):
+                if not wait:
+                    raise MirrorError("the source %s is a mirror that has not reached position %s yet"
+                                      % (self.source, held.position))
+                yield 0                                 # a mirror source behind us: it waited
+                continue
+            if not wait and not answer.rows and not answer.complete:
+                raise MirrorError("the source %s is a mirror still catching up: its copy is not "
+                                  "complete" % self.source)
+            done = len(answer.rows) < PULL_ROWS and answer.complete
+            if answer.rows or (done and not held.complete and answer.identity is not None):
+                await self.target.apply_changes(answer.identity, answer.rows, done)  # type: ignore[arg-type]
+            if done and answer.identity is None and not held.complete:
+                self.complete = True                    # an empty source: nothing to copy
+            self.complete = self.complete or done
+            self.state = FOLLOWING if done else CATCHING_UP
+            if answer.pending is not None:
+                self.behind = answer.pending
+            elif done:
+                self.behind = 0
+            yield len(answer.rows)
+            if done and wait:
+                await asyncio.sleep(max(0.0, MIN_PULL_INTERVAL - (time.monotonic() - started)))
+
+    def _contact(self) -> None:
+        self.last_contact = time.monotonic()
+        if self.state == DISCONNECTED:
+            self.logger.info("mirror: source %s is back", self.source)
+            self._logged_failure = ""
+            self.reason = ""
+            self.state = CATCHING_UP
+
+    def _same_history(self, held: Any, answer: FeedAnswer) -> bool:
+        """Whether to apply the answer; ``DivergedError`` if the source holds another
+        history; False if the source is a mirror still behind this one."""
+        self.source_behind = False
+        if held.identity is not None and answer.identity != held.identity:
+            raise DivergedError("the source holds history %s; this mirror copied %s"
+                                % (answer.identity, held.identity))
+        if held.position is None:
+            return True
+        if not answer.reached:
+            if answer.origin:
+                raise DivergedError("the source does not hold position %s, which this mirror does: "
+                                    "restored from an older copy?" % held.position)
+            self.source_behind = True                   # another mirror, not this far yet
+            return False
+        if answer.at is None:
+            self._warn("the source no longer holds the row at position %s (deleted there); kept here"
+                       % held.position)
+        elif held.at is not None and tuple(answer.at) != tuple(held.at):
+            raise DivergedError("the source holds %s at position %s; this mirror holds %s"
+                                % (list(answer.at), held.position, list(held.at)))
+        return True
+
+    # ------------------------------------------------------------------ audit
+    async def _audit_if_due(self) -> None:
+        if not self.audit_interval or time.monotonic() < self._next_audit or self.state != FOLLOWING:
+            return
+        self._next_audit = time.monotonic() + self.audit_interval
+        await self.audit_now()
+
+    async def audit_now(self) -> Dict[str, Any]:
+        """Compare every row held with the source's, range by range.  A row of the
+        source's that the mirror lacks or holds otherwise: ``DivergedError``; rows the
+        source no longer has: a warning (the mirror never deletes what it served)."""
+        assert self._client is not None
+        checked, missing_at_source, after = 0, 0, None
+        while True:
+            until = self.target.audit_bound(after, AUDIT_ROWS)
+            if until is None:
+                break
+            mine = await self.target.rows_between(after, until) or []   # type: ignore[attr-defined]
+            theirs = await self._source_audit(after, until, rows=False)
+            if theirs is None:
+                break                                   # a mirror source not this far yet
+            if theirs != feed_digest(iter(mine)):
+                missing_at_source += self._compare(mine, await self._source_rows(after, until))
+            checked += len(mine)
+            after = until
+        self.audit = {"result": "ok" if not missing_at_source else "warning",
+                      "rows_checked": checked, "missing_at_source": missing_at_source,
+                      "at": time.time()}
+        if missing_at_source:
+            self._warn("%d rows held here are no longer held by the source (kept here)" % missing_at_source)
+        return self.audit
+
+    async def _source_audit(self, after: Optional[str], until: str, rows: bool) -> Any:
+        answer = await within(self._client.mirror_audit(after, until, rows), self.timeout)  # type: ignore[union-attr]
+        if not isinstance(answer, dict):
+            raise SourceError("mirror-audit answer is not a JSON object")
+        count, digest = answer.get("count"), answer.get("digest")
+        if count is None:
+            return None
+        if not isinstance(count, int) or not isinstance(digest, str):
+            raise SourceError("mirror-audit answer without count and digest")
+        return answer if rows else (count, digest)
+
+    async def _source_rows(self, after: Optional[str], until: str) -> Dict[str, Tuple[str, ...]]:
+        answer = await self._source_audit(after, until, rows=True)
+        rows = answer.get("rows") if isinstance(answer, dict) else None
+        if not isinstance(rows, list):
+            raise SourceError("mirror-audit answer without its rows")
+        checked = [_row(row, 5, "an audited row") for row in rows]
+        return {row[0]: row[1:] for row in checked}
+
+    def _compare(self, mine: List[PositionedRow], theirs: Dict[str, Tuple[str, ...]]) -> int:
+        """Rows the source lacks (counted); ``DivergedError`` where it holds more or other."""
+        held = {row[0]: tuple(row[1:]) for row in mine}
+        for position, row in theirs.items():
+            if held.get(position) != row:
+                raise DivergedError("audit: the source holds %s at position %s; this mirror holds %s"
+                                    % (list(row), position, list(held[position]) if position in held
+                                       else "nothing"))
+        return len(set(held) - set(theirs))
+
+    # ------------------------------------------------------------------ reporting
+    def _warn(self, warning: str) -> None:
+        if warning not in self.warnings:
+            self.warnings.append(warning)
+            self.logger.warning("mirror of %s: %s", self.source, warning)
+
+    def _disconnected(self, exc: BaseException) -> None:
+        what = "answered nonsense" if isinstance(exc, SourceError) else "is unreachable"
+        reason = "source %s %s: %s" % (self.source, what, exc or type(exc).__name__)
+        self.state = DISCONNECTED
+        self.reason = reason
+        if reason != self._logged_failure:
+            self._logged_failure = reason
+            log = self.logger.error if isinstance(exc, SourceError) else self.logger.warning
+            log("mirror: %s; serving what is held, retrying", reason)
+
+    def _diverged(self, reason: str) -> None:
+        self.state = DIVERGED
+        self.reason = reason
+        self.logger.error("mirror of %s diverged: %s. Serving what is held and applying nothing more; "
+                          "`prserv mirror-reset` (server stopped) copies afresh", self.source, reason)
+
+
+__all__ = ["Follower", "FeedAnswer", "MirrorError", "CATCHING_UP", "FOLLOWING", "DISCONNECTED", "DIVERGED"]
