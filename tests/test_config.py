@@ -16,10 +16,13 @@ try:
 except ImportError:  # Python < 3.11: prserv depends on tomli there
     import tomli as tomllib
 
-NAMES = ["database", "bind", "read_only", "upstream", "upstream_timeout", "sync_mode", "cache_size", "log_file",
+NAMES = ["database", "bind", "read_only", "upstream", "upstream_timeout", "mirror", "mirror_timeout",
+         "mirror_audit_interval", "sync_mode", "cache_size", "log_file",
          "log_level", "pidfile", "max_connections", "max_connections_per_address", "idle_timeout",
          "handshake_timeout",
          "max_message_size", "max_handshake_line", "shutdown_timeout"]
+BASE_NAMES = [name for name in NAMES if not name.startswith("mirror")]
+"""The settings a server with an upstream can have (a mirror has none)."""
 
 
 def write(path, text: str) -> str:
@@ -54,6 +57,7 @@ def test_defaults(tmp_path):
     assert (config.max_connections, config.idle_timeout, config.handshake_timeout) == (10000, 3600.0, 30.0)
     assert (config.max_message_size, config.max_handshake_line) == (16 * 2**20, 4096)
     assert config.shutdown_timeout == 10.0
+    assert (config.mirror, config.mirror_timeout, config.mirror_audit_interval) == (None, 60.0, 3600.0)
     assert config.config_file is None
     assert list(config.values) == NAMES
     for name in NAMES:
@@ -151,10 +155,10 @@ def test_every_setting_from_environment(tmp_path):
         "PRSERV_MAX_MESSAGE_SIZE": "1M", "PRSERV_MAX_HANDSHAKE_LINE": "2048",
         "PRSERV_SHUTDOWN_TIMEOUT": "3", "PRSERV_CACHE_SIZE": "8M",
         "PRSERV_MAX_CONNECTIONS_PER_ADDRESS": "9"})
-    assert [config.values[name].value for name in NAMES] == [
+    assert [config.values[name].value for name in BASE_NAMES] == [
         os.path.join(base, "d.db"), ["h:1"], True, "u:2", 2.5, "periodic:2", 8 * 2**20, os.path.join(base, "l.log"),
         "CRITICAL", os.path.join(base, "p.pid"), 50, 9, 60.0, 5.0, 2**20, 2048, 3.0]
-    assert [config.source(name) for name in NAMES] == [
+    assert [config.source(name) for name in BASE_NAMES] == [
         "environment PRSERV_DATABASE", "environment PRSERV_BIND", "environment PRSERV_READ_ONLY",
         "environment PRSERV_UPSTREAM", "environment PRSERV_UPSTREAM_TIMEOUT", "environment PRSERV_SYNC_MODE",
         "environment PRSERV_CACHE_SIZE", "environment PRSERV_LOG", "environment PRSERV_LOGLEVEL", "environment PRSERV_PIDFILE",
@@ -172,10 +176,10 @@ def test_every_setting_from_flags(tmp_path):
         "sync_mode": "on-shutdown", "max_connections": "0", "idle_timeout": "0", "handshake_timeout": "0",
         "max_message_size": "4K", "max_handshake_line": "1K", "shutdown_timeout": "0.5",
         "cache_size": "1G", "max_connections_per_address": "0"})
-    assert [config.values[name].value for name in NAMES] == [
+    assert [config.values[name].value for name in BASE_NAMES] == [
         os.path.join(base, "d.db"), ["h:1", "h:2"], True, "u:2", 7.0, "on-shutdown", 2**30, "-", "DEBUG",
         os.path.join(base, "p.pid"), 0, 0, 0.0, 0.0, 4096, 1024, 0.5]
-    assert [config.source(name) for name in NAMES] == [
+    assert [config.source(name) for name in BASE_NAMES] == [
         "flag -f/--file", "flag --bind/--host/--port", "flag -r/--read-only", "flag -u/--upstream",
         "flag --upstream-timeout", "flag --sync-mode", "flag --cache-size", "flag -l/--log", "flag --loglevel", "flag --pidfile",
         "flag --max-connections", "flag --max-connections-per-address", "flag --idle-timeout",
@@ -195,11 +199,11 @@ def test_every_setting_from_file(tmp_path):
         "max_connections_per_address = 16"]) + "\n")
     config = load(tmp_path, config_file=conf)
     base = str(sub)
-    assert [config.values[name].value for name in NAMES] == [
+    assert [config.values[name].value for name in BASE_NAMES] == [
         os.path.join(base, "d.db"), ["h:1", "unix://" + os.path.join(base, "s.sock")], True, "u:2",
         0.5, "periodic:0.5", 2**20, "-", "ERROR", os.path.join(base, "run", "p.pid"), 3000, 16, 7200.0, 10.5,
         32 * 2**20, 8192, 30.0]
-    assert all(config.source(name) == "file " + conf for name in NAMES)
+    assert all(config.source(name) == "file " + conf for name in BASE_NAMES)
 
 
 # --------------------------------------------------------------------------- relative paths
@@ -492,7 +496,8 @@ def test_unknown_key_in_file(tmp_path):
     conf = write(tmp_path / "c.toml", 'database = "x"\ncolour = "red"\n')
     message = config_error(tmp_path, config_file=conf)
     assert message == ("config file %s (from flag --config): unknown setting colour; known: "
-                       "database, bind, read_only, upstream, upstream_timeout, sync_mode, cache_size, log_file, "
+                       "database, bind, read_only, upstream, upstream_timeout, mirror, mirror_timeout, "
+                       "mirror_audit_interval, sync_mode, cache_size, log_file, "
                        "log_level, pidfile, max_connections, max_connections_per_address, idle_timeout, "
                        "handshake_timeout, "
                        "max_message_size, max_handshake_line, shutdown_timeout" % conf)
@@ -676,6 +681,9 @@ def test_as_json(tmp_path):
         "read_only": {"value": True, "source": "flag -r/--read-only"},
         "upstream": {"value": "up:1", "source": "environment PRSERV_UPSTREAM"},
         "upstream_timeout": {"value": 2.5, "source": "flag --upstream-timeout"},
+        "mirror": {"value": None, "source": "default"},
+        "mirror_timeout": {"value": 60.0, "source": "default"},
+        "mirror_audit_interval": {"value": 3600.0, "source": "default"},
         "sync_mode": {"value": "immediate", "source": "default"},
         "cache_size": {"value": 64 * 2**20, "source": "default"},
         "log_file": {"value": os.path.join(str(tmp_path), "prserv.log"), "source": "default"},
@@ -778,3 +786,26 @@ def test_every_setting_has_an_option_and_the_limits_come_from_the_table(tmp_path
     assert limits == Limits(max_connections=7, idle_timeout=2.0, handshake_timeout=3.0, max_message=2048,
                             max_handshake_line=1024, shutdown_timeout=4.0)
     assert limits_of(load_config({}, {}, None, str(tmp_path))) == Limits()   # the defaults are Limits'
+
+
+# --------------------------------------------------------------------------- mirrors
+
+def test_mirror_settings_from_file_environment_and_flags(tmp_path):
+    conf = write(tmp_path / "c.toml", 'mirror = "src.example.com:8585"\nmirror_timeout = 20\n'
+                 'mirror_audit_interval = 0\n')
+    config = load(tmp_path, config_file=conf)
+    assert (config.mirror, config.mirror_timeout, config.mirror_audit_interval) == ("src.example.com:8585", 20.0, 0.0)
+    config = load(tmp_path, environ={"PRSERV_MIRROR": "unix://s.sock"}, config_file=conf)
+    assert config.mirror == "unix://" + os.path.join(str(tmp_path), "s.sock")
+    assert config.source("mirror") == "environment PRSERV_MIRROR"
+    config = load(tmp_path, flags={"mirror": "ws://[::1]:9"}, config_file=conf)
+    assert (config.mirror, config.source("mirror")) == ("ws://[::1]:9", "flag --mirror")
+
+
+def test_a_mirror_has_no_upstream(tmp_path):
+    conf = write(tmp_path / "c.toml", 'upstream = "u:1"\n')
+    message = config_error(tmp_path, flags={"mirror": "m:2"}, config_file=conf)
+    assert message == ("mirror (from flag --mirror) and upstream (from file %s) cannot be combined: "
+                       "a mirror copies its source's values" % conf)
+    assert config_error(tmp_path, flags={"mirror_timeout": "0"}) == (
+        "invalid mirror_timeout '0' (from flag --mirror-timeout): expected a positive number of seconds")

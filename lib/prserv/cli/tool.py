@@ -20,14 +20,15 @@ from ..errors import ConfigError
 from ..log import logger
 from ..runtime.settings import environment_host
 from ..version import __version__
-from . import backup, config, migrate, oefiles, requests
+from . import backup, config, migrate, mirror, oefiles, requests
 from .output import EXIT_CODES_HELP, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Failure, Output
 
 DESCRIPTION = """\
 One subcommand per request (``get-pr``, ``test-pr``, ``test-package``,
 ``max-package-pr``, ``import-one``, ``export``, ``ping``, ``is-readonly``), plus
 ``export-file`` / ``import-file`` in OpenEmbedded's ``bitbake-prserv-tool`` text
-format and ``config --show`` for the server settings.  ``--json`` prints one JSON
+format, ``config --show`` for the server settings, and ``mirror``,
+``mirror-status``, ``mirror-reset`` for publishing mirrors.  ``--json`` prints one JSON
 document for scripts.  Exit codes tell apart what a script needs to know:
 """ + EXIT_CODES_HELP
 """The text of ``prserv --help`` (a constant: ``python -OO`` drops docstrings)."""
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    for module in (requests, oefiles, config, migrate, backup):
+    for module in (requests, oefiles, config, migrate, backup, mirror):
         module.add_commands(command)
     return parser
 

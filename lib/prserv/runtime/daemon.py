@@ -140,7 +140,9 @@ def build_server(config: Config) -> PRServer:
     """A ``PRServer`` for the configuration, listening on every ``bind`` address."""
     server = PRServer(config.database, read_only=config.read_only, upstream=config.upstream,
                       upstream_timeout=config.upstream_timeout, sync_mode=config.sync_mode,
-                      cache_size=config.cache_size, limits=limits_of(config))
+                      cache_size=config.cache_size, limits=limits_of(config), mirror=config.mirror,
+                      mirror_timeout=config.mirror_timeout,
+                      mirror_audit_interval=config.mirror_audit_interval)
     for address in config.bind:
         server.start_server(address)
     return server
@@ -149,8 +151,9 @@ def build_server(config: Config) -> PRServer:
 def describe(config: Config, addresses: List[str]) -> str:
     return "prserv %s serving %s on %s%s%s" % (
         __version__, config.database, ", ".join(addresses),
-        " (read-only)" if config.read_only else "",
-        ", upstream %s" % config.upstream if config.upstream else "")
+        " (read-only)" if config.read_only or config.mirror else "",
+        ", upstream %s" % config.upstream if config.upstream else
+        ", mirror of %s" % config.mirror if config.mirror else "")
 
 
 def run_foreground(config: Config, ready: Callable[[List[str]], None]) -> None:

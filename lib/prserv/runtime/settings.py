@@ -26,6 +26,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from ..asyncrpc.address import ADDR_TYPE_UNIX, UNIX_PREFIX, AddressError, parse_address
 from ..asyncrpc.limits import Limits
 from ..errors import ConfigError
+from ..server.mirror import DEFAULT_AUDIT_INTERVAL
+from ..server.mirror import DEFAULT_TIMEOUT as DEFAULT_MIRROR_TIMEOUT
 from ..server.upstream import DEFAULT_TIMEOUT as DEFAULT_UPSTREAM_TIMEOUT
 from ..storage.sqlite.cache import DEFAULT_BUDGET as DEFAULT_CACHE_SIZE
 from ..storage.syncmode import IMMEDIATE, parse_sync_mode
@@ -206,6 +208,17 @@ SETTINGS: Tuple[Setting, ...] = (
             DEFAULT_UPSTREAM_TIMEOUT, _positive_number,
             "seconds to wait for the upstream before answering with an error", metavar="SECONDS",
             shown_default="%g s" % DEFAULT_UPSTREAM_TIMEOUT),
+    Setting("mirror", "PRSERV_MIRROR", ("--mirror",), None, _optional_address,
+            "follow this PR server as a read-only publishing mirror (any address a client takes); "
+            "the database file then holds the mirror's copy", metavar="ADDR", shown_default="none"),
+    Setting("mirror_timeout", "PRSERV_MIRROR_TIMEOUT", ("--mirror-timeout",), DEFAULT_MIRROR_TIMEOUT,
+            _positive_number, "seconds a mirror's source has to answer (a long-poll waits half of "
+            "it); then the mirror reconnects", metavar="SECONDS",
+            shown_default="%g s" % DEFAULT_MIRROR_TIMEOUT),
+    Setting("mirror_audit_interval", "PRSERV_MIRROR_AUDIT_INTERVAL", ("--mirror-audit-interval",),
+            DEFAULT_AUDIT_INTERVAL, _seconds_or_zero,
+            "seconds between a mirror's audits of every row it holds against its source (0: never)",
+            metavar="SECONDS", shown_default="%g s" % DEFAULT_AUDIT_INTERVAL),
     Setting("sync_mode", "PRSERV_SYNC_MODE", ("--sync-mode",), IMMEDIATE, _sync_mode,
             "immediate (each value fsync'd before it is answered), periodic:SECONDS, "
             "or on-shutdown (throwaway builds)", metavar="MODE"),
@@ -365,6 +378,9 @@ def load_config(flags: Optional[Mapping[str, Any]] = None,
         except _Invalid as exc:
             raise ConfigError("invalid %s %s (from %s): %s" % (
                 setting.name, _shorten(raw), source, exc)) from None
+    if values["mirror"].value and values["upstream"].value:
+        raise ConfigError("mirror (from %s) and upstream (from %s) cannot be combined: a mirror "
+                          "copies its source's values" % (values["mirror"].source, values["upstream"].source))
     return Config(values, config_file)
 
 

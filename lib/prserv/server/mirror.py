@@ -27,6 +27,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..asyncrpc import AsyncRPCError, InvokeError
+from ..asyncrpc.exceptions import ProtocolError
 from ..asyncrpc.deadline import within
 from ..client import PRAsyncClient
 from ..errors import DivergedError, MirrorError, SourceError
@@ -330,13 +331,14 @@ class Follower:
             self.logger.warning("mirror of %s: %s", self.source, warning)
 
     def _disconnected(self, exc: BaseException) -> None:
-        what = "answered nonsense" if isinstance(exc, SourceError) else "is unreachable"
+        nonsense = isinstance(exc, SourceError) or isinstance(exc.__cause__, ProtocolError)
+        what = "answered nonsense" if nonsense else "is unreachable"
         reason = "source %s %s: %s" % (self.source, what, exc or type(exc).__name__)
         self.state = DISCONNECTED
         self.reason = reason
         if reason != self._logged_failure:
             self._logged_failure = reason
-            log = self.logger.error if isinstance(exc, SourceError) else self.logger.warning
+            log = self.logger.error if nonsense else self.logger.warning
             log("mirror: %s; serving what is held, retrying", reason)
 
     def _diverged(self, reason: str) -> None:

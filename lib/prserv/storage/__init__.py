@@ -30,7 +30,7 @@ def open_engine(database: str, read_only: bool = False, sync_mode: Optional[Sync
     buffered = mode.buffered and not read_only and not mirror
     db = SQLiteDatabase(database, read_only=read_only, synchronous="NORMAL" if buffered else "FULL",
                         exclusive=buffered, background_checkpoints=not buffered,
-                        cache_size=DEFAULT_BUDGET if cache_size is None else cache_size)
+                        cache_size=DEFAULT_BUDGET if cache_size is None else cache_size, mirror=mirror)
     try:
         engine = SQLiteEngine(db, mirror=mirror)
     except BaseException:

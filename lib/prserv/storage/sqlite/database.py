@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from typing import Optional
 
-from ...errors import ReadOnlyError
+from ...errors import DatabaseError, ReadOnlyError
 from ...log import logger
 from ..syncmode import SyncMode
 from . import migrate
@@ -13,6 +14,27 @@ from .cache import DEFAULT_BUDGET
 from . import checkpoint
 from .connection import checked_identifier, open_connection
 from .transactions import GroupCommit, Transactions
+
+
+MIRROR_LOCK_SUFFIX = "-mirror.lock"
+
+
+def hold_mirror_lock(filename: str) -> int:
+    """Lock ``<filename>-mirror.lock`` for this process (a file descriptor to close),
+    so that one mirror at a time writes the file and ``prserv mirror-reset`` never
+    runs under a mirror; ``DatabaseError`` if another process holds it."""
+    path = os.path.abspath(filename) + MIRROR_LOCK_SUFFIX
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise DatabaseError("cannot open %s: %s" % (path, exc.strerror)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise DatabaseError("a mirror is running on %s (it holds %s); stop it first"
+                            % (filename, path)) from None
+    return fd
 
 
 class SQLiteDatabase:
@@ -25,22 +47,27 @@ class SQLiteDatabase:
 
     def __init__(self, filename: str, read_only: bool = False, synchronous: str = "NORMAL",
                  exclusive: bool = False, background_checkpoints: bool = False,
-                 cache_size: int = DEFAULT_BUDGET) -> None:
+                 cache_size: int = DEFAULT_BUDGET, mirror: bool = False) -> None:
         """``synchronous``: SQLite's setting (``FULL`` fsyncs every commit).  ``exclusive``:
         hold the file for this connection alone (refused while another one has it open).
         ``background_checkpoints``: a ``WalCheckpointer`` instead of checkpoints inside
         commits (read-write, non-exclusive only).  ``cache_size``: bytes each table's
-        cache keeps (``cache.PackageCache``)."""
+        cache keeps (``cache.PackageCache``).  ``mirror``: written by a mirror, which holds
+        ``hold_mirror_lock`` while it has the file open."""
         self.filename = os.path.abspath(filename)
         self.read_only = read_only
         self.exclusive = exclusive
         self.cache_size = cache_size
+        self.mirror_lock: Optional[int] = None
         self.connection = open_connection(self.filename, read_only, synchronous, exclusive)
         try:
+            if mirror:
+                self.mirror_lock = hold_mirror_lock(self.filename)
             self.migration: Optional[migrate.MigrationSummary] = migrate.on_open(
                 self.connection, self.filename, read_only)
         except BaseException:
             self.connection.close()
+            self._release_mirror_lock()
             raise
         self.transactions = Transactions(self.connection, read_only)
         self.group: Optional[GroupCommit] = None
@@ -86,3 +113,9 @@ class SQLiteDatabase:
                 self.connection.execute("ROLLBACK")
             self.connection.close()
             self.connection = None
+        self._release_mirror_lock()
+
+    def _release_mirror_lock(self) -> None:
+        if self.mirror_lock is not None:
+            os.close(self.mirror_lock)
+            self.mirror_lock = None
