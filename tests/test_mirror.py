@@ -27,8 +27,8 @@ from processes import start_process
 
 V, A = "zlib-1.3-r0", "core2-64"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ("--mirror-timeout", "2")
-"""A source silent for 2 s is given up on (the long-poll waits 1 s)."""
+FAST = ("--mirror-timeout", "1")
+"""A source silent for 1 s is given up on (the long-poll waits 0.5 s)."""
 
 
 def fill(path, count, start=0, version=V):

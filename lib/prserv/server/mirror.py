@@ -40,7 +40,7 @@ PULL_ROWS = 5000
 MIN_PULL_INTERVAL = 0.05
 """After a pull that emptied the feed, the next one leaves no sooner than this: a
 source taking values all the time answers a few mirrors' pulls at a bounded rate."""
-FIRST_BACKOFF = 0.5
+FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 30.0
 DEFAULT_TIMEOUT = 60.0
 """Seconds a source has to answer (a long-poll waits for half of it)."""
