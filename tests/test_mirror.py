@@ -532,3 +532,31 @@ async def test_a_one_shot_copy_can_be_served_as_a_mirror_later(tmp_path):
     finally:
         stop(source)
     assert table(copy) == table(tmp_path / "pr.sqlite3")
+
+
+async def test_feed_requests_with_bad_fields_get_an_invoke_error(tmp_path):
+    server = prserv.create_server("127.0.0.1:0", str(tmp_path / "pr.sqlite3"))
+    await server.start_serving()
+    try:
+        for request, message in [
+                ({"since": "x"}, "mirror-pull: not a position of this database: 'x'"),
+                ({"since": 5}, "mirror-pull: field 'since' must be a position (a string or null), not a number"),
+                ({"limit": 0}, "mirror-pull: field 'limit' must be a number from 1 to 10000"),
+                ({"wait": 121}, "mirror-pull: field 'wait' must be a number from 0 to 120"),
+                ({"count": "yes"}, "mirror-pull: field 'count' must be true or false, not a string")]:
+            async with await prserv.create_async_client(server.address) as client:
+                with pytest.raises(InvokeError) as info:
+                    await client.invoke({"mirror-pull": request})
+                assert str(info.value) == message
+        async with await prserv.create_async_client(server.address) as client:
+            assert await client.mirror_audit(None, "9") == {"count": None, "digest": None}
+            await client.getPR(V, A, "a")
+            await client.getPR(V, A, "b")
+            answer = await client.mirror_audit(None, "2", rows=True)
+            assert answer["count"] == 2 and answer["rows"] == [["1", V, A, "a", "0"], ["2", V, A, "b", "1"]]
+            assert answer["digest"] == (await client.mirror_audit(None, "2"))["digest"]
+            assert await client.mirror_status() is None
+    finally:
+        await server.stop_serving()
+    with pytest.raises(prserv.errors.ConfigError, match="a mirror has no upstream"):
+        prserv.create_server("127.0.0.1:0", str(tmp_path / "m.sqlite3"), upstream="u:1", mirror="m:2")
