@@ -73,9 +73,9 @@ async def wait_for(address, predicate, timeout=20.0):
         await asyncio.sleep(0.02)
 
 
-def caught_up_to(rows):
-    return lambda s: s["state"] == "following" and s["complete"] and s["position"] is not None \
-        and s["rows_behind"] == 0 and rows(s)
+async def diverged_because(address):
+    """Why the mirror stopped following (once it has)."""
+    return (await wait_for(address, lambda s: s["state"] == "diverged"))["reason"]
 
 
 async def following(address, position):
@@ -142,13 +142,42 @@ async def test_a_mirror_answers_nothing_but_its_state_before_its_first_copy(tmp_
         await peer.stop()
 
 
-async def test_a_mirror_restarted_after_its_first_copy_answers_at_once(tmp_path):
-    fill(tmp_path / "pr.sqlite3", 50)
+async def test_a_source_of_exactly_full_batches_is_caught_up_without_waiting_on_it(tmp_path):
+    fill(tmp_path / "pr.sqlite3", 10000)                # two batches of 5,000, nothing after
     source, source_address, _ = start_process(tmp_path)
-    mirror, address, _ = start_mirror(tmp_path, source_address)
-    await following(address, "50")
-    stop(mirror)
-    stop(source)                                        # the source is gone now
+    mirror, address, _ = start_mirror(tmp_path, source_address, "--mirror-timeout", "60")
+    try:
+        started = time.monotonic()
+        await following(address, "10000")
+        assert time.monotonic() - started < 10          # not after a 30 s long-poll
+    finally:
+        stop(mirror)
+        stop(source)
+
+
+async def copied_and_stopped(tmp_path, rows):
+    """A source of ``rows`` rows copied by a mirror, both stopped; the source's address."""
+    fill(tmp_path / "pr.sqlite3", rows)
+    source, source_address, _ = start_process(tmp_path)
+    mirror, mirror_address, _ = start_mirror(tmp_path, source_address)
+    try:
+        await following(mirror_address, str(rows))
+    finally:
+        stop(mirror)
+        stop(source)
+    return source_address
+
+
+async def reconnected(peer):
+    """Once the mirror has dropped its first connection to ``peer`` and come back."""
+    deadline = time.monotonic() + 10
+    while peer.connections < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+
+
+async def test_a_mirror_restarted_after_its_first_copy_answers_at_once(tmp_path):
+    source_address = await copied_and_stopped(tmp_path, 50)     # the source is gone now
     mirror, address, _ = start_mirror(tmp_path, source_address)
     try:
         async with await prserv.create_async_client(address) as client:
@@ -264,12 +293,7 @@ async def test_a_read_only_server_on_the_mirrors_file_sees_rows_as_they_arrive(t
 
 
 async def test_a_mirrors_file_served_as_a_database_continues_from_its_maxima(tmp_path):
-    fill(tmp_path / "pr.sqlite3", 40)
-    source, source_address, _ = start_process(tmp_path)
-    mirror, mirror_address, _ = start_mirror(tmp_path, source_address)
-    await following(mirror_address, "40")
-    stop(mirror)
-    stop(source)                                        # the source's host is lost
+    await copied_and_stopped(tmp_path, 40)              # the source's host is lost
     promoted, address, lines = start_process(tmp_path, db="mirror.sqlite3")
     try:
         async with await prserv.create_async_client(address) as client:
@@ -307,9 +331,8 @@ async def test_a_source_restored_from_an_older_copy_makes_the_mirror_stop(tmp_pa
             os.remove(str(source_db) + suffix)
     source, source_address, _ = start_process(tmp_path, "--bind", socket)
     try:
-        state = await wait_for(mirror_address, lambda s: s["state"] == "diverged")
-        assert state["reason"] == ("the source does not hold position 20, which this mirror does: "
-                                   "restored from an older copy?")
+        assert await diverged_because(mirror_address) == (
+            "the source does not hold position 20, which this mirror does: restored from an older copy?")
         async with await prserv.create_async_client(source_address) as writer:
             for i in range(20, 35):                     # positions 11..25 again, other rows
                 await writer.getPR(V, A, "other%d" % i)
@@ -352,9 +375,8 @@ async def test_another_database_or_renumbered_rows_make_the_mirror_stop(tmp_path
     conn.close()
     source, _, _ = start_process(tmp_path, "--bind", socket)
     try:
-        state = await wait_for(mirror_address, lambda s: s["state"] == "diverged")
-        assert state["reason"] == ("the source holds %r at position 30; this mirror holds %r"
-                                   % ([V, A, "c0", "0"], [V, A, "c29", "29"]))
+        assert await diverged_because(mirror_address) == (
+            "the source holds %r at position 30; this mirror holds %r" % ([V, A, "c0", "0"], [V, A, "c29", "29"]))
     finally:
         stop(mirror)
         stop(source)
@@ -391,9 +413,9 @@ async def test_the_audit_keeps_rows_deleted_at_the_source_and_stops_on_a_changed
         conn.execute("UPDATE PRMAIN SET value = '9999' WHERE checksum = 'c77'")
         conn.commit()
         conn.close()
-        state = await wait_for(mirror_address, lambda s: s["state"] == "diverged")
-        assert state["reason"] == ("audit: the source holds %r at position 78; this mirror holds %r"
-                                   % ([V, A, "c77", "9999"], [V, A, "c77", "77"]))
+        assert await diverged_because(mirror_address) == (
+            "audit: the source holds %r at position 78; this mirror holds %r"
+            % ([V, A, "c77", "9999"], [V, A, "c77", "77"]))
     finally:
         stop(mirror)
         stop(source)
@@ -425,10 +447,7 @@ async def test_a_source_answering_garbage_has_nothing_applied_and_is_retried(tmp
     garbage = await peer.start()
     mirror, address, lines = start_mirror(tmp_path, garbage)
     try:
-        deadline = time.monotonic() + 10
-        while peer.connections < 2:                     # dropped, and tried again
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await reconnected(peer)                         # dropped, and tried again
         state = await status(address)
         assert state["state"] in ("disconnected", "catching-up") and state["position"] is None
     finally:
@@ -446,10 +465,7 @@ async def test_a_position_going_backwards_is_refused_whole(tmp_path):
     source = await peer.start()
     mirror, address, lines = start_mirror(tmp_path, source)
     try:
-        deadline = time.monotonic() + 10
-        while peer.connections < 2:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await reconnected(peer)
         assert (await status(address))["position"] == "2"
     finally:
         stop(mirror)

@@ -199,6 +199,8 @@ class Follower:
         client = PRAsyncClient(timeout=self.timeout)
         self._client = client
         await within(client.connect_address(self.source), self.timeout)
+        drained = False
+        """The last answer left nothing to copy: the next pull may wait on the source."""
         while True:
             held = self.target.mirror_state()
             count = not self.complete and time.monotonic() - self._last_count >= COUNT_INTERVAL
@@ -206,30 +208,33 @@ class Follower:
                 self._last_count = time.monotonic()
             started = time.monotonic()
             answer = FeedAnswer(await within(client.mirror_pull(
-                held.position, PULL_ROWS, self.timeout / 2 if wait else 0, count), self.timeout), PULL_ROWS)
+                held.position, PULL_ROWS, self.timeout / 2 if wait and drained else 0, count),
+                self.timeout), PULL_ROWS)
             self._contact()
             if not self._same_history(held, answer):
                 if not wait:
                     raise MirrorError("the source %s is a mirror that has not reached position %s yet"
                                       % (self.source, held.position))
-                yield 0                                 # a mirror source behind us: it waited
+                drained = True
+                yield 0                                 # a mirror source behind us: wait on it
                 continue
             if not wait and not answer.rows and not answer.complete:
                 raise MirrorError("the source %s is a mirror still catching up: its copy is not "
                                   "complete" % self.source)
             done = len(answer.rows) < PULL_ROWS and answer.complete
+            drained = len(answer.rows) < PULL_ROWS
             if answer.rows or (done and not held.complete and answer.identity is not None):
                 await self.target.apply_changes(answer.identity, answer.rows, done)  # type: ignore[arg-type]
-            if done and answer.identity is None and not held.complete:
-                self.complete = True                    # an empty source: nothing to copy
             self.complete = self.complete or done
             self.state = FOLLOWING if done else CATCHING_UP
             if answer.pending is not None:
                 self.behind = answer.pending
             elif done:
                 self.behind = 0
+            elif self.behind is not None:
+                self.behind = max(0, self.behind - len(answer.rows))
             yield len(answer.rows)
-            if done and wait:
+            if drained and wait:
                 await asyncio.sleep(max(0.0, MIN_PULL_INTERVAL - (time.monotonic() - started)))
 
     def _contact(self) -> None:
