@@ -68,6 +68,7 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     ("storage/sqlite/feed.py", "FeedReader.bound_after"): {"self.positions"},
     ("storage/sqlite/feed.py", "apply"): {"table", "positions"},
     ("storage/sqlite/feed.py", "reset"): {"table", "positions_table(table)"},
+    ("storage/sqlite/feed.py", "_first_held"): {"table"},
     # CREATE TABLE IF NOT EXISTS <name>: the name passes checked_identifier right there.
     ("storage/sqlite/connection.py", "create_table"): {"checked_identifier(table)"},
     # DROP INDEX / CREATE INDEX prserv_<name>_high_values ON <name> WHERE <term>:

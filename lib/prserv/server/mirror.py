@@ -80,7 +80,7 @@ class FeedAnswer:
             raise SourceError("rows is not a list")
         if len(rows) > limit:
             raise SourceError("%d rows where at most %d were asked for" % (len(rows), limit))
-        self.rows: List[PositionedRow] = [_row(row, 5, "a row") for row in rows]  # type: ignore[misc]
+        self.rows: List[PositionedRow] = [_feed_row(row) for row in rows]  # type: ignore[misc]
         if len({row[0] for row in self.rows}) != len(self.rows):
             raise SourceError("a position appears twice in one answer")
         if self.rows and self.identity is None:
@@ -89,6 +89,18 @@ class FeedAnswer:
 
 def _short_text(value: Any, longest: int) -> bool:
     return isinstance(value, str) and 0 < len(value) <= longest
+
+
+def _feed_row(value: Any) -> Tuple[str, ...]:
+    """A feed row ``[position, version, pkgarch, checksum, value]`` as a tuple (checked
+    field by field in one expression first: this runs for every row copied)."""
+    if type(value) is list and len(value) == 5:
+        position, version, pkgarch, checksum, revision = value
+        if type(position) is str and type(version) is str and type(pkgarch) is str \
+                and type(checksum) is str and type(revision) is str and position and version \
+                and pkgarch and checksum and len(position) <= MAX_POSITION_LENGTH and is_revision(revision):
+            return position, version, pkgarch, checksum, revision
+    return _row(value, 5, "a row")
 
 
 def _row(value: Any, length: int, what: str) -> Tuple[str, ...]:

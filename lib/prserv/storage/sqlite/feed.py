@@ -30,7 +30,7 @@ import sqlite3
 import uuid
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from ...errors import DivergedError, InvalidRequestError, SourceError
+from ...errors import DatabaseError, DivergedError, InvalidRequestError, SourceError
 from ...log import logger
 from ..engine import Position, PositionedRow, Row
 from .connection import checked_identifier
@@ -217,30 +217,46 @@ def apply(conn: sqlite3.Connection, table: str, identity: str, rows: Sequence[Po
     transaction, which must roll back on an exception).  Returns the new rowids.
 
     ``DivergedError`` if the file follows another history or already holds a row;
-    ``SourceError`` if a position is already held (the feed went backwards)."""
+    ``SourceError`` if a position is already held (the feed went backwards).  Rows go
+    in with ``executemany``; their rowids follow the largest one, since a mirror's
+    file has one writer (checked)."""
     state = read_state(conn, table)
     if state.identity is not None and state.identity != identity and state.role == MIRROR:
         raise DivergedError("the source's history is %s, this mirror holds %s"
                             % (identity, state.identity))
     positions = positions_table(table)
-    rowids = []
-    for position, version, pkgarch, checksum, value in rows:
-        try:
-            cursor = conn.execute("INSERT INTO %s (version, pkgarch, checksum, value) VALUES (?, ?, ?, ?)"
-                                  % table, (version, pkgarch, checksum, value))
-        except sqlite3.IntegrityError:
-            raise DivergedError("the source sent a row this mirror already holds: %s %s %s = %s"
-                                % (version, pkgarch, checksum, value)) from None
-        try:
-            conn.execute("INSERT INTO %s (row, position) VALUES (?, ?)" % positions,
-                         (cursor.lastrowid, position))
-        except sqlite3.IntegrityError:
-            raise SourceError("position %r is held already (the feed went backwards)" % position) from None
-        rowids.append(cursor.lastrowid)
+    before = conn.execute("SELECT max(rowid) FROM %s" % table).fetchone()[0] or 0
+    try:
+        conn.executemany("INSERT INTO %s (version, pkgarch, checksum, value) VALUES (?, ?, ?, ?)" % table,
+                         [row[1:] for row in rows])
+    except sqlite3.IntegrityError:
+        raise DivergedError("the source sent a row this mirror already holds: %s"
+                            % _first_held(conn, table, rows)) from None
+    # One writer, in one transaction: SQLite numbers the new rows on from the largest.
+    rowids = range(before + 1, before + 1 + len(rows))
+    if rows and conn.execute("SELECT max(rowid) FROM %s" % table).fetchone()[0] != rowids[-1]:
+        raise DatabaseError("%s: rows were not numbered in order (another writer?)" % table)
+    try:
+        conn.executemany("INSERT INTO %s (row, position) VALUES (?, ?)" % positions,
+                         zip(rowids, (row[0] for row in rows)))
+    except sqlite3.IntegrityError:
+        held = [row[0] for row in rows if conn.execute(
+            "SELECT 1 FROM %s WHERE position = ? AND row <= ?" % positions, (row[0], before)).fetchone()]
+        raise SourceError("position %r is held already (the feed went backwards)"
+                          % (held[0] if held else "?")) from None
     last = rows[-1][0] if rows else state.position
     _write(conn, table, identity=identity, role=MIRROR, position=last,
            complete="1" if complete or state.complete else None)
     return rowids
+
+
+def _first_held(conn: sqlite3.Connection, table: str, rows: Sequence[PositionedRow]) -> str:
+    """The first of ``rows`` the table holds already, for the error message."""
+    for _, version, pkgarch, checksum, value in rows:
+        if conn.execute("SELECT 1 FROM %s WHERE version = ? AND pkgarch = ? AND checksum = ? AND value = ?"
+                        % table, (version, pkgarch, checksum, value)).fetchone():
+            return "%s %s %s = %s" % (version, pkgarch, checksum, value)
+    return "?"
 
 
 def reset(conn: sqlite3.Connection, table: str) -> int:
