@@ -121,7 +121,7 @@ async def test_a_mirror_copies_its_source_and_then_follows_it(tmp_path):
 async def test_a_mirror_answers_nothing_but_its_state_before_its_first_copy(tmp_path):
     peer = ScriptedPeer(lambda request, n: SILENT)
     silent = await peer.start()
-    mirror, address, _ = start_mirror(tmp_path, silent)
+    mirror, address, lines = start_mirror(tmp_path, silent)
     try:
         async with await prserv.create_async_client(address) as client:
             assert await client.ping() == {"alive": True}
@@ -137,9 +137,25 @@ async def test_a_mirror_answers_nothing_but_its_state_before_its_first_copy(tmp_
                     await call(client)
         state = await wait_for(address, lambda s: s["state"] == "disconnected")
         assert "source %s is unreachable: " % silent in state["reason"]
+        await reconnected(peer, 3)
     finally:
         stop(mirror)
         await peer.stop()
+    assert sum("is unreachable" in line for line in lines) == 1          # logged once
+
+
+async def test_a_mirror_follows_a_source_over_a_websocket(tmp_path):
+    fill(tmp_path / "pr.sqlite3", 20)
+    source, _, lines = start_process(tmp_path, "--bind", "ws://127.0.0.1:0")
+    websocket = [word.rstrip(",") for line in lines if " serving " in line
+                 for word in line.split() if word.startswith("ws://")][0]
+    mirror, address, _ = start_mirror(tmp_path, websocket)
+    try:
+        assert (await following(address, "20"))["source"] == websocket
+    finally:
+        stop(mirror)
+        stop(source)
+    assert table(tmp_path / "mirror.sqlite3") == table(tmp_path / "pr.sqlite3")
 
 
 async def test_a_source_of_exactly_full_batches_is_caught_up_without_waiting_on_it(tmp_path):
@@ -168,10 +184,10 @@ async def copied_and_stopped(tmp_path, rows):
     return source_address
 
 
-async def reconnected(peer):
-    """Once the mirror has dropped its first connection to ``peer`` and come back."""
+async def reconnected(peer, connections=2):
+    """Once the mirror has dropped its connection to ``peer`` and come back (so often)."""
     deadline = time.monotonic() + 10
-    while peer.connections < 2:
+    while peer.connections < connections:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
 
