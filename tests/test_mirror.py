@@ -188,7 +188,7 @@ async def reconnected(peer, connections=2):
     """Once the mirror has dropped its connection to ``peer`` and come back (so often)."""
     deadline = time.monotonic() + 10
     while peer.connections < connections:
-        assert time.monotonic() < deadline
+        assert time.monotonic() < deadline, "%d connections in 10 s" % peer.connections
         await asyncio.sleep(0.02)
 
 
@@ -375,6 +375,7 @@ async def test_a_source_restored_from_an_older_copy_makes_the_mirror_stop(tmp_pa
     assert table(tmp_path / "mirror.sqlite3") == table(source_db)
 
 
+@pytest.mark.slow        # the same SQL and comparisons on every Python
 async def test_another_database_or_renumbered_rows_make_the_mirror_stop(tmp_path):
     socket = "unix://" + str(tmp_path / "s.sock")
     fill(tmp_path / "pr.sqlite3", 30)
@@ -409,6 +410,7 @@ async def test_another_database_or_renumbered_rows_make_the_mirror_stop(tmp_path
         stop(source)
 
 
+@pytest.mark.slow        # the same SQL and comparisons on every Python
 async def test_the_audit_keeps_rows_deleted_at_the_source_and_stops_on_a_changed_value(tmp_path):
     socket = "unix://" + str(tmp_path / "s.sock")
     fill(tmp_path / "pr.sqlite3", 5000)
@@ -457,7 +459,7 @@ GOOD_ROW = ["1", V, A, "c", "0"]
     (pull_answer([[str(i), V, A, "c%d" % i, "0"] for i in range(5001)]), "5001 rows where at most 5000"),
     (pull_answer([GOOD_ROW])[:40], "invalid JSON"),                        # truncated
     ("[1, 2]", "the answer is not a JSON object"),
-])
+], ids=["identity", "revision", "short-row", "repeated-position", "oversized", "truncated", "array"])
 async def test_a_source_answering_garbage_has_nothing_applied_and_is_retried(tmp_path, reply, logged):
     peer = ScriptedPeer(lambda request, n: reply)
     garbage = await peer.start()
@@ -465,7 +467,7 @@ async def test_a_source_answering_garbage_has_nothing_applied_and_is_retried(tmp
     try:
         await reconnected(peer)                         # dropped, and tried again
         state = await status(address)
-        assert state["state"] in ("disconnected", "catching-up") and state["position"] is None
+        assert state["state"] in ("disconnected", "catching-up") and state["position"] is None, state
     finally:
         stop(mirror)
         await peer.stop()
@@ -536,6 +538,7 @@ def run_cli(*argv):
     return process.returncode, process.stdout, process.stderr
 
 
+@pytest.mark.slow        # the same SQL and comparisons on every Python
 async def test_a_one_shot_copy_can_be_served_as_a_mirror_later(tmp_path):
     fill(tmp_path / "pr.sqlite3", 7000)
     source, source_address, _ = start_process(tmp_path)
