@@ -291,6 +291,26 @@ async def test_a_downstream_server_with_a_mirror_upstream_computes_what_the_sour
             stop(process)
 
 
+async def test_a_read_only_source_on_a_file_bitbake_wrote_names_its_history_as_a_writer_later_does(tmp_path):
+    socket = "unix://" + str(tmp_path / "s.sock")
+    fill(tmp_path / "pr.sqlite3", 25)                   # no table of ours: bitbake wrote it
+    source, _, _ = start_process(tmp_path, "-r", "--bind", socket)
+    mirror, address, _ = start_mirror(tmp_path, socket)
+    try:
+        identity = (await following(address, "25"))["identity"]
+        assert identity.startswith("rows-")             # derived from the first row
+        stop(source)
+        source, source_address, _ = start_process(tmp_path, "--bind", socket)     # now read-write
+        async with await prserv.create_async_client(source_address) as writer:
+            assert (await writer.mirror_pull(None, 1, 0))["identity"] == identity   # stored as derived
+            await writer.getPR(V, A, "written")
+        state = await following(address, "26")
+        assert state["identity"] == identity
+    finally:
+        stop(mirror)
+        stop(source)
+
+
 async def test_a_read_only_server_on_the_mirrors_file_sees_rows_as_they_arrive(tmp_path):
     source, source_address, _ = start_process(tmp_path)
     mirror, mirror_address, _ = start_mirror(tmp_path, source_address)
