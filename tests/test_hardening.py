@@ -30,7 +30,9 @@ from prserv.storage.sqlite.connection import checked_identifier as _checked_iden
 from prserv.errors import DatabaseError
 
 LIB = Path(__file__).resolve().parent.parent / "lib" / "prserv"
-SQL_METHODS = {"execute", "executemany", "executescript"}
+SQL_METHODS = {"execute", "executemany", "executescript", "fetch", "fetchrow", "fetchval", "_query"}
+"""sqlite3's and asyncpg's methods that take SQL text, and the PostgreSQL engine's
+``_query``, which passes its text on to one of asyncpg's."""
 
 # --------------------------------------------------------------------------- 1a. audit
 
@@ -69,6 +71,15 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     ("storage/sqlite/feed.py", "apply"): {"table", "positions"},
     ("storage/sqlite/feed.py", "reset"): {"table", "positions_table(table)"},
     ("storage/sqlite/feed.py", "_first_held"): {"table"},
+    # PostgreSQL (storage/postgresql): ``statement`` runs through the constant DDL lists
+    # CREATE and UPGRADES of schema.py; ``where`` and ``after`` join "<column> = $n" and
+    # a row comparison of constant columns ($n numbered by %d, as is ``len(args)``; the
+    # columns come from a literal list at
+    # the call site); ``query`` is ``_query``'s argument (its call sites are audited as
+    # SQL sites themselves).  Every value is a $n parameter.
+    ("storage/postgresql/schema.py", "ensure"): {"statement"},
+    ("storage/postgresql/engine.py", "PostgreSQLEngine._select"): {"where", "after", "len(args)"},
+    ("storage/postgresql/engine.py", "PostgreSQLEngine._query"): {"query"},
     # CREATE TABLE IF NOT EXISTS <name>: the name passes checked_identifier right there.
     ("storage/sqlite/connection.py", "create_table"): {"checked_identifier(table)"},
     # DROP INDEX / CREATE INDEX prserv_<name>_high_values ON <name> WHERE <term>:
@@ -344,19 +355,22 @@ def test_synchronous_and_table_names_are_validated(tmp_path):
     assert isinstance(first, ast.Expr) and ast.unparse(first) == "checked_identifier(name)"
 
 
-def test_export_where_clause_is_built_from_constant_columns():
-    """``where`` in ``SQLiteEngine._select``: constant clauses and ``"%s = ?" % column``
-    only, ``column`` from the ``filters`` pairs, which every caller writes as literals."""
-    tree = ast.parse((LIB / "storage" / "sqlite" / "engine.py").read_text(encoding="utf-8"))
-    select = next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+@pytest.mark.parametrize("engine, where, clause", [
+    ("sqlite", "' AND '.join(clauses)", "'%s = ?' % column"),
+    ("postgresql", "' AND '.join(clauses) or 'TRUE'", "'%s = $%d' % (column, len(params))")])
+def test_export_where_clause_is_built_from_constant_columns(engine, where, clause):
+    """``where`` in each engine's ``_select``: constant clauses and ``"%s = ?" % column``
+    (``$n`` numbered on PostgreSQL) only, ``column`` from the ``filters`` pairs, which
+    every caller writes as literals."""
+    tree = ast.parse((LIB / "storage" / engine / "engine.py").read_text(encoding="utf-8"))
+    select = next(node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
                   and node.name == "_select")
     bindings = _Function(select).bindings
-    assert [ast.unparse(v) if v is not _Function.UNKNOWN else None for v in bindings["where"]] == \
-        ["' AND '.join(clauses)"]
+    assert [ast.unparse(v) if v is not _Function.UNKNOWN else None for v in bindings["where"]] == [where]
     appends = [node for node in ast.walk(select) if isinstance(node, ast.Call)
                and isinstance(node.func, ast.Attribute) and node.func.attr == "append"
                and ast.unparse(node.func.value) == "clauses"]
-    assert [ast.unparse(node.args[0]) for node in appends] == ["'%s = ?' % column"]
+    assert [ast.unparse(node.args[0]) for node in appends] == [clause]
     loops = [node for node in ast.walk(select) if isinstance(node, ast.For)
              and ast.unparse(node.target) == "(column, value)"]
     assert len(loops) == 1 and ast.unparse(loops[0].iter) == "filters"

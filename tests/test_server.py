@@ -11,8 +11,15 @@ import pytest
 
 import prserv
 from prserv.asyncrpc import InvokeError
-from internals import table_of
+from internals import store_rows, table_of
 from wire import SETUP, RawConnection, frame, open_slow_socket
+from conftest import ENGINES
+
+
+@pytest.fixture(params=ENGINES)
+def engine_kind(request) -> str:
+    """Every test of this module on a SQLite file and on a PostgreSQL database."""
+    return request.param
 
 V, A = "curl-8.6.0-r0", "cortexa72"
 
@@ -336,20 +343,17 @@ async def test_pipelined_lookups_and_allocations_keep_order_up_to_an_error(start
     await conn.expect_closed()
 
 
-def _import_rows(server, count: int) -> list:
-    """Rows stored straight through the server's table, in one transaction (fast)."""
+async def _import_rows(server, count: int) -> list:
+    """Rows stored straight into the server's database, in one transaction (fast)."""
     rows = [(V, A, "%064x" % i, str(i)) for i in range(count)]
-    table = table_of(server)
-    with table.transaction():
-        for row in rows:
-            table.importone(*row)
+    await store_rows(server, rows)
     return [{"version": v, "pkgarch": a, "checksum": c, "value": value} for v, a, c, value in rows]
 
 
 @pytest.mark.parametrize("kind", ["127.0.0.1:0", "ws://127.0.0.1:0"])
 async def test_large_export_is_streamed_and_equals_the_whole(kind, start_server):
     server = await start_server(kind)
-    expected = _import_rows(server, 6000)
+    expected = await _import_rows(server, 6000)
     async with await prserv.create_async_client(server.address) as client:
         meta, data = await client.export(None, None, None, True, True)
     assert meta["tbl_name"] == "PRMAIN" and data == expected
@@ -360,7 +364,7 @@ async def test_export_to_a_stalled_reader_does_not_hold_up_other_clients(start_s
     """The export waits for the slow peer (flow control) while others are answered,
     and the slow peer still gets every row, framed exactly as the whole answer."""
     server = await start_server()
-    expected = _import_rows(server, 30000)                      # about 4.5 MB of JSON
+    expected = await _import_rows(server, 30000)                      # about 4.5 MB of JSON
     slow = await open_slow_socket(server.address)
     loop = asyncio.get_running_loop()
     request = {"export": {"version": None, "pkgarch": None, "checksum": None, "colinfo": False,
@@ -382,6 +386,7 @@ async def test_export_to_a_stalled_reader_does_not_hold_up_other_clients(start_s
     assert received.decode() == "".join(frame(whole))
 
 
+@pytest.mark.parametrize("engine_kind", ["sqlite"])      # the SQLite engine's group commit
 async def test_pipelined_writes_of_one_client_share_commits(start_server):
     """A pipelining client (an import) does not pay one fsync per request: requests
     read together are handled together and answered after their shared commit."""
@@ -396,6 +401,7 @@ async def test_pipelined_writes_of_one_client_share_commits(start_server):
     await conn.close()
 
 
+@pytest.mark.parametrize("engine_kind", ["sqlite"])      # the SQLite engine's group commit
 async def test_failed_commit_withholds_the_answer_and_reports_it(start_server, monkeypatch):
     """The answer of a value whose commit failed is never sent (immediate mode)."""
     import sqlite3
@@ -422,6 +428,7 @@ async def test_failed_commit_withholds_the_answer_and_reports_it(start_server, m
         assert await client.getPR(V, A, "b") == "1"
 
 
+@pytest.mark.parametrize("engine_kind", ["sqlite"])      # held answers: the transport's, not the engine's
 async def test_pipelined_writes_to_a_client_that_does_not_read_are_held_then_all_sent(start_server):
     """Held answers are bounded (reading the client's requests waits), and once the
     client reads, every answer arrives, in order."""

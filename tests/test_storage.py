@@ -58,7 +58,7 @@ def test_every_method_finishes_without_suspending(dbpath):
 
 
 async def test_a_lookup_in_a_server_engine_needs_no_task(dbpath):
-    engine = open_engine(dbpath)
+    engine = await open_engine(dbpath)
     try:
         result = start_eagerly(engine.package(V, A))
         assert not isinstance(result, asyncio.Future) and result.max_key is None
@@ -69,7 +69,7 @@ async def test_a_lookup_in_a_server_engine_needs_no_task(dbpath):
 
 
 async def test_the_feed_gives_committed_rows_only_in_commit_order(dbpath):
-    engine = open_engine(dbpath)                                # group commit: immediate mode
+    engine = await open_engine(dbpath)                                # group commit: immediate mode
     try:
         assert (await engine.changes(None, 10)).rows == []
         await store(engine, "c1", (0,))
@@ -96,7 +96,7 @@ async def test_the_feed_gives_committed_rows_only_in_commit_order(dbpath):
 
 
 async def test_waiting_for_changes_wakes_on_this_processes_commit(dbpath):
-    engine = open_engine(dbpath)
+    engine = await open_engine(dbpath)
     try:
         waiting = asyncio.get_running_loop().create_task(engine.wait_for_changes("0", 30))
         await asyncio.sleep(0)
@@ -111,7 +111,7 @@ async def test_waiting_for_changes_wakes_on_this_processes_commit(dbpath):
 
 
 async def test_waiting_for_changes_sees_another_processes_commit(dbpath):
-    engine = open_engine(dbpath)
+    engine = await open_engine(dbpath)
     other = sqlite3.connect(dbpath, isolation_level=None)
     try:
         waiting = asyncio.get_running_loop().create_task(engine.wait_for_changes("0", 30))

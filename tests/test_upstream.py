@@ -20,6 +20,13 @@ import prserv
 from prserv.asyncrpc import InvokeError
 from peers import SILENT, Relay, ScriptedPeer
 from wire import SETUP, RawConnection, frame, parse_raw
+from conftest import ENGINES
+
+
+@pytest.fixture(params=ENGINES)
+def engine_kind(request) -> str:
+    """Every test of this module on a SQLite file and on a PostgreSQL database."""
+    return request.param
 
 PKG, ARCH = "glibc-2.39-r0", "armv8a"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

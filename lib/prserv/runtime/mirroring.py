@@ -35,7 +35,7 @@ def copy_once(source: str, database: str, timeout: float = DEFAULT_TIMEOUT,
 
 async def _copy(source: str, database: str, timeout: float, progress: Optional[Progress],
                 log: logging.Logger) -> Dict[str, Any]:
-    engine = open_engine(database, mirror=True)
+    engine = await open_engine(database, mirror=True)
     try:
         follower = Follower(source, engine, log, timeout=timeout, audit_interval=0)  # type: ignore[arg-type]
         started = time.monotonic()
@@ -59,7 +59,7 @@ def reset(database: str) -> int:
 
 
 async def _reset(database: str) -> int:
-    engine = open_engine(database, mirror=True)
+    engine = await open_engine(database, mirror=True)
     try:
         return engine.reset_mirror()  # type: ignore[attr-defined]
     finally:

@@ -17,6 +17,7 @@ from ..errors import BackupError, ConfigError
 from ..log import logger
 from ..storage import open_engine
 from ..storage.engine import Engine
+from ..storage.postgresql.url import is_url, masked
 from ..storage.syncmode import IMMEDIATE, SyncMode, parse_sync_mode
 from . import mirror as mirror_module
 from .allocator import Allocator
@@ -34,14 +35,20 @@ class PRServer(AsyncServer):
                  sync_mode: Union[str, SyncMode] = IMMEDIATE, limits: Optional[Limits] = None,
                  cache_size: Optional[int] = None, mirror: Optional[str] = None,
                  mirror_timeout: float = mirror_module.DEFAULT_TIMEOUT,
-                 mirror_audit_interval: float = mirror_module.DEFAULT_AUDIT_INTERVAL) -> None:
+                 mirror_audit_interval: float = mirror_module.DEFAULT_AUDIT_INTERVAL,
+                 postgresql: Optional[Dict[str, Any]] = None) -> None:
         """``cache_size``: bytes of package and checksum facts kept in memory (the
         engine's default when None).  ``mirror``: the address of a server to follow
-        (``server.mirror``); the server is then read-only and has no upstream."""
+        (``server.mirror``); the server is then read-only and has no upstream.
+        ``dbfile`` may be a ``postgresql://`` URL (``postgresql``: the engine's pool_size,
+        connect_timeout, lock_timeout)."""
         super().__init__(logger, limits)
         if mirror and upstream:
             raise ConfigError("a mirror has no upstream: it copies %s's values" % mirror)
-        self.dbfile = os.path.abspath(dbfile)
+        self.dbfile = dbfile if is_url(dbfile) else os.path.abspath(dbfile)
+        self.shown_database = masked(dbfile) if is_url(dbfile) else self.dbfile
+        """The database as logs may show it (a URL without its password)."""
+        self.postgresql = postgresql
         self.mirror = mirror or None
         self.mirror_timeout = mirror_timeout
         self.mirror_audit_interval = mirror_audit_interval
@@ -110,9 +117,9 @@ class PRServer(AsyncServer):
     # -- lifecycle
     async def open_resources(self) -> None:
         self._stopping = asyncio.Event()
-        self.engine = open_engine(self.dbfile, read_only=self.read_only and not self.mirror,
+        self.engine = await open_engine(self.dbfile, read_only=self.read_only and not self.mirror,
                                   sync_mode=self.sync_mode, cache_size=self.cache_size,
-                                  mirror=bool(self.mirror))
+                                  mirror=bool(self.mirror), postgresql=self.postgresql)
         upstream = Upstream(self.upstream, self.upstream_timeout) if self.upstream else None
         self.allocator = Allocator(self.engine, upstream)
         if self.mirror:
@@ -133,7 +140,7 @@ class PRServer(AsyncServer):
     async def start_serving(self) -> str:
         address = await super().start_serving()
         self.logger.info("Started PRServer with DBfile: %s, Address: %s, PID: %s%s%s",
-                         self.dbfile, ", ".join(self.addresses), os.getpid(),
+                         self.shown_database, ", ".join(self.addresses), os.getpid(),
                          " (read-only)" if self.read_only else ", sync mode %s" % self.sync_mode,
                          ", upstream: %s" % self.upstream if self.upstream else
                          ", mirror of: %s" % self.mirror if self.mirror else "")
@@ -151,4 +158,4 @@ class PRServer(AsyncServer):
         if self.engine is not None:
             await self.engine.close()
             self.engine = None
-        self.logger.info("PRServer stopped (%s)", self.dbfile)
+        self.logger.info("PRServer stopped (%s)", self.shown_database)

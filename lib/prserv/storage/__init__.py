@@ -1,27 +1,48 @@
 """Where PR values are kept: the engine interface and its engines.
 
 ``engine`` defines what the server asks of a database (``Engine``); ``sqlite`` is
-the engine for bitbake's SQLite files.  ``syncmode`` names when writes reach the
+the engine for bitbake's SQLite files, ``postgresql`` the one for a database shared by
+several servers (chosen by a ``postgresql://`` URL).  ``syncmode`` names when writes reach the
 disk.  Nothing above this package imports ``sqlite3``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Optional
+from typing import Any, Dict, Optional
 
+from ..errors import ConfigError
 from .engine import Engine
+from .postgresql.url import is_url, masked
 from .syncmode import IMMEDIATE, SyncMode, parse_sync_mode
 
 
-def open_engine(database: str, read_only: bool = False, sync_mode: Optional[SyncMode] = None,
-                cache_size: Optional[int] = None, mirror: bool = False) -> Engine:
-    """The engine a server uses for ``database`` (a SQLite file path), inside the
-    running event loop: writes grouped and committed per ``sync_mode`` (default
-    immediate) unless read-only, one coherence check per loop turn, at most
-    ``cache_size`` bytes of cached facts (default: the engine's).  ``mirror``: the
-    file is written only by a mirror, one fsync'd transaction per batch it copies
-    (the engine is then also a ``MirrorTarget``)."""
+async def open_engine(database: str, read_only: bool = False, sync_mode: Optional[SyncMode] = None,
+                      cache_size: Optional[int] = None, mirror: bool = False,
+                      postgresql: Optional[Dict[str, Any]] = None) -> Engine:
+    """The engine a server uses for ``database``, inside the running event loop.
+
+    A ``postgresql://`` or ``postgres://`` URL: ``PostgreSQLEngine`` (``postgresql``:
+    its ``pool_size``, ``connect_timeout``, ``lock_timeout``); a buffered sync mode or a
+    mirror is refused there (``ConfigError``).  Anything else is a SQLite file: writes
+    grouped and committed per ``sync_mode`` (default immediate) unless read-only, one
+    coherence check per loop turn, at most ``cache_size`` bytes of cached facts
+    (default: the engine's).  ``mirror``: the file is written only by a mirror, one
+    fsync'd transaction per batch it copies (the engine is then also a
+    ``MirrorTarget``)."""
+    if is_url(database):
+        if sync_mode is not None and sync_mode.buffered:
+            raise ConfigError("sync mode %s holds values in one process; with a PostgreSQL database "
+                              "its own durability applies (synchronous_commit)" % sync_mode)
+        if mirror:
+            raise ConfigError("a mirror keeps its copy in a SQLite file, not in %s" % masked(database))
+        from .postgresql.engine import PostgreSQLEngine
+        return await PostgreSQLEngine.open(database, read_only=read_only, **(postgresql or {}))
+    return _open_sqlite(database, read_only, sync_mode, cache_size, mirror)
+
+
+def _open_sqlite(database: str, read_only: bool, sync_mode: Optional[SyncMode], cache_size: Optional[int],
+                 mirror: bool) -> Engine:
     from .sqlite.cache import DEFAULT_BUDGET
     from .sqlite.database import SQLiteDatabase
     from .sqlite.engine import SQLiteEngine

@@ -38,10 +38,10 @@ from __future__ import annotations
 
 import abc
 import types
-from typing import (Any, AsyncContextManager, AsyncIterator, Dict, Iterator, List, Mapping, NamedTuple,
+from typing import (Any, AsyncContextManager, AsyncIterator, Dict, Iterable, Iterator, List, Mapping, NamedTuple,
                     Optional, Sequence, Tuple)
 
-from ..revision import RevisionKey
+from ..revision import RevisionKey, optional_key
 
 Position = str
 """An opaque place in the change feed, chosen by the engine."""
@@ -248,3 +248,26 @@ def feed_digest(rows: Iterator[PositionedRow]) -> Tuple[int, str]:
         total += int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16], "big")
         count += 1
     return count, "%032x" % (total % (1 << 128))
+
+
+def package_max_rows(rows: Iterable[Row]) -> Iterator[Row]:
+    """Rows holding their package's max value (rows sorted by version, pkgarch).
+
+    One pass, keeping only the rows of the largest value seen so far in the
+    current package: memory does not grow with the package's size.
+    """
+    package: Optional[Tuple[str, str]] = None
+    top: Optional[RevisionKey] = None
+    best: List[Row] = []
+    for row in rows:
+        if row[:2] != package:
+            yield from best
+            package, top, best = row[:2], None, []
+        key = optional_key(row[3])
+        if key is None:
+            continue
+        if top is None or key > top:
+            top, best = key, [row]
+        elif key == top:
+            best.append(row)
+    yield from best

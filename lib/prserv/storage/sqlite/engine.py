@@ -16,7 +16,7 @@ from ...errors import DatabaseError, InvalidRequestError
 from ...log import logger
 from ...revision import RevisionKey, key_to_revision, optional_key
 from ..engine import (DumpSource, Engine, FeedPage, MirrorState, MirrorTarget, PackageState, Position,
-                      PositionedRow, Row, WriteScope)
+                      PositionedRow, Row, WriteScope, package_max_rows)
 from . import backup, feed
 from .cache import PackageCache
 from .connection import PRMAIN, checked_identifier, create_table, create_value_index
@@ -164,7 +164,7 @@ class SQLiteEngine(Engine, MirrorTarget):
         if history:
             yield from self._select([("version", version), ("pkgarch", pkgarch), ("checksum", checksum)])
             return
-        for row in _package_max_rows(self._select([("version", version), ("pkgarch", pkgarch)])):
+        for row in package_max_rows(self._select([("version", version), ("pkgarch", pkgarch)])):
             if not checksum or row[2] == checksum:
                 yield row
 
@@ -371,26 +371,3 @@ class _WriteScope(WriteScope):
             return self.engine.insert(self.version, self.pkgarch, checksum, key)
         except sqlite3.Error as exc:
             raise _database_error(exc) from exc
-
-
-def _package_max_rows(rows: Iterable[Row]) -> Iterator[Row]:
-    """Rows holding their package's max value (rows sorted by version, pkgarch).
-
-    One pass, keeping only the rows of the largest value seen so far in the
-    current package: memory does not grow with the package's size.
-    """
-    package: Optional[Tuple[str, str]] = None
-    top: Optional[RevisionKey] = None
-    best: List[Row] = []
-    for row in rows:
-        if row[:2] != package:
-            yield from best
-            package, top, best = row[:2], None, []
-        key = optional_key(row[3])
-        if key is None:
-            continue
-        if top is None or key > top:
-            top, best = key, [row]
-        elif key == top:
-            best.append(row)
-    yield from best

@@ -1,0 +1,359 @@
+"""The PostgreSQL engine: PR values in one database shared by any number of servers.
+
+Every request asks the database (as bitbake's hashserv does): there is no cache to
+keep coherent, so an answer reflects every value any server acknowledged before
+the request arrived.  A package's write scope is a transaction holding a
+transaction-scoped advisory lock on the package (``pg_advisory_xact_lock``): the
+state is re-read under it, the decision made and the row inserted, and the
+commit releases it, so no value ever goes to two checksums whatever the number of
+servers.  ``lock_timeout`` bounds the wait for a lock held elsewhere.
+
+Connections come from one bounded asyncpg pool per server (``pool_size``); no
+other connection is opened.  Driver and server errors leave as ``DatabaseError``
+with the password taken out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
+
+from ...errors import DatabaseError, InvalidRequestError, ReadOnlyError
+from ...log import logger
+from ...revision import RevisionKey, key_to_revision, optional_key, revision_key
+from ..engine import (DumpSource, Engine, FeedPage, PackageState, Position, PositionedRow, Row,
+                      WriteScope, package_max_rows)
+from . import schema
+from .url import hide_in, masked
+
+DEFAULT_POOL_SIZE = 10
+DEFAULT_CONNECT_TIMEOUT = 30.0
+DEFAULT_LOCK_TIMEOUT = 10.0
+EXPORT_BATCH_ROWS = 2000
+CHANGE_POLL_SECONDS = 0.1
+"""How often ``wait_for_changes`` asks for new committed rows."""
+
+COLUMN_INFO = [{"name": "version", "type": "TEXT", "notnull": 1, "dflt_value": None, "pk": 1},
+               {"name": "pkgarch", "type": "TEXT", "notnull": 1, "dflt_value": None, "pk": 2},
+               {"name": "checksum", "type": "TEXT", "notnull": 1, "dflt_value": None, "pk": 3},
+               {"name": "value", "type": "TEXT", "notnull": 0, "dflt_value": None, "pk": 4}]
+"""bitbake's PRMAIN columns, as an export's ``col_info`` gives them for a SQLite file."""
+
+_STATE = """SELECT
+    (SELECT value FROM prmain WHERE version = $1 AND pkgarch = $2 ORDER BY key DESC LIMIT 1),
+    (SELECT value FROM prmain WHERE version = $1 AND pkgarch = $2 AND checksum = $3 ORDER BY key LIMIT 1),
+    (SELECT value FROM prmain WHERE version = $1 AND pkgarch = $2 AND checksum = $3 ORDER BY key DESC LIMIT 1),
+    (SELECT value FROM prmain WHERE version = $1 AND pkgarch = $2 AND key > $4::numeric[]
+        AND key < $5::numeric[] AND array_length(key, 1) = $6 ORDER BY key DESC LIMIT 1)"""
+"""A package's largest value, a checksum's smallest and largest, and the largest
+child of a base (``$4 < key < $5``, one number longer): four index lookups."""
+
+_INSERT = ("INSERT INTO prmain (version, pkgarch, checksum, value, key) "
+           "VALUES ($1, $2, $3, $4, string_to_array($4, '.')::numeric[]) ON CONFLICT DO NOTHING RETURNING id")
+
+_HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
+"""Transactions below this are finished: their rows can be fed without a gap."""
+
+
+def _error(exc: BaseException, url: str) -> DatabaseError:
+    return DatabaseError(hide_in("%s: %s" % (type(exc).__name__, exc), url))
+
+
+def _driver() -> Any:
+    try:
+        import asyncpg  # type: ignore[import-not-found]
+    except ImportError:
+        raise DatabaseError("a PostgreSQL URL needs the driver: pip install 'prserv[postgresql]'") from None
+    return asyncpg
+
+
+def _position(position: Optional[Position]) -> Tuple[str, int]:
+    """(transaction id as text, row id) of a feed position ``"<txid>:<id>"``."""
+    if position is None:
+        return "0", 0
+    if isinstance(position, str):
+        txid, _, row = position.partition(":")
+        if txid.isdigit() and row.isdigit() and txid.isascii() and row.isascii():
+            return txid, int(row)
+    raise InvalidRequestError("not a position of this database: %r" % (position,))
+
+
+class PostgreSQLEngine(Engine):
+    """The PR table of a PostgreSQL database (``open`` creates one)."""
+
+    table_name = "PRMAIN"
+
+    def __init__(self, url: str, pool: Any, read_only: bool) -> None:
+        self.url = url
+        self.shown_url = masked(url)
+        self.pool = pool
+        self.read_only = read_only
+        self.driver = _driver()
+
+    @classmethod
+    async def open(cls, url: str, read_only: bool = False, pool_size: int = DEFAULT_POOL_SIZE,
+                   connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                   lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> "PostgreSQLEngine":
+        """Connect (retrying for ``connect_timeout`` seconds while the database is not
+        up) and check, create or upgrade the schema."""
+        asyncpg = _driver()
+        settings = {"lock_timeout": str(int(lock_timeout * 1000)), "application_name": "prserv"}
+        if read_only:
+            settings["default_transaction_read_only"] = "on"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + connect_timeout
+        delay = 0.1
+        while True:
+            try:
+                pool = await asyncpg.create_pool(url, min_size=1, max_size=max(1, pool_size),
+                                                 server_settings=settings)
+                break
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if loop.time() + delay > deadline or isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+                    raise DatabaseError("cannot connect to %s within %g s: %s" % (
+                        masked(url), connect_timeout, hide_in(str(exc) or type(exc).__name__, url))) from None
+                logger.info("waiting for %s: %s", masked(url), hide_in(str(exc) or type(exc).__name__, url))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        engine = cls(url, pool, read_only)
+        try:
+            async with pool.acquire() as connection:
+                await schema.ensure(connection, read_only, engine.shown_url)
+        except BaseException as exc:
+            await pool.close()
+            if isinstance(exc, DatabaseError):
+                raise
+            if isinstance(exc, Exception):
+                raise _error(exc, url) from None
+            raise
+        return engine
+
+    # ------------------------------------------------------------------ reading
+    async def _query(self, query: str, *args: Any, method: str = "fetchval") -> Any:
+        """``query`` on a pooled connection (asyncpg's ``method``), errors as ``DatabaseError``."""
+        try:
+            async with self.pool.acquire() as connection:
+                return await getattr(connection, method)(query, *args)
+        except (OSError, self.driver.PostgresError, self.driver.InterfaceError) as exc:
+            raise _error(exc, self.url) from None
+
+    async def package(self, version: str, pkgarch: str, checksum: Optional[str] = None,
+                      children_of: Optional[RevisionKey] = None) -> PackageState:
+        return _state(await self._query(_STATE, *_state_args(version, pkgarch, checksum, children_of),
+                                        method="fetchrow"), checksum, children_of)
+
+    async def has_row(self, version: str, pkgarch: str, value: str,
+                      checksum: Optional[str] = None) -> bool:
+        if checksum is None:
+            return await self._query("SELECT EXISTS (SELECT 1 FROM prmain WHERE version = $1 "
+                                     "AND pkgarch = $2 AND value = $3)", version, pkgarch, value)
+        return await self._query("SELECT EXISTS (SELECT 1 FROM prmain WHERE version = $1 AND "
+                                 "pkgarch = $2 AND checksum = $3 AND value = $4)", version, pkgarch, checksum, value)
+
+    async def column_info(self) -> List[Dict[str, Any]]:
+        return [dict(column) for column in COLUMN_INFO]
+
+    # ------------------------------------------------------------------ writing
+    def write(self, version: str, pkgarch: str, checksum: Optional[str] = None,
+              children_of: Optional[RevisionKey] = None) -> "_WriteScope":
+        if self.read_only:
+            raise ReadOnlyError("database is open read-only")
+        return _WriteScope(self, version, pkgarch, checksum, children_of)
+
+    def answer_gate(self) -> Any:
+        return None                     # a write scope ends with its commit
+
+    async def flush(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    # ------------------------------------------------------------------ export
+    async def export_batches(self, version: Optional[str], pkgarch: Optional[str],
+                             checksum: Optional[str], history: bool) -> AsyncIterator[List[Row]]:
+        if history:
+            rows = self._select([("version", version), ("pkgarch", pkgarch), ("checksum", checksum)])
+            async for batch in rows:
+                yield batch
+            return
+        rows = self._select([("version", version), ("pkgarch", pkgarch)])
+        async for batch in _max_rows_batches(rows, checksum):
+            yield batch
+
+    async def _select(self, filters: List[Tuple[str, Optional[str]]]) -> AsyncIterator[List[Row]]:
+        """Rows in (version, pkgarch, checksum, value) byte order, by keyset pages."""
+        clauses, params = [], []               # column names are constants
+        for column, value in filters:
+            if value:
+                params.append(value)
+                clauses.append("%s = $%d" % (column, len(params)))
+        where = " AND ".join(clauses) or "TRUE"
+        last: Optional[Row] = None
+        while True:
+            args = list(params)
+            after = ""
+            if last is not None:
+                args += list(last)
+                after = " AND (version, pkgarch, checksum, value) > ($%d, $%d, $%d, $%d)" % tuple(
+                    range(len(params) + 1, len(params) + 5))
+            args.append(EXPORT_BATCH_ROWS)
+            found = await self._query(
+                "SELECT version, pkgarch, checksum, value FROM prmain WHERE %s%s "
+                "ORDER BY version, pkgarch, checksum, value LIMIT $%d" % (where, after, len(args)), *args,
+                method="fetch")
+            batch = [tuple(row) for row in found]
+            if batch:
+                yield batch                                             # type: ignore[misc]
+            if len(batch) < EXPORT_BATCH_ROWS:
+                return
+            last = batch[-1]                                            # type: ignore[assignment]
+
+    # ------------------------------------------------------------------ change feed
+    async def _identity(self, connection: Any) -> Optional[str]:
+        return await connection.fetchval("SELECT value FROM prserv_meta WHERE name = 'identity'")
+
+    async def changes(self, since: Optional[Position], limit: int, count: bool = False) -> FeedPage:
+        txid, row = _position(since)
+        try:
+            async with self.pool.acquire() as connection:
+                identity = await self._identity(connection)
+                found = await connection.fetch(
+                    "SELECT txid::text, id, version, pkgarch, checksum, value FROM prmain "
+                    "WHERE (txid, id) > ($1::text::xid8, $2) AND txid < %s ORDER BY txid, id LIMIT $3"
+                    % _HORIZON, txid, row, max(0, limit))
+                rows = [("%s:%d" % (r[0], r[1]), r[2], r[3], r[4], r[5]) for r in found]
+                reached, at = True, None
+                if since is not None:
+                    at_row = await connection.fetchrow(
+                        "SELECT version, pkgarch, checksum, value FROM prmain WHERE id = $2 "
+                        "AND txid = $1::text::xid8", txid, row)
+                    at = None if at_row is None else tuple(at_row)
+                    reached = at is not None or bool(rows) or await connection.fetchval(
+                        "SELECT EXISTS (SELECT 1 FROM prmain WHERE (txid, id) > ($1::text::xid8, $2))", txid, row)
+                pending = None
+                if count:
+                    last_txid, last_row = _position(rows[-1][0]) if rows else (txid, row)
+                    pending = await connection.fetchval(
+                        "SELECT count(*) FROM prmain WHERE (txid, id) > ($1::text::xid8, $2) AND txid < %s"
+                        % _HORIZON, last_txid, last_row)
+        except (OSError, self.driver.PostgresError, self.driver.InterfaceError) as exc:
+            raise _error(exc, self.url) from None
+        return FeedPage(identity, True, True, reached, at, rows, pending)  # type: ignore[arg-type]
+
+    async def rows_between(self, after: Optional[Position], until: Position) -> Optional[List[PositionedRow]]:
+        start, end = _position(after), _position(until)
+        found = await self._query(
+            "SELECT txid::text, id, version, pkgarch, checksum, value FROM prmain "
+            "WHERE (txid, id) > ($1::text::xid8, $2) AND (txid, id) <= ($3::text::xid8, $4) "
+            "AND txid < %s ORDER BY txid, id" % _HORIZON, start[0], start[1], end[0], end[1], method="fetch")
+        return [("%s:%d" % (r[0], r[1]), r[2], r[3], r[4], r[5]) for r in found]
+
+    async def wait_for_changes(self, position: Optional[Position], timeout: float) -> bool:
+        txid, row = _position(position)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if await self._query("SELECT EXISTS (SELECT 1 FROM prmain WHERE (txid, id) > "
+                                 "($1::text::xid8, $2) AND txid < %s)" % _HORIZON, txid, row):
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(remaining, CHANGE_POLL_SECONDS))
+
+    # ------------------------------------------------------------------ dumps
+    def open_dump(self) -> DumpSource:
+        raise DatabaseError("dump-db of a PostgreSQL database is not supported; use pg_dump")
+
+
+def _state_args(version: str, pkgarch: str, checksum: Optional[str],
+                children_of: Optional[RevisionKey]) -> Tuple[Any, ...]:
+    if children_of is None:
+        return version, pkgarch, checksum, None, None, None
+    upper = list(children_of[:-1]) + [children_of[-1] + 1]
+    return version, pkgarch, checksum, list(children_of), upper, len(children_of) + 1
+
+
+def _state(found: Any, checksum: Optional[str], children_of: Optional[RevisionKey]) -> PackageState:
+    top, low, high, child = found
+    state = PackageState(top is not None, None if top is None else revision_key(top), checksum,
+                         None if low is None else (revision_key(low), revision_key(high)))
+    if child is not None and children_of is not None:
+        state.children = {children_of: revision_key(child)[-1]}
+    return state
+
+
+async def _max_rows_batches(batches: AsyncIterator[List[Row]], checksum: Optional[str]) -> AsyncIterator[List[Row]]:
+    """Per package, the rows holding its largest value (``checksum``'s only, if given),
+    across batches: a package may span several."""
+    pending: List[Row] = []
+    async for batch in batches:
+        pending.extend(batch)
+        last_package = pending[-1][:2]
+        complete = [row for row in pending if row[:2] != last_package]
+        pending = [row for row in pending if row[:2] == last_package]
+        chosen = [row for row in package_max_rows(complete) if not checksum or row[2] == checksum]
+        if chosen:
+            yield chosen
+    chosen = [row for row in package_max_rows(pending) if not checksum or row[2] == checksum]
+    if chosen:
+        yield chosen
+
+
+class _WriteScope(WriteScope):
+    """A transaction on one connection holding the package's advisory lock."""
+
+    def __init__(self, engine: PostgreSQLEngine, version: str, pkgarch: str, checksum: Optional[str],
+                 children_of: Optional[RevisionKey]) -> None:
+        self.engine = engine
+        self.args = _state_args(version, pkgarch, checksum, children_of)
+        self.checksum = checksum
+        self.children_of = children_of
+        self._connection: Any = None
+        self._transaction: Any = None
+
+    async def __aenter__(self) -> "_WriteScope":
+        engine = self.engine
+        try:
+            self._connection = await engine.pool.acquire()
+            self._transaction = self._connection.transaction()
+            await self._transaction.start()
+            await self._connection.execute("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
+                                           self.args[0], self.args[1])
+            self.state = _state(await self._connection.fetchrow(_STATE, *self.args), self.checksum,
+                                self.children_of)
+        except BaseException as exc:
+            await self._end(False)
+            if isinstance(exc, (OSError, engine.driver.PostgresError, engine.driver.InterfaceError)):
+                raise _error(exc, engine.url) from None
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        await self._end(exc_type is None)
+
+    async def _end(self, commit: bool) -> None:
+        connection, transaction = self._connection, self._transaction
+        self._connection = self._transaction = None
+        if connection is None:
+            return
+        try:
+            if transaction is not None:
+                if commit:
+                    await transaction.commit()
+                else:
+                    await transaction.rollback()
+        except (OSError, self.engine.driver.PostgresError, self.engine.driver.InterfaceError) as exc:
+            if commit:
+                raise _error(exc, self.engine.url) from None
+        finally:
+            await self.engine.pool.release(connection)
+
+    async def store(self, checksum: str, key: RevisionKey) -> bool:
+        try:
+            added = await self._connection.fetchval(_INSERT, self.args[0], self.args[1], checksum,
+                                                    key_to_revision(key))
+        except (OSError, self.engine.driver.PostgresError, self.engine.driver.InterfaceError) as exc:
+            raise _error(exc, self.engine.url) from None
+        return added is not None

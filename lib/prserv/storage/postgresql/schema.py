@@ -1,0 +1,90 @@
+"""The PostgreSQL schema, versioned in the database, created and upgraded by servers.
+
+``prmain`` holds bitbake's four columns and three of this project's:
+
+* ``key numeric[]``: the value as numbers (``'1.20'`` -> ``{1,20}``), so that the
+  numeric order of x.y.z (``1 < 1.0 < 1.3 < 1.20``) is an index order: a package's
+  largest value, a checksum's bounds and a base's children are index lookups;
+* ``id bigserial``: the row's number;
+* ``txid xid8``: the transaction that wrote it.  The change feed gives rows in
+  ``(txid, id)`` order and only rows of transactions older than every transaction
+  still running, so a transaction that commits after a later one is never skipped.
+
+``prserv_schema`` holds the schema's version.  A server refuses a newer version,
+upgrades an older one in one transaction (``UPGRADES``) and creates a missing one;
+all of it under a transaction-scoped advisory lock, so servers starting together
+do it once.  Servers of one version run side by side (a rolling restart).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, List
+
+from ...errors import DatabaseError
+
+SCHEMA_VERSION = 1
+SCHEMA_LOCK = 0x70727365727631      # the advisory lock key taken while creating or upgrading
+
+CREATE = [
+    "CREATE TABLE prserv_schema (version integer NOT NULL)",
+    "CREATE TABLE prserv_meta (name text PRIMARY KEY, value text NOT NULL)",
+    """CREATE TABLE prmain (
+        id bigserial PRIMARY KEY,
+        version text COLLATE "C" NOT NULL,
+        pkgarch text COLLATE "C" NOT NULL,
+        checksum text COLLATE "C" NOT NULL,
+        value text COLLATE "C" NOT NULL,
+        key numeric[] NOT NULL,
+        txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+        CONSTRAINT prmain_row UNIQUE (version, pkgarch, checksum, key))""",
+    "CREATE INDEX prmain_package_key ON prmain (version, pkgarch, key)",
+    "CREATE INDEX prmain_feed ON prmain (txid, id)",
+]
+"""Version 1, from nothing."""
+
+UPGRADES: List[List[str]] = []
+"""``UPGRADES[n - 1]`` takes version n to n + 1 (none yet)."""
+
+
+async def ensure(connection: Any, read_only: bool, shown_url: str) -> None:
+    """Check (read-only) or create / upgrade (read-write) the schema."""
+    if read_only:
+        version = await _version(connection)
+        if version is None:
+            raise DatabaseError("%s has no prserv schema (a read-only server never creates it; "
+                                "start a read-write server on it once)" % shown_url)
+        _refuse_newer(version, shown_url)
+        if version < SCHEMA_VERSION:
+            raise DatabaseError("%s has prserv schema version %d; this server needs %d (a read-write "
+                                "server upgrades it)" % (shown_url, version, SCHEMA_VERSION))
+        return
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
+        version = await _version(connection)
+        if version is None:
+            for statement in CREATE:
+                await connection.execute(statement)
+            await connection.execute("INSERT INTO prserv_schema (version) VALUES ($1)", SCHEMA_VERSION)
+            await connection.execute("INSERT INTO prserv_meta (name, value) VALUES ('identity', $1)",
+                                     "pg-" + uuid.uuid4().hex)
+            return
+        _refuse_newer(version, shown_url)
+        for step in range(version, SCHEMA_VERSION):
+            for statement in UPGRADES[step - 1]:
+                await connection.execute(statement)
+        if version < SCHEMA_VERSION:
+            await connection.execute("UPDATE prserv_schema SET version = $1", SCHEMA_VERSION)
+
+
+def _refuse_newer(version: int, shown_url: str) -> None:
+    if version > SCHEMA_VERSION:
+        raise DatabaseError("%s has prserv schema version %d, newer than this server knows (%d): "
+                            "upgrade this server" % (shown_url, version, SCHEMA_VERSION))
+
+
+async def _version(connection: Any) -> Any:
+    exists = await connection.fetchval("SELECT to_regclass('prserv_schema') IS NOT NULL")
+    if not exists:
+        return None
+    return await connection.fetchval("SELECT max(version) FROM prserv_schema")

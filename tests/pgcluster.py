@@ -1,0 +1,118 @@
+"""A real PostgreSQL for the tests, started by the tests themselves.
+
+From the ``pgserver`` wheel (the test extra installs it where it has wheels: Python
+3.9-3.12) or, failing that, from PostgreSQL's programs in ``$PRSERV_TEST_PG_BIN`` or
+on ``PATH`` (run as ``nobody`` when the tests run as root, which PostgreSQL
+refuses).  One cluster per test session, listening on a unix socket only; each test
+gets fresh databases (``Cluster.new_database``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import urllib.parse
+from typing import List, Optional
+
+
+class Cluster:
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="prserv-pg-")
+        self._server = None
+        self._process: Optional[subprocess.Popen] = None
+        self._names = itertools.count(1)
+        self.socket_dir = ""
+        self.port = 5432
+        self.bin = ""
+
+    # ------------------------------------------------------------------ starting
+    def start(self) -> "Cluster":
+        try:
+            import pgserver  # type: ignore[import-not-found]
+        except ImportError:
+            self._start_programs(_find_bin())
+        else:
+            self._server = pgserver.get_server(os.path.join(self.directory, "data"), cleanup_mode="stop")
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self._server.get_uri()).query)
+            self.socket_dir = query["host"][0]
+            self.bin = str(pgserver._commands.POSTGRES_BIN_PATH)      # type: ignore[attr-defined]
+        return self
+
+    def _start_programs(self, bin_dir: str) -> None:
+        self.bin = bin_dir
+        data = os.path.join(self.directory, "data")
+        self.socket_dir = os.path.join(self.directory, "sock")
+        os.makedirs(self.socket_dir)
+        demote = _demotion(self.directory)
+        subprocess.run([os.path.join(bin_dir, "initdb"), "-D", data, "-U", "postgres", "--auth=trust",
+                        "-E", "UTF8", "--no-sync"], check=True, capture_output=True, preexec_fn=demote)
+        self._process = subprocess.Popen(
+            [os.path.join(bin_dir, "postgres"), "-D", data, "-k", self.socket_dir, "-c", "listen_addresses=",
+             "-c", "fsync=on", "-c", "max_connections=200"],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.directory, "log"), "w"), preexec_fn=demote)
+        self.psql("SELECT 1")                           # waits until it accepts connections
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(30)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    # ------------------------------------------------------------------ using
+    def url(self, database: str = "postgres") -> str:
+        return "postgresql://postgres@/%s?host=%s" % (database, urllib.parse.quote(self.socket_dir, safe="/"))
+
+    def psql(self, command: str, database: str = "postgres") -> str:
+        for attempt in range(100):
+            result = subprocess.run([os.path.join(self.bin, "psql"), "-h", self.socket_dir, "-U", "postgres",
+                                     "-d", database, "-X", "-A", "-t", "-q", "-c", command],
+                                    capture_output=True, text=True)
+            if result.returncode == 0:
+                return result.stdout
+            if "could not connect" not in result.stderr and "starting up" not in result.stderr:
+                break
+            import time
+            time.sleep(0.1)
+        raise RuntimeError("psql %r failed: %s" % (command, result.stderr))
+
+    def new_database(self) -> str:
+        """A fresh, empty database; its URL."""
+        name = "t%d" % next(self._names)
+        self.psql("CREATE DATABASE %s" % name)
+        return self.url(name)
+
+
+def _find_bin() -> str:
+    candidates: List[str] = []
+    if os.environ.get("PRSERV_TEST_PG_BIN"):
+        candidates.append(os.environ["PRSERV_TEST_PG_BIN"])
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(os.path.dirname(os.path.realpath(initdb)))
+    for candidate in candidates:
+        if os.path.exists(os.path.join(candidate, "postgres")):
+            return candidate
+    raise RuntimeError("no PostgreSQL for the tests: install the test extra (pgserver) or set "
+                       "PRSERV_TEST_PG_BIN to a directory holding initdb and postgres")
+
+
+def _demotion(directory: str):
+    """A preexec_fn running PostgreSQL's programs as ``nobody`` when we are root."""
+    if os.geteuid() != 0:
+        return None
+    nobody = pwd.getpwnam("nobody")
+    for root, dirs, files in os.walk(directory):
+        os.chown(root, nobody.pw_uid, nobody.pw_gid)
+    os.chmod(directory, 0o755)
+
+    def demote() -> None:
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+
+    return demote
