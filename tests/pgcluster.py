@@ -13,8 +13,10 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import urllib.parse
 from typing import List, Optional
 
@@ -57,10 +59,20 @@ class Cluster:
         self.psql("SELECT 1")                           # waits until it accepts connections
 
     def stop(self) -> None:
+        """An immediate shutdown (SIGQUIT): nothing here needs to outlive the session."""
         if self._server is not None:
+            pid = self._server.get_pid()
+            if pid:
+                os.kill(pid, signal.SIGQUIT)
+                for _ in range(300):
+                    try:
+                        os.kill(pid, 0)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.01)
             self._server.cleanup()
         if self._process is not None:
-            self._process.terminate()
+            self._process.send_signal(signal.SIGQUIT)
             self._process.wait(30)
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -77,7 +89,6 @@ class Cluster:
                 return result.stdout
             if "could not connect" not in result.stderr and "starting up" not in result.stderr:
                 break
-            import time
             time.sleep(0.1)
         raise RuntimeError("psql %r failed: %s" % (command, result.stderr))
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -17,11 +19,11 @@ except ImportError:  # Python < 3.11: prserv depends on tomli there
     import tomli as tomllib
 
 NAMES = ["database", "bind", "read_only", "upstream", "upstream_timeout", "mirror", "mirror_timeout",
-         "mirror_audit_interval", "sync_mode", "cache_size", "log_file",
+         "mirror_audit_interval", "db_pool_size", "db_connect_timeout", "db_lock_timeout", "sync_mode", "cache_size", "log_file",
          "log_level", "pidfile", "max_connections", "max_connections_per_address", "idle_timeout",
          "handshake_timeout",
          "max_message_size", "max_handshake_line", "shutdown_timeout"]
-BASE_NAMES = [name for name in NAMES if not name.startswith("mirror")]
+BASE_NAMES = [name for name in NAMES if not name.startswith(("mirror", "db_"))]
 """The settings a server with an upstream can have (a mirror has none)."""
 
 
@@ -497,7 +499,8 @@ def test_unknown_key_in_file(tmp_path):
     message = config_error(tmp_path, config_file=conf)
     assert message == ("config file %s (from flag --config): unknown setting colour; known: "
                        "database, bind, read_only, upstream, upstream_timeout, mirror, mirror_timeout, "
-                       "mirror_audit_interval, sync_mode, cache_size, log_file, "
+                       "mirror_audit_interval, db_pool_size, db_connect_timeout, db_lock_timeout, "
+                       "sync_mode, cache_size, log_file, "
                        "log_level, pidfile, max_connections, max_connections_per_address, idle_timeout, "
                        "handshake_timeout, "
                        "max_message_size, max_handshake_line, shutdown_timeout" % conf)
@@ -684,6 +687,9 @@ def test_as_json(tmp_path):
         "mirror": {"value": None, "source": "default"},
         "mirror_timeout": {"value": 60.0, "source": "default"},
         "mirror_audit_interval": {"value": 3600.0, "source": "default"},
+        "db_pool_size": {"value": 10, "source": "default"},
+        "db_connect_timeout": {"value": 30.0, "source": "default"},
+        "db_lock_timeout": {"value": 10.0, "source": "default"},
         "sync_mode": {"value": "immediate", "source": "default"},
         "cache_size": {"value": 64 * 2**20, "source": "default"},
         "log_file": {"value": os.path.join(str(tmp_path), "prserv.log"), "source": "default"},
@@ -809,3 +815,40 @@ def test_a_mirror_has_no_upstream(tmp_path):
                        "a mirror copies its source's values" % conf)
     assert config_error(tmp_path, flags={"mirror_timeout": "0"}) == (
         "invalid mirror_timeout '0' (from flag --mirror-timeout): expected a positive number of seconds")
+
+
+# --------------------------------------------------------------------------- PostgreSQL URLs
+
+URL = "postgresql://prserv:s3cret@db.example.com:5433/prs?sslmode=require"
+
+
+def test_a_database_url_is_never_made_a_path_and_its_password_is_never_shown(tmp_path):
+    config = load(tmp_path, flags={"database": URL})
+    assert config.database == URL
+    shown = "postgresql://prserv:***@db.example.com:5433/prs?sslmode=require"
+    assert re.search(r'^database *= "%s"' % re.escape(shown), config.show(), re.M) and "s3cret" not in config.show()
+    assert json.loads(config.as_json())["database"]["value"] == shown
+    for url in ("postgres://h/db", "postgresql:///db?host=/run/postgresql"):
+        assert load(tmp_path, environ={"PRSERV_DATABASE": url}).database == url
+
+
+def test_a_buffered_sync_mode_or_a_mirror_cannot_share_a_database(tmp_path):
+    assert config_error(tmp_path, flags={"database": URL, "sync_mode": "periodic:5"}) == (
+        "sync_mode periodic:5 (from flag --sync-mode) holds values in one process and cannot be shared: "
+        "with a PostgreSQL database (from flag -f/--file) PostgreSQL's own durability applies "
+        "(synchronous_commit)")
+    assert config_error(tmp_path, flags={"database": URL, "mirror": "m:1"}) == (
+        "a mirror (from flag --mirror) keeps its copy in a SQLite file, not in a PostgreSQL database "
+        "(from flag -f/--file)")
+
+
+def test_a_url_without_the_driver_installed_exits_2_naming_the_extra(tmp_path):
+    bin_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin", "bitbake-prserv")
+    result = subprocess.run([sys.executable, "-S", bin_path, "-F", "-f", URL], capture_output=True, text=True,
+                            env={"PYTHONPATH": os.path.join(os.path.dirname(bin_path), "..", "lib")},
+                            cwd=str(tmp_path), timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "invalid database 'postgresql://prserv:***@db.example.com:5433/prs?sslmode=require' (from flag "
+        "-f/--file): a PostgreSQL URL needs its driver: pip install 'prserv[postgresql]'")
+    assert "s3cret" not in result.stderr

@@ -32,6 +32,7 @@ from typing import Callable, List, Optional, Tuple
 from ..errors import DaemonError
 from ..log import logger
 from ..server.server import PRServer
+from ..storage.postgresql.url import is_url, masked
 from ..version import __version__
 from ..asyncrpc.address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, parse_address, split_ws_uri
 from .logs import configure_logging
@@ -142,7 +143,9 @@ def build_server(config: Config) -> PRServer:
                       upstream_timeout=config.upstream_timeout, sync_mode=config.sync_mode,
                       cache_size=config.cache_size, limits=limits_of(config), mirror=config.mirror,
                       mirror_timeout=config.mirror_timeout,
-                      mirror_audit_interval=config.mirror_audit_interval)
+                      mirror_audit_interval=config.mirror_audit_interval,
+                      postgresql={"pool_size": config.db_pool_size, "connect_timeout": config.db_connect_timeout,
+                                  "lock_timeout": config.db_lock_timeout})
     for address in config.bind:
         server.start_server(address)
     return server
@@ -150,7 +153,8 @@ def build_server(config: Config) -> PRServer:
 
 def describe(config: Config, addresses: List[str]) -> str:
     return "prserv %s serving %s on %s%s%s" % (
-        __version__, config.database, ", ".join(addresses),
+        __version__, masked(config.database) if is_url(config.database) else config.database,
+        ", ".join(addresses),
         " (read-only)" if config.read_only or config.mirror else "",
         ", upstream %s" % config.upstream if config.upstream else
         ", mirror of %s" % config.mirror if config.mirror else "")

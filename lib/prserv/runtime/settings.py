@@ -17,6 +17,7 @@ because the daemon changes its working directory to ``/``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -29,6 +30,8 @@ from ..errors import ConfigError
 from ..server.mirror import DEFAULT_AUDIT_INTERVAL
 from ..server.mirror import DEFAULT_TIMEOUT as DEFAULT_MIRROR_TIMEOUT
 from ..server.upstream import DEFAULT_TIMEOUT as DEFAULT_UPSTREAM_TIMEOUT
+from ..storage.postgresql.engine import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT, DEFAULT_POOL_SIZE
+from ..storage.postgresql.url import is_url, masked
 from ..storage.sqlite.cache import DEFAULT_BUDGET as DEFAULT_CACHE_SIZE
 from ..storage.syncmode import IMMEDIATE, parse_sync_mode
 
@@ -55,6 +58,17 @@ def _text(raw: Any, base: str) -> str:
 
 def _path(raw: Any, base: str) -> str:
     return os.path.normpath(os.path.join(base, _text(raw, base)))
+
+
+def _database(raw: Any, base: str) -> str:
+    """A SQLite file (made absolute) or a PostgreSQL URL (kept as it is; its driver must
+    be installed)."""
+    text = _text(raw, base)
+    if not is_url(text):
+        return _path(text, base)
+    if importlib.util.find_spec("asyncpg") is None:
+        raise _Invalid("a PostgreSQL URL needs its driver: pip install 'prserv[postgresql]'")
+    return text
 
 
 def _log_file(raw: Any, base: str) -> str:
@@ -96,6 +110,13 @@ def _seconds_or_zero(raw: Any, base: str) -> float:
         value = None
     if value is None or not value >= 0 or value == float("inf"):
         raise _Invalid("expected a number of seconds >= 0 (0: no limit)")
+    return value
+
+
+def _positive_count(raw: Any, base: str) -> int:
+    value = _count(raw, base)
+    if value < 1:
+        raise _Invalid("expected a whole number >= 1")
     return value
 
 
@@ -193,8 +214,9 @@ class Setting:
 DEFAULT_LIMITS = Limits()
 
 SETTINGS: Tuple[Setting, ...] = (
-    Setting("database", "PRSERV_DATABASE", ("-f", "--file"), "prserv.sqlite3", _path,
-            "database filename", metavar="FILE"),
+    Setting("database", "PRSERV_DATABASE", ("-f", "--file"), "prserv.sqlite3", _database,
+            "database filename, or a PostgreSQL URL postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?...] "
+            "shared by several servers (pip install 'prserv[postgresql]')", metavar="FILE|URL"),
     Setting("bind", "PRSERV_BIND", ("--bind", "--address"), "%s:%d" % (DEFAULT_HOST, DEFAULT_PORT),
             _addresses, "listen address, repeatable: HOST:PORT, [V6]:PORT, unix:///PATH, ws://HOST:PORT "
             "(environment: comma or space separated; TOML: a list)", metavar="ADDR", kind=REPEATED,
@@ -219,6 +241,15 @@ SETTINGS: Tuple[Setting, ...] = (
             DEFAULT_AUDIT_INTERVAL, _seconds_or_zero,
             "seconds between a mirror's audits of every row it holds against its source (0: never)",
             metavar="SECONDS", shown_default="%g s" % DEFAULT_AUDIT_INTERVAL),
+    Setting("db_pool_size", "PRSERV_DB_POOL_SIZE", ("--db-pool-size",), DEFAULT_POOL_SIZE, _positive_count,
+            "PostgreSQL: connections this server opens at most", metavar="N"),
+    Setting("db_connect_timeout", "PRSERV_DB_CONNECT_TIMEOUT", ("--db-connect-timeout",),
+            DEFAULT_CONNECT_TIMEOUT, _positive_number,
+            "PostgreSQL: how long a starting server waits for the database to accept connections",
+            metavar="SECONDS", shown_default="%g s" % DEFAULT_CONNECT_TIMEOUT),
+    Setting("db_lock_timeout", "PRSERV_DB_LOCK_TIMEOUT", ("--db-lock-timeout",), DEFAULT_LOCK_TIMEOUT,
+            _positive_number, "PostgreSQL: how long a request waits for a lock held elsewhere before "
+            "it is answered with an error", metavar="SECONDS", shown_default="%g s" % DEFAULT_LOCK_TIMEOUT),
     Setting("sync_mode", "PRSERV_SYNC_MODE", ("--sync-mode",), IMMEDIATE, _sync_mode,
             "immediate (each value fsync'd before it is answered), periodic:SECONDS, "
             "or on-shutdown (throwaway builds)", metavar="MODE"),
@@ -296,13 +327,18 @@ class Config:
             " (config file %s)" % self.config_file if self.config_file else "")]
         width = max(len(name) for name in self.values)
         for name, value in self.values.items():
-            text = "%-*s = %s" % (width, name, _toml_value(value.value))
+            text = "%-*s = %s" % (width, name, _toml_value(_shown(name, value.value)))
             lines.append("%-60s # %s" % (text, value.source))
         return "\n".join(lines) + "\n"
 
     def as_json(self) -> str:
-        return json.dumps({name: {"value": value.value, "source": value.source}
+        return json.dumps({name: {"value": _shown(name, value.value), "source": value.source}
                            for name, value in self.values.items()}, indent=2)
+
+
+def _shown(name: str, value: Any) -> Any:
+    """A setting's value as it may be shown: a database URL without its password."""
+    return masked(value) if name == "database" and is_url(value) else value
 
 
 def _toml_value(value: Any) -> str:
@@ -377,7 +413,16 @@ def load_config(flags: Optional[Mapping[str, Any]] = None,
             values[setting.name] = Value(setting.parse(raw, base), source)
         except _Invalid as exc:
             raise ConfigError("invalid %s %s (from %s): %s" % (
-                setting.name, _shorten(raw), source, exc)) from None
+                setting.name, _shorten(masked(raw) if is_url(raw) else raw), source, exc)) from None
+    database = values["database"]
+    if is_url(database.value) and parse_sync_mode(values["sync_mode"].value).buffered:
+        raise ConfigError("sync_mode %s (from %s) holds values in one process and cannot be shared: with a "
+                          "PostgreSQL database (from %s) PostgreSQL's own durability applies "
+                          "(synchronous_commit)" % (values["sync_mode"].value, values["sync_mode"].source,
+                                                    database.source))
+    if is_url(database.value) and values["mirror"].value:
+        raise ConfigError("a mirror (from %s) keeps its copy in a SQLite file, not in a PostgreSQL "
+                          "database (from %s)" % (values["mirror"].source, database.source))
     if values["mirror"].value and values["upstream"].value:
         raise ConfigError("mirror (from %s) and upstream (from %s) cannot be combined: a mirror "
                           "copies its source's values" % (values["mirror"].source, values["upstream"].source))
