@@ -30,6 +30,7 @@ class Cluster:
         self.socket_dir = ""
         self.port = 5432
         self.bin = ""
+        self._demote = None
 
     # ------------------------------------------------------------------ starting
     def start(self) -> "Cluster":
@@ -52,24 +53,34 @@ class Cluster:
         demote = _demotion(self.directory)
         subprocess.run([os.path.join(bin_dir, "initdb"), "-D", data, "-U", "postgres", "--auth=trust",
                         "-E", "UTF8", "--no-sync"], check=True, capture_output=True, preexec_fn=demote)
+        self._demote = demote
+        self._start_postgres()
+
+    def _start_postgres(self) -> None:
         self._process = subprocess.Popen(
-            [os.path.join(bin_dir, "postgres"), "-D", data, "-k", self.socket_dir, "-c", "listen_addresses=",
-             "-c", "fsync=on", "-c", "max_connections=200"],
-            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.directory, "log"), "w"), preexec_fn=demote)
+            [os.path.join(self.bin, "postgres"), "-D", os.path.join(self.directory, "data"), "-k", self.socket_dir,
+             "-c", "listen_addresses=", "-c", "max_connections=200"],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.directory, "log"), "a"),
+            preexec_fn=self._demote)
         self.psql("SELECT 1")                           # waits until it accepts connections
+
+    def restart(self) -> None:
+        """Stop PostgreSQL at once (every connection is cut) and start it again on the
+        same data and socket."""
+        if self._server is not None:
+            _quit(self._server.get_pid(), signal.SIGINT)         # fast: connections cut, clean files
+            self._server.ensure_postgres_running()
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self._server.get_uri()).query)
+            assert query["host"][0] == self.socket_dir, "PostgreSQL came back on another socket"
+        else:
+            self._process.send_signal(signal.SIGINT)
+            self._process.wait(30)
+            self._start_postgres()
 
     def stop(self) -> None:
         """An immediate shutdown (SIGQUIT): nothing here needs to outlive the session."""
         if self._server is not None:
-            pid = self._server.get_pid()
-            if pid:
-                os.kill(pid, signal.SIGQUIT)
-                for _ in range(300):
-                    try:
-                        os.kill(pid, 0)
-                    except ProcessLookupError:
-                        break
-                    time.sleep(0.01)
+            _quit(self._server.get_pid())
             self._server.cleanup()
         if self._process is not None:
             self._process.send_signal(signal.SIGQUIT)
@@ -97,6 +108,22 @@ class Cluster:
         name = "t%d" % next(self._names)
         self.psql("CREATE DATABASE %s" % name)
         return self.url(name)
+
+
+def _quit(pid: Optional[int], how: int = signal.SIGQUIT) -> None:
+    """PostgreSQL's immediate shutdown (SIGQUIT; SIGINT: fast), waited for."""
+    if not pid:
+        return
+    try:
+        os.kill(pid, how)
+    except ProcessLookupError:
+        return
+    for _ in range(1000):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
 
 
 def _find_bin() -> str:

@@ -16,7 +16,8 @@ with the password taken out.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
+import functools
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple
 
 from ...errors import DatabaseError, InvalidRequestError, ReadOnlyError
 from ...log import logger
@@ -57,6 +58,16 @@ _HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
 
 def _error(exc: BaseException, url: str) -> DatabaseError:
     return DatabaseError(hide_in("%s: %s" % (type(exc).__name__, exc), url))
+
+
+def _in_task(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Run the coroutine method in a task of its own.  A request may start eagerly,
+    outside any task (``prserv.asyncrpc.eager``), and asyncpg uses deadlines that need
+    one (``asyncio.timeout``); cancelling the caller cancels the task."""
+    @functools.wraps(method)
+    async def in_task(*args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().create_task(method(*args, **kwargs))
+    return in_task
 
 
 def _driver() -> Any:
@@ -129,6 +140,7 @@ class PostgreSQLEngine(Engine):
         return engine
 
     # ------------------------------------------------------------------ reading
+    @_in_task
     async def _query(self, query: str, *args: Any, method: str = "fetchval") -> Any:
         """``query`` on a pooled connection (asyncpg's ``method``), errors as ``DatabaseError``."""
         try:
@@ -213,6 +225,7 @@ class PostgreSQLEngine(Engine):
     async def _identity(self, connection: Any) -> Optional[str]:
         return await connection.fetchval("SELECT value FROM prserv_meta WHERE name = 'identity'")
 
+    @_in_task
     async def changes(self, since: Optional[Position], limit: int, count: bool = False) -> FeedPage:
         txid, row = _position(since)
         try:
@@ -313,6 +326,7 @@ class _WriteScope(WriteScope):
         self._connection: Any = None
         self._transaction: Any = None
 
+    @_in_task
     async def __aenter__(self) -> "_WriteScope":
         engine = self.engine
         try:
@@ -333,6 +347,7 @@ class _WriteScope(WriteScope):
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         await self._end(exc_type is None)
 
+    @_in_task
     async def _end(self, commit: bool) -> None:
         connection, transaction = self._connection, self._transaction
         self._connection = self._transaction = None
@@ -350,6 +365,7 @@ class _WriteScope(WriteScope):
         finally:
             await self.engine.pool.release(connection)
 
+    @_in_task
     async def store(self, checksum: str, key: RevisionKey) -> bool:
         try:
             added = await self._connection.fetchval(_INSERT, self.args[0], self.args[1], checksum,

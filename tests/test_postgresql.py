@@ -1,0 +1,262 @@
+"""Several servers on one PostgreSQL database: atomic, linearizable, and what happens
+when PostgreSQL, a server or a lock misbehaves.
+
+The engine-independent behaviour runs in test_server.py and test_upstream.py on both
+engines; this module holds what only a shared database has.  Servers are real
+processes where a fault needs one; PostgreSQL is the session's (``pg_cluster``), or
+a cluster of the test's own when the test stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import prserv
+from prserv.asyncrpc import InvokeError
+from prserv.errors import DatabaseError
+from prserv.storage import open_engine
+
+from pgcluster import Cluster
+from processes import BIN, start_process
+
+V, A = "zlib-1.3-r0", "core2-64"
+
+
+def stop(process, sig=signal.SIGTERM):
+    if process.poll() is None:
+        process.send_signal(sig)
+    process.wait(15)
+
+
+async def get_prs(address, requests):
+    """get-pr of each (version, checksum) on its own connection, all at once."""
+    async def one(version, checksum):
+        async with await prserv.create_async_client(address) as client:
+            return await client.getPR(version, A, checksum)
+    return await asyncio.gather(*(one(version, checksum) for version, checksum in requests))
+
+
+# --------------------------------------------------------------------------- several servers
+
+async def test_three_server_processes_never_give_one_value_to_two_checksums(tmp_path, pg_cluster):
+    url = pg_cluster.new_database()
+    servers = [start_process(tmp_path, "-f", url) for _ in range(3)]
+    try:
+        addresses = [address for _, address, _ in servers]
+        results = await asyncio.gather(*(get_prs(addresses[i % 3], [(V, "c%d" % i)]) for i in range(60)))
+        initial = {"c%d" % i: result[0] for i, result in enumerate(results)}
+        assert sorted(map(int, initial.values())) == list(range(60))
+        # Linearizable: a value acknowledged by one server counts at once on another.
+        async with await prserv.create_async_client(addresses[0]) as first, \
+                await prserv.create_async_client(addresses[1]) as second:
+            assert await first.getPR(V, A, "c0") == "60"          # no history: c0 is not the max
+            assert await second.test_pr(V, A, "c0") == "60"
+            assert await second.getPR(V, A, "c1") == "61"
+            assert await first.max_package_pr(V, A) == "61"
+            assert await second.getPR(V, A, "c1", history=True) == initial["c1"]  # history: its first
+    finally:
+        for process, _, _ in servers:
+            stop(process)
+    assert pg_cluster.psql("SELECT count(*), count(DISTINCT value) FROM prmain",
+                           url.split("/")[3].split("?")[0]).split() == ["62|62"]
+
+
+async def test_read_write_and_read_only_servers_mixed_each_with_an_upstream(tmp_path, pg_cluster, start_server):
+    upstream = await start_server(db="upstream.sqlite3")
+    url = pg_cluster.new_database()
+    writer = prserv.create_server("127.0.0.1:0", url, upstream=upstream.address)
+    reader = prserv.create_server("127.0.0.1:0", url, upstream=upstream.address, read_only=True)
+    await writer.start_serving()
+    await reader.start_serving()
+    try:
+        async with await prserv.create_async_client(upstream.address) as up:
+            assert await up.getPR(V, A, "u") == "0"
+        async with await prserv.create_async_client(writer.address) as w, \
+                await prserv.create_async_client(reader.address) as r:
+            assert await w.getPR(V, A, "local") == "0.0"
+            assert await r.test_pr(V, A, "local") == "0.0"
+            assert await r.getPR(V, A, "other") == "0.1"           # answered, not stored
+            assert await r.is_readonly() is True
+            assert await w.getPR(V, A, "other") == "0.1"
+    finally:
+        await reader.stop_serving()
+        await writer.stop_serving()
+
+
+# --------------------------------------------------------------------------- schema
+
+async def test_the_schema_is_created_once_refused_when_newer_and_indexes_serve_every_lookup(pg_cluster):
+    url = pg_cluster.new_database()
+    name = url.split("/")[3].split("?")[0]
+    with pytest.raises(DatabaseError, match="has no prserv schema .a read-only server never creates it"):
+        await open_engine(url, read_only=True)
+    engines = await asyncio.gather(*(open_engine(url) for _ in range(4)))      # side by side
+    for engine in engines:
+        await engine.close()
+    assert pg_cluster.psql("SELECT version FROM prserv_schema", name).split() == ["1"]
+    pg_cluster.psql("INSERT INTO prmain (version, pkgarch, checksum, value, key) SELECT 'p' || (i %% 500), "
+                    "'a', 'c' || i, (i / 500)::text || '.' || (i %% 7), ARRAY[i / 500, i %% 7]::numeric[] "
+                    "FROM generate_series(1, 200000) AS i".replace("%%", "%"), name)
+    pg_cluster.psql("ANALYZE prmain", name)
+    from prserv.storage.postgresql.engine import _STATE
+    plan = pg_cluster.psql("EXPLAIN " + _STATE.replace("$1", "'p7'").replace("$2", "'a'").replace(
+        "$3", "'c7'").replace("$4::numeric[]", "'{3}'::numeric[]").replace("$5::numeric[]", "'{4}'::numeric[]")
+        .replace("$6", "2"), name)
+    assert "Seq Scan" not in plan and plan.count("Index") >= 4, plan
+    pg_cluster.psql("UPDATE prserv_schema SET version = 2", name)
+    with pytest.raises(DatabaseError, match=r"has prserv schema version 2, newer than this server knows \(1\)"):
+        await open_engine(url)
+
+
+# --------------------------------------------------------------------------- the feed
+
+async def test_the_feed_never_skips_a_transaction_that_commits_after_a_later_one(pg_cluster):
+    import asyncpg
+
+    url = pg_cluster.new_database()
+    engine = await open_engine(url)
+    early, late = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        insert = ("INSERT INTO prmain (version, pkgarch, checksum, value, key) "
+                  "VALUES ($1, 'a', $2, '0', '{0}')")
+        first = early.transaction()
+        await first.start()
+        await early.execute(insert, "early", "e")               # the smaller id and txid
+        async with late.transaction():
+            await late.execute(insert, "late", "l")              # commits first
+        page = await engine.changes(None, 10)
+        assert page.rows == []                                   # held back: "early" still runs
+        await first.commit()
+        page = await engine.changes(None, 10)
+        assert [row[1] for row in page.rows] == ["early", "late"]
+        assert (await engine.changes(page.rows[-1][0], 10)).rows == []
+    finally:
+        await early.close()
+        await late.close()
+        await engine.close()
+
+
+async def test_a_mirror_follows_a_postgresql_backed_source(tmp_path, pg_cluster):
+    url = pg_cluster.new_database()
+    source, source_address, _ = start_process(tmp_path, "-f", url)
+    mirror, mirror_address, _ = start_process(tmp_path, "--mirror", source_address, "--mirror-timeout", "1",
+                                              db="mirror.sqlite3")
+    try:
+        async with await prserv.create_async_client(source_address) as writer:
+            for i in range(30):
+                await writer.getPR(V, A, "m%d" % i)
+        async with await prserv.create_async_client(mirror_address) as reader:
+            deadline = time.monotonic() + 20
+            while await reader.max_package_pr(V, A) != "29":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            assert await reader.test_pr(V, A, "m7") == "7"
+    finally:
+        stop(mirror)
+        stop(source)
+
+
+# --------------------------------------------------------------------------- faults
+
+async def test_a_lock_held_elsewhere_gets_an_invoke_error_after_the_lock_timeout(pg_cluster, start_server):
+    import asyncpg
+
+    url = pg_cluster.new_database()
+    server = prserv.create_server("127.0.0.1:0", url, postgresql={"lock_timeout": 0.5})
+    await server.start_serving()
+    stuck = await asyncpg.connect(url)
+    try:
+        transaction = stuck.transaction()
+        await transaction.start()
+        await stuck.execute("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))", V, A)
+        async with await prserv.create_async_client(server.address) as client:
+            started = time.monotonic()
+            with pytest.raises(InvokeError, match="database error: LockNotAvailableError: canceling "
+                                                  "statement due to lock timeout"):
+                await client.getPR(V, A, "blocked")
+            assert 0.5 <= time.monotonic() - started < 3
+        await transaction.rollback()
+        async with await prserv.create_async_client(server.address) as client:
+            assert await client.getPR(V, A, "blocked") == "0"      # served again
+    finally:
+        await stuck.close()
+        await server.stop_serving()
+
+
+async def test_the_pool_is_bounded(pg_cluster):
+    url = pg_cluster.new_database()
+    server = prserv.create_server("127.0.0.1:0", url, postgresql={"pool_size": 3})
+    await server.start_serving()
+    try:
+        values = await get_prs(server.address, [(V, "p%d" % i) for i in range(40)])
+        assert sorted(map(int, values)) == list(range(40))
+        name = url.split("/")[3].split("?")[0]
+        count = pg_cluster.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = '%s' AND "
+                                "application_name = 'prserv'" % name)
+        assert 1 <= int(count) <= 3
+    finally:
+        await server.stop_serving()
+
+
+async def test_postgresql_not_up_yet_then_gone_then_restarted_under_load(tmp_path):
+    cluster = Cluster()
+    url_holder = {}
+    try:
+        # Not up: the server retries for db_connect_timeout, then exits 1 naming the URL.
+        result = subprocess.run([sys.executable, BIN, "-F", "-f",
+                                 "postgresql://prserv:hush@/x?host=%s" % tmp_path, "--bind", "127.0.0.1:0",
+                                 "--db-connect-timeout", "1"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1 and "hush" not in result.stderr
+        assert "cannot connect to postgresql://prserv:***@/x?host=%s within 1 s" % tmp_path in result.stderr
+        cluster.start()
+        url = url_holder["url"] = cluster.new_database()
+        server, address, _ = start_process(tmp_path, "-f", url)
+        try:
+            acknowledged = {}
+            async with await prserv.create_async_client(address) as client:
+                for i in range(20):
+                    acknowledged["k%d" % i] = await client.getPR(V, A, "k%d" % i)
+            cluster.restart()                                   # under the server's feet
+            errors, deadline = 0, time.monotonic() + 20
+            while True:
+                try:
+                    async with await prserv.create_async_client(address) as client:
+                        value = await client.getPR(V, A, "after")
+                    break
+                except (InvokeError, ConnectionError) as exc:
+                    assert "database error" in str(exc) or isinstance(exc, ConnectionError)
+                    errors += 1
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.1)
+            assert value == "20"                                # no value lost, none repeated
+            async with await prserv.create_async_client(address) as client:
+                for checksum, value in acknowledged.items():
+                    assert await client.test_pr(V, A, checksum) == value
+            # SIGKILL under load: every acknowledged value is in the database.
+            async def write(n):
+                async with await prserv.create_async_client(address) as client:
+                    for i in range(200):
+                        acknowledged["w%d-%d" % (n, i)] = await client.getPR(V, A, "w%d-%d" % (n, i))
+            writers = [asyncio.ensure_future(write(n)) for n in range(4)]
+            await asyncio.sleep(0.3)
+            server.send_signal(signal.SIGKILL)
+            server.wait(10)
+            await asyncio.gather(*writers, return_exceptions=True)
+        finally:
+            stop(server)
+        server, address, _ = start_process(tmp_path, "-f", url)
+        try:
+            async with await prserv.create_async_client(address) as client:
+                for checksum, value in acknowledged.items():
+                    assert await client.test_pr(V, A, checksum) == value
+        finally:
+            stop(server)
+    finally:
+        cluster.stop()
