@@ -15,7 +15,10 @@ import prserv
 from prserv.serv import PRServer
 
 VECTORS = os.path.join(os.path.dirname(__file__), "vectors")
-ENGINES = ["sqlite", "postgresql"]
+ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]
+"""The engines a module's servers run on.  PostgreSQL's runs of the server and upstream
+suites are marked slow: CI runs them under the default Python, and test_postgresql.py
+(what only a shared database has) under every Python."""
 
 
 @pytest.fixture(scope="session")

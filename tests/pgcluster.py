@@ -35,6 +35,14 @@ class Cluster:
     # ------------------------------------------------------------------ starting
     def start(self) -> "Cluster":
         try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        try:
             import pgserver  # type: ignore[import-not-found]
         except ImportError:
             self._start_programs(_find_bin())
@@ -43,7 +51,6 @@ class Cluster:
             query = urllib.parse.parse_qs(urllib.parse.urlsplit(self._server.get_uri()).query)
             self.socket_dir = query["host"][0]
             self.bin = str(pgserver._commands.POSTGRES_BIN_PATH)      # type: ignore[attr-defined]
-        return self
 
     def _start_programs(self, bin_dir: str) -> None:
         self.bin = bin_dir
@@ -98,7 +105,8 @@ class Cluster:
                                     capture_output=True, text=True)
             if result.returncode == 0:
                 return result.stdout
-            if "could not connect" not in result.stderr and "starting up" not in result.stderr:
+            if not any(sign in result.stderr for sign in (
+                    "could not connect", "starting up", "No such file or directory", "Connection refused")):
                 break
             time.sleep(0.1)
         raise RuntimeError("psql %r failed: %s" % (command, result.stderr))
