@@ -56,6 +56,7 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     ("storage/sqlite/engine.py", "SQLiteEngine.has_row"): {"self.table"},
     ("storage/sqlite/engine.py", "SQLiteEngine.column_info"): {"self.table"},  # PRAGMA table_info
     ("storage/sqlite/engine.py", "SQLiteEngine.insert"): {"self.table"},
+    ("storage/sqlite/engine.py", "SQLiteEngine.add_rows"): {"self.table"},
     # The change feed (storage/sqlite/feed.py): ``table`` is SQLiteEngine.table (checked);
     # ``self.table`` and ``self.positions`` / ``positions_table(table)`` /
     # ``positions`` ("prserv_%s_positions" % checked_identifier(table)) are checked again.

@@ -260,3 +260,65 @@ async def test_postgresql_not_up_yet_then_gone_then_restarted_under_load(tmp_pat
             stop(server)
     finally:
         cluster.stop()
+
+
+# --------------------------------------------------------------------------- moving a database
+
+def run_cli(*argv):
+    result = subprocess.run([sys.executable, "-m", "prserv", *argv], capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(BIN), "..", "lib")),
+                            timeout=120)
+    return result.returncode, result.stdout, result.stderr
+
+
+def sqlite_rows(path):
+    import sqlite3
+
+    conn = sqlite3.connect(str(path))
+    try:
+        return sorted(conn.execute("SELECT version, pkgarch, checksum, value FROM PRMAIN"))
+    finally:
+        conn.close()
+
+
+async def test_copy_between_sqlite_and_postgresql_both_ways_adds_only_what_is_missing(tmp_path, pg_cluster):
+    import json
+    import sqlite3
+
+    from test_migrate import make_legacy
+
+    legacy = tmp_path / "old.sqlite3"
+    make_legacy(str(legacy), nohist=[(V, A, "c%d" % i, i) for i in range(2500)] + [(V, A, "bad", "x1")])
+    before = os.path.getsize(legacy)
+    url = pg_cluster.new_database()
+    code, out, err = run_cli("--json", "copy", str(legacy), url)
+    summary = json.loads(out)
+    assert (code, err) == (0, "")
+    assert (summary["rows_read"], summary["rows_added"], summary["rows_skipped"], summary["verified"]) == \
+        (2500, 2500, 0, True)                                   # "x1" was left behind by the migration
+    assert os.path.getsize(legacy) == before                    # the source is only read
+    back = tmp_path / "back.sqlite3"
+    conn = sqlite3.connect(str(back))
+    conn.execute("CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, checksum TEXT NOT NULL, "
+                 "value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
+    conn.executemany("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)", [(V, A, "c%d" % i, str(i)) for i in range(1000)]
+                     + [("own-1.0", A, "o", "3")])
+    conn.commit()
+    conn.close()
+    code, out, err = run_cli("copy", url, str(back))
+    assert code == 0 and "2500 rows read, 1500 added, 1000 there already" in out and "verified: ok" in out
+    assert sqlite_rows(back) == sorted([(V, A, "c%d" % i, str(i)) for i in range(2500)] + [("own-1.0", A, "o", "3")])
+    # A destination that drops a row: the verification says so, exit 6.
+    lossy = tmp_path / "lossy.sqlite3"
+    conn = sqlite3.connect(str(lossy))
+    conn.execute("CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, checksum TEXT NOT NULL, "
+                 "value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
+    conn.execute("CREATE TRIGGER lose BEFORE INSERT ON PRMAIN WHEN NEW.checksum = 'c7' BEGIN SELECT RAISE(IGNORE); END")
+    conn.commit()
+    conn.close()
+    code, out, err = run_cli("copy", url, str(lossy))
+    assert code == 6 and "verified: FAILED" in out
+    assert err == "prserv: %s lacks 1 of the source's rows, or holds them otherwise\n" % lossy
+    code, out, err = run_cli("backup", "postgresql://prserv:hush@db/prs", str(tmp_path / "x"))
+    assert code == 2 and err.startswith("prserv: postgresql://prserv:***@db/prs is a PostgreSQL database: "
+                                        "back it up with pg_dump") and "hush" not in err

@@ -18,6 +18,7 @@ from ..client import PRClient
 from ..errors import BackupError, DatabaseBusy, VerificationFailed
 from ..runtime.priority import BACKUP_PRIORITIES, IDLE_THROTTLE, lower_priority
 from ..storage.sqlite import backup
+from ..storage.postgresql.url import is_url, masked
 from .output import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_VERIFY, Failure, Output
 
 
@@ -61,6 +62,10 @@ def _failure(exc: Exception) -> Exception:
 
 def cmd_backup(args: argparse.Namespace, out: Output) -> int:
     """``prserv backup DB OUT [--sql] [--priority idle|low|normal]``."""
+    if is_url(args.db):
+        raise Failure(EXIT_USAGE, "%s is a PostgreSQL database: back it up with pg_dump (pg_dump -Fc -f "
+                      "prserv.dump 'URL'; restore with pg_restore -d 'URL' prserv.dump), or copy it into a "
+                      "SQLite file with 'prserv copy URL FILE'" % masked(args.db))
     try:
         blocks_writers = backup.journal_mode(args.db) != "wal"
         applied = lower_priority(args.priority, blocks_writers)

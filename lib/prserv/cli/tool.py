@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..log import logger
 from ..runtime.settings import environment_host
 from ..version import __version__
-from . import backup, config, migrate, mirror, oefiles, requests
+from . import backup, config, copydb, migrate, mirror, oefiles, requests
 from .output import EXIT_CODES_HELP, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Failure, Output
 
 DESCRIPTION = """\
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    for module in (requests, oefiles, config, migrate, backup, mirror):
+    for module in (requests, oefiles, config, migrate, backup, copydb, mirror):
         module.add_commands(command)
     return parser
 

@@ -200,6 +200,11 @@ class Engine(abc.ABC):
         rows before the checksum filter.  Filters apply when truthy."""
 
     @abc.abstractmethod
+    async def add_rows(self, rows: Sequence[Row]) -> int:
+        """Store rows as they are (values already checked), skipping those held already,
+        in one transaction; returns how many were added.  For copying a database."""
+
+    @abc.abstractmethod
     async def column_info(self) -> List[Dict[str, Any]]:
         """The table's columns (name, type, notnull, dflt_value, pk), for exports."""
 

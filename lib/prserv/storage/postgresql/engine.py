@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ...errors import DatabaseError, InvalidRequestError, ReadOnlyError
 from ...log import logger
@@ -161,6 +161,22 @@ class PostgreSQLEngine(Engine):
                                      "AND pkgarch = $2 AND value = $3)", version, pkgarch, value)
         return await self._query("SELECT EXISTS (SELECT 1 FROM prmain WHERE version = $1 AND "
                                  "pkgarch = $2 AND checksum = $3 AND value = $4)", version, pkgarch, checksum, value)
+
+    @_in_task
+    async def add_rows(self, rows: Sequence[Row]) -> int:
+        if self.read_only:
+            raise ReadOnlyError("database is open read-only")
+        columns = list(zip(*rows)) if rows else [(), (), (), ()]
+        try:
+            async with self.pool.acquire() as connection:
+                status = await connection.execute(
+                    "INSERT INTO prmain (version, pkgarch, checksum, value, key) "
+                    "SELECT v, p, c, x, string_to_array(x, '.')::numeric[] "
+                    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS r (v, p, c, x) "
+                    "ON CONFLICT DO NOTHING", *[list(column) for column in columns])
+        except (OSError, self.driver.PostgresError, self.driver.InterfaceError) as exc:
+            raise _error(exc, self.url) from None
+        return int(status.split()[-1])
 
     async def column_info(self) -> List[Dict[str, Any]]:
         return [dict(column) for column in COLUMN_INFO]

@@ -122,6 +122,18 @@ class SQLiteEngine(Engine, MirrorTarget):
         self.cache.stored(version, pkgarch, checksum, key, cursor.lastrowid or 0)
         return True
 
+    async def add_rows(self, rows: Sequence[Row]) -> int:
+        try:
+            with self.db.transactions.scope():
+                before = self.conn.total_changes
+                self.conn.executemany("INSERT OR IGNORE INTO %s (version, pkgarch, checksum, value) "
+                                      "VALUES (?, ?, ?, ?)" % self.table, rows)
+                added = self.conn.total_changes - before
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+        self.cache.clear()                      # re-read on demand: a bulk copy, not a request
+        return added
+
     def answer_gate(self) -> Any:
         group = self.db.group
         return group.pending_commit() if group is not None else None

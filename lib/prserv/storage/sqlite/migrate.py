@@ -39,7 +39,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import sqlite3
+import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import DatabaseError
@@ -326,3 +328,24 @@ def on_open(conn: sqlite3.Connection, database: str, read_only: bool) -> Optiona
     if summary is not None:
         log_summary(summary)
     return summary
+
+
+def migrated_copy(path: str) -> Optional[str]:
+    """A scratch copy of a file of bitbake <= 2.8 (in a directory of its own, for the
+    caller to remove), to be migrated when opened read-write; None if it needs none.
+    The file itself is only read."""
+    conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        if not needs_migration(conn):
+            return None
+        scratch = os.path.join(tempfile.mkdtemp(prefix="prserv-copy-"), "migrated.sqlite3")
+        target = sqlite3.connect(scratch)
+        try:
+            conn.backup(target)
+        finally:
+            target.close()
+        return scratch
+    except sqlite3.Error as exc:
+        raise DatabaseError("cannot read %s: %s" % (path, exc)) from exc
+    finally:
+        conn.close()
