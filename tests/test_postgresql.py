@@ -322,3 +322,30 @@ async def test_copy_between_sqlite_and_postgresql_both_ways_adds_only_what_is_mi
     code, out, err = run_cli("backup", "postgresql://prserv:hush@db/prs", str(tmp_path / "x"))
     assert code == 2 and err.startswith("prserv: postgresql://prserv:***@db/prs is a PostgreSQL database: "
                                         "back it up with pg_dump") and "hush" not in err
+
+
+async def test_dump_db_of_a_postgresql_database_restores_as_a_sqlite_file(tmp_path, pg_cluster):
+    import io
+
+    url = pg_cluster.new_database()
+    server = prserv.create_server("127.0.0.1:0", url)
+    await server.start_serving()
+    try:
+        async with await prserv.create_async_client(server.address) as client:
+            for i in range(5):
+                await client.getPR(V, A, "d%d" % i)
+            await client.importone("o'brien-1.0", A, "q'uote", "1.20")
+            out = io.StringIO()
+            await client.dump_db(out)
+    finally:
+        await server.stop_serving()
+    text = out.getvalue()
+    assert text.startswith("BEGIN TRANSACTION;\nCREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT "
+                           "NULL, checksum TEXT NOT NULL, value TEXT, PRIMARY KEY (version, pkgarch, checksum, "
+                           "value));\nINSERT INTO \"PRMAIN\" VALUES('zlib-1.3-r0','core2-64','d0','0');\n")
+    assert text.endswith("INSERT INTO \"PRMAIN\" VALUES('o''brien-1.0','core2-64','q''uote','1.20');\nCOMMIT;\n")
+    (tmp_path / "dump.sql").write_text(text)
+    code, out, err = run_cli("restore", str(tmp_path / "dump.sql"), str(tmp_path / "restored.sqlite3"))
+    assert code == 0, err
+    assert sqlite_rows(tmp_path / "restored.sqlite3") == sorted(
+        [(V, A, "d%d" % i, str(i)) for i in range(5)] + [("o'brien-1.0", A, "q'uote", "1.20")])

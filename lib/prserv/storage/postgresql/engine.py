@@ -293,7 +293,9 @@ class PostgreSQLEngine(Engine):
 
     # ------------------------------------------------------------------ dumps
     def open_dump(self) -> DumpSource:
-        raise DatabaseError("dump-db of a PostgreSQL database is not supported; use pg_dump")
+        from .dump import PostgreSQLDump
+
+        return PostgreSQLDump(self.url)
 
 
 def _state_args(version: str, pkgarch: str, checksum: Optional[str],
