@@ -46,7 +46,7 @@ async def get_prs(address, requests):
 # --------------------------------------------------------------------------- several servers
 
 async def test_three_server_processes_never_give_one_value_to_two_checksums(tmp_path, pg_cluster):
-    url = pg_cluster.new_database()
+    url = pg_cluster.new_database().replace("postgres@", "postgres:n0tsh0wn@")   # trust: any password
     servers = [start_process(tmp_path, "-f", url) for _ in range(3)]
     try:
         addresses = [address for _, address, _ in servers]
@@ -64,6 +64,8 @@ async def test_three_server_processes_never_give_one_value_to_two_checksums(tmp_
     finally:
         for process, _, _ in servers:
             stop(process)
+    logged = "".join(line for _, _, lines in servers for line in lines)
+    assert "postgres:***@" in logged and "n0tsh0wn" not in logged
     assert pg_cluster.psql("SELECT count(*), count(DISTINCT value) FROM prmain",
                            url.split("/")[3].split("?")[0]).split() == ["62|62"]
 
@@ -349,3 +351,25 @@ async def test_dump_db_of_a_postgresql_database_restores_as_a_sqlite_file(tmp_pa
     assert code == 0, err
     assert sqlite_rows(tmp_path / "restored.sqlite3") == sorted(
         [(V, A, "d%d" % i, str(i)) for i in range(5)] + [("o'brien-1.0", A, "q'uote", "1.20")])
+
+
+async def test_an_older_schema_is_upgraded_in_one_transaction(pg_cluster, monkeypatch):
+    from prserv.storage.postgresql import schema
+
+    url = pg_cluster.new_database()
+    name = url.split("/")[3].split("?")[0]
+    await (await open_engine(url)).close()                          # version 1
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "UPGRADES", [["ALTER TABLE prmain ADD COLUMN note text", "SELECT 1 / 0"]])
+    with pytest.raises(DatabaseError, match="division by zero"):
+        await open_engine(url)
+    assert pg_cluster.psql("SELECT version FROM prserv_schema", name).split() == ["1"]
+    assert pg_cluster.psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'prmain' "
+                           "AND column_name = 'note'", name).split() == ["0"]       # rolled back whole
+    monkeypatch.setattr(schema, "UPGRADES", [["ALTER TABLE prmain ADD COLUMN note text"]])
+    await (await open_engine(url)).close()
+    assert pg_cluster.psql("SELECT version FROM prserv_schema", name).split() == ["2"]
+    with pytest.raises(DatabaseError, match="version 2; this server needs 3 .a read-write server upgrades"):
+        monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+        monkeypatch.setattr(schema, "UPGRADES", [[], []])
+        await open_engine(url, read_only=True)                       # a reader never upgrades
