@@ -373,3 +373,24 @@ async def test_an_older_schema_is_upgraded_in_one_transaction(pg_cluster, monkey
         monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
         monkeypatch.setattr(schema, "UPGRADES", [[], []])
         await open_engine(url, read_only=True)                       # a reader never upgrades
+
+
+async def test_a_write_that_trusted_a_stale_state_stores_nothing_and_reports_the_package_now(pg_cluster):
+    from prserv.storage.engine import WriteConflict
+
+    engine = await open_engine(pg_cluster.new_database())
+    try:
+        stale = await engine.package(V, A, "mine")
+        async with engine.write(V, A, "other") as scope:            # another server, meanwhile
+            assert await scope.store("other", (0,)) is True
+        with pytest.raises(WriteConflict) as conflict:
+            async with engine.write(V, A, "mine", known=stale) as scope:
+                await scope.store("mine", (0,))
+        assert conflict.value.state.max_key == (0,) and conflict.value.state.bounds is None
+        assert not await engine.has_row(V, A, "0", "mine")
+        async with engine.write(V, A, "mine", known=conflict.value.state) as scope:
+            assert await scope.store("mine", (1,)) is True           # decided again: stored
+        async with engine.write(V, A, "mine", known=await engine.package(V, A, "mine")) as scope:
+            assert await scope.store("mine", (1,)) is False          # there already: no conflict
+    finally:
+        await engine.close()

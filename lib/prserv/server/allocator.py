@@ -31,10 +31,12 @@ from ..log import logger
 from ..policy import (UPSTREAM_CHECKSUM, UPSTREAM_HAS_PACKAGE, UPSTREAM_MAX, UPSTREAM_MAX_AGAIN,
                       Facts, Need, chained_value, degraded_value, local_value)
 from ..revision import RevisionKey, key_to_revision, revision_key
-from ..storage.engine import Engine, PackageState
+from ..storage.engine import Engine, PackageState, WriteConflict
 from .upstream import Upstream
 
 MAX_DECISION_ROUNDS = 16
+OPTIMISTIC_ROUNDS = 3
+"""Writes that trust the state just read (then check it) before one that locks first."""
 
 
 class PackageLocks:
@@ -86,6 +88,13 @@ def _child_base(facts: Facts) -> Optional[RevisionKey]:
     return facts.get(UPSTREAM_MAX_AGAIN)  # type: ignore[return-value]
 
 
+def _trusted(state: PackageState, attempt: int) -> Optional[PackageState]:
+    """The state a write may trust and check when storing (one round trip on an engine
+    that can), for the first ``OPTIMISTIC_ROUNDS`` attempts; then None: the write reads
+    again under the package's lock, which cannot lose a race."""
+    return state if attempt < OPTIMISTIC_ROUNDS else None
+
+
 def _local_decision(state: PackageState, checksum: str, history: bool) -> RevisionKey:
     return local_value(state.max_key, state.checksum_value(checksum, history), history)
 
@@ -107,13 +116,20 @@ class Allocator:
                 key = await self._chained(version, pkgarch, checksum, history, store)
             return key_to_revision(key)
         state = await self.engine.package(version, pkgarch, checksum)
-        key = _local_decision(state, checksum, history)
-        if store and not state.has_value(checksum, key):
-            async with self.engine.write(version, pkgarch, checksum) as scope:
-                key = _local_decision(scope.state, checksum, history)   # re-read under the lock
-                if not scope.state.has_value(checksum, key):
-                    await scope.store(checksum, key)
-        return key_to_revision(key)
+        for attempt in range(MAX_DECISION_ROUNDS):
+            key = _local_decision(state, checksum, history)
+            if not store or state.has_value(checksum, key):
+                return key_to_revision(key)
+            try:
+                async with self.engine.write(version, pkgarch, checksum, known=_trusted(state, attempt)) as scope:
+                    key = _local_decision(scope.state, checksum, history)   # re-read under the lock
+                    if not scope.state.has_value(checksum, key):
+                        await scope.store(checksum, key)
+                return key_to_revision(key)
+            except WriteConflict as conflict:
+                state = conflict.state                  # another writer came first: decide again
+        raise PRServiceError("get-pr for %s/%s did not settle after %d rounds"
+                             % (version, pkgarch, MAX_DECISION_ROUNDS))
 
     async def import_one(self, version: str, pkgarch: str, checksum: str, value: str) -> None:
         """Store the row as given (no ordering check); ``value`` is a revision text."""
@@ -129,7 +145,7 @@ class Allocator:
     async def _chained(self, version: str, pkgarch: str, checksum: str, history: bool,
                        store: bool) -> RevisionKey:
         facts: Facts = {}
-        for _ in range(MAX_DECISION_ROUNDS):
+        for attempt in range(MAX_DECISION_ROUNDS):
             state = await self.engine.package(version, pkgarch, checksum, _child_base(facts))
             decision = self._decide(state, checksum, history, facts)
             while isinstance(decision, Need):
@@ -141,12 +157,16 @@ class Allocator:
                 decision = self._decide(state, checksum, history, facts)
             if not store or state.has_value(checksum, decision):
                 return decision
-            async with self.engine.write(version, pkgarch, checksum, _child_base(facts)) as scope:
-                decision = self._decide(scope.state, checksum, history, facts)  # under the lock
-                if isinstance(decision, Need):
-                    continue                    # someone else wrote: ask what is missing
-                if not scope.state.has_value(checksum, decision):
-                    await scope.store(checksum, decision)
+            try:
+                async with self.engine.write(version, pkgarch, checksum, _child_base(facts),
+                                             known=_trusted(state, attempt)) as scope:
+                    decision = self._decide(scope.state, checksum, history, facts)  # under the lock
+                    if isinstance(decision, Need):
+                        continue                # someone else wrote: ask what is missing
+                    if not scope.state.has_value(checksum, decision):
+                        await scope.store(checksum, decision)
+            except WriteConflict:
+                continue                        # someone else wrote: read and decide again
             return decision
         raise PRServiceError("get-pr for %s/%s did not settle after %d rounds"
                              % (version, pkgarch, MAX_DECISION_ROUNDS))

@@ -118,14 +118,26 @@ class PackageState:
         return checksum == self.checksum and self.bounds is not None and key in self.bounds
 
 
+class WriteConflict(Exception):
+    """``WriteScope.store`` of a scope that trusted a state read before it: the package
+    changed since, nothing was stored.  ``state`` is the package as it is now; the
+    caller decides again.  (Not an error anyone sees: the allocator retries.)"""
+
+    def __init__(self, state: PackageState) -> None:
+        super().__init__("the package changed")
+        self.state = state
+
+
 class WriteScope(abc.ABC):
-    """Inside ``Engine.write``: the package's state read under the write lock."""
+    """Inside ``Engine.write``: the package's state read under the write lock (or the
+    caller's ``known`` state, which ``store`` then checks)."""
 
     state: PackageState
 
     @abc.abstractmethod
     async def store(self, checksum: str, key: RevisionKey) -> bool:
-        """Store (checksum, value) unless that row exists; True if a row was added."""
+        """Store (checksum, value) unless that row exists; True if a row was added.
+        ``WriteConflict`` if the scope trusted ``known`` and the package changed."""
 
 
 class DumpSource(abc.ABC):
@@ -182,9 +194,13 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def write(self, version: str, pkgarch: str, checksum: Optional[str] = None,
-              children_of: Optional[RevisionKey] = None) -> AsyncContextManager[WriteScope]:
+              children_of: Optional[RevisionKey] = None,
+              known: Optional[PackageState] = None) -> AsyncContextManager[WriteScope]:
         """The package's write scope (``async with``), atomic across processes; its
-        ``state`` is ``package(...)`` read again under the write lock."""
+        ``state`` is ``package(...)`` read again under the write lock.  ``known``: the
+        state the caller has just read with the same arguments; an engine whose lock
+        costs round trips may take it as the scope's state and check it when storing
+        (``WriteConflict``), so that a write is one round trip when nothing changed."""
 
     @abc.abstractmethod
     async def has_row(self, version: str, pkgarch: str, value: str,

@@ -23,7 +23,7 @@ from ...errors import DatabaseError, InvalidRequestError, ReadOnlyError
 from ...log import logger
 from ...revision import RevisionKey, key_to_revision, optional_key, revision_key
 from ..engine import (DumpSource, Engine, FeedPage, PackageState, Position, PositionedRow, Row,
-                      WriteScope, package_max_rows)
+                      WriteConflict, WriteScope, package_max_rows)
 from . import schema
 from .url import hide_in, masked
 
@@ -183,9 +183,12 @@ class PostgreSQLEngine(Engine):
 
     # ------------------------------------------------------------------ writing
     def write(self, version: str, pkgarch: str, checksum: Optional[str] = None,
-              children_of: Optional[RevisionKey] = None) -> "_WriteScope":
+              children_of: Optional[RevisionKey] = None,
+              known: Optional[PackageState] = None) -> Any:
         if self.read_only:
             raise ReadOnlyError("database is open read-only")
+        if known is not None:
+            return _CheckedWrite(self, version, pkgarch, checksum, children_of, known)
         return _WriteScope(self, version, pkgarch, checksum, children_of)
 
     def answer_gate(self) -> Any:
@@ -330,6 +333,57 @@ async def _max_rows_batches(batches: AsyncIterator[List[Row]], checksum: Optiona
     chosen = [row for row in package_max_rows(pending) if not checksum or row[2] == checksum]
     if chosen:
         yield chosen
+
+
+_STORE = "SELECT * FROM prserv_store($1, $2, $3, $4, $5, $6::numeric[], $7::numeric[], $8, $9, $10, $11, $12)"
+
+
+def _revision(key: Optional[RevisionKey]) -> Optional[str]:
+    return None if key is None else key_to_revision(key)
+
+
+class _CheckedWrite(WriteScope):
+    """A write trusting the caller's ``known`` state: ``store`` is one call of
+    ``prserv_store`` (one round trip, its own transaction), which inserts only if the
+    package is still as ``known`` says, else raises ``WriteConflict`` with the package
+    as it is now."""
+
+    def __init__(self, engine: PostgreSQLEngine, version: str, pkgarch: str, checksum: Optional[str],
+                 children_of: Optional[RevisionKey], known: PackageState) -> None:
+        self.engine = engine
+        self.args = _state_args(version, pkgarch, checksum, children_of)
+        self.checksum = checksum
+        self.children_of = children_of
+        self.state = known
+
+    async def __aenter__(self) -> "_CheckedWrite":
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        return None
+
+    async def store(self, checksum: str, key: RevisionKey) -> bool:
+        state = self.state
+        version, pkgarch, _, base, upper, length = self.args
+        bounds = state.bounds if state.checksum == checksum else None
+        child = state.children.get(self.children_of) if self.children_of is not None else None
+        expected_child = None if child is None else key_to_revision(tuple(self.children_of) + (child,))
+        row = await self.engine._query(
+            _STORE, version, pkgarch, checksum, key_to_revision(key), True, base, upper, length,
+            _revision(state.max_key), _revision(bounds[0] if bounds else None),
+            _revision(bounds[1] if bounds else None), expected_child, method="fetchrow")
+        added, top, low, high, found_child = row
+        if added:
+            return True
+        fresh = _state((top, low, high, found_child), checksum, self.children_of)
+        if _same(fresh, state, self.children_of):
+            return False                            # unchanged: the row was there already
+        raise WriteConflict(fresh)
+
+
+def _same(a: PackageState, b: PackageState, children_of: Optional[RevisionKey]) -> bool:
+    return (a.max_key, a.bounds, a.children.get(children_of) if children_of is not None else None) == \
+        (b.max_key, b.bounds, b.children.get(children_of) if children_of is not None else None)
 
 
 class _WriteScope(WriteScope):

@@ -10,6 +10,11 @@
   ``(txid, id)`` order and only rows of transactions older than every transaction
   still running, so a transaction that commits after a later one is never skipped.
 
+``prserv_store`` makes a write one round trip: under the package's advisory lock
+(each statement of the function sees what the lock's previous holder committed) it
+re-reads what a decision was made from and inserts only if that is unchanged, else
+returns the package as it is now for the server to decide again.
+
 ``prserv_schema`` holds the schema's version.  A server refuses a newer version,
 upgrades an older one in one transaction (``UPGRADES``) and creates a missing one;
 all of it under a transaction-scoped advisory lock, so servers starting together
@@ -40,6 +45,36 @@ CREATE = [
         CONSTRAINT prmain_row UNIQUE (version, pkgarch, checksum, key))""",
     "CREATE INDEX prmain_package_key ON prmain (version, pkgarch, key)",
     "CREATE INDEX prmain_feed ON prmain (txid, id)",
+    """CREATE FUNCTION prserv_store(v text, p text, c text, val text, expect boolean, base numeric[],
+            upper numeric[], n integer, e_max text, e_min text, e_cmax text, e_child text)
+        RETURNS TABLE (added boolean, s_max text, s_min text, s_cmax text, s_child text)
+        LANGUAGE plpgsql AS $f$
+        DECLARE m text; lo text; hi text; ch text; inserted bigint;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(hashtext(v), hashtext(p));
+            IF expect THEN
+                SELECT t.value INTO m FROM prmain t WHERE t.version = v AND t.pkgarch = p
+                    ORDER BY t.key DESC LIMIT 1;
+                SELECT t.value INTO lo FROM prmain t WHERE t.version = v AND t.pkgarch = p AND t.checksum = c
+                    ORDER BY t.key LIMIT 1;
+                SELECT t.value INTO hi FROM prmain t WHERE t.version = v AND t.pkgarch = p AND t.checksum = c
+                    ORDER BY t.key DESC LIMIT 1;
+                IF n IS NOT NULL THEN
+                    SELECT t.value INTO ch FROM prmain t WHERE t.version = v AND t.pkgarch = p
+                        AND t.key > base AND t.key < upper AND array_length(t.key, 1) = n
+                        ORDER BY t.key DESC LIMIT 1;
+                END IF;
+                IF m IS DISTINCT FROM e_max OR lo IS DISTINCT FROM e_min OR hi IS DISTINCT FROM e_cmax
+                        OR ch IS DISTINCT FROM e_child THEN
+                    RETURN QUERY SELECT false, m, lo, hi, ch;
+                    RETURN;
+                END IF;
+            END IF;
+            INSERT INTO prmain (version, pkgarch, checksum, value, key)
+                VALUES (v, p, c, val, string_to_array(val, '.')::numeric[])
+                ON CONFLICT DO NOTHING RETURNING id INTO inserted;
+            RETURN QUERY SELECT inserted IS NOT NULL, m, lo, hi, ch;
+        END $f$""",
 ]
 """Version 1, from nothing."""
 

@@ -109,8 +109,9 @@ class SQLiteEngine(Engine, MirrorTarget):
 
     # ------------------------------------------------------------------ writing
     def write(self, version: str, pkgarch: str, checksum: Optional[str] = None,
-              children_of: Optional[RevisionKey] = None) -> "_WriteScope":
-        return _WriteScope(self, version, pkgarch, checksum, children_of)
+              children_of: Optional[RevisionKey] = None,
+              known: Optional[PackageState] = None) -> "_WriteScope":
+        return _WriteScope(self, version, pkgarch, checksum, children_of)   # re-read: cheap here
 
     def insert(self, version: str, pkgarch: str, checksum: str, key: RevisionKey) -> bool:
         """Store one row (inside a transaction); False if it already existed."""
