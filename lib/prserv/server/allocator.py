@@ -49,6 +49,10 @@ class PackageLocks:
     def __call__(self, package: Tuple[str, str]) -> "_PackageLock":
         return _PackageLock(self, package)
 
+    def in_use(self, package: Tuple[str, str]) -> bool:
+        """Someone holds or awaits the package's lock (a new comer would wait)."""
+        return package in self._users
+
     def _acquire_entry(self, package: Tuple[str, str]) -> asyncio.Lock:
         lock = self._locks.get(package)
         if lock is None:
@@ -116,16 +120,32 @@ class Allocator:
                 key = await self._chained(version, pkgarch, checksum, history, store)
             return key_to_revision(key)
         state = await self.engine.package(version, pkgarch, checksum)
+        key = _local_decision(state, checksum, history)
+        if not store or state.has_value(checksum, key):
+            return key_to_revision(key)                 # the usual case: nothing to write
+        if not self.engine.shared:
+            return key_to_revision(await self._store(version, pkgarch, checksum, history, state))
+        # Requests of this process for one package take turns here, so that they do not
+        # race each other in the database (only other servers' writes can intervene).
+        waits = self._locks.in_use((version, pkgarch))
+        async with self._locks((version, pkgarch)):
+            if waits:                                   # others of ours wrote meanwhile
+                state = await self.engine.package(version, pkgarch, checksum)
+            return key_to_revision(await self._store(version, pkgarch, checksum, history, state))
+
+    async def _store(self, version: str, pkgarch: str, checksum: str, history: bool,
+                     state: PackageState) -> RevisionKey:
+        """Decide from ``state`` and store, deciding again while other writers come first."""
         for attempt in range(MAX_DECISION_ROUNDS):
             key = _local_decision(state, checksum, history)
-            if not store or state.has_value(checksum, key):
-                return key_to_revision(key)
+            if state.has_value(checksum, key):
+                return key
             try:
                 async with self.engine.write(version, pkgarch, checksum, known=_trusted(state, attempt)) as scope:
                     key = _local_decision(scope.state, checksum, history)   # re-read under the lock
                     if not scope.state.has_value(checksum, key):
                         await scope.store(checksum, key)
-                return key_to_revision(key)
+                return key
             except WriteConflict as conflict:
                 state = conflict.state                  # another writer came first: decide again
         raise PRServiceError("get-pr for %s/%s did not settle after %d rounds"

@@ -185,6 +185,10 @@ class Engine(abc.ABC):
     read_only: bool
     """Opened read-only: every write raises ``ReadOnlyError``."""
     table_name: str
+    shared: bool = False
+    """Other servers write the same database and a write costs round trips: the
+    allocator lets this process's writes to one package take turns before they reach
+    the database, so that they do not conflict there."""
 
     @abc.abstractmethod
     async def package(self, version: str, pkgarch: str, checksum: Optional[str] = None,

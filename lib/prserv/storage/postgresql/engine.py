@@ -70,6 +70,22 @@ def _in_task(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[A
     return in_task
 
 
+_CONNECTION_CLASS: Any = None
+
+
+def _connection_class(asyncpg: Any) -> Any:
+    """asyncpg's connection, without the reset query a pool sends on every release (a
+    round trip per request): this engine leaves no session state behind -- its locks
+    are transaction-scoped, it sets nothing and listens to nothing."""
+    global _CONNECTION_CLASS
+    if _CONNECTION_CLASS is None:
+        class Connection(asyncpg.Connection):  # type: ignore[misc, name-defined]
+            def get_reset_query(self) -> str:
+                return ""
+        _CONNECTION_CLASS = Connection
+    return _CONNECTION_CLASS
+
+
 def _driver() -> Any:
     try:
         import asyncpg  # type: ignore[import-not-found]
@@ -93,6 +109,7 @@ class PostgreSQLEngine(Engine):
     """The PR table of a PostgreSQL database (``open`` creates one)."""
 
     table_name = "PRMAIN"
+    shared = True
 
     def __init__(self, url: str, pool: Any, read_only: bool) -> None:
         self.url = url
@@ -117,7 +134,8 @@ class PostgreSQLEngine(Engine):
         while True:
             try:
                 pool = await asyncpg.create_pool(url, min_size=1, max_size=max(1, pool_size),
-                                                 server_settings=settings)
+                                                 server_settings=settings,
+                                                 connection_class=_connection_class(asyncpg))
                 break
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 if loop.time() + delay > deadline or isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
