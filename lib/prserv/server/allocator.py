@@ -45,6 +45,8 @@ class PackageLocks:
     def __init__(self) -> None:
         self._locks: Dict[Tuple[str, str], asyncio.Lock] = {}
         self._users: Dict[Tuple[str, str], int] = {}
+        self.written: Dict[Tuple[str, str], RevisionKey] = {}
+        """The largest value a holder stored, while others still hold or await the lock."""
 
     def __call__(self, package: Tuple[str, str]) -> "_PackageLock":
         return _PackageLock(self, package)
@@ -65,6 +67,7 @@ class PackageLocks:
         if not self._users[package]:
             del self._users[package]
             del self._locks[package]
+            self.written.pop(package, None)
 
 
 class _PackageLock:
@@ -90,6 +93,12 @@ def _child_base(facts: Facts) -> Optional[RevisionKey]:
     """The base whose children a chained decision numbers after (the upstream's
     maximum, asked again), once known."""
     return facts.get(UPSTREAM_MAX_AGAIN)  # type: ignore[return-value]
+
+
+def _with_max(state: PackageState, largest: RevisionKey) -> PackageState:
+    """``state`` with a larger package maximum this process has stored since it was
+    read (a guess the engine checks when storing: values are only ever added)."""
+    return PackageState(True, largest, state.checksum, state.bounds)
 
 
 def _trusted(state: PackageState, attempt: int) -> Optional[PackageState]:
@@ -127,11 +136,15 @@ class Allocator:
             return key_to_revision(await self._store(version, pkgarch, checksum, history, state))
         # Requests of this process for one package take turns here, so that they do not
         # race each other in the database (only other servers' writes can intervene).
-        waits = self._locks.in_use((version, pkgarch))
-        async with self._locks((version, pkgarch)):
-            if waits:                                   # others of ours wrote meanwhile
-                state = await self.engine.package(version, pkgarch, checksum)
-            return key_to_revision(await self._store(version, pkgarch, checksum, history, state))
+        package = (version, pkgarch)
+        async with self._locks(package):
+            written = self._locks.written.get(package)
+            if written is not None and (state.max_key is None or written > state.max_key):
+                state = _with_max(state, written)       # others of ours wrote meanwhile
+            key = await self._store(version, pkgarch, checksum, history, state)
+            if written is None or key > written:
+                self._locks.written[package] = key
+            return key_to_revision(key)
 
     async def _store(self, version: str, pkgarch: str, checksum: str, history: bool,
                      state: PackageState) -> RevisionKey:

@@ -44,6 +44,9 @@ CREATE = [
         txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
         CONSTRAINT prmain_row UNIQUE (version, pkgarch, checksum, key))""",
     "CREATE INDEX prmain_package_key ON prmain (version, pkgarch, key)",
+    # Statistics early and often: without them the planner may look a checksum up
+    # through prmain_package_key, reading its whole package.
+    "ALTER TABLE prmain SET (autovacuum_analyze_threshold = 1000, autovacuum_analyze_scale_factor = 0.05)",
     "CREATE INDEX prmain_feed ON prmain (txid, id)",
     """CREATE FUNCTION prserv_store(v text, p text, c text, val text, expect boolean, base numeric[],
             upper numeric[], n integer, e_max text, e_min text, e_cmax text, e_child text)
@@ -83,7 +86,9 @@ UPGRADES: List[List[str]] = []
 
 
 async def ensure(connection: Any, read_only: bool, shown_url: str) -> None:
-    """Check (read-only) or create / upgrade (read-write) the schema."""
+    """Check (read-only) or create / upgrade (read-write) the schema; a read-write
+    open also gathers the table's statistics if nobody ever did (a table filled by
+    ``prserv copy``, say), so that every lookup is planned through its index."""
     if read_only:
         version = await _version(connection)
         if version is None:
@@ -110,6 +115,11 @@ async def ensure(connection: Any, read_only: bool, shown_url: str) -> None:
                 await connection.execute(statement)
         if version < SCHEMA_VERSION:
             await connection.execute("UPDATE prserv_schema SET version = $1", SCHEMA_VERSION)
+    never_analyzed = await connection.fetchval(
+        "SELECT last_analyze IS NULL AND last_autoanalyze IS NULL AND n_live_tup + n_dead_tup > 0 "
+        "FROM pg_stat_user_tables WHERE relname = 'prmain'")
+    if never_analyzed:
+        await connection.execute("ANALYZE prmain")
 
 
 def _refuse_newer(version: int, shown_url: str) -> None:
