@@ -100,6 +100,10 @@ class Cluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     # ------------------------------------------------------------------ using
+    @property
+    def data_dir(self) -> str:
+        return os.path.join(self.directory, "data")
+
     def url(self, database: str = "postgres") -> str:
         return "postgresql://postgres@/%s?host=%s" % (database, urllib.parse.quote(self.socket_dir, safe="/"))
 

@@ -397,3 +397,49 @@ async def test_a_write_that_trusted_a_stale_state_stores_nothing_and_reports_the
             assert await scope.store("mine", (1,)) is False          # there already: no conflict
     finally:
         await engine.close()
+
+
+def serve_once(url, env):
+    """Start a server on ``url``: (True, its log so far) once it serves (then stopped),
+    (False, its log) if it exits first."""
+    process = subprocess.Popen([sys.executable, BIN, "-F", "-f", url, "--bind", "127.0.0.1:0",
+                                "--db-connect-timeout", "1"], env=env, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if " serving " in line:
+            stop(process)
+            return True, "".join(lines)
+    process.wait(30)
+    return False, "".join(lines) + "exit %d" % process.returncode
+
+
+async def test_the_password_comes_from_the_url_pgpassword_or_pgpass_and_is_never_shown(tmp_path, pg_cluster):
+    url = pg_cluster.new_database()
+    name = url.split("/")[3].split("?")[0]
+    pg_cluster.psql("CREATE ROLE prs_user LOGIN PASSWORD 'pw-8Jq'; GRANT ALL ON SCHEMA public TO prs_user; "
+                    "GRANT ALL ON ALL TABLES IN SCHEMA public TO "
+                    "prs_user; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO prs_user", name)
+    hba = os.path.join(pg_cluster.data_dir, "pg_hba.conf")
+    with open(hba) as f:
+        rules = f.read()
+    with open(hba, "w") as f:
+        f.write("local all prs_user scram-sha-256\n" + rules)
+    pg_cluster.psql("SELECT pg_reload_conf()")
+    try:
+        plain = url.replace("postgres@", "prs_user@")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PRSERV_"))}
+        env["HOME"] = str(tmp_path)
+        served, log = serve_once(plain.replace("prs_user@", "prs_user:pw-8Jq@"), env)
+        assert served, log
+        assert serve_once(plain, dict(env, PGPASSWORD="pw-8Jq"))[0]
+        (tmp_path / ".pgpass").write_text("*:*:*:prs_user:pw-8Jq\n")
+        os.chmod(str(tmp_path / ".pgpass"), 0o600)
+        assert serve_once(plain, env)[0]
+        served, log = serve_once(plain.replace("prs_user@", "prs_user:wr0ng-pw@"), env)
+        assert not served and log.endswith("exit 1") and "password authentication failed" in log
+        assert "wr0ng-pw" not in log and "prs_user:***@" in log
+    finally:
+        with open(hba, "w") as f:
+            f.write(rules)
+        pg_cluster.psql("SELECT pg_reload_conf()")
