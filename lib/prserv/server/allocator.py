@@ -29,7 +29,7 @@ from typing import Dict, Optional, Tuple, Union
 from ..errors import PRServiceError, UpstreamError
 from ..log import logger
 from ..policy import (UPSTREAM_CHECKSUM, UPSTREAM_HAS_PACKAGE, UPSTREAM_MAX, UPSTREAM_MAX_AGAIN,
-                      Facts, Need, chained_value, degraded_value, local_value)
+                      Facts, Need, chained_value, degraded_value, increase, local_value)
 from ..revision import RevisionKey, key_to_revision, revision_key
 from ..storage.engine import Engine, PackageState, WriteConflict
 from .upstream import Upstream
@@ -95,6 +95,11 @@ def _child_base(facts: Facts) -> Optional[RevisionKey]:
     return facts.get(UPSTREAM_MAX_AGAIN)  # type: ignore[return-value]
 
 
+def _successor(package_max: Optional[RevisionKey]) -> RevisionKey:
+    """The value a new checksum gets in a package: the next after its maximum."""
+    return (0,) if package_max is None else increase(package_max)
+
+
 def _with_max(state: PackageState, largest: RevisionKey) -> PackageState:
     """``state`` with a larger package maximum this process has stored since it was
     read (a guess the engine checks when storing: values are only ever added)."""
@@ -156,8 +161,11 @@ class Allocator:
             try:
                 async with self.engine.write(version, pkgarch, checksum, known=_trusted(state, attempt)) as scope:
                     key = _local_decision(scope.state, checksum, history)   # re-read under the lock
-                    if not scope.state.has_value(checksum, key):
-                        await scope.store(checksum, key)
+                    if scope.state.has_value(checksum, key):
+                        return key
+                    if key == _successor(scope.state.max_key):
+                        return await scope.store_next(checksum)  # whichever number is next by then
+                    await scope.store(checksum, key)
                 return key
             except WriteConflict as conflict:
                 state = conflict.state                  # another writer came first: decide again

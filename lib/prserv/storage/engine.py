@@ -139,6 +139,17 @@ class WriteScope(abc.ABC):
         """Store (checksum, value) unless that row exists; True if a row was added.
         ``WriteConflict`` if the scope trusted ``known`` and the package changed."""
 
+    async def store_next(self, checksum: str) -> RevisionKey:
+        """Store ``checksum`` with the successor of the package's largest value as it
+        is when stored (its last field plus one; 0 in an empty package), like a
+        sequence: the caller decided that the next value is due, storage finds which
+        number that is.  Returns it.  ``WriteConflict`` if the scope trusted ``known``
+        and the checksum's own values changed (then the decision may change)."""
+        top = self.state.max_key                # read under the lock here
+        key = (0,) if top is None else top[:-1] + (top[-1] + 1,)
+        await self.store(checksum, key)
+        return key
+
 
 class DumpSource(abc.ABC):
     """One consistent snapshot of the database as SQL text, read line by line."""

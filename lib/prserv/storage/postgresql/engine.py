@@ -399,6 +399,21 @@ class _CheckedWrite(WriteScope):
         raise WriteConflict(fresh)
 
 
+    async def store_next(self, checksum: str) -> RevisionKey:
+        bounds = self.state.bounds if self.state.checksum == checksum else None
+        version, pkgarch = self.args[0], self.args[1]
+        row = await self.engine._query(
+            _STORE_NEXT, version, pkgarch, checksum, _revision(bounds[0] if bounds else None),
+            _revision(bounds[1] if bounds else None), method="fetchrow")
+        stored, top, low, high = row
+        if stored is None:
+            raise WriteConflict(_state((top, low, high, None), checksum, None))
+        return revision_key(stored)
+
+
+_STORE_NEXT = "SELECT * FROM prserv_store_next($1, $2, $3, $4, $5)"
+
+
 def _same(a: PackageState, b: PackageState, children_of: Optional[RevisionKey]) -> bool:
     return (a.max_key, a.bounds, a.children.get(children_of) if children_of is not None else None) == \
         (b.max_key, b.bounds, b.children.get(children_of) if children_of is not None else None)

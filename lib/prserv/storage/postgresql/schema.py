@@ -13,7 +13,11 @@
 ``prserv_store`` makes a write one round trip: under the package's advisory lock
 (each statement of the function sees what the lock's previous holder committed) it
 re-reads what a decision was made from and inserts only if that is unchanged, else
-returns the package as it is now for the server to decide again.
+returns the package as it is now for the server to decide again.  ``prserv_store_next``
+stores a checksum with the successor of the package's largest value as it is under
+the lock (a sequence's next value), checking only that the checksum's own values are
+unchanged: writers of new checksums on several servers then never have to decide
+again.
 
 ``prserv_schema`` holds the schema's version.  A server refuses a newer version,
 upgrades an older one in one transaction (``UPGRADES``) and creates a missing one;
@@ -77,6 +81,32 @@ CREATE = [
                 VALUES (v, p, c, val, string_to_array(val, '.')::numeric[])
                 ON CONFLICT DO NOTHING RETURNING id INTO inserted;
             RETURN QUERY SELECT inserted IS NOT NULL, m, lo, hi, ch;
+        END $f$""",
+    """CREATE FUNCTION prserv_store_next(v text, p text, c text, e_min text, e_cmax text)
+        RETURNS TABLE (stored text, s_max text, s_min text, s_cmax text)
+        LANGUAGE plpgsql AS $f$
+        DECLARE m numeric[]; mv text; lo text; hi text; nxt numeric[];
+        BEGIN
+            PERFORM pg_advisory_xact_lock(hashtext(v), hashtext(p));
+            SELECT t.value INTO lo FROM prmain t WHERE t.version = v AND t.pkgarch = p AND t.checksum = c
+                ORDER BY t.key LIMIT 1;
+            SELECT t.value INTO hi FROM prmain t WHERE t.version = v AND t.pkgarch = p AND t.checksum = c
+                ORDER BY t.key DESC LIMIT 1;
+            SELECT t.key, t.value INTO m, mv FROM prmain t WHERE t.version = v AND t.pkgarch = p
+                ORDER BY t.key DESC LIMIT 1;
+            IF lo IS DISTINCT FROM e_min OR hi IS DISTINCT FROM e_cmax THEN
+                RETURN QUERY SELECT NULL::text, mv, lo, hi;
+                RETURN;
+            END IF;
+            IF m IS NULL THEN
+                nxt := ARRAY[0]::numeric[];
+            ELSE
+                nxt := m;
+                nxt[array_length(m, 1)] := m[array_length(m, 1)] + 1;
+            END IF;
+            INSERT INTO prmain (version, pkgarch, checksum, value, key)
+                VALUES (v, p, c, array_to_string(nxt, '.'), nxt);
+            RETURN QUERY SELECT array_to_string(nxt, '.'), mv, lo, hi;
         END $f$""",
 ]
 """Version 1, from nothing."""
