@@ -443,3 +443,22 @@ async def test_the_password_comes_from_the_url_pgpassword_or_pgpass_and_is_never
         with open(hba, "w") as f:
             f.write(rules)
         pg_cluster.psql("SELECT pg_reload_conf()")
+
+
+async def test_one_new_checksum_asked_of_two_servers_at_once_gets_one_value(pg_cluster):
+    url = pg_cluster.new_database()
+    servers = [prserv.create_server("127.0.0.1:0", url) for _ in range(2)]
+    for server in servers:
+        await server.start_serving()
+    try:
+        clients = [await prserv.create_async_client(server.address) for server in servers for _ in range(2)]
+        for i in range(30):
+            answers = await asyncio.gather(*(client.getPR(V, A, "same%d" % i) for client in clients))
+            assert len(set(answers)) == 1 and answers[0] == str(i), answers
+        for client in clients:
+            await client.close()
+    finally:
+        for server in servers:
+            await server.stop_serving()
+    name = url.split("/")[3].split("?")[0]
+    assert pg_cluster.psql("SELECT count(*) FROM prmain", name).split() == ["30"]
