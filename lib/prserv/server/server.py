@@ -141,7 +141,8 @@ class PRServer(AsyncServer):
         address = await super().start_serving()
         self.logger.info("Started PRServer with DBfile: %s, Address: %s, PID: %s%s%s",
                          self.shown_database, ", ".join(self.addresses), os.getpid(),
-                         " (read-only)" if self.read_only else ", sync mode %s" % self.sync_mode,
+                         " (read-only)" if self.read_only else
+                         ", PostgreSQL's durability" if is_url(self.dbfile) else ", sync mode %s" % self.sync_mode,
                          ", upstream: %s" % self.upstream if self.upstream else
                          ", mirror of: %s" % self.mirror if self.mirror else "")
         return address
