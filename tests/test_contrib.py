@@ -40,7 +40,8 @@ def test_contrib_imports_of_prserv_resolve():
             assert hasattr(imported, name), "%s: %s has no %s" % (where, module, name)
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in (CONTRIB / "bench").glob("*.py")))
+@pytest.mark.parametrize("script", sorted(p.name for p in (CONTRIB / "bench").glob("*.py")
+                                           if not p.name.startswith("_")))     # _x.py: shared helpers
 def test_bench_scripts_start(script):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "lib"))
     result = subprocess.run([sys.executable, str(CONTRIB / "bench" / script), "--help"],

@@ -48,7 +48,6 @@ could not be carried out (a server did not start, the mirror never followed).
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import math
 import os
@@ -57,13 +56,14 @@ import shutil
 import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
+
+from _servers import Server, stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
 SETUP = b"PRSERVICE 1.0\nneeds-headers: false\n\n"
@@ -199,65 +199,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-class Server:
-    """A ``bitbake-prserv -F`` process; its standard error is read by a thread (the
-    last lines kept for error messages) so that a full pipe never blocks it."""
-
-    started: List["Server"] = []
-
-    def __init__(self, tree: Path, db: str, mirror_of: Optional[Tuple[str, int]] = None,
-                 name: str = "server") -> None:
-        self.name = name
-        flags = ["--mirror", "%s:%d" % mirror_of] if mirror_of else []
-        self.address: Optional[Tuple[str, int]] = None
-        self.tail: Deque[str] = collections.deque(maxlen=20)
-        self.ready = threading.Event()
-        self.started_at = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, str(tree / "bin" / "bitbake-prserv"), "-F", "-f", db,
-                                         "--bind", "127.0.0.1:0", "--loglevel", "WARNING", *flags],
-                                        stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        Server.started.append(self)
-        self.pid = self.process.pid
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.tail.append(line.rstrip("\n"))
-            if self.address is None and " serving " in line:
-                host, port = line.split(" on ", 1)[1].split()[0].rstrip(",").rsplit(":", 1)
-                self.address = (host, int(port))
-                self.ready.set()
-        self.ready.set()                                    # exited
-
-    def wait_ready(self, timeout: float = 60.0) -> Tuple[str, int]:
-        self.ready.wait(timeout)
-        if self.address is None:
-            raise RuntimeError("%s did not start (exit status %s); its last lines:\n  %s"
-                               % (self.name, self.process.poll(), "\n  ".join(self.tail) or "(none)"))
-        return self.address
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(30)
-        if self in Server.started:
-            Server.started.remove(self)
-
-
-def stop_all() -> None:
-    for server in list(Server.started):
-        try:
-            server.stop()
-        except Exception as exc:                          # keep stopping the others
-            print("could not stop %s (pid %d): %s" % (server.name, server.pid, exc), file=sys.stderr)
+def mirror_server(tree: Path, db: str, source: Tuple[str, int], name: str) -> Server:
+    """A mirror of ``source`` on the file ``db``."""
+    return Server(tree, db, name, "--mirror", "%s:%d" % source)
 
 
 def mirror_status(client: Client) -> dict:
@@ -334,12 +278,12 @@ def copy_phase(args: argparse.Namespace, work: str) -> Dict[str, object]:
             raise RuntimeError("%s holds %s rows, not %d: give another --db" % (db, held, rows))
         remove_database(db)
         result["generate_s"] = round(make_database(db, args.packages, per_package), 1)
-    source = Server(args.tree, db, name="source")
+    source = Server(args.tree, db, "source")
     source.wait_ready()
     result["source_start_s"] = round(time.monotonic() - source.started_at, 2)
     target = os.path.join(work, "copy-mirror.sqlite3")
     source_cpu = cpu_seconds(source.pid)
-    mirror = Server(args.tree, target, mirror_of=source.address, name="mirror")
+    mirror = mirror_server(args.tree, target, source.address, "mirror")
     sampler = RssSampler(mirror.pid)
     sampler.start()
     seen_states: List[str] = []
@@ -513,12 +457,12 @@ def wait_for_value(address: Tuple[str, int], digest: str, value: str, timeout: f
 def fresh_run(args: argparse.Namespace, work: str, run: int, mirrors: int) -> Dict[str, object]:
     folder = os.path.join(work, "fresh-%d" % run)
     os.mkdir(folder)
-    source = Server(args.tree, os.path.join(folder, "source.sqlite3"), name="source %d" % run)
+    source = Server(args.tree, os.path.join(folder, "source.sqlite3"), "source %d" % run)
     started: List[Server] = [source]
     try:
         source_address = source.wait_ready()
-        followers = [Server(args.tree, os.path.join(folder, "mirror%d.sqlite3" % m), mirror_of=source_address,
-                            name="mirror %d.%d" % (run, m)) for m in range(mirrors)]
+        followers = [mirror_server(args.tree, os.path.join(folder, "mirror%d.sqlite3" % m), source_address,
+                                   "mirror %d.%d" % (run, m)) for m in range(mirrors)]
         started.extend(followers)
         for follower in followers:
             wait_following(follower, 60)
