@@ -11,7 +11,7 @@ import pytest
 
 import prserv
 from prserv.asyncrpc import InvokeError
-from internals import store_rows, table_of
+from internals import store_rows
 from wire import SETUP, RawConnection, frame, open_slow_socket
 from conftest import ENGINES
 

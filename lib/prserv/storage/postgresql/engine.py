@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional
 
 from ...errors import DatabaseError, InvalidRequestError, ReadOnlyError
 from ...log import logger
-from ...revision import RevisionKey, key_to_revision, optional_key, revision_key
+from ...revision import RevisionKey, key_to_revision, revision_key
 from ..engine import (DumpSource, Engine, FeedPage, PackageState, Position, PositionedRow, Row,
                       WriteConflict, WriteScope, package_max_rows)
 from . import schema
@@ -354,6 +354,7 @@ async def _max_rows_batches(batches: AsyncIterator[List[Row]], checksum: Optiona
 
 
 _STORE = "SELECT * FROM prserv_store($1, $2, $3, $4, $5, $6::numeric[], $7::numeric[], $8, $9, $10, $11, $12)"
+_STORE_NEXT = "SELECT * FROM prserv_store_next($1, $2, $3, $4, $5)"
 
 
 def _revision(key: Optional[RevisionKey]) -> Optional[str]:
@@ -398,8 +399,9 @@ class _CheckedWrite(WriteScope):
             return False                            # unchanged: the row was there already
         raise WriteConflict(fresh)
 
-
     async def store_next(self, checksum: str) -> RevisionKey:
+        """One call of ``prserv_store_next``: the successor of the maximum as it is
+        under the lock; ``WriteConflict`` only if the checksum's own values changed."""
         bounds = self.state.bounds if self.state.checksum == checksum else None
         version, pkgarch = self.args[0], self.args[1]
         row = await self.engine._query(
@@ -409,9 +411,6 @@ class _CheckedWrite(WriteScope):
         if stored is None:
             raise WriteConflict(_state((top, low, high, None), checksum, None))
         return revision_key(stored)
-
-
-_STORE_NEXT = "SELECT * FROM prserv_store_next($1, $2, $3, $4, $5)"
 
 
 def _same(a: PackageState, b: PackageState, children_of: Optional[RevisionKey]) -> bool:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ...errors import DatabaseError, InvalidRequestError
+from ...errors import DatabaseError
 from ...log import logger
 from ...revision import RevisionKey, key_to_revision, optional_key
 from ..engine import (DumpSource, Engine, FeedPage, MirrorState, MirrorTarget, PackageState, Position,
