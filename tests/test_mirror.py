@@ -532,12 +532,13 @@ async def test_a_buffered_source_feeds_only_committed_rows(tmp_path):
 
 
 async def test_a_long_poll_is_not_idleness_and_shutdown_ends_it_at_once(tmp_path):
-    source, address, _ = start_process(tmp_path, "--idle-timeout", "0.5")
+    source, address, lines = start_process(tmp_path, "--idle-timeout", "0.5")
     try:
         async with await prserv.create_async_client(address) as client:
             started = time.monotonic()
             answer = await client.mirror_pull(None, 10, 1.5)
             assert answer["rows"] == [] and time.monotonic() - started >= 1.5
+            await asyncio.sleep(0.3)        # idle, but less than idle_timeout since the answer
             assert await client.ping() == {"alive": True}            # not closed as idle
             waiting = asyncio.ensure_future(client.mirror_pull(None, 10, 60))
             await asyncio.sleep(0.2)                                  # the poll is waiting
@@ -548,6 +549,9 @@ async def test_a_long_poll_is_not_idleness_and_shutdown_ends_it_at_once(tmp_path
             assert time.monotonic() - started < 2.0                   # shutdown_timeout is 10 s
     finally:
         stop(source)
+    # (the client reconnects by itself: only the server's log tells a closed session)
+    assert not any("idle_timeout" in line for line in lines), "".join(lines)
+    assert sum("connection closed after" in line for line in lines) == 1
 
 
 # --------------------------------------------------------------------------- the command line

@@ -462,3 +462,20 @@ async def test_one_new_checksum_asked_of_two_servers_at_once_gets_one_value(pg_c
             await server.stop_serving()
     name = url.split("/")[3].split("?")[0]
     assert pg_cluster.psql("SELECT count(*) FROM prmain", name).split() == ["30"]
+
+
+async def test_two_servers_with_an_upstream_never_give_one_local_value_twice(pg_cluster, start_server):
+    upstream = await start_server(db="upstream.sqlite3")
+    async with await prserv.create_async_client(upstream.address) as up:
+        assert await up.getPR(V, A, "u") == "0"
+    url = pg_cluster.new_database()
+    servers = [prserv.create_server("127.0.0.1:0", url, upstream=upstream.address) for _ in range(2)]
+    for server in servers:
+        await server.start_serving()
+    try:
+        values = await asyncio.gather(*(get_prs(servers[i % 2].address, [(V, "local%d" % i)]) for i in range(40)))
+        assert sorted(int(value[0].split(".")[1]) for value in values) == list(range(40))
+        assert {value[0].split(".")[0] for value in values} == {"0"}
+    finally:
+        for server in servers:
+            await server.stop_serving()

@@ -53,7 +53,6 @@ import math
 import os
 import random
 import shutil
-import socket
 import sqlite3
 import statistics
 import sys
@@ -63,13 +62,11 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from _client import Client
+from _data import get_pr, make_database, package, test_pr
 from _servers import Server, stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
-SETUP = b"PRSERVICE 1.0\nneeds-headers: false\n\n"
-DDL = ("CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, "
-       "checksum TEXT NOT NULL, value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
-ARCH = "core2-64"
 LOAD_PACKAGES = 64
 PROBE_PACKAGE = "probe-1.0-r0"
 MARKER_PACKAGE = "marker-1.0-r0"
@@ -86,29 +83,7 @@ COST_RATIO_TARGET = 1.30
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def package(n: int) -> str:
-    return "pkg%05d-1.0-r0" % n
-
-
-def checksum(package_index: int, n: int) -> str:
-    return "%08x%056x" % (package_index, n)
-
-
 # --------------------------------------------------------------------------- database
-
-def make_database(path: str, packages: int, per_package: int) -> float:
-    started = time.monotonic()
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute(DDL)
-    conn.executemany("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)",
-                     ((package(p), ARCH, checksum(p, n), str(n))
-                      for p in range(packages) for n in range(per_package)))
-    conn.commit()
-    conn.close()
-    return time.monotonic() - started
-
 
 def count_rows(path: str) -> Optional[int]:
     try:
@@ -128,36 +103,6 @@ def remove_database(path: str) -> None:
 
 
 # --------------------------------------------------------------------------- client
-
-class Client:
-    """One connection, one request at a time."""
-
-    def __init__(self, address: Tuple[str, int]) -> None:
-        self.sock = socket.create_connection(address)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.file = self.sock.makefile("rb")
-        self.sock.sendall(SETUP)
-
-    def ask(self, message: dict) -> Tuple[object, float]:
-        started = time.perf_counter()
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
-        line = self.file.readline()
-        if not line:
-            raise ConnectionError("the server closed the connection")
-        return json.loads(line), time.perf_counter() - started
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-
-def test_pr(name: str, digest: str) -> dict:
-    return {"test-pr": {"version": name, "pkgarch": ARCH, "checksum": digest, "history": False}}
-
-
-def get_pr(name: str, digest: str) -> dict:
-    return {"get-pr": {"version": name, "pkgarch": ARCH, "checksum": digest, "history": False}}
-
 
 def value_of(answer: object) -> Optional[str]:
     return answer.get("value") if isinstance(answer, dict) else None

@@ -45,64 +45,11 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from _client import SETUP, Client
+from _data import ARCH, checksum, get_pr, make_database, package, test_pr
+
 ROOT = Path(__file__).resolve().parents[2]
-SETUP = b"PRSERVICE 1.0\nneeds-headers: false\n\n"
-DDL = ("CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, "
-       "checksum TEXT NOT NULL, value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
-ARCH = "core2-64"
 HUGE = "huge-1.0-r0"
-
-
-def package(n: int) -> str:
-    return "pkg%05d-1.0-r0" % n
-
-
-def checksum(package_index: int, n: int) -> str:
-    return "%08x%056x" % (package_index, n)
-
-
-def make_database(path: str, packages: int, per_package: int, huge: int) -> float:
-    started = time.monotonic()
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute(DDL)
-    conn.executemany("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)",
-                     ((package(p), ARCH, checksum(p, n), str(n))
-                      for p in range(packages) for n in range(per_package)))
-    conn.executemany("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)",
-                     ((HUGE, ARCH, checksum(999999, n), str(n)) for n in range(huge)))
-    conn.commit()
-    conn.close()
-    return time.monotonic() - started
-
-
-class Client:
-    """One connection, one request at a time."""
-
-    def __init__(self, address: Tuple[str, int]) -> None:
-        self.sock = socket.create_connection(address)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.file = self.sock.makefile("rb")
-        self.sock.sendall(SETUP)
-
-    def ask(self, message: dict) -> Tuple[object, float]:
-        started = time.perf_counter()
-        self.sock.sendall(json.dumps(message).encode() + b"\n")
-        line = self.file.readline()
-        return json.loads(line), time.perf_counter() - started
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-
-def test_pr(name: str, digest: str) -> dict:
-    return {"test-pr": {"version": name, "pkgarch": ARCH, "checksum": digest}}
-
-
-def get_pr(name: str, digest: str) -> dict:
-    return {"get-pr": {"version": name, "pkgarch": ARCH, "checksum": digest}}
 
 
 def percentile_ms(samples: List[float], fraction: float) -> float:
@@ -263,7 +210,8 @@ def main() -> int:
     result: Dict[str, object] = {"tree": str(args.tree), "packages": args.packages,
                                  "per_package": args.per_package, "huge": args.huge}
     if not os.path.exists(args.db):
-        result["generate_s"] = round(make_database(args.db, args.packages, args.per_package, args.huge), 1)
+        huge = ((HUGE, ARCH, checksum(999999, n), str(n)) for n in range(args.huge))
+        result["generate_s"] = round(make_database(args.db, args.packages, args.per_package, huge), 1)
     rng = random.Random(1)
     chosen = rng.sample(range(args.packages), args.sample)
     process, address, first_start = start_server(args.tree, args.db, args.cache_size)

@@ -91,9 +91,10 @@ class AsyncServerConnection:
         self.end_reason = "closed by the client"
         self.evicted = False
         self._closer: Optional[asyncio.Task] = None
-        self.last_busy = 0.0
-        """``time.monotonic()`` when a handler that waits long (a long-poll) last
-        finished waiting: idleness counts from then too."""
+        self.last_answered = 0.0
+        """``time.monotonic()`` when a request was last handled: idleness counts from
+        the later of this and the last bytes received (a long-poll or a long export is
+        not idleness, nor is the moment right after it)."""
 
     async def handle_headers(self, headers: Dict[str, str]) -> Dict[str, str]:
         """Headers to answer ``needs-headers: true`` with (none by default)."""
@@ -204,6 +205,7 @@ class AsyncServerConnection:
         """Handle one request and send its answer; False once the session must end."""
         try:
             response = await self.dispatch_message(message)
+            self.last_answered = time.monotonic()
         except (InvokeError, ClientError) as exc:
             await self._refuse(str(exc))
             return False
@@ -562,7 +564,7 @@ class AsyncServer:
                         session.abort("no connection setup within %g s (handshake_timeout)"
                                       % limits.handshake_timeout)
                 elif limits.idle_timeout and session.idle and not session.connection.busy \
-                        and now - max(session.connection.last_activity, session.last_busy) \
+                        and now - max(session.connection.last_activity, session.last_answered) \
                         > limits.idle_timeout:
                     session.abort("idle for more than %g s (idle_timeout)" % limits.idle_timeout)
 

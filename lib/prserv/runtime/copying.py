@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 from ..errors import DatabaseError
 from ..revision import is_revision
 from ..storage import open_engine
-from ..storage.engine import Engine, Row, feed_digest
+from ..storage.engine import Engine, Row, RowDigest
 from ..storage.postgresql.url import is_url, masked
 from ..storage.sqlite import migrate
 
@@ -87,31 +87,22 @@ async def _transfer(src: Engine, dest: Engine, progress: Optional[Progress]) -> 
 
 async def _verify(src: Engine, dest: Engine) -> Dict[str, Any]:
     """Walk both sides in export order: every valid source row must be in ``dest``."""
-    source_rows: List[Row] = []
-    found_rows: List[Row] = []
-    missing = 0
+    source, found = RowDigest(), RowDigest()
     theirs = _sorted_rows(dest)
     current: Optional[Row] = await _next(theirs)
-    source_count = source_digest_sum = 0
-    count_found, digest_found = 0, 0
     async for batch in _rows(src):
-        mine = [row for row in batch if is_revision(row[3])]
-        for row in mine:
+        for row in batch:
+            if not is_revision(row[3]):
+                continue
+            source.add(row)
             while current is not None and current < row:
                 current = await _next(theirs)
             if current == row:
-                found_rows.append(row)
-            else:
-                missing += 1
-        source_rows.extend(mine)
-        n, d = feed_digest(iter(source_rows))
-        source_count, source_digest_sum = source_count + n, (source_digest_sum + int(d, 16)) % (1 << 128)
-        n, d = feed_digest(iter(found_rows))
-        count_found, digest_found = count_found + n, (digest_found + int(d, 16)) % (1 << 128)
-        source_rows, found_rows = [], []
-    return {"source_count": source_count, "source_digest": "%032x" % source_digest_sum,
-            "destination_count": count_found, "destination_digest": "%032x" % digest_found,
-            "missing": missing, "verified": missing == 0 and source_digest_sum == digest_found}
+                found.add(row)
+    missing = source.count - found.count
+    return {"source_count": source.count, "source_digest": source.hexdigest,
+            "destination_count": found.count, "destination_digest": found.hexdigest,
+            "missing": missing, "verified": missing == 0 and source.hexdigest == found.hexdigest}
 
 
 def _sorted_rows(engine: Engine) -> AsyncIterator[Row]:

@@ -45,15 +45,10 @@ class PackageLocks:
     def __init__(self) -> None:
         self._locks: Dict[Tuple[str, str], asyncio.Lock] = {}
         self._users: Dict[Tuple[str, str], int] = {}
-        self.written: Dict[Tuple[str, str], RevisionKey] = {}
-        """The largest value a holder stored, while others still hold or await the lock."""
 
     def __call__(self, package: Tuple[str, str]) -> "_PackageLock":
         return _PackageLock(self, package)
 
-    def in_use(self, package: Tuple[str, str]) -> bool:
-        """Someone holds or awaits the package's lock (a new comer would wait)."""
-        return package in self._users
 
     def _acquire_entry(self, package: Tuple[str, str]) -> asyncio.Lock:
         lock = self._locks.get(package)
@@ -67,7 +62,6 @@ class PackageLocks:
         if not self._users[package]:
             del self._users[package]
             del self._locks[package]
-            self.written.pop(package, None)
 
 
 class _PackageLock:
@@ -98,12 +92,6 @@ def _child_base(facts: Facts) -> Optional[RevisionKey]:
 def _successor(package_max: Optional[RevisionKey]) -> RevisionKey:
     """The value a new checksum gets in a package: the next after its maximum."""
     return (0,) if package_max is None else increase(package_max)
-
-
-def _with_max(state: PackageState, largest: RevisionKey) -> PackageState:
-    """``state`` with a larger package maximum this process has stored since it was
-    read (a guess the engine checks when storing: values are only ever added)."""
-    return PackageState(True, largest, state.checksum, state.bounds)
 
 
 def _trusted(state: PackageState, attempt: int) -> Optional[PackageState]:
@@ -137,19 +125,7 @@ class Allocator:
         key = _local_decision(state, checksum, history)
         if not store or state.has_value(checksum, key):
             return key_to_revision(key)                 # the usual case: nothing to write
-        if not self.engine.shared:
-            return key_to_revision(await self._store(version, pkgarch, checksum, history, state))
-        # Requests of this process for one package take turns here, so that they do not
-        # race each other in the database (only other servers' writes can intervene).
-        package = (version, pkgarch)
-        async with self._locks(package):
-            written = self._locks.written.get(package)
-            if written is not None and (state.max_key is None or written > state.max_key):
-                state = _with_max(state, written)       # others of ours wrote meanwhile
-            key = await self._store(version, pkgarch, checksum, history, state)
-            if written is None or key > written:
-                self._locks.written[package] = key
-            return key_to_revision(key)
+        return key_to_revision(await self._store(version, pkgarch, checksum, history, state))
 
     async def _store(self, version: str, pkgarch: str, checksum: str, history: bool,
                      state: PackageState) -> RevisionKey:

@@ -9,7 +9,6 @@ its own property (``read_only``), not only the server's.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Protocol
 
 from .. import messages
@@ -185,11 +184,8 @@ class PRServerClient(AsyncServerConnection):
         wait = requests.bounded_number(args, "wait", 0, MAX_PULL_WAIT, 0)
         count = requests.flag(args, "count", False)
         page = await self.engine.changes(since, limit, count)
-        if not page.rows and wait > 0:
-            changed = await self.server.wait_for_changes(since, wait)
-            self.last_busy = time.monotonic()           # waiting was not idleness
-            if changed:
-                page = await self.engine.changes(since, limit, count)
+        if not page.rows and wait > 0 and await self.server.wait_for_changes(since, wait):
+            page = await self.engine.changes(since, limit, count)
         return {"identity": page.identity, "origin": page.origin, "complete": page.complete,
                 "reached": page.reached,
                 "at": None if page.at is None else list(page.at), "rows": page.rows,

@@ -196,10 +196,6 @@ class Engine(abc.ABC):
     read_only: bool
     """Opened read-only: every write raises ``ReadOnlyError``."""
     table_name: str
-    shared: bool = False
-    """Other servers write the same database and a write costs round trips: the
-    allocator lets this process's writes to one package take turns before they reach
-    the database, so that they do not conflict there."""
 
     @abc.abstractmethod
     async def package(self, version: str, pkgarch: str, checksum: Optional[str] = None,
@@ -273,17 +269,32 @@ class Engine(abc.ABC):
         """Flush and release the database."""
 
 
-def feed_digest(rows: Iterator[PositionedRow]) -> Tuple[int, str]:
-    """(count, digest) of feed rows, the same whatever their order: the sum of each
-    row's SHA-256 (position included) modulo 2**128, as 32 hex digits."""
-    import hashlib
+class RowDigest:
+    """The count and a digest of rows that is the same whatever their order: the sum
+    of each row's SHA-256 (first 16 bytes, fields joined by NUL) modulo 2**128."""
 
-    count, total = 0, 0
-    for row in rows:
+    def __init__(self) -> None:
+        self.count = 0
+        self._sum = 0
+
+    def add(self, row: Sequence[Optional[str]]) -> None:
+        import hashlib
+
         text = "\0".join("" if part is None else str(part) for part in row)
-        total += int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16], "big")
-        count += 1
-    return count, "%032x" % (total % (1 << 128))
+        self._sum += int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16], "big")
+        self.count += 1
+
+    @property
+    def hexdigest(self) -> str:
+        return "%032x" % (self._sum % (1 << 128))
+
+
+def feed_digest(rows: Iterable[Sequence[Optional[str]]]) -> Tuple[int, str]:
+    """(count, digest) of feed rows (position included), as ``mirror-audit`` answers."""
+    digest = RowDigest()
+    for row in rows:
+        digest.add(row)
+    return digest.count, digest.hexdigest
 
 
 def package_max_rows(rows: Iterable[Row]) -> Iterator[Row]:

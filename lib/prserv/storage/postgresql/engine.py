@@ -109,7 +109,6 @@ class PostgreSQLEngine(Engine):
     """The PR table of a PostgreSQL database (``open`` creates one)."""
 
     table_name = "PRMAIN"
-    shared = True
 
     def __init__(self, url: str, pool: Any, read_only: bool) -> None:
         self.url = url
