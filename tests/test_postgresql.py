@@ -120,6 +120,34 @@ async def test_the_schema_is_created_once_refused_when_newer_and_indexes_serve_e
         await open_engine(url)
 
 
+async def test_a_table_growing_from_empty_is_analyzed_by_the_server_itself(pg_cluster):
+    """autovacuum would analyze it only after its naptime; until then an empty table's
+    statistics have PostgreSQL read a checksum's whole package to find it."""
+    from prserv.storage.postgresql.engine import ANALYZE_MIN_ROWS
+    url = pg_cluster.new_database()
+    name = url.split("/")[3].split("?")[0]
+    engine = await open_engine(url)
+    try:
+        pg_cluster.psql("ALTER TABLE prmain SET (autovacuum_enabled = false)", name)
+        for i in range(ANALYZE_MIN_ROWS - 1):
+            async with engine.write("p%d" % (i % 8), A, "c%d" % i, known=await engine.package(
+                    "p%d" % (i % 8), A, "c%d" % i)) as scope:
+                await scope.store_next("c%d" % i)
+        assert engine._analysis is None
+        rows = [("p%d" % (i % 8), A, "c%d" % i, str(i)) for i in range(ANALYZE_MIN_ROWS, 20000)]
+        assert await engine.add_rows(rows) == len(rows)
+        assert engine._analysis is not None
+        await engine._analysis
+        assert pg_cluster.psql("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
+                               "WHERE relname = 'prmain'", name).strip() == "t"
+        assert engine._analyze_after == pytest.approx(0.1 * 20000 - 1, rel=0.05)
+    finally:
+        await engine.close()
+    plan = pg_cluster.psql("EXPLAIN SELECT value FROM prmain WHERE version = 'p7' AND pkgarch = '%s' "
+                           "AND checksum = 'c7' ORDER BY key LIMIT 1" % A, name)
+    assert "using prmain_row" in plan, plan
+
+
 # --------------------------------------------------------------------------- the feed
 
 async def test_the_feed_never_skips_a_transaction_that_commits_after_a_later_one(pg_cluster):

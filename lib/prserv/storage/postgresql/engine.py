@@ -9,7 +9,10 @@ commit releases it, so no value ever goes to two checksums whatever the number o
 servers.  ``lock_timeout`` bounds the wait for a lock held elsewhere.
 
 Connections come from one bounded asyncpg pool per server (``pool_size``); no
-other connection is opened.  Driver and server errors leave as ``DatabaseError``
+other connection is opened.  A read-write engine refreshes the table's statistics
+itself as rows arrive (``_note_stored``): autovacuum does too, but only after its
+naptime, and a table that grows from empty meanwhile is planned from an empty
+table's statistics: PostgreSQL then finds a checksum by reading its whole package.  Driver and server errors leave as ``DatabaseError``
 with the password taken out.
 """
 
@@ -31,6 +34,10 @@ DEFAULT_POOL_SIZE = 10
 DEFAULT_CONNECT_TIMEOUT = 30.0
 DEFAULT_LOCK_TIMEOUT = 10.0
 EXPORT_BATCH_ROWS = 2000
+ANALYZE_MIN_ROWS = 500
+ANALYZE_GROWTH = 0.1
+"""Statistics are refreshed after this server stored max(ANALYZE_MIN_ROWS,
+ANALYZE_GROWTH x the rows the last analysis counted)."""
 CHANGE_POLL_SECONDS = 0.1
 """How often ``wait_for_changes`` asks for new committed rows."""
 
@@ -51,6 +58,9 @@ child of a base (``$4 < key < $5``, one number longer): four index lookups."""
 
 _INSERT = ("INSERT INTO prmain (version, pkgarch, checksum, value, key) "
            "VALUES ($1, $2, $3, $4, string_to_array($4, '.')::numeric[]) ON CONFLICT DO NOTHING RETURNING id")
+
+_ESTIMATED_ROWS = "SELECT reltuples FROM pg_class WHERE oid = 'prmain'::regclass"
+"""The row count as the last analysis (or vacuum) estimated it; -1 if never."""
 
 _HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
 """Transactions below this are finished: their rows can be fed without a gap."""
@@ -116,6 +126,9 @@ class PostgreSQLEngine(Engine):
         self.pool = pool
         self.read_only = read_only
         self.driver = _driver()
+        self._stored_since_analysis = 0
+        self._analyze_after = ANALYZE_MIN_ROWS
+        self._analysis: Optional["asyncio.Task[None]"] = None
 
     @classmethod
     async def open(cls, url: str, read_only: bool = False, pool_size: int = DEFAULT_POOL_SIZE,
@@ -147,6 +160,7 @@ class PostgreSQLEngine(Engine):
         try:
             async with pool.acquire() as connection:
                 await schema.ensure(connection, read_only, engine.shown_url)
+                engine._plan_next_analysis(await connection.fetchval(_ESTIMATED_ROWS))
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, DatabaseError):
@@ -155,6 +169,29 @@ class PostgreSQLEngine(Engine):
                 raise _error(exc, url) from None
             raise
         return engine
+
+    # ------------------------------------------------------------------ statistics
+    def _note_stored(self, rows: int) -> None:
+        """Count rows this server stored; past the threshold, ANALYZE in the background
+        (one analysis at a time; a request never waits for it)."""
+        self._stored_since_analysis += rows
+        if self._stored_since_analysis >= self._analyze_after and self._analysis is None:
+            self._stored_since_analysis = 0
+            self._analysis = asyncio.get_running_loop().create_task(self._analyze())
+
+    async def _analyze(self) -> None:
+        try:
+            async with self.pool.acquire() as connection:
+                await connection.execute("ANALYZE prmain")
+                self._plan_next_analysis(await connection.fetchval(_ESTIMATED_ROWS))
+        except (OSError, self.driver.PostgresError, self.driver.InterfaceError) as exc:
+            logger.warning("could not refresh the statistics of %s: %s", self.shown_url,
+                           hide_in(str(exc) or type(exc).__name__, self.url))
+        finally:
+            self._analysis = None
+
+    def _plan_next_analysis(self, estimated_rows: Optional[float]) -> None:
+        self._analyze_after = max(ANALYZE_MIN_ROWS, int(ANALYZE_GROWTH * max(0.0, estimated_rows or 0.0)))
 
     # ------------------------------------------------------------------ reading
     @_in_task
@@ -193,7 +230,9 @@ class PostgreSQLEngine(Engine):
                     "ON CONFLICT DO NOTHING", *[list(column) for column in columns])
         except (OSError, self.driver.PostgresError, self.driver.InterfaceError) as exc:
             raise _error(exc, self.url) from None
-        return int(status.split()[-1])
+        added = int(status.split()[-1])
+        self._note_stored(added)
+        return added
 
     async def column_info(self) -> List[Dict[str, Any]]:
         return [dict(column) for column in COLUMN_INFO]
@@ -215,6 +254,9 @@ class PostgreSQLEngine(Engine):
         return None
 
     async def close(self) -> None:
+        if self._analysis is not None:
+            self._analysis.cancel()
+            await asyncio.gather(self._analysis, return_exceptions=True)
         await self.pool.close()
 
     # ------------------------------------------------------------------ export
@@ -392,6 +434,7 @@ class _CheckedWrite(WriteScope):
             _revision(bounds[1] if bounds else None), expected_child, method="fetchrow")
         added, top, low, high, found_child = row
         if added:
+            self.engine._note_stored(1)
             return True
         fresh = _state((top, low, high, found_child), checksum, self.children_of)
         if _same(fresh, state, self.children_of):
@@ -409,6 +452,7 @@ class _CheckedWrite(WriteScope):
         stored, top, low, high = row
         if stored is None:
             raise WriteConflict(_state((top, low, high, None), checksum, None))
+        self.engine._note_stored(1)
         return revision_key(stored)
 
 
@@ -475,4 +519,6 @@ class _WriteScope(WriteScope):
                                                     key_to_revision(key))
         except (OSError, self.engine.driver.PostgresError, self.engine.driver.InterfaceError) as exc:
             raise _error(exc, self.engine.url) from None
+        if added is not None:
+            self.engine._note_stored(1)
         return added is not None
