@@ -18,12 +18,12 @@ try:
 except ImportError:  # Python < 3.11: prserv depends on tomli there
     import tomli as tomllib
 
-NAMES = ["database", "bind", "read_only", "upstream", "upstream_timeout", "mirror", "mirror_timeout",
+NAMES = ["database", "bind", "read_only", "allow", "allow_write", "allow_write_unix", "upstream", "upstream_timeout", "mirror", "mirror_timeout",
          "mirror_audit_interval", "db_pool_size", "db_connect_timeout", "db_lock_timeout", "sync_mode", "cache_size", "log_file",
          "log_level", "pidfile", "max_connections", "max_connections_per_address", "idle_timeout",
          "handshake_timeout",
          "max_message_size", "max_handshake_line", "shutdown_timeout"]
-BASE_NAMES = [name for name in NAMES if not name.startswith(("mirror", "db_"))]
+BASE_NAMES = [name for name in NAMES if not name.startswith(("mirror", "db_", "allow"))]
 """The settings a server with an upstream can have (a mirror has none)."""
 
 
@@ -255,6 +255,48 @@ def test_values_are_stripped(tmp_path):
     assert config.database == os.path.join(str(tmp_path), "pr.db")
     assert config.log_level == "INFO"
     assert config.upstream == "up:1"
+
+
+# --------------------------------------------------------------------------- access rules
+
+def test_allow_and_allow_write_from_each_source(tmp_path):
+    conf = write(tmp_path / "p.toml", 'allow = ["10.0.0.0/8", "2001:db8::/32"]\nallow_write = "192.0.2.7"\n'
+                 "allow_write_unix = false\n")
+    config = load(tmp_path, config_file=conf)
+    assert (config.allow, config.allow_write, config.allow_write_unix) == (
+        ["10.0.0.0/8", "2001:db8::/32"], ["192.0.2.7/32"], False)
+    config = load(tmp_path, environ={"PRSERV_ALLOW": "10.1.0.0/16, 127.0.0.1 ::1", "PRSERV_ALLOW_WRITE": "",
+                                     "PRSERV_ALLOW_WRITE_UNIX": "yes"}, config_file=conf)
+    assert (config.allow, config.allow_write, config.allow_write_unix) == (
+        ["10.1.0.0/16", "127.0.0.1/32", "::1/128"], [], True)
+    assert config.source("allow") == "environment PRSERV_ALLOW"
+    config = load(tmp_path, flags={"allow": ["10.2.0.0/16,10.3.0.0/16", "::ffff:10.4.0.0/112"]})
+    assert config.allow == ["10.2.0.0/16", "10.3.0.0/16", "10.4.0.0/16"]     # IPv4-mapped made IPv4
+    assert config.source("allow") == "flag --allow"
+    assert load(tmp_path).allow == [] and load(tmp_path).allow_write_unix is True
+
+
+@pytest.mark.parametrize("flags,environ,expected", [
+    ({"allow": ["10.0.0.0/8", "10.0.0.300/32"]}, {},
+     "invalid allow ['10.0.0.0/8', '10.0.0.300/32'] (from flag --allow): '10.0.0.300/32' is not an IP "
+     "address or network (CIDR such as 10.0.0.0/8 or 2001:db8::/32)"),
+    ({}, {"PRSERV_ALLOW_WRITE": "build-host-1"},
+     "invalid allow_write 'build-host-1' (from environment PRSERV_ALLOW_WRITE): 'build-host-1' is not an IP "
+     "address or network (CIDR such as 10.0.0.0/8 or 2001:db8::/32)"),
+])
+def test_a_bad_network_names_the_setting_and_its_source(tmp_path, flags, environ, expected):
+    assert config_error(tmp_path, flags=flags, environ=environ) == expected
+
+
+def test_reloaded_reads_the_config_file_again_with_the_same_flags(tmp_path):
+    conf = write(tmp_path / "p.toml", 'allow_write = ["10.0.0.0/8"]\n')
+    config = load(tmp_path, flags={"allow": ["10.0.0.0/8"]}, config_file=conf)
+    write(tmp_path / "p.toml", 'allow_write = ["10.9.0.0/16"]\nallow = ["192.0.2.0/24"]\n')
+    again = config.reloaded()
+    assert (again.allow, again.allow_write) == (["10.0.0.0/8"], ["10.9.0.0/16"])    # the flag still wins
+    write(tmp_path / "p.toml", 'allow_write = ["10.9.0.0/33"]\n')
+    with pytest.raises(ConfigError, match=r"invalid allow_write \['10.9.0.0/33'\] \(from file "):
+        config.reloaded()
 
 
 # --------------------------------------------------------------------------- bind parsing
@@ -498,7 +540,7 @@ def test_unknown_key_in_file(tmp_path):
     conf = write(tmp_path / "c.toml", 'database = "x"\ncolour = "red"\n')
     message = config_error(tmp_path, config_file=conf)
     assert message == ("config file %s (from flag --config): unknown setting colour; known: "
-                       "database, bind, read_only, upstream, upstream_timeout, mirror, mirror_timeout, "
+                       "database, bind, read_only, allow, allow_write, allow_write_unix, upstream, upstream_timeout, mirror, mirror_timeout, "
                        "mirror_audit_interval, db_pool_size, db_connect_timeout, db_lock_timeout, "
                        "sync_mode, cache_size, log_file, "
                        "log_level, pidfile, max_connections, max_connections_per_address, idle_timeout, "
@@ -682,6 +724,9 @@ def test_as_json(tmp_path):
         "database": {"value": os.path.join(str(tmp_path), "prserv.sqlite3"), "source": "default"},
         "bind": {"value": ["a:1", "b:2"], "source": "file " + conf},
         "read_only": {"value": True, "source": "flag -r/--read-only"},
+        "allow": {"value": [], "source": "default"},
+        "allow_write": {"value": [], "source": "default"},
+        "allow_write_unix": {"value": True, "source": "default"},
         "upstream": {"value": "up:1", "source": "environment PRSERV_UPSTREAM"},
         "upstream_timeout": {"value": 2.5, "source": "flag --upstream-timeout"},
         "mirror": {"value": None, "source": "default"},

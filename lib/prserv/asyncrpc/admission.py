@@ -17,6 +17,9 @@ idle connections.  So:
   with an invoke-error; at most ``REFUSALS_AT_ONCE`` are told at a time, within
   ``REFUSAL_SECONDS``, the others are closed at once.
 
+A client outside the server's ``allow`` networks (``prserv.access``) is closed at
+once, before its setup, without an answer (``shut_out``).
+
 Refusals are logged at WARNING, at most once a minute per address.
 """
 
@@ -112,6 +115,11 @@ class Admission:
         finally:
             self.refusing -= 1
             await connection.close()
+
+    async def shut_out(self, connection: Connection) -> None:
+        """Close a client its address does not allow to connect, telling it nothing."""
+        self._log(connection, "not in allow")
+        await connection.close()
 
     def _log(self, connection: Connection, reason: str) -> None:
         host = connection.peer_host or "unix"

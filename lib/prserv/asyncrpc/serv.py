@@ -19,6 +19,8 @@ import signal
 import time
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, Tuple, Union
 
+from ..access import AccessRules
+from ..errors import PRServiceError
 from . import protocol
 from .address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, format_tcp_address, parse_address, split_ws_uri
 from .connection import Connection, LineProtocol, StreamConnection, WebsocketConnection
@@ -501,6 +503,10 @@ class AsyncServer:
         """Connection limits as clients arrive (the open-file cap applied once serving)."""
         self._watchdog: Optional[asyncio.Task] = None
         self._serving = False
+        self.access = AccessRules()
+        """Who may connect and who may write (``prserv.access``); replaced on SIGHUP."""
+        self.access_reloader: Optional[Callable[[], AccessRules]] = None
+        """Reads the rules again from where they came from (SIGHUP), if they can be."""
 
     # -- choosing the transport (nothing is bound until serving starts)
     def start_tcp_server(self, host: str, port: int, *, reuseport: bool = False) -> None:
@@ -530,6 +536,9 @@ class AsyncServer:
 
     async def _client_handler(self, connection: Connection) -> None:
         host = connection.peer_host
+        if not self.access.may_connect(host):
+            await self.admission.shut_out(connection)
+            return
         refusal = self.admission.refusal(host, self.sessions)
         if refusal is not None:
             await self.admission.refuse(connection, refusal)
@@ -683,6 +692,20 @@ class AsyncServer:
         """SIGHUP (logrotate): reopen every log file this server's logger writes to."""
         reopened = reopen_log_files(self.logger)
         self.logger.info("SIGHUP: reopened %d log file(s)", reopened)
+        self.reload_access()
+
+    def reload_access(self) -> None:
+        """Read the access rules again (open connections keep what they were granted);
+        a rule that does not parse leaves the old rules in force."""
+        if self.access_reloader is None:
+            return
+        try:
+            rules = self.access_reloader()
+        except (ValueError, OSError, PRServiceError) as exc:
+            self.logger.error("SIGHUP: access rules not reloaded, the previous ones stay: %s", exc)
+            return
+        self.access = rules
+        self.logger.info("SIGHUP: access rules: %s", rules.describe())
 
     def _on_stop_signal(self, sig: int) -> None:
         self.logger.debug("got signal %d, stopping", sig)

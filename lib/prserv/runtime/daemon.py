@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Callable, List, Optional, Tuple
 
+from ..access import AccessRules
 from ..errors import DaemonError
 from ..log import logger
 from ..server.server import PRServer
@@ -145,10 +146,16 @@ def build_server(config: Config) -> PRServer:
                       mirror_timeout=config.mirror_timeout,
                       mirror_audit_interval=config.mirror_audit_interval,
                       postgresql={"pool_size": config.db_pool_size, "connect_timeout": config.db_connect_timeout,
-                                  "lock_timeout": config.db_lock_timeout})
+                                  "lock_timeout": config.db_lock_timeout},
+                      access=access_rules(config))
+    server.access_reloader = lambda: access_rules(config.reloaded())
     for address in config.bind:
         server.start_server(address)
     return server
+
+
+def access_rules(config: Config) -> AccessRules:
+    return AccessRules(config.allow, config.allow_write, config.allow_write_unix)
 
 
 def describe(config: Config, addresses: List[str]) -> str:

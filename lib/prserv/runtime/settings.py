@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from ..access import parse_networks
 from ..asyncrpc.address import ADDR_TYPE_UNIX, UNIX_PREFIX, AddressError, parse_address
 from ..asyncrpc.limits import Limits
 from ..errors import ConfigError
@@ -170,6 +171,20 @@ def _addresses(raw: Any, base: str) -> List[str]:
     return [_address(item, base) for item in items]
 
 
+def _networks(raw: Any, base: str) -> List[str]:
+    """IP networks (CIDR) or single addresses: a TOML list, or text separated by commas
+    or blanks (each flag repeated may hold several); empty: no restriction."""
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(item, str) for item in raw):
+        raise _Invalid("expected IP networks such as 10.0.0.0/8, as a list or separated by commas")
+    items = [part for item in raw for part in item.replace(",", " ").split()]
+    try:
+        return [str(network) for network in parse_networks(items)]
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
 def _sync_mode(raw: Any, base: str) -> str:
     try:
         return str(parse_sync_mode(_text(raw, base)))
@@ -224,6 +239,15 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("read_only", "PRSERV_READ_ONLY", ("-r", "--read-only"), False, _boolean,
             "open database in read-only mode (environment: true/false, yes/no, on/off, 1/0)",
             kind=SWITCH),
+    Setting("allow", "PRSERV_ALLOW", ("--allow",), [], _networks,
+            "who may connect: IP networks (CIDR) or addresses, repeatable or comma separated; others "
+            "are closed at once (unix-socket clients always may)", metavar="CIDR", kind=REPEATED,
+            shown_default="everyone"),
+    Setting("allow_write", "PRSERV_ALLOW_WRITE", ("--allow-write",), [], _networks,
+            "who of those may store values (CIDR, as --allow); the others are served as by a "
+            "read-only server", metavar="CIDR", kind=REPEATED, shown_default="everyone"),
+    Setting("allow_write_unix", "PRSERV_ALLOW_WRITE_UNIX", ("--allow-write-unix",), True, _boolean,
+            "unix-socket clients may store values (true/false)", metavar="BOOL"),
     Setting("upstream", "PRSERV_UPSTREAM", ("-u", "--upstream"), None, _optional_address,
             "Upstream PR service (host:port)", metavar="ADDR", shown_default="none"),
     Setting("upstream_timeout", "PRSERV_UPSTREAM_TIMEOUT", ("--upstream-timeout",),
@@ -305,9 +329,18 @@ class Value:
 class Config:
     """The effective settings; ``config.database`` etc. give the values."""
 
-    def __init__(self, values: Dict[str, Value], config_file: Optional[str] = None) -> None:
+    def __init__(self, values: Dict[str, Value], config_file: Optional[str] = None,
+                 reload: Optional[Callable[[], "Config"]] = None) -> None:
         self.values = values
         self.config_file = config_file
+        self._reload = reload
+
+    def reloaded(self) -> "Config":
+        """The settings read again from the same flags and environment and the config
+        file as it is now (SIGHUP); ``ConfigError`` if they no longer parse."""
+        if self._reload is None:
+            return self
+        return self._reload()
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -378,8 +411,9 @@ def load_config(flags: Optional[Mapping[str, Any]] = None,
     """Merge the layers; ``flags`` maps setting names to values given on the command line
     (absent or None = not given).  ``config_file`` defaults to ``$PRSERV_CONFIG``."""
     flags = {name: value for name, value in (flags or {}).items() if value is not None}
-    environ = os.environ if environ is None else environ
+    environ = dict(os.environ if environ is None else environ)
     cwd = os.getcwd() if cwd is None else cwd
+    given_file = config_file
     unknown = set(flags) - set(SETTINGS_BY_NAME)
     if unknown:
         raise ValueError("not settings: %s" % ", ".join(sorted(unknown)))
@@ -426,7 +460,7 @@ def load_config(flags: Optional[Mapping[str, Any]] = None,
     if values["mirror"].value and values["upstream"].value:
         raise ConfigError("mirror (from %s) and upstream (from %s) cannot be combined: a mirror "
                           "copies its source's values" % (values["mirror"].source, values["upstream"].source))
-    return Config(values, config_file)
+    return Config(values, config_file, lambda: load_config(flags, environ, given_file, cwd))
 
 
 def _shorten(raw: Any) -> str:

@@ -10,6 +10,7 @@ import asyncio
 import os
 from typing import Any, Callable, Dict, Optional, Union
 
+from ..access import AccessRules
 from ..asyncrpc import AsyncServer
 from ..asyncrpc.connection import Connection
 from ..asyncrpc.limits import Limits
@@ -36,13 +37,16 @@ class PRServer(AsyncServer):
                  cache_size: Optional[int] = None, mirror: Optional[str] = None,
                  mirror_timeout: float = mirror_module.DEFAULT_TIMEOUT,
                  mirror_audit_interval: float = mirror_module.DEFAULT_AUDIT_INTERVAL,
-                 postgresql: Optional[Dict[str, Any]] = None) -> None:
+                 postgresql: Optional[Dict[str, Any]] = None, access: Optional[AccessRules] = None) -> None:
         """``cache_size``: bytes of package and checksum facts kept in memory (the
         engine's default when None).  ``mirror``: the address of a server to follow
         (``server.mirror``); the server is then read-only and has no upstream.
         ``dbfile`` may be a ``postgresql://`` URL (``postgresql``: the engine's pool_size,
-        connect_timeout, lock_timeout)."""
+        connect_timeout, lock_timeout).  ``access``: who may connect and who may write
+        (``prserv.access``; everyone when None)."""
         super().__init__(logger, limits)
+        if access is not None:
+            self.access = access
         if mirror and upstream:
             raise ConfigError("a mirror has no upstream: it copies %s's values" % mirror)
         self.dbfile = dbfile if is_url(dbfile) else os.path.abspath(dbfile)
@@ -145,6 +149,8 @@ class PRServer(AsyncServer):
                          ", PostgreSQL's durability" if is_url(self.dbfile) else ", sync mode %s" % self.sync_mode,
                          ", upstream: %s" % self.upstream if self.upstream else
                          ", mirror of: %s" % self.mirror if self.mirror else "")
+        if not self.access.open_to_all:
+            self.logger.info("access rules: %s", self.access.describe())
         return address
 
     async def close_resources(self) -> None:

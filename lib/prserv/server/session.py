@@ -12,6 +12,7 @@ import logging
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Protocol
 
 from .. import messages
+from ..access import AccessRules
 from ..asyncrpc import AsyncServerConnection, InvokeError, ServerError
 from ..asyncrpc.connection import Connection
 from ..asyncrpc.protocol import JSONStream, dumps
@@ -52,6 +53,7 @@ class SessionOwner(Protocol):
     engine: Engine
     allocator: Allocator
     read_only: bool
+    access: AccessRules
 
     def start_dump(self, session: "PRServerClient") -> DumpStream: ...
 
@@ -73,8 +75,9 @@ class PRServerClient(AsyncServerConnection):
         self.server = server
         self.engine = server.engine
         self.allocator = server.allocator
-        self.read_only = server.read_only
-        """This session only reads: get-pr answers without storing, import-one with null."""
+        self.read_only = server.read_only or not server.access.may_write(connection.peer_host)
+        """This session only reads: get-pr answers without storing, import-one with null
+        (a read-only server, or a client outside ``allow_write``)."""
         # Dispatch order is the reference's: the first command key present wins.
         self.handlers.update({
             messages.GET_PR: self.handle_get_pr,
