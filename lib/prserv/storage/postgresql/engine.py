@@ -12,7 +12,11 @@ Connections come from one bounded asyncpg pool per server (``pool_size``); no
 other connection is opened.  A read-write engine refreshes the table's statistics
 itself as rows arrive (``_note_stored``): autovacuum does too, but only after its
 naptime, and a table that grows from empty meanwhile is planned from an empty
-table's statistics: PostgreSQL then finds a checksum by reading its whole package.  Driver and server errors leave as ``DatabaseError``
+table's statistics: PostgreSQL then finds a checksum by reading its whole package.
+Its connections plan every statement once (``plan_cache_mode =
+force_generic_plan``): the lookups are index lookups whatever the package, and with
+statistics PostgreSQL would otherwise judge a package it has no figures for cheaper
+to plan afresh on every request than to run the shared plan.  Driver and server errors leave as ``DatabaseError``
 with the password taken out.
 """
 
@@ -137,7 +141,8 @@ class PostgreSQLEngine(Engine):
         """Connect (retrying for ``connect_timeout`` seconds while the database is not
         up) and check, create or upgrade the schema."""
         asyncpg = _driver()
-        settings = {"lock_timeout": str(int(lock_timeout * 1000)), "application_name": "prserv"}
+        settings = {"lock_timeout": str(int(lock_timeout * 1000)), "application_name": "prserv",
+                    "plan_cache_mode": "force_generic_plan"}
         if read_only:
             settings["default_transaction_read_only"] = "on"
         loop = asyncio.get_running_loop()
