@@ -76,6 +76,13 @@ class PRAsyncClient(AsyncClient):
         """A mirror's state (``{"mirror": {...}}``), as ``prserv mirror-status`` shows it."""
         return messages.answer_field(await self.invoke(messages.mirror_status()), "mirror")
 
+    async def get_stats(self) -> Any:
+        """The server's figures (``{"requests": {...}, "commands": {...}, ...}``)."""
+        answer = await self.invoke(messages.get_stats())
+        if not isinstance(answer, dict) or not isinstance(answer.get("requests"), dict):
+            raise ValueError("get-stats answered with a malformed message: %.200r" % (answer,))
+        return answer
+
     async def dump_db(self, fd: IO[str]) -> int:
         """The server's SQL dump (``dump-db``) written to the text file ``fd`` as it
         arrives; returns the characters written (like ``PRTable.dump_db(fd)``).
@@ -127,7 +134,7 @@ class PRClient(Client):
         super().__init__()
         self._add_methods("getPR", "test_pr", "test_package", "max_package_pr", "importone",
                           "export", "is_readonly", "dump_db", "mirror_pull", "mirror_audit",
-                          "mirror_status")
+                          "mirror_status", "get_stats")
 
     def _get_async_client(self) -> PRAsyncClient:
         return PRAsyncClient(self._timeout)

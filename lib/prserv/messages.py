@@ -19,6 +19,7 @@ DUMP_DB = "dump-db"
 MIRROR_PULL = "mirror-pull"
 MIRROR_AUDIT = "mirror-audit"
 MIRROR_STATUS = "mirror-status"
+GET_STATS = "get-stats"
 
 VALUE = "value"
 """The answer field of get-pr, test-pr, test-package, max-package-pr and import-one."""
@@ -80,6 +81,10 @@ def mirror_audit(after: Optional[str], until: str, rows: bool = False) -> Messag
 
 def mirror_status() -> Message:
     return {MIRROR_STATUS: {}}
+
+
+def get_stats() -> Message:
+    return {GET_STATS: {}}
 
 
 def value_answer(value: Any) -> Message:

@@ -30,6 +30,7 @@ from .admission import Admission, connection_limit
 from .limits import Limits, raise_open_file_limit
 from .exceptions import (ClientError, ConnectionClosedError, HandshakeError, InvokeError,
                          ProtocolError, ServerError)
+from .stats import RequestStats
 from .sockets import bind_unix_socket, set_tcp_listener_options
 
 ConnectionHandler = Callable[[Connection], Awaitable[None]]
@@ -74,6 +75,10 @@ class AsyncServerConnection:
     """Answers held back at most; beyond, reading this client's requests waits."""
     limits = Limits()
     """The server's limits (``AsyncServer`` sets its own on each session)."""
+    stats: Optional[RequestStats] = None
+    """Where answered requests are counted (``AsyncServer`` sets its own)."""
+    command = "unknown"
+    """The wire name of the request being handled (set by ``dispatch_message``)."""
 
     def __init__(self, connection: Connection, proto_name: str, logger: logging.Logger) -> None:
         self.connection = connection
@@ -205,22 +210,28 @@ class AsyncServerConnection:
 
     async def _answer(self, message: Any) -> bool:
         """Handle one request and send its answer; False once the session must end."""
+        started = time.perf_counter()
+        self.command = "unknown"
         try:
             response = await self.dispatch_message(message)
             self.last_answered = time.monotonic()
         except (InvokeError, ClientError) as exc:
+            self._count(started, False)
             await self._refuse(str(exc))
             return False
         except ServerError as exc:
+            self._count(started, False)
             self.logger.error("request failed: %s", exc)
             await self._refuse(str(exc))
             return False
         except (ConnectionClosedError, asyncio.CancelledError):
             raise
         except Exception as exc:  # a handler bug must not kill the server
+            self._count(started, False)
             self.logger.exception("internal error handling a request")
             await self._refuse("internal server error: %s: %s" % (type(exc).__name__, exc))
             return False
+        self._count(started, True)
         if response is not self.NO_RESPONSE:
             gate = self.answer_gate()
             if gate is None and not self._held and self._sender is None:
@@ -228,6 +239,11 @@ class AsyncServerConnection:
             else:
                 await self._send(response, gate)
         return True
+
+    def _count(self, started: float, ok: bool) -> None:
+        stats = self.stats
+        if stats is not None:
+            stats.record(self.command, time.perf_counter() - started, ok)
 
     async def _refuse(self, message: str) -> None:
         self.end_reason = "invoke-error: %s" % message
@@ -333,6 +349,7 @@ class AsyncServerConnection:
             raise ClientError("a request must be a JSON object, not %s" % protocol.describe_json_type(message))
         for name, handler in self.handlers.items():
             if name in message:
+                self.command = name
                 return await handler(message[name])
         names = ", ".join(sorted(map(str, message)))[:200]
         raise ClientError("unknown command (request keys: %s); known: %s"
@@ -503,6 +520,8 @@ class AsyncServer:
         """Connection limits as clients arrive (the open-file cap applied once serving)."""
         self._watchdog: Optional[asyncio.Task] = None
         self._serving = False
+        self.stats = RequestStats()
+        """Every request answered (``get-stats``, metrics)."""
         self.access = AccessRules()
         """Who may connect and who may write (``prserv.access``); replaced on SIGHUP."""
         self.access_reloader: Optional[Callable[[], AccessRules]] = None
@@ -548,6 +567,7 @@ class AsyncServer:
         try:
             client = self.accept_client(connection)
             client.limits = self.limits
+            client.stats = self.stats
             self.sessions[client] = asyncio.current_task()  # type: ignore[assignment]
             await client.process_requests()
         except asyncio.CancelledError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 from ..client import PRClient
 from ..revision import is_revision
@@ -108,6 +108,31 @@ def cmd_is_readonly(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_stats(args: argparse.Namespace, out: Output) -> int:
+    stats = _request(args, lambda c: c.get_stats())
+    out.result(stats, stats_text(stats))
+    return EXIT_OK
+
+
+def stats_text(stats: Dict[str, Any]) -> str:
+    """The figures of ``get-stats`` for people: one line each."""
+    req = stats["requests"]
+    lines = ["requests: %d, %.3f s in all, average %.3f ms, stdev %.3f ms, max %.3f ms" % (
+        req["num"], req["total_time"], req["average"] * 1e3, req["stdev"] * 1e3, req["max_time"] * 1e3)]
+    for name, counts in (stats.get("commands") or {}).items():
+        lines.append("  %-16s %d ok, %d error" % (name, counts.get("ok", 0), counts.get("error", 0)))
+    lines.append("connections open: %s" % stats.get("connections"))
+    lines.append("values allocated: %s" % stats.get("allocations"))
+    upstream = stats.get("upstream")
+    if upstream:
+        lines.append("upstream %s: %d ok, %d error" % (upstream["address"], upstream["ok"], upstream["error"]))
+    mirror = stats.get("mirror")
+    if mirror:
+        lines.append("mirror: %s, %s rows behind, last contact %s s ago" % (
+            mirror["state"], mirror["rows_behind"], mirror["seconds_since_contact"]))
+    return "\n".join(lines)
+
+
 def package_arguments(sub: argparse.ArgumentParser, checksum: bool = True) -> None:
     sub.add_argument("version")
     sub.add_argument("pkgarch")
@@ -142,3 +167,4 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     export_filters(command("export", cmd_export, "print the server's rows (tab-separated, or --json)"))
     command("ping", cmd_ping, "check that the server answers")
     command("is-readonly", cmd_is_readonly, "whether the server is read-only")
+    command("stats", cmd_stats, "what the server has answered: requests, times, connections, allocations")

@@ -112,6 +112,8 @@ class Allocator:
         self.engine = engine
         self.upstream = upstream
         self._locks = PackageLocks()
+        self.allocations = 0
+        """Values get-pr stored (new checksums; not imports)."""
 
     async def get_pr(self, version: str, pkgarch: str, checksum: str, history: bool,
                      store: bool = True) -> str:
@@ -140,8 +142,11 @@ class Allocator:
                     if scope.state.has_value(checksum, key):
                         return key
                     if key == _successor(scope.state.max_key):
-                        return await scope.store_next(checksum)  # whichever number is next by then
-                    await scope.store(checksum, key)
+                        key = await scope.store_next(checksum)  # whichever number is next by then
+                        self.allocations += 1
+                        return key
+                    if await scope.store(checksum, key):
+                        self.allocations += 1
                 return key
             except WriteConflict as conflict:
                 state = conflict.state                  # another writer came first: decide again
@@ -181,7 +186,8 @@ class Allocator:
                     if isinstance(decision, Need):
                         continue                # someone else wrote: ask what is missing
                     if not scope.state.has_value(checksum, decision):
-                        await scope.store(checksum, decision)
+                        if await scope.store(checksum, decision):
+                            self.allocations += 1
             except WriteConflict:
                 continue                        # someone else wrote: read and decide again
             return decision
@@ -211,7 +217,8 @@ class Allocator:
                 # Rows are never removed, so the checksum is still known here.
                 state = scope.state
                 key = degraded_value(state.checksum_value(checksum, history), state.max_key, history)
-                await scope.store(checksum, key)
+                if await scope.store(checksum, key):
+                    self.allocations += 1
         logger.warning("Degraded: upstream %s unavailable, answered %s/%s/%s from local state: %s",
                        self.upstream.address if self.upstream else "-", version, pkgarch, checksum,
                        key_to_revision(key))

@@ -114,6 +114,22 @@ class PRServer(AsyncServer):
         """The mirror's state (None: this server is not a mirror)."""
         return None if self.follower is None else self.follower.status()
 
+    # -- stats
+    def stats_answer(self) -> Dict[str, Any]:
+        """The ``get-stats`` answer (docs/protocol.md §5.5)."""
+        upstream = self.allocator.upstream if self.allocator is not None else None
+        mirror = self.mirror_status()
+        return {
+            "requests": self.stats.requests(),
+            "commands": self.stats.by_command(),
+            "connections": len(self.sessions),
+            "allocations": self.allocator.allocations if self.allocator is not None else 0,
+            "upstream": None if upstream is None else dict(upstream.outcomes, address=upstream.address),
+            "mirror": None if mirror is None else {
+                "state": mirror["state"], "rows_behind": mirror["rows_behind"],
+                "seconds_since_contact": mirror["seconds_since_contact"]},
+        }
+
     def _first_copy_complete(self) -> None:
         self.catching_up = None
         self.logger.info("mirror: first copy of %s complete; answering requests", self.mirror)

@@ -66,6 +66,8 @@ class SessionOwner(Protocol):
 
     def mirror_status(self) -> Optional[Dict[str, Any]]: ...
 
+    def stats_answer(self) -> Dict[str, Any]: ...
+
 
 class PRServerClient(AsyncServerConnection):
     """One client session of the PR server."""
@@ -91,6 +93,7 @@ class PRServerClient(AsyncServerConnection):
             messages.MIRROR_PULL: self.handle_mirror_pull,
             messages.MIRROR_AUDIT: self.handle_mirror_audit,
             messages.MIRROR_STATUS: self.handle_mirror_status,
+            messages.GET_STATS: self.handle_get_stats,
         })
 
     def answer_gate(self) -> Any:
@@ -102,6 +105,7 @@ class PRServerClient(AsyncServerConnection):
         try:
             if self.server.catching_up is not None and isinstance(message, dict) \
                     and self._command_of(message) not in _ANSWERED_WHILE_CATCHING_UP:
+                self.command = self._command_of(message)
                 raise CatchingUp(self.server.catching_up())
             return await super().dispatch_message(message)
         except (InvalidRequestError, InvalidRevisionError) as exc:
@@ -210,6 +214,11 @@ class PRServerClient(AsyncServerConnection):
 
     async def handle_mirror_status(self, request: Any) -> Dict[str, Any]:
         return {"mirror": self.server.mirror_status()}
+
+    async def handle_get_stats(self, request: Any) -> Dict[str, Any]:
+        """hashserv's ``requests`` figures and this server's own (docs/protocol.md §5.5)."""
+        requests.arguments(request)
+        return self.server.stats_answer()
 
     async def close(self) -> None:
         self.server.end_dump(self)          # a dump still being sent to this client stops

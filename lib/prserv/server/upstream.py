@@ -39,6 +39,8 @@ class Upstream:
         self._idle: "asyncio.Queue[PRAsyncClient]" = asyncio.Queue()
         self._down_until = 0.0
         self._last_failure = ""
+        self.outcomes = {"ok": 0, "error": 0}
+        """Requests sent upstream, by how they ended."""
         for _ in range(max(1, pool_size)):
             client = PRAsyncClient(timeout=timeout)
             self._clients.append(client)
@@ -60,14 +62,22 @@ class Upstream:
         return time.monotonic() < self._down_until
 
     async def _invoke(self, request: dict) -> object:
-        """One request, bounded by ``timeout`` including the wait for a free connection."""
-        self._check_up()
+        """One request, bounded by ``timeout`` including the wait for a free connection;
+        counted in ``outcomes`` (a request refused while the upstream is marked down
+        counts as an error too)."""
         try:
-            return await within(self._invoke_pooled(request), self.timeout)
+            self._check_up()
+            answer = await within(self._invoke_pooled(request), self.timeout)
         except asyncio.TimeoutError:
+            self.outcomes["error"] += 1
             reason = "no answer within %g s" % self.timeout
             self._mark_down(reason)
             raise UpstreamError("upstream %s unavailable: %s" % (self.address, reason)) from None
+        except UpstreamError:
+            self.outcomes["error"] += 1
+            raise
+        self.outcomes["ok"] += 1
+        return answer
 
     def _check_up(self) -> None:
         if self.is_down:

@@ -1,0 +1,79 @@
+"""What a server has answered: counts and times of its requests, kept cheaply.
+
+Every answered request is recorded once (``record``): its command's wire name,
+whether it was answered normally or with an error, and how long it took from being
+read to its answer being ready.  That is a dictionary lookup, a bisection and a few
+additions, so the figures can always be on: ``get-stats`` answers them in bitbake
+hashserv's shape, and a Prometheus exporter reads the same numbers when it is
+scraped (the hot path never calls into a metrics library).
+
+Times are seconds.  The mean and standard deviation are kept with Welford's
+recurrence, so they stay exact over any number of requests.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Dict, List, Tuple
+
+DURATION_BUCKETS: Tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                       0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds of the request-duration histogram, 100 µs to 10 s (and +Inf)."""
+
+OK, ERROR = "ok", "error"
+
+
+class CommandFigures:
+    """One command's answers: counts by outcome and a duration histogram."""
+
+    __slots__ = ("ok", "error", "seconds", "buckets")
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.error = 0
+        self.seconds = 0.0
+        self.buckets: List[int] = [0] * (len(DURATION_BUCKETS) + 1)   # the last one: +Inf
+
+
+class RequestStats:
+    """Every request answered since the start or the last ``reset``."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.num = 0
+        self.total_time = 0.0
+        self.max_time = 0.0
+        self._mean = 0.0
+        self._m2 = 0.0
+        self.commands: Dict[str, CommandFigures] = {}
+
+    def record(self, command: str, seconds: float, ok: bool = True) -> None:
+        self.num += 1
+        self.total_time += seconds
+        if seconds > self.max_time:
+            self.max_time = seconds
+        delta = seconds - self._mean
+        self._mean += delta / self.num
+        self._m2 += delta * (seconds - self._mean)
+        figures = self.commands.get(command)
+        if figures is None:
+            figures = self.commands[command] = CommandFigures()
+        if ok:
+            figures.ok += 1
+        else:
+            figures.error += 1
+        figures.seconds += seconds
+        figures.buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+
+    def requests(self) -> Dict[str, float]:
+        """hashserv's ``requests`` object: num, total_time, max_time, average, stdev."""
+        stdev = math.sqrt(self._m2 / (self.num - 1)) if self.num > 1 else 0.0
+        return {"num": self.num, "total_time": self.total_time, "max_time": self.max_time,
+                "average": self._mean if self.num else 0.0, "stdev": stdev}
+
+    def by_command(self) -> Dict[str, Dict[str, int]]:
+        """``{command: {"ok": n, "error": n}}``."""
+        return {name: {OK: figures.ok, ERROR: figures.error} for name, figures in sorted(self.commands.items())}
