@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """shareddb: several server processes on one PostgreSQL database, against SQLite.
 
-    shareddb.py [--servers 1,2,4] [--loads new,hit,conn] [--duration 10] [--clients 16]
+    shareddb.py [--servers 1,2,4] [--loads new,hit,conn] [--duration 10] [--clients 8]
                 [--url URL [--pg-pid PID]] [--tree CHECKOUT] [--no-sqlite] [--shared-prefix]
 
 Every server is ``CHECKOUT/bin/bitbake-prserv -F`` (this checkout by default) on
@@ -16,7 +16,9 @@ Every server is ``CHECKOUT/bin/bitbake-prserv -F`` (this checkout by default) on
 In each configuration every load of ``--loads`` runs once, in turn, on the same
 database: one ``prbench.py`` per server, all started at the same moment as
 separate processes, each on its own server, with the same ``--duration`` and
-``--clients`` (per generator).  Package names:
+``--clients`` (per generator).  The generators are closed loops: once the servers are
+saturated, a client waits on average (clients in all) / (requests/s), so p99 follows
+the client count (8 per generator: 16 in flight with 2 servers).  Package names:
 
 * new: every generator uses the prefix ``new``, so all of them race on the same 8
   packages: each request is an allocation, and two servers must never give one
@@ -360,7 +362,7 @@ def main() -> int:
     parser.add_argument("--servers", default="1,2,4", help="server counts on PostgreSQL (default: %(default)s)")
     parser.add_argument("--loads", default="new,hit,conn", help="prbench modes: new, hit, conn (default: %(default)s)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each load (default: 10)")
-    parser.add_argument("--clients", type=int, default=16, help="connections per generator (default: 16)")
+    parser.add_argument("--clients", type=int, default=8, help="connections per generator (default: 8)")
     parser.add_argument("--url", default=None, help="an existing PostgreSQL (its databases are created there); "
                         "default: start one with pgserver")
     parser.add_argument("--pg-pid", type=int, default=None, help="with --url: the postmaster's pid on this "
