@@ -25,7 +25,8 @@ PACKAGE = "prserv"
 
 LAYERS: List[Tuple[str, Set[str]]] = [
     ("pure", {"prserv.errors", "prserv.log", "prserv.version", "prserv.revision", "prserv.policy",
-              "prserv.oefile", "prserv.messages", "prserv.dumptext", "prserv.access"}),
+              "prserv.oefile", "prserv.messages", "prserv.dumptext", "prserv.access",
+              "prserv.tokens"}),
     ("asyncrpc", {"prserv.asyncrpc.*"}),
     ("client", {"prserv.client"}),
     ("storage", {"prserv.storage.*"}),

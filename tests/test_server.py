@@ -126,10 +126,11 @@ async def test_concurrent_new_checksums_get_distinct_values(start_server):
 @pytest.mark.parametrize("request_line, reason", [
     ('{"frobnicate": {}}', "unknown command (request keys: frobnicate); known: ping, get-pr, test-pr, "
                            "test-package, max-package-pr, import-one, export, is-readonly, dump-db, mirror-pull, "
-                           "mirror-audit, mirror-status, get-stats"),
+                           "mirror-audit, mirror-status, get-stats, auth, reset-stats, new-user, refresh-token, "
+                           "delete-user, get-all-users"),
     ("{}", "unknown command (request keys: none); known: ping, get-pr, test-pr, test-package, "
            "max-package-pr, import-one, export, is-readonly, dump-db, mirror-pull, mirror-audit, "
-           "mirror-status, get-stats"),
+           "mirror-status, get-stats, auth, reset-stats, new-user, refresh-token, delete-user, get-all-users"),
     ('["ping"]', "a request must be a JSON object, not an array"),
     ("5", "a request must be a JSON object, not a number"),
     ('{"ping": ', "invalid JSON: Expecting value: line 1 column 10 (char 9)"),

@@ -14,7 +14,7 @@ from . import messages
 from .asyncrpc import AsyncClient, Client, ConnectionClosedError, InvokeError, ProtocolError
 from .asyncrpc.protocol import parse_json
 from .dumptext import DumpDecoder
-from .errors import InvalidDumpAnswer
+from .errors import AuthenticationError, InvalidDumpAnswer
 from .log import logger
 
 PROTO_NAME = "PRSERVICE"
@@ -22,8 +22,25 @@ PROTO_VERSION = "1.0"
 
 
 class PRAsyncClient(AsyncClient):
-    def __init__(self, timeout: float = 30) -> None:
+    def __init__(self, timeout: float = 30, credentials: Optional[Tuple[str, str]] = None) -> None:
+        """``credentials``: (user, token) to prove on every connection (``auth``, right
+        after the setup); a refused token raises ``AuthenticationError``."""
         super().__init__(PROTO_NAME, PROTO_VERSION, logger, timeout=timeout)
+        self.credentials = credentials
+        self.permissions: Optional[List[str]] = None
+        """What the server granted the credentials (None until a connection proved them)."""
+
+    async def setup_connection(self) -> None:
+        await super().setup_connection()
+        if self.credentials is not None:
+            user, token = self.credentials
+            await self.socket.send_message(messages.auth(user, token))
+            answer = await self.socket.recv_message()
+            if not isinstance(answer, dict) or "invoke-error" in answer or not isinstance(
+                    answer.get("permissions"), list):
+                raise AuthenticationError("%s refused the token of user %s: %.200s"
+                                          % (self.address, user, messages.error_text(answer)))
+            self.permissions = answer["permissions"]
 
     async def _field(self, request: dict, field: str = messages.VALUE) -> Any:
         return messages.answer_field(await self.invoke(request), field)
@@ -83,6 +100,24 @@ class PRAsyncClient(AsyncClient):
             raise ValueError("get-stats answered with a malformed message: %.200r" % (answer,))
         return answer
 
+    # -- with an admin token
+    async def reset_stats(self) -> Any:
+        """The figures before the reset (admin)."""
+        return await self.invoke(messages.reset_stats())
+
+    async def new_user(self, username: str, permissions: Iterable[str], expires: Optional[float] = None) -> Any:
+        """``{"username", "permissions", "created", "expires", "token"}`` (admin)."""
+        return await self.invoke(messages.new_user(username, permissions, expires))
+
+    async def refresh_token(self, username: str, expires: Optional[float] = None) -> Any:
+        return await self.invoke(messages.refresh_token(username, expires))
+
+    async def delete_user(self, username: str) -> Any:
+        return await self.invoke(messages.delete_user(username))
+
+    async def get_all_users(self) -> Any:
+        return messages.answer_field(await self.invoke(messages.get_all_users()), "users")
+
     async def dump_db(self, fd: IO[str]) -> int:
         """The server's SQL dump (``dump-db``) written to the text file ``fd`` as it
         arrives; returns the characters written (like ``PRTable.dump_db(fd)``).
@@ -129,12 +164,14 @@ class PRAsyncClient(AsyncClient):
 class PRClient(Client):
     """Blocking PR client (a context manager); calls run on a private event loop."""
 
-    def __init__(self, timeout: float = 30) -> None:
+    def __init__(self, timeout: float = 30, credentials: Optional[Tuple[str, str]] = None) -> None:
         self._timeout = timeout
+        self._credentials = credentials
         super().__init__()
         self._add_methods("getPR", "test_pr", "test_package", "max_package_pr", "importone",
                           "export", "is_readonly", "dump_db", "mirror_pull", "mirror_audit",
-                          "mirror_status", "get_stats")
+                          "mirror_status", "get_stats", "reset_stats", "new_user", "refresh_token",
+                          "delete_user", "get_all_users")
 
     def _get_async_client(self) -> PRAsyncClient:
-        return PRAsyncClient(self._timeout)
+        return PRAsyncClient(self._timeout, self._credentials)

@@ -8,6 +8,8 @@ knows nothing of PR values; everything else is defined here)::
     │   ├── InvalidRevisionError        (also ValueError) not a revision value
     │   ├── InvalidRequestError         (also ValueError) a request field is wrong
     │   ├── ReadOnlyError               a write on a read-only database
+    │   ├── PermissionDenied            a request the client's token does not allow
+    │   ├── AuthenticationError         a client's own token was refused (auth)
     │   ├── DatabaseError               the database cannot be opened or used
     │   ├── UpstreamError               the upstream server failed or answered nonsense
     │   ├── MirrorError                 a mirror cannot follow its source
@@ -31,6 +33,7 @@ knows nothing of PR values; everything else is defined here)::
         │   └── DumpAborted             (prserv.server.dump) a dump failed half-way
         ├── ReadTimeoutError            (also ConnectionError) no answer in time
         └── InvokeError                 an {"invoke-error": ...} answer
+            └── RequestRefused          ... after which the session goes on
 
 A server turns ``PRServiceError`` raised by a request into an invoke-error answer
 naming the problem (``DatabaseError`` is also logged as an error); the command line
@@ -54,6 +57,14 @@ class InvalidRequestError(PRServiceError, ValueError):
 
 class ReadOnlyError(PRServiceError):
     """A write was attempted on a read-only database."""
+
+
+class PermissionDenied(PRServiceError):
+    """The request needs a permission the client's token (or its absence) lacks."""
+
+
+class AuthenticationError(PRServiceError):
+    """This client's credentials (``USER:TOKEN``) were refused by the server."""
 
 
 class DatabaseError(PRServiceError):

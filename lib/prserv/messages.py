@@ -20,6 +20,12 @@ MIRROR_PULL = "mirror-pull"
 MIRROR_AUDIT = "mirror-audit"
 MIRROR_STATUS = "mirror-status"
 GET_STATS = "get-stats"
+AUTH = "auth"
+RESET_STATS = "reset-stats"
+NEW_USER = "new-user"
+REFRESH_TOKEN = "refresh-token"
+DELETE_USER = "delete-user"
+GET_ALL_USERS = "get-all-users"
 
 VALUE = "value"
 """The answer field of get-pr, test-pr, test-package, max-package-pr and import-one."""
@@ -106,3 +112,34 @@ def answer_field(answer: Any, field: str) -> Any:
     if answer:
         return answer[field]
     return None
+
+
+def auth(username: str, token: str) -> Message:
+    return {AUTH: {"username": username, "token": token}}
+
+
+def reset_stats() -> Message:
+    return {RESET_STATS: {}}
+
+
+def new_user(username: str, permissions: Any, expires: Optional[float] = None) -> Message:
+    return {NEW_USER: {"username": username, "permissions": list(permissions), "expires": expires}}
+
+
+def refresh_token(username: str, expires: Optional[float] = None) -> Message:
+    return {REFRESH_TOKEN: {"username": username, "expires": expires}}
+
+
+def delete_user(username: str) -> Message:
+    return {DELETE_USER: {"username": username}}
+
+
+def get_all_users() -> Message:
+    return {GET_ALL_USERS: {}}
+
+
+def error_text(answer: Any) -> str:
+    """What an invoke-error answer says (or the answer itself, for anything else)."""
+    if isinstance(answer, dict) and isinstance(answer.get("invoke-error"), dict):
+        return str(answer["invoke-error"].get("message"))
+    return repr(answer)

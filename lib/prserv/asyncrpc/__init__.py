@@ -9,7 +9,7 @@ from .address import (ADDR_TYPE_TCP, ADDR_TYPE_UNIX, ADDR_TYPE_WS, AddressError,
                       parse_address)
 from .client import AsyncClient, Client
 from .exceptions import (AsyncRPCError, ClientError, ConnectionClosedError, HandshakeError,
-                         InvokeError, LineTooLongError, ProtocolError, ReadTimeoutError,
+                         InvokeError, LineTooLongError, RequestRefused, ProtocolError, ReadTimeoutError,
                          ServerError)
 from .protocol import MAX_CHUNK
 from .serv import AsyncServer, AsyncServerConnection
@@ -19,7 +19,7 @@ DEFAULT_MAX_CHUNK = MAX_CHUNK
 __all__ = [
     "ADDR_TYPE_TCP", "ADDR_TYPE_UNIX", "ADDR_TYPE_WS", "AddressError", "AsyncClient",
     "AsyncRPCError", "AsyncServer", "AsyncServerConnection", "Client", "ClientError",
-    "ConnectionClosedError", "DEFAULT_MAX_CHUNK", "HandshakeError", "InvokeError",
+    "ConnectionClosedError", "DEFAULT_MAX_CHUNK", "HandshakeError", "InvokeError", "RequestRefused",
     "LineTooLongError", "MAX_CHUNK", "ProtocolError", "ReadTimeoutError", "ServerError",
     "parse_address",
 ]

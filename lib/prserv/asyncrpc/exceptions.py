@@ -45,3 +45,8 @@ class InvokeError(AsyncRPCError):
     Raised by a handler, the server sends that answer and closes the connection;
     received by a client, it is raised to the caller without any retry.
     """
+
+
+class RequestRefused(InvokeError):
+    """Raised by a handler: answer ``{"invoke-error": ...}`` but keep the session (a
+    failed ``auth``: the connection goes on as it was)."""

@@ -28,7 +28,7 @@ from .deadline import within
 from .eager import start_eagerly
 from .admission import Admission, connection_limit
 from .limits import Limits, raise_open_file_limit
-from .exceptions import (ClientError, ConnectionClosedError, HandshakeError, InvokeError,
+from .exceptions import (ClientError, ConnectionClosedError, HandshakeError, InvokeError, RequestRefused,
                          ProtocolError, ServerError)
 from .stats import RequestStats
 from .sockets import bind_unix_socket, set_tcp_listener_options
@@ -79,6 +79,8 @@ class AsyncServerConnection:
     """Where answered requests are counted (``AsyncServer`` sets its own)."""
     command = "unknown"
     """The wire name of the request being handled (set by ``dispatch_message``)."""
+    user: Optional[str] = None
+    """Who the client proved to be (a subclass's ``auth``), for the log."""
 
     def __init__(self, connection: Connection, proto_name: str, logger: logging.Logger) -> None:
         self.connection = connection
@@ -137,9 +139,9 @@ class AsyncServerConnection:
             if self._sender is not None:
                 self._sender.cancel()
             await self.close()
-            self.logger.info("connection closed after %d request%s in %.1f s: %s", self.requests,
+            self.logger.info("connection closed after %d request%s in %.1f s: %s%s", self.requests,
                              "" if self.requests == 1 else "s", time.monotonic() - self.opened_at,
-                             self.end_reason)
+                             self.end_reason, "" if self.user is None else " (user %s)" % self.user)
 
     @property
     def idle(self) -> bool:
@@ -215,6 +217,11 @@ class AsyncServerConnection:
         try:
             response = await self.dispatch_message(message)
             self.last_answered = time.monotonic()
+        except RequestRefused as exc:
+            self._count(started, False)
+            self.logger.info("refused: %s", exc)
+            await self._send({"invoke-error": {"message": str(exc)}}, None)
+            return True
         except (InvokeError, ClientError) as exc:
             self._count(started, False)
             await self._refuse(str(exc))

@@ -14,12 +14,12 @@ import sys
 import time
 from typing import Any, Callable, Dict
 
-from ..client import PRClient
 from ..errors import BackupError, DatabaseBusy, VerificationFailed
 from ..runtime.priority import BACKUP_PRIORITIES, IDLE_THROTTLE, lower_priority
 from ..storage.sqlite import backup
 from ..storage.postgresql.url import is_url, masked
 from .output import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_VERIFY, Failure, Output
+from .requests import connect_client
 
 
 def _describe(summary: Dict[str, Any], verb: str) -> str:
@@ -91,8 +91,7 @@ def cmd_restore(args: argparse.Namespace, out: Output) -> int:
 def cmd_dump(args: argparse.Namespace, out: Output) -> int:
     """``prserv dump --server ADDR OUT``: the server's own dump (``dump-db``)."""
     started = time.monotonic()
-    with PRClient(timeout=args.timeout) as client:
-        client.connect_address(args.server)
+    with connect_client(args) as client:
         if args.out == "-":
             chars = client.dump_db(sys.stdout)
             sys.stdout.flush()

@@ -10,10 +10,10 @@ import argparse
 import sys
 from typing import Any, Callable, Dict, Optional
 
-from ..client import PRClient
 from ..errors import DatabaseError, DivergedError, MirrorError
 from ..runtime import mirroring
 from .output import EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Failure, Output
+from .requests import connect_client
 
 EXIT_DIVERGED = EXIT_REFUSED
 """mirror / mirror-status: the mirror does not follow its source any more."""
@@ -41,12 +41,8 @@ def cmd_mirror(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_mirror_status(args: argparse.Namespace, out: Output) -> int:
-    client = PRClient(timeout=args.timeout)
-    try:
-        client.connect_address(args.server)
+    with connect_client(args) as client:
         status = client.mirror_status()
-    finally:
-        client.close()
     if status is None:
         out.result({"mirror": None}, None)
         print("prserv: %s is not a mirror" % args.server, file=sys.stderr)

@@ -14,6 +14,7 @@ from typing import Callable, List, Optional
 
 from ..client import PRAsyncClient
 from ..oefile import Problem, Row, export_lines, last_assignments, read_rows
+from ..runtime.credentials import credentials_for
 from .output import EXIT_INCOMPLETE, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Failure, Output
 from .requests import export, export_filters
 
@@ -84,7 +85,7 @@ def cmd_import_file(args: argparse.Namespace, out: Output) -> int:
 async def _import_rows(args: argparse.Namespace, rows: List[Row],
                        progress: Optional["Progress"]) -> tuple:
     """``(imported, refused)``: import-one for every row, ``args.window`` in flight."""
-    client = PRAsyncClient(timeout=args.timeout)
+    client = PRAsyncClient(timeout=args.timeout, credentials=credentials_for(args.server))
     imported, refused = 0, []
     try:
         await client.connect_address(args.server)

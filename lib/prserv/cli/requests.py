@@ -8,11 +8,13 @@ from typing import Any, Callable, Dict, List, Tuple
 
 from ..client import PRClient
 from ..revision import is_revision
+from ..runtime.credentials import credentials_for
 from .output import (EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, Failure, Output, text_value)
 
 
-def _connect(args: argparse.Namespace) -> PRClient:
-    client = PRClient(timeout=args.timeout)
+def connect_client(args: argparse.Namespace) -> PRClient:
+    """A client of ``--server`` proving the user of ``PRSERV_TOKEN`` or ``~/.netrc``, if any."""
+    client = PRClient(timeout=args.timeout, credentials=credentials_for(args.server))
     try:
         client.connect_address(args.server)
     except BaseException:
@@ -22,7 +24,7 @@ def _connect(args: argparse.Namespace) -> PRClient:
 
 
 def _request(args: argparse.Namespace, call: Callable[[Any], Any]) -> Any:
-    with _connect(args) as client:
+    with connect_client(args) as client:
         return call(client)
 
 

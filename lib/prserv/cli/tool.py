@@ -12,15 +12,15 @@ import argparse
 import asyncio
 import logging
 import sys
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 from ..asyncrpc.address import AddressError
 from ..asyncrpc.exceptions import InvokeError
-from ..errors import ConfigError
+from ..errors import AuthenticationError, ConfigError, DatabaseError
 from ..log import logger
 from ..runtime.settings import environment_host
 from ..version import __version__
-from . import backup, config, copydb, migrate, mirror, oefiles, requests
+from . import backup, config, copydb, migrate, mirror, oefiles, requests, users
 from .output import EXIT_CODES_HELP, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Failure, Output
 
 DESCRIPTION = """\
@@ -28,7 +28,10 @@ One subcommand per request (``get-pr``, ``test-pr``, ``test-package``,
 ``max-package-pr``, ``import-one``, ``export``, ``ping``, ``is-readonly``), plus
 ``export-file`` / ``import-file`` in OpenEmbedded's ``bitbake-prserv-tool`` text
 format, ``config --show`` for the server settings, and ``mirror``,
-``mirror-status``, ``mirror-reset`` for publishing mirrors.  ``--json`` prints one JSON
+``mirror-status``, ``mirror-reset`` for publishing mirrors, ``stats``, and ``user add``,
+``user list``, ``user remove``, ``user new-token`` for users and their tokens.  A
+client proves a user when ``PRSERV_TOKEN`` (``USER:TOKEN``) or a ``~/.netrc`` entry
+for the server's host holds one.  ``--json`` prints one JSON
 document for scripts.  Exit codes tell apart what a script needs to know:
 """ + EXIT_CODES_HELP
 """The text of ``prserv --help`` (a constant: ``python -OO`` drops docstrings)."""
@@ -55,12 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, handler: Callable[..., int], help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, parents=[common], help=help, description=help)
-        sub.set_defaults(handler=handler)
+    def command(name: str, handler: Optional[Callable[..., int]], help: str,
+                under: Any = None) -> argparse.ArgumentParser:
+        """A subcommand (``under``: a group's ``add_subparsers()``, for ``user add``)."""
+        sub = (under or commands).add_parser(name, parents=[common], help=help, description=help)
+        if handler is not None:
+            sub.set_defaults(handler=handler)
         return sub
 
-    for module in (requests, oefiles, config, migrate, backup, copydb, mirror):
+    for module in (requests, oefiles, config, migrate, backup, copydb, mirror, users):
         module.add_commands(command)
     return parser
 
@@ -84,6 +90,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except InvokeError as exc:
         print("prserv: the server refused the request: %s" % exc, file=sys.stderr)
         return EXIT_REFUSED
+    except AuthenticationError as exc:
+        print("prserv: %s" % exc, file=sys.stderr)
+        return EXIT_REFUSED
+    except DatabaseError as exc:
+        print("prserv: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
     except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
         print("prserv: cannot reach the PR server at %s: %s" % (args.server, exc), file=sys.stderr)
         return EXIT_UNREACHABLE

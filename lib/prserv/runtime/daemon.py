@@ -36,6 +36,7 @@ from ..server.server import PRServer
 from ..storage.postgresql.url import is_url, masked
 from ..version import __version__
 from ..asyncrpc.address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, parse_address, split_ws_uri
+from .credentials import credentials_for
 from .logs import configure_logging
 from .settings import STDERR_LOG, Config, limits_of
 
@@ -147,7 +148,13 @@ def build_server(config: Config) -> PRServer:
                       mirror_audit_interval=config.mirror_audit_interval,
                       postgresql={"pool_size": config.db_pool_size, "connect_timeout": config.db_connect_timeout,
                                   "lock_timeout": config.db_lock_timeout},
-                      access=access_rules(config))
+                      access=access_rules(config), require_token=config.require_token,
+                      upstream_credentials=credentials_for(config.upstream, config.upstream_token,
+                                                           config.source("upstream_token"))
+                      if config.upstream else None,
+                      mirror_credentials=credentials_for(config.mirror, config.mirror_token,
+                                                         config.source("mirror_token"))
+                      if config.mirror else None)
     server.access_reloader = lambda: access_rules(config.reloaded())
     for address in config.bind:
         server.start_server(address)

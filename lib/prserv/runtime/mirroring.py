@@ -19,6 +19,7 @@ from ..errors import DatabaseError
 from ..log import logger
 from ..server.mirror import DEFAULT_TIMEOUT, Follower
 from ..storage import open_engine
+from .credentials import credentials_for
 
 Progress = Callable[[int, Optional[int]], None]
 """Called after each batch with (rows copied so far, rows still to copy if known)."""
@@ -37,7 +38,8 @@ async def _copy(source: str, database: str, timeout: float, progress: Optional[P
                 log: logging.Logger) -> Dict[str, Any]:
     engine = await open_engine(database, mirror=True)
     try:
-        follower = Follower(source, engine, log, timeout=timeout, audit_interval=0)  # type: ignore[arg-type]
+        follower = Follower(source, engine, log, timeout=timeout, audit_interval=0,
+                            credentials=credentials_for(source))  # type: ignore[arg-type]
         started = time.monotonic()
         before = engine.mirror_state()  # type: ignore[attr-defined]
         copied = await follower.copy(progress)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..access import parse_networks
+from ..server.session import TOKEN_FOR_DUMP, TOKEN_FOR_MIRROR
+from ..tokens import parse_credentials
 from ..asyncrpc.address import ADDR_TYPE_UNIX, UNIX_PREFIX, AddressError, parse_address
 from ..asyncrpc.limits import Limits
 from ..errors import ConfigError
@@ -37,6 +39,7 @@ from ..storage.sqlite.cache import DEFAULT_BUDGET as DEFAULT_CACHE_SIZE
 from ..storage.syncmode import IMMEDIATE, parse_sync_mode
 
 DEFAULT_HOST = "0.0.0.0"
+TOKEN_REQUIREMENTS = (TOKEN_FOR_MIRROR, TOKEN_FOR_DUMP)
 DEFAULT_PORT = 8585
 CONFIG_ENV = "PRSERV_CONFIG"
 STDERR_LOG = "-"
@@ -185,6 +188,30 @@ def _networks(raw: Any, base: str) -> List[str]:
         raise _Invalid(str(exc)) from None
 
 
+def _optional_credentials(raw: Any, base: str) -> Optional[str]:
+    """``USER:TOKEN`` (checked, kept as text), or None."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    try:
+        parse_credentials(_text(raw, base))
+    except ValueError:
+        raise _Invalid("expected USER:TOKEN") from None
+    return raw.strip()
+
+
+def _token_requirements(raw: Any, base: str) -> List[str]:
+    """What anonymous clients may not do: ``mirror``, ``dump-db`` (list or comma separated)."""
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(item, str) for item in raw):
+        raise _Invalid("expected a list of: %s" % ", ".join(TOKEN_REQUIREMENTS))
+    items = [part for item in raw for part in item.replace(",", " ").split()]
+    unknown = [item for item in items if item not in TOKEN_REQUIREMENTS]
+    if unknown:
+        raise _Invalid("unknown %s (known: %s)" % (", ".join(repr(u) for u in unknown), ", ".join(TOKEN_REQUIREMENTS)))
+    return sorted(set(items))
+
+
 def _sync_mode(raw: Any, base: str) -> str:
     try:
         return str(parse_sync_mode(_text(raw, base)))
@@ -219,6 +246,7 @@ class Setting:
     limit: Optional[str] = None   # the ``Limits`` field it sets
     shown_default: Optional[str] = None     # how help and README show the default
     flag_label: Optional[str] = None        # how messages name the flags, if not the options
+    secret: bool = False                    # USER:TOKEN: shown as USER:*** everywhere
 
     @property
     def flag(self) -> str:
@@ -248,15 +276,25 @@ SETTINGS: Tuple[Setting, ...] = (
             "read-only server", metavar="CIDR", kind=REPEATED, shown_default="everyone"),
     Setting("allow_write_unix", "PRSERV_ALLOW_WRITE_UNIX", ("--allow-write-unix",), True, _boolean,
             "unix-socket clients may store values (true/false)", metavar="BOOL"),
+    Setting("require_token", "PRSERV_REQUIRE_TOKEN", ("--require-token",), [], _token_requirements,
+            "what anonymous clients may not do: mirror (pull the change feed; a token with the mirror "
+            "permission may), dump-db (an admin token may); repeatable or comma separated",
+            metavar="WHAT", kind=REPEATED, shown_default="nothing"),
     Setting("upstream", "PRSERV_UPSTREAM", ("-u", "--upstream"), None, _optional_address,
             "Upstream PR service (host:port)", metavar="ADDR", shown_default="none"),
     Setting("upstream_timeout", "PRSERV_UPSTREAM_TIMEOUT", ("--upstream-timeout",),
             DEFAULT_UPSTREAM_TIMEOUT, _positive_number,
             "seconds to wait for the upstream before answering with an error", metavar="SECONDS",
             shown_default="%g s" % DEFAULT_UPSTREAM_TIMEOUT),
+    Setting("upstream_token", "PRSERV_UPSTREAM_TOKEN", ("--upstream-token",), None, _optional_credentials,
+            "USER:TOKEN to prove to the upstream (else PRSERV_TOKEN, else ~/.netrc for its host)",
+            metavar="USER:TOKEN", shown_default="none", secret=True),
     Setting("mirror", "PRSERV_MIRROR", ("--mirror",), None, _optional_address,
             "follow this PR server as a read-only publishing mirror (any address a client takes); "
             "the database file then holds the mirror's copy", metavar="ADDR", shown_default="none"),
+    Setting("mirror_token", "PRSERV_MIRROR_TOKEN", ("--mirror-token",), None, _optional_credentials,
+            "USER:TOKEN to prove to the mirror's source (else PRSERV_TOKEN, else ~/.netrc for its host)",
+            metavar="USER:TOKEN", shown_default="none", secret=True),
     Setting("mirror_timeout", "PRSERV_MIRROR_TIMEOUT", ("--mirror-timeout",), DEFAULT_MIRROR_TIMEOUT,
             _positive_number, "seconds a mirror's source has to answer (a long-poll waits half of "
             "it); then the mirror reconnects", metavar="SECONDS",
@@ -370,8 +408,19 @@ class Config:
 
 
 def _shown(name: str, value: Any) -> Any:
-    """A setting's value as it may be shown: a database URL without its password."""
-    return masked(value) if name == "database" and is_url(value) else value
+    """A setting's value as it may be shown: a database URL without its password, a
+    token as ``USER:***``."""
+    if name == "database" and is_url(value):
+        return masked(value)
+    if SETTINGS_BY_NAME[name].secret and value:
+        return hide_token(value)
+    return value
+
+
+def hide_token(text: Any) -> str:
+    """``USER:TOKEN`` -> ``USER:***`` (anything else -> ``***``)."""
+    user, sep, _ = str(text).partition(":")
+    return "%s:***" % user if sep and 0 < len(user) <= 64 and " " not in user else "***"
 
 
 def _toml_value(value: Any) -> str:
@@ -446,8 +495,9 @@ def load_config(flags: Optional[Mapping[str, Any]] = None,
         try:
             values[setting.name] = Value(setting.parse(raw, base), source)
         except _Invalid as exc:
+            shown = hide_token(raw) if setting.secret else masked(raw) if is_url(raw) else raw
             raise ConfigError("invalid %s %s (from %s): %s" % (
-                setting.name, _shorten(masked(raw) if is_url(raw) else raw), source, exc)) from None
+                setting.name, _shorten(shown), source, exc)) from None
     database = values["database"]
     if is_url(database.value) and parse_sync_mode(values["sync_mode"].value).buffered:
         raise ConfigError("sync_mode %s (from %s) holds values in one process and cannot be shared: with a "

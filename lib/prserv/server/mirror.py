@@ -30,7 +30,7 @@ from ..asyncrpc import AsyncRPCError, InvokeError
 from ..asyncrpc.exceptions import ProtocolError
 from ..asyncrpc.deadline import within
 from ..client import PRAsyncClient
-from ..errors import DivergedError, MirrorError, SourceError
+from ..errors import AuthenticationError, DivergedError, MirrorError, SourceError
 from ..revision import is_revision
 from ..storage.engine import MirrorTarget, PositionedRow, Row, feed_digest
 
@@ -121,8 +121,11 @@ class Follower:
     (``copy``)."""
 
     def __init__(self, source: str, target: MirrorTarget, logger: logging.Logger,
-                 timeout: float = DEFAULT_TIMEOUT, audit_interval: float = DEFAULT_AUDIT_INTERVAL) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, audit_interval: float = DEFAULT_AUDIT_INTERVAL,
+                 credentials: Optional[Tuple[str, str]] = None) -> None:
+        """``credentials``: (user, token) proved to the source on every connection."""
         self.source = source
+        self.credentials = credentials
         self.target = target
         self.logger = logger
         self.timeout = timeout
@@ -181,6 +184,8 @@ class Follower:
                 self._disconnected(exc)
             except InvokeError as exc:
                 self._disconnected(SourceError("refused: %s" % exc))
+            except AuthenticationError as exc:
+                self._disconnected(SourceError(str(exc)))
             finally:
                 await self._disconnect()
             await asyncio.sleep(backoff)
@@ -208,7 +213,7 @@ class Follower:
 
     async def _pulls(self, wait: bool = True) -> Any:
         """Pull and apply forever; yields the rows applied by each pull."""
-        client = PRAsyncClient(timeout=self.timeout)
+        client = PRAsyncClient(timeout=self.timeout, credentials=self.credentials)
         self._client = client
         await within(client.connect_address(self.source), self.timeout)
         drained = False

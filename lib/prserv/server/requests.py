@@ -8,11 +8,13 @@ went by truthiness and stored whatever it got; this server refuses instead.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+import time
+from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 from ..asyncrpc.protocol import describe_json_type
 from ..errors import InvalidRequestError, InvalidRevisionError
 from ..revision import MAX_REVISION_LENGTH, is_revision
+from ..tokens import PERMISSIONS, check_username, parse_permissions
 
 _MISSING = object()
 
@@ -117,3 +119,33 @@ def bounded_number(args: Dict[str, Any], name: str, lowest: float, highest: floa
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not lowest <= value <= highest:
         raise InvalidRequestError("field %r must be a number from %g to %g" % (name, lowest, highest))
     return value
+
+
+def username(args: Dict[str, Any]) -> str:
+    """A user name field (``prserv.tokens.check_username``)."""
+    name = text(args, "username")
+    try:
+        return check_username(name)
+    except ValueError as exc:
+        raise InvalidRequestError("field 'username': %s" % exc) from None
+
+
+def permissions(args: Dict[str, Any]) -> FrozenSet[str]:
+    """A list of permission names (``read``, ``write``, ``mirror``, ``admin``)."""
+    value = args.get("permissions", _MISSING)
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InvalidRequestError("field 'permissions' must be a list of names (%s)" % ", ".join(PERMISSIONS))
+    try:
+        return parse_permissions(value)
+    except ValueError as exc:
+        raise InvalidRequestError("field 'permissions': %s" % exc) from None
+
+
+def expiry(args: Dict[str, Any]) -> Optional[float]:
+    """``expires``: a Unix time in the future, or null/absent for never."""
+    value = args.get("expires")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > time.time():
+        raise InvalidRequestError("field 'expires' must be a Unix time in the future, or null")
+    return float(value)

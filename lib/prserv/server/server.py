@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 from ..access import AccessRules
 from ..asyncrpc import AsyncServer
@@ -23,7 +23,7 @@ from ..storage.syncmode import IMMEDIATE, SyncMode, parse_sync_mode
 from . import mirror as mirror_module
 from .allocator import Allocator
 from .dump import DumpStream
-from .session import PRServerClient
+from .session import TOKEN_FOR_DUMP, TOKEN_FOR_MIRROR, PRServerClient
 from .upstream import DEFAULT_TIMEOUT as DEFAULT_UPSTREAM_TIMEOUT
 from .upstream import Upstream
 
@@ -37,16 +37,29 @@ class PRServer(AsyncServer):
                  cache_size: Optional[int] = None, mirror: Optional[str] = None,
                  mirror_timeout: float = mirror_module.DEFAULT_TIMEOUT,
                  mirror_audit_interval: float = mirror_module.DEFAULT_AUDIT_INTERVAL,
-                 postgresql: Optional[Dict[str, Any]] = None, access: Optional[AccessRules] = None) -> None:
+                 postgresql: Optional[Dict[str, Any]] = None, access: Optional[AccessRules] = None,
+                 require_token: Iterable[str] = (),
+                 upstream_credentials: Optional[Tuple[str, str]] = None,
+                 mirror_credentials: Optional[Tuple[str, str]] = None) -> None:
         """``cache_size``: bytes of package and checksum facts kept in memory (the
         engine's default when None).  ``mirror``: the address of a server to follow
         (``server.mirror``); the server is then read-only and has no upstream.
         ``dbfile`` may be a ``postgresql://`` URL (``postgresql``: the engine's pool_size,
         connect_timeout, lock_timeout).  ``access``: who may connect and who may write
-        (``prserv.access``; everyone when None)."""
+        (``prserv.access``; everyone when None).  ``require_token``: what anonymous
+        clients may not do (``"mirror"``: the change feed, ``"dump-db"``).
+        ``upstream_credentials`` / ``mirror_credentials``: (user, token) this server
+        proves to its upstream / its mirror source."""
         super().__init__(logger, limits)
         if access is not None:
             self.access = access
+        unknown = set(require_token) - {TOKEN_FOR_MIRROR, TOKEN_FOR_DUMP}
+        if unknown:
+            raise ConfigError("require_token: unknown %s (known: %s, %s)"
+                              % (", ".join(sorted(unknown)), TOKEN_FOR_MIRROR, TOKEN_FOR_DUMP))
+        self.require_token = frozenset(require_token)
+        self.upstream_credentials = upstream_credentials
+        self.mirror_credentials = mirror_credentials
         if mirror and upstream:
             raise ConfigError("a mirror has no upstream: it copies %s's values" % mirror)
         self.dbfile = dbfile if is_url(dbfile) else os.path.abspath(dbfile)
@@ -140,14 +153,16 @@ class PRServer(AsyncServer):
         self.engine = await open_engine(self.dbfile, read_only=self.read_only and not self.mirror,
                                   sync_mode=self.sync_mode, cache_size=self.cache_size,
                                   mirror=bool(self.mirror), postgresql=self.postgresql)
-        upstream = Upstream(self.upstream, self.upstream_timeout) if self.upstream else None
+        upstream = Upstream(self.upstream, self.upstream_timeout, credentials=self.upstream_credentials) \
+            if self.upstream else None
         self.allocator = Allocator(self.engine, upstream)
         if self.mirror:
             self._start_following()
 
     def _start_following(self) -> None:
         self.follower = mirror_module.Follower(self.mirror, self.engine, self.logger,  # type: ignore[arg-type]
-                                               self.mirror_timeout, self.mirror_audit_interval)
+                                               self.mirror_timeout, self.mirror_audit_interval,
+                                               credentials=self.mirror_credentials)
         if not self.follower.complete:
             self.catching_up = self.follower.catching_up
         self._follow_task = asyncio.get_running_loop().create_task(

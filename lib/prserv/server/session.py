@@ -8,15 +8,20 @@ its own property (``read_only``), not only the server's.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Protocol
+import time
+from typing import Any, AsyncIterator, Callable, Dict, FrozenSet, List, Optional, Protocol
 
 from .. import messages
 from ..access import AccessRules
-from ..asyncrpc import AsyncServerConnection, InvokeError, ServerError
+from .. import tokens
+from ..asyncrpc import AsyncServerConnection, InvokeError, RequestRefused, ServerError
+from ..asyncrpc.stats import RequestStats
 from ..asyncrpc.connection import Connection
 from ..asyncrpc.protocol import JSONStream, dumps
-from ..errors import CatchingUp, DatabaseError, InvalidRequestError, InvalidRevisionError, PRServiceError
+from ..errors import (CatchingUp, DatabaseError, InvalidRequestError, InvalidRevisionError, PermissionDenied,
+                      PRServiceError)
 from ..revision import key_to_revision
 from ..storage.engine import Engine, Row, feed_digest
 from ..version import __version__
@@ -25,6 +30,10 @@ from .allocator import Allocator
 from .dump import DumpStream
 
 PROTO_NAME = "PRSERVICE"
+AUTH_FAILURE_DELAY = 1.0
+"""Seconds a failed ``auth`` waits before its answer (guessing tokens stays slow)."""
+TOKEN_FOR_MIRROR, TOKEN_FOR_DUMP = "mirror", "dump-db"
+"""``require_token`` items: the change feed, ``dump-db``."""
 MAX_PULL_ROWS = 10000
 """Rows one mirror-pull answers at most."""
 MAX_PULL_WAIT = 120.0
@@ -46,6 +55,12 @@ async def export_pieces(metainfo: Dict[str, Any], batches: AsyncIterator[List[Ro
     yield "]}"
 
 
+def user_answer(record: tokens.UserRecord) -> Dict[str, Any]:
+    """A user as answers show it: never the token or its hash."""
+    return {"username": record.username, "permissions": sorted(record.permissions),
+            "created": record.created, "expires": record.expires}
+
+
 class SessionOwner(Protocol):
     """What a session needs of its server (``prserv.server.server.PRServer``)."""
 
@@ -54,6 +69,9 @@ class SessionOwner(Protocol):
     allocator: Allocator
     read_only: bool
     access: AccessRules
+    require_token: FrozenSet[str]
+    """What anonymous clients may not do here: ``TOKEN_FOR_MIRROR``, ``TOKEN_FOR_DUMP``."""
+    stats: RequestStats
 
     def start_dump(self, session: "PRServerClient") -> DumpStream: ...
 
@@ -77,9 +95,13 @@ class PRServerClient(AsyncServerConnection):
         self.server = server
         self.engine = server.engine
         self.allocator = server.allocator
-        self.read_only = server.read_only or not server.access.may_write(connection.peer_host)
+        self.network_writes = server.access.may_write(connection.peer_host)
+        """The client's address is in ``allow_write``."""
+        self.permissions: FrozenSet[str] = frozenset()
+        """What the client's token grants (``auth``); nothing for an anonymous client."""
+        self.read_only = server.read_only or not self.network_writes
         """This session only reads: get-pr answers without storing, import-one with null
-        (a read-only server, or a client outside ``allow_write``)."""
+        (a read-only server, or a client whose network and token do not grant writes)."""
         # Dispatch order is the reference's: the first command key present wins.
         self.handlers.update({
             messages.GET_PR: self.handle_get_pr,
@@ -94,6 +116,12 @@ class PRServerClient(AsyncServerConnection):
             messages.MIRROR_AUDIT: self.handle_mirror_audit,
             messages.MIRROR_STATUS: self.handle_mirror_status,
             messages.GET_STATS: self.handle_get_stats,
+            messages.AUTH: self.handle_auth,
+            messages.RESET_STATS: self.handle_reset_stats,
+            messages.NEW_USER: self.handle_new_user,
+            messages.REFRESH_TOKEN: self.handle_refresh_token,
+            messages.DELETE_USER: self.handle_delete_user,
+            messages.GET_ALL_USERS: self.handle_get_all_users,
         })
 
     def answer_gate(self) -> Any:
@@ -179,6 +207,7 @@ class PRServerClient(AsyncServerConnection):
     async def handle_dump_db(self, request: Any) -> JSONStream:
         """``{"dump": "<SQL text>"}`` of a consistent snapshot, sent as it is read."""
         requests.arguments(request)
+        self._require_if_configured(TOKEN_FOR_DUMP, tokens.ADMIN)
         return JSONStream.of(self.server.start_dump(self).pieces())
 
     async def handle_mirror_pull(self, request: Any) -> Dict[str, Any]:
@@ -186,6 +215,7 @@ class PRServerClient(AsyncServerConnection):
         ``wait`` seconds for a commit when nothing is new (ended at once by a
         shutdown)."""
         args = requests.arguments(request)
+        self._require_if_configured(TOKEN_FOR_MIRROR, tokens.MIRROR)
         since = requests.position(args, "since")
         limit = int(requests.bounded_number(args, "limit", 1, MAX_PULL_ROWS, MAX_PULL_ROWS))
         wait = requests.bounded_number(args, "wait", 0, MAX_PULL_WAIT, 0)
@@ -202,6 +232,7 @@ class PRServerClient(AsyncServerConnection):
         """Count and digest of the feed's rows after ``after`` up to ``until`` (and the
         rows themselves, if asked for): a mirror's audit compares them with its own."""
         args = requests.arguments(request)
+        self._require_if_configured(TOKEN_FOR_MIRROR, tokens.MIRROR)
         rows = await self.engine.rows_between(requests.position(args, "after"),
                                               requests.position(args, "until", optional=False))
         if rows is None:
@@ -219,6 +250,83 @@ class PRServerClient(AsyncServerConnection):
         """hashserv's ``requests`` figures and this server's own (docs/protocol.md §5.5)."""
         requests.arguments(request)
         return self.server.stats_answer()
+
+    # -- who the client is
+    async def handle_auth(self, request: Any) -> Dict[str, Any]:
+        """Prove a user with its token: the session gains the user's permissions.  A
+        failure is answered after ``AUTH_FAILURE_DELAY`` seconds and changes nothing."""
+        args = requests.arguments(request)
+        username, token = args.get("username"), args.get("token")
+        record = None
+        if isinstance(username, str) and isinstance(token, str) and username and token:
+            record = await self.engine.get_user(username)
+        if record is None or not tokens.token_matches(record, token, time.time()):
+            await asyncio.sleep(AUTH_FAILURE_DELAY)
+            self.logger.warning("auth failed for user %.64r", username)
+            raise RequestRefused("auth: unknown user, wrong token or expired token")
+        self.user = record.username
+        self.permissions = record.permissions
+        self.read_only = self.server.read_only or not (self.network_writes or tokens.WRITE in self.permissions)
+        self.logger.info("authenticated as %s (%s)", record.username, tokens.permissions_text(record.permissions))
+        return {"username": record.username, "permissions": sorted(record.permissions)}
+
+    def _require(self, permission: str) -> None:
+        if permission not in self.permissions:
+            raise PermissionDenied("%s needs a token with the %s permission (send auth first)"
+                                   % (self.command, permission))
+
+    def _require_if_configured(self, what: str, permission: str) -> None:
+        if what in self.server.require_token:
+            self._require(permission)
+
+    async def handle_reset_stats(self, request: Any) -> Dict[str, Any]:
+        """(admin) The figures as they were, then every count starts again."""
+        requests.arguments(request)
+        self._require(tokens.ADMIN)
+        before = self.server.stats_answer()
+        self.server.stats.reset()
+        return before
+
+    async def handle_new_user(self, request: Any) -> Dict[str, Any]:
+        """(admin) A new user (or a user's new permissions and token): the token is in
+        this answer only."""
+        args = requests.arguments(request)
+        self._require(tokens.ADMIN)
+        record, token = tokens.make_user(requests.username(args), requests.permissions(args), time.time(),
+                                         requests.expiry(args))
+        await self.engine.put_user(record)
+        self.logger.info("user %s added (%s)", record.username, tokens.permissions_text(record.permissions))
+        return dict(user_answer(record), token=token)
+
+    async def handle_refresh_token(self, request: Any) -> Dict[str, Any]:
+        """(admin) A user's new token; the old one stops working."""
+        args = requests.arguments(request)
+        self._require(tokens.ADMIN)
+        record = await self._existing_user(requests.username(args))
+        record, token = tokens.renewed(record, time.time(), requests.expiry(args))
+        await self.engine.put_user(record)
+        self.logger.info("user %s has a new token", record.username)
+        return dict(user_answer(record), token=token)
+
+    async def handle_delete_user(self, request: Any) -> Dict[str, Any]:
+        args = requests.arguments(request)
+        self._require(tokens.ADMIN)
+        username = requests.username(args)
+        deleted = await self.engine.remove_user(username)
+        if deleted:
+            self.logger.info("user %s removed", username)
+        return {"username": username, "deleted": deleted}
+
+    async def handle_get_all_users(self, request: Any) -> Dict[str, Any]:
+        requests.arguments(request)
+        self._require(tokens.ADMIN)
+        return {"users": [user_answer(record) for record in await self.engine.list_users()]}
+
+    async def _existing_user(self, username: str) -> tokens.UserRecord:
+        record = await self.engine.get_user(username)
+        if record is None:
+            raise InvalidRequestError("no user %r" % username)
+        return record
 
     async def close(self) -> None:
         self.server.end_dump(self)          # a dump still being sent to this client stops

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from .. import messages
 from ..asyncrpc import AsyncRPCError, InvokeError
 from ..asyncrpc.deadline import within
 from ..client import PRAsyncClient
-from ..errors import UpstreamError
+from ..errors import AuthenticationError, UpstreamError
 from ..log import logger
 from ..revision import RevisionKey, is_revision, revision_key
 
@@ -31,7 +31,9 @@ class Upstream:
 
     def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT,
                  pool_size: int = DEFAULT_POOL_SIZE,
-                 retry_interval: float = DEFAULT_RETRY_INTERVAL) -> None:
+                 retry_interval: float = DEFAULT_RETRY_INTERVAL,
+                 credentials: Optional[Tuple[str, str]] = None) -> None:
+        """``credentials``: (user, token) proved on every connection of the pool."""
         self.address = address
         self.timeout = timeout
         self.retry_interval = retry_interval
@@ -42,7 +44,7 @@ class Upstream:
         self.outcomes = {"ok": 0, "error": 0}
         """Requests sent upstream, by how they ended."""
         for _ in range(max(1, pool_size)):
-            client = PRAsyncClient(timeout=timeout)
+            client = PRAsyncClient(timeout=timeout, credentials=credentials)
             self._clients.append(client)
             self._idle.put_nowait(client)
         self._configured = False
@@ -91,7 +93,7 @@ class Upstream:
             return await client.invoke(request)
         except InvokeError as exc:
             raise UpstreamError("upstream %s refused the request: %s" % (self.address, exc)) from exc
-        except (OSError, ConnectionError, AsyncRPCError) as exc:
+        except (OSError, ConnectionError, AsyncRPCError, AuthenticationError) as exc:
             reason = "%s: %s" % (type(exc).__name__, exc)
             self._mark_down(reason)
             raise UpstreamError("upstream %s unavailable: %s" % (self.address, reason)) from exc

@@ -42,6 +42,7 @@ from typing import (Any, AsyncContextManager, AsyncIterator, Dict, Iterable, Ite
                     Optional, Sequence, Tuple)
 
 from ..revision import RevisionKey, optional_key
+from ..tokens import UserRecord
 
 Position = str
 """An opaque place in the change feed, chosen by the engine."""
@@ -259,6 +260,23 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def open_dump(self) -> DumpSource:
         """A consistent snapshot of the whole database as SQL text."""
+
+    # -- users (``prserv.tokens``), kept beside the PR table, never in dumps or feeds
+    @abc.abstractmethod
+    async def get_user(self, username: str) -> Optional[UserRecord]:
+        """The user, or None (also when nobody ever added a user)."""
+
+    @abc.abstractmethod
+    async def list_users(self) -> List[UserRecord]:
+        """Every user, by name."""
+
+    @abc.abstractmethod
+    async def put_user(self, record: UserRecord) -> None:
+        """Add the user, or replace the one of that name; durable when this returns."""
+
+    @abc.abstractmethod
+    async def remove_user(self, username: str) -> bool:
+        """False if there was no such user."""
 
     @abc.abstractmethod
     async def flush(self) -> None:

@@ -19,6 +19,8 @@ the lock (a sequence's next value), checking only that the checksum's own values
 unchanged: writers of new checksums on several servers then never have to decide
 again.
 
+``prserv_users`` (version 2) holds users and their hashed tokens.
+
 ``prserv_schema`` holds the schema's version.  A server refuses a newer version,
 upgrades an older one in one transaction (``UPGRADES``) and creates a missing one;
 all of it under a transaction-scoped advisory lock, so servers starting together
@@ -32,7 +34,7 @@ from typing import Any, List
 
 from ...errors import DatabaseError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_LOCK = 0x70727365727631      # the advisory lock key taken while creating or upgrading
 
 CREATE = [
@@ -111,8 +113,17 @@ CREATE = [
 ]
 """Version 1, from nothing."""
 
-UPGRADES: List[List[str]] = []
-"""``UPGRADES[n - 1]`` takes version n to n + 1 (none yet)."""
+USERS_DDL = ("CREATE TABLE prserv_users (username text PRIMARY KEY, permissions text NOT NULL, "
+             "token_hash text NOT NULL, salt text NOT NULL, created double precision NOT NULL, "
+             "expires double precision)")
+"""Users and their hashed tokens (``prserv.tokens``); never in dumps or the feed."""
+
+CREATE.append(USERS_DDL)
+
+UPGRADES: List[List[str]] = [
+    [USERS_DDL],                # 1 -> 2: users
+]
+"""``UPGRADES[n - 1]`` takes version n to n + 1."""
 
 
 async def ensure(connection: Any, read_only: bool, shown_url: str) -> None:

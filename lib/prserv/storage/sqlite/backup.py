@@ -29,6 +29,7 @@ import time
 import urllib.parse
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, Optional
 
+from . import users
 from ...errors import BackupError, DatabaseBusy, DatabaseError, VerificationFailed
 from ..engine import DumpSource
 
@@ -366,8 +367,11 @@ class SnapshotDump(DumpSource):
         self.description = description
 
     def lines(self) -> Iterator[str]:
+        """Every line of the dump but the users table's (a dump is sent over the wire)."""
         try:
-            yield from self.conn.iterdump()
+            for line in self.conn.iterdump():
+                if not users.is_secret_line(line):
+                    yield line
         except sqlite3.Error as exc:
             raise DatabaseError(str(exc)) from exc
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ...errors import DatabaseError
 from ...log import logger
 from ...revision import RevisionKey, key_to_revision, optional_key
 from ..engine import (DumpSource, Engine, FeedPage, MirrorState, MirrorTarget, PackageState, Position,
                       PositionedRow, Row, WriteScope, package_max_rows)
-from . import backup, feed
+from ...tokens import UserRecord
+from . import backup, feed, users
 from .cache import PackageCache
 from .connection import PRMAIN, checked_identifier, create_table, create_value_index
 from .database import SQLiteDatabase
@@ -134,6 +135,35 @@ class SQLiteEngine(Engine, MirrorTarget):
             raise _database_error(exc) from exc
         self.cache.clear()                      # re-read on demand: a bulk copy, not a request
         return added
+
+    # ------------------------------------------------------------------ users
+    async def get_user(self, username: str) -> Optional[UserRecord]:
+        try:
+            return users.get(self.conn, username)
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+
+    async def list_users(self) -> List[UserRecord]:
+        try:
+            return users.every(self.conn)
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+
+    async def put_user(self, record: UserRecord) -> None:
+        self._change_users(users.put, record)
+
+    async def remove_user(self, username: str) -> bool:
+        return bool(self._change_users(users.remove, username))
+
+    def _change_users(self, change: Callable[[sqlite3.Connection, Any], Any], argument: Any) -> Any:
+        try:
+            with self.db.transactions.scope():
+                result = change(self.conn, argument)
+            if self.db.group is not None:
+                self.db.group.commit()          # durable now, whatever the sync mode
+        except sqlite3.Error as exc:
+            raise _database_error(exc) from exc
+        return result
 
     def answer_gate(self) -> Any:
         group = self.db.group

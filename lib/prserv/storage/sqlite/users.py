@@ -1,0 +1,87 @@
+"""The users table of a SQLite file (``prserv_users``, beside bitbake's ``PRMAIN``).
+
+bitbake's server ignores it; a dump served over the wire (``dump-db``) leaves it
+out (``is_secret_line``), and the change feed and export never read it.  It is
+created on the first user added, so a file nobody manages users in stays as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import urllib.parse
+from typing import Iterator, List, Optional
+
+from ...errors import DatabaseError
+from ...tokens import UserRecord, parse_permissions, permissions_text
+
+TABLE = "prserv_users"
+DDL = ("CREATE TABLE IF NOT EXISTS prserv_users (username TEXT PRIMARY KEY, permissions TEXT NOT NULL, "
+       "token_hash TEXT NOT NULL, salt TEXT NOT NULL, created REAL NOT NULL, expires REAL)")
+_COLUMNS = "username, permissions, token_hash, salt, created, expires"
+
+
+def _exists(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (TABLE,)).fetchone() is not None
+
+
+def _record(row: tuple) -> UserRecord:
+    username, permissions, token_hash, salt, created, expires = row
+    return UserRecord(username, parse_permissions(permissions.split(",")), token_hash, salt, created, expires)
+
+
+def get(conn: sqlite3.Connection, username: str) -> Optional[UserRecord]:
+    if not _exists(conn):
+        return None
+    row = conn.execute("SELECT %s FROM prserv_users WHERE username = ?" % _COLUMNS, (username,)).fetchone()
+    return None if row is None else _record(row)
+
+
+def every(conn: sqlite3.Connection) -> List[UserRecord]:
+    if not _exists(conn):
+        return []
+    return [_record(row) for row in conn.execute("SELECT %s FROM prserv_users ORDER BY username" % _COLUMNS)]
+
+
+def put(conn: sqlite3.Connection, record: UserRecord) -> None:
+    """Add or replace (inside the caller's transaction)."""
+    conn.execute(DDL)
+    conn.execute("INSERT OR REPLACE INTO prserv_users (%s) VALUES (?, ?, ?, ?, ?, ?)" % _COLUMNS,
+                 (record.username, permissions_text(record.permissions), record.token_hash, record.salt,
+                  record.created, record.expires))
+
+
+def remove(conn: sqlite3.Connection, username: str) -> bool:
+    if not _exists(conn):
+        return False
+    return conn.execute("DELETE FROM prserv_users WHERE username = ?", (username,)).rowcount == 1
+
+
+def is_secret_line(line: str) -> bool:
+    """A dump line of the users table (its CREATE or one of its rows)."""
+    if not line.startswith(("CREATE TABLE", "INSERT INTO")):
+        return False
+    head = line.split("(", 1)[0]
+    return TABLE in head
+
+
+@contextlib.contextmanager
+def open_file(path: str, writes: bool, timeout: float = 30.0) -> Iterator[sqlite3.Connection]:
+    """A connection of its own to the file (``prserv user ... --database``), in one
+    write transaction if ``writes`` (the file is created if missing), else read-only."""
+    try:
+        conn = sqlite3.connect(path if writes else "file:%s?mode=ro" % urllib.parse.quote(path),
+                               uri=not writes, timeout=timeout, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise DatabaseError("cannot open %s: %s" % (path, exc)) from None
+    try:
+        if writes:
+            conn.execute("BEGIN IMMEDIATE")
+        yield conn
+        if writes:
+            conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise DatabaseError("%s: %s" % (path, exc)) from None
+    finally:
+        conn.close()
