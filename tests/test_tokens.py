@@ -4,6 +4,7 @@ requests, where a client's token comes from, and ``prserv user``."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 
@@ -78,7 +79,8 @@ async def test_a_write_token_lets_a_client_write_where_its_network_may_not(start
         assert await anonymous.test_pr(V, A, "anon") is None
 
 
-async def test_a_failed_auth_waits_then_refuses_and_the_connection_goes_on(start_server, monkeypatch):
+async def test_a_failed_auth_waits_then_refuses_and_the_connection_goes_on(start_server, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG, logger="BitBake.PRserv")
     server = await start_server(access=AccessRules(allow_write=["127.0.0.2"]))
     name, token = await add_user(server, "builder", ["write"])
     conn = await RawConnection.open(server.address, SETUP)
@@ -96,6 +98,9 @@ async def test_a_failed_auth_waits_then_refuses_and_the_connection_goes_on(start
         assert await conn.request({"is-readonly": {}}) == {"readonly": False}
     finally:
         await conn.close()
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "authenticated as builder (read,write)" in logged and '{"auth": "(not logged)"}' in logged
+    assert token not in logged and _other(token) not in logged                  # never a token, right or wrong
     expired = await add_user(server, "old", ["write"], expires=time.time() + 0.05)
     client = PRAsyncClient(credentials=expired)
     await client.connect_address(server.address)

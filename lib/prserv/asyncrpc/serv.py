@@ -81,6 +81,8 @@ class AsyncServerConnection:
     """The wire name of the request being handled (set by ``dispatch_message``)."""
     user: Optional[str] = None
     """Who the client proved to be (a subclass's ``auth``), for the log."""
+    secret_commands: frozenset = frozenset()
+    """Requests whose arguments never reach the log (they carry a token)."""
 
     def __init__(self, connection: Connection, proto_name: str, logger: logging.Logger) -> None:
         self.connection = connection
@@ -207,8 +209,13 @@ class AsyncServerConnection:
             return False                    # JSON null: the client ends the session
         self.requests += 1
         if self.logger.isEnabledFor(logging.DEBUG):
-            self.logger.debug("request %d: %s", self.requests, protocol.dumps(message)[:300])
+            self.logger.debug("request %d: %s", self.requests, self._loggable(message)[:300])
         return start_eagerly(self._answer(message))
+
+    def _loggable(self, message: Any) -> str:
+        if isinstance(message, dict) and any(name in message for name in self.secret_commands):
+            return protocol.dumps({name: "(not logged)" for name in message})
+        return protocol.dumps(message)
 
     async def _answer(self, message: Any) -> bool:
         """Handle one request and send its answer; False once the session must end."""

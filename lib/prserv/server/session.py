@@ -90,6 +90,8 @@ class SessionOwner(Protocol):
 class PRServerClient(AsyncServerConnection):
     """One client session of the PR server."""
 
+    secret_commands = frozenset((messages.AUTH,))
+
     def __init__(self, connection: Connection, server: SessionOwner) -> None:
         super().__init__(connection, PROTO_NAME, server.logger)
         self.server = server
