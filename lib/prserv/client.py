@@ -22,11 +22,14 @@ PROTO_VERSION = "1.0"
 
 
 class PRAsyncClient(AsyncClient):
-    def __init__(self, timeout: float = 30, credentials: Optional[Tuple[str, str]] = None) -> None:
+    def __init__(self, timeout: float = 30, credentials: Optional[Tuple[str, str]] = None,
+                 tls_context: Any = None) -> None:
         """``credentials``: (user, token) to prove on every connection (``auth``, right
-        after the setup); a refused token raises ``AuthenticationError``."""
+        after the setup); a refused token raises ``AuthenticationError``.
+        ``tls_context``: checks a ``wss://`` server's certificate (None: the system's CAs)."""
         super().__init__(PROTO_NAME, PROTO_VERSION, logger, timeout=timeout)
         self.credentials = credentials
+        self.tls_context = tls_context
         self.permissions: Optional[List[str]] = None
         """What the server granted the credentials (None until a connection proved them)."""
 
@@ -164,9 +167,11 @@ class PRAsyncClient(AsyncClient):
 class PRClient(Client):
     """Blocking PR client (a context manager); calls run on a private event loop."""
 
-    def __init__(self, timeout: float = 30, credentials: Optional[Tuple[str, str]] = None) -> None:
+    def __init__(self, timeout: float = 30, credentials: Optional[Tuple[str, str]] = None,
+                 tls_context: Any = None) -> None:
         self._timeout = timeout
         self._credentials = credentials
+        self._tls_context = tls_context
         super().__init__()
         self._add_methods("getPR", "test_pr", "test_package", "max_package_pr", "importone",
                           "export", "is_readonly", "dump_db", "mirror_pull", "mirror_audit",
@@ -174,4 +179,4 @@ class PRClient(Client):
                           "delete_user", "get_all_users")
 
     def _get_async_client(self) -> PRAsyncClient:
-        return PRAsyncClient(self._timeout, self._credentials)
+        return PRAsyncClient(self._timeout, self._credentials, self._tls_context)

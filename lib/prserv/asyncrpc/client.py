@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, Optional
 
 from . import protocol
@@ -48,6 +49,8 @@ class AsyncClient:
         self.socket: Optional[Connection] = None
         self._connect_sock: Optional[Callable[[], Awaitable[Connection]]] = None
         self.address: Optional[str] = None
+        self.tls_context: Optional[ssl.SSLContext] = None
+        """Checks a ``wss://`` server's certificate (None: the system's CAs)."""
 
     # -- choosing where to connect (nothing happens on the network yet)
     async def connect_tcp(self, address: str, port: int) -> None:
@@ -62,7 +65,7 @@ class AsyncClient:
 
     async def connect_websocket(self, uri: str) -> None:
         self.address = uri
-        self._connect_sock = lambda: open_websocket_connection(uri, self.timeout)
+        self._connect_sock = lambda: open_websocket_connection(uri, self.timeout, ssl=self.tls_context)
 
     async def connect_address(self, addr: str) -> None:
         """Choose the transport from an address string."""

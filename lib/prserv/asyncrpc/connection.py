@@ -520,9 +520,11 @@ async def open_unix_connection(path: str, timeout: float = -1,
 
 
 async def open_websocket_connection(uri: str, timeout: float = -1,
-                                    max_message: int = protocol.MAX_ANSWER_SIZE) -> WebsocketConnection:
-    """Open a websocket; the opening handshake is bounded by ``timeout``."""
+                                    max_message: int = protocol.MAX_ANSWER_SIZE,
+                                    ssl: Any = None) -> WebsocketConnection:
+    """Open a websocket; the opening handshake is bounded by ``timeout``; ``ssl``: the
+    TLS context for a ``wss://`` URI (None: the system's CAs)."""
     from .websocket import connect
 
-    websocket = await connect(uri, timeout)
+    websocket = await connect(uri, timeout, ssl)
     return WebsocketConnection(websocket, timeout, max_message)

@@ -22,7 +22,8 @@ from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, T
 from ..access import AccessRules
 from ..errors import PRServiceError
 from . import protocol
-from .address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, format_tcp_address, parse_address, split_ws_uri
+from .address import (ADDR_TYPE_TCP, ADDR_TYPE_UNIX, WSS_PREFIX, format_tcp_address, parse_address,
+                      split_ws_uri)
 from .connection import Connection, LineProtocol, StreamConnection, WebsocketConnection
 from .deadline import within
 from .eager import start_eagerly
@@ -31,6 +32,7 @@ from .limits import Limits, raise_open_file_limit
 from .exceptions import (ClientError, ConnectionClosedError, HandshakeError, InvokeError, RequestRefused,
                          ProtocolError, ServerError)
 from .stats import RequestStats
+from .tls import TLSConfigError
 from .sockets import bind_unix_socket, set_tcp_listener_options
 
 ConnectionHandler = Callable[[Connection], Awaitable[None]]
@@ -460,9 +462,11 @@ class UnixListener(Listener):
 
 class WebsocketListener(Listener):
     def __init__(self, host: str, port: int, handler: ConnectionHandler, logger: logging.Logger,
-                 limits: Optional[Limits] = None) -> None:
+                 limits: Optional[Limits] = None, tls: Optional[Callable[[], Any]] = None) -> None:
+        """``tls``: gives the server's TLS context when listening starts (``wss://``)."""
         super().__init__(handler, logger, limits)
         self.host, self.port = host, port
+        self.tls = tls
 
     def close(self) -> None:
         """Nothing yet: the websocket library's close() also closes open connections,
@@ -471,11 +475,13 @@ class WebsocketListener(Listener):
     async def start(self) -> None:
         from .websocket import serve
 
-        self.server = await serve(self._serve_websocket, self.host, self.port, self.max_message)
+        context = self.tls() if self.tls is not None else None
+        self.server = await serve(self._serve_websocket, self.host, self.port, self.max_message, ssl=context)
         for sock in self.server.sockets:
             set_tcp_listener_options(sock, nodelay=False)
         first = list(self.server.sockets)[0]
-        self.address = format_tcp_address(first.getsockname(), first.family, "ws://")
+        self.address = format_tcp_address(first.getsockname(), first.family,
+                                          "wss://" if context is not None else "ws://")
 
     async def _serve_websocket(self, websocket: Any, *path: Any) -> None:
         task = asyncio.current_task()
@@ -536,6 +542,8 @@ class AsyncServer:
         self._serving = False
         self.stats = RequestStats()
         """Every request answered (``get-stats``, metrics)."""
+        self.tls_context: Optional[Any] = None
+        """The certificate ``wss://`` listeners present (``tls.server_context``)."""
         self.access = AccessRules()
         """Who may connect and who may write (``prserv.access``); replaced on SIGHUP."""
         self.access_reloader: Optional[Callable[[], AccessRules]] = None
@@ -549,9 +557,15 @@ class AsyncServer:
     def start_unix_server(self, path: str) -> None:
         self.listeners.append(UnixListener(path, self._client_handler, self.logger, self.limits))
 
-    def start_websocket_server(self, host: str, port: int, reuseport: bool = False) -> None:
+    def start_websocket_server(self, host: str, port: int, reuseport: bool = False, tls: bool = False) -> None:
+        """``tls``: a ``wss://`` listener, with ``tls_context`` (set before serving)."""
         self.listeners.append(WebsocketListener(host, port, self._client_handler, self.logger,
-                                                self.limits))
+                                                self.limits, tls=self._server_tls if tls else None))
+
+    def _server_tls(self) -> Any:
+        if self.tls_context is None:
+            raise TLSConfigError("a wss:// address needs a TLS certificate and key (tls_certificate, tls_key)")
+        return self.tls_context
 
     def start_server(self, addr: str) -> None:
         """Pick the transport from an address string (``host:port``, ``unix://``, ``ws://``)."""
@@ -561,7 +575,7 @@ class AsyncServer:
         elif kind == ADDR_TYPE_TCP:
             self.start_tcp_server(*args)
         else:
-            self.start_websocket_server(*split_ws_uri(args[0]))
+            self.start_websocket_server(*split_ws_uri(args[0]), tls=str(args[0]).startswith(WSS_PREFIX))
 
     # -- per connection
     def accept_client(self, connection: Connection) -> AsyncServerConnection:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from ssl import SSLError
 from typing import Any, Awaitable, Callable, Tuple
 
 from .deadline import within
@@ -28,8 +29,9 @@ def _import_websockets() -> Any:
     return websockets
 
 
-async def connect(uri: str, timeout: float) -> Any:
-    """Open a client websocket; failures become ``ConnectionError``."""
+async def connect(uri: str, timeout: float, ssl: Any = None) -> Any:
+    """Open a client websocket (``ssl``: the context for ``wss://``, else the library's
+    default); failures become ``ConnectionError``."""
     websockets = _import_websockets()
     try:
         from websockets.asyncio.client import connect as ws_connect
@@ -37,20 +39,22 @@ async def connect(uri: str, timeout: float) -> Any:
         ws_connect = websockets.connect
     try:
         # The deadline is ours: the library's open_timeout needs a current task.
-        return await within(ws_connect(uri, ping_interval=None, open_timeout=None, max_size=None),
+        options = {"ssl": ssl} if ssl is not None and uri.startswith("wss://") else {}
+        return await within(ws_connect(uri, ping_interval=None, open_timeout=None, max_size=None, **options),
                             timeout)
     except asyncio.TimeoutError:
         raise ConnectionError("timeout while connecting to websocket %s" % uri) from None
-    except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+    except (OSError, websockets.InvalidHandshake, websockets.InvalidURI, SSLError) as exc:
         raise ConnectionError("could not connect to websocket %s: %s" % (uri, exc)) from exc
 
 
 async def serve(handler: Callable[[Any], Awaitable[None]], host: str, port: int,
-                max_size: int) -> Any:
-    """Start a websocket server; returns the library's server object."""
+                max_size: int, ssl: Any = None) -> Any:
+    """Start a websocket server (``ssl``: a server context for ``wss://``); returns the
+    library's server object."""
     _import_websockets()
     try:
         from websockets.asyncio.server import serve as ws_serve
     except ImportError:  # websockets < 13
         from websockets.server import serve as ws_serve
-    return await ws_serve(handler, host, port, ping_interval=None, max_size=max_size)
+    return await ws_serve(handler, host, port, ping_interval=None, max_size=max_size, ssl=ssl)

@@ -16,7 +16,7 @@ from ..client import PRAsyncClient
 from ..oefile import Problem, Row, export_lines, last_assignments, read_rows
 from ..runtime.credentials import credentials_for
 from .output import EXIT_INCOMPLETE, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Failure, Output
-from .requests import export, export_filters
+from .requests import client_tls_context, export, export_filters
 
 PROGRESS_INTERVAL = 0.2     # seconds between progress bar updates
 MAX_LISTED_PROBLEMS = 20
@@ -85,7 +85,8 @@ def cmd_import_file(args: argparse.Namespace, out: Output) -> int:
 async def _import_rows(args: argparse.Namespace, rows: List[Row],
                        progress: Optional["Progress"]) -> tuple:
     """``(imported, refused)``: import-one for every row, ``args.window`` in flight."""
-    client = PRAsyncClient(timeout=args.timeout, credentials=credentials_for(args.server))
+    client = PRAsyncClient(timeout=args.timeout, credentials=credentials_for(args.server),
+                           tls_context=client_tls_context())
     imported, refused = 0, []
     try:
         await client.connect_address(args.server)

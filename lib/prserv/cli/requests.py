@@ -3,24 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any, Callable, Dict, List, Tuple
 
+from ..asyncrpc import tls
 from ..client import PRClient
 from ..revision import is_revision
 from ..runtime.credentials import credentials_for
-from .output import (EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, Failure, Output, text_value)
+from .output import (EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Failure, Output, text_value)
 
 
 def connect_client(args: argparse.Namespace) -> PRClient:
-    """A client of ``--server`` proving the user of ``PRSERV_TOKEN`` or ``~/.netrc``, if any."""
-    client = PRClient(timeout=args.timeout, credentials=credentials_for(args.server))
+    """A client of ``--server`` proving the user of ``PRSERV_TOKEN`` or ``~/.netrc``, if
+    any, and checking a ``wss://`` server against ``PRSERV_TLS_CA`` if set."""
+    client = PRClient(timeout=args.timeout, credentials=credentials_for(args.server),
+                      tls_context=client_tls_context())
     try:
         client.connect_address(args.server)
     except BaseException:
         client.close()
         raise
     return client
+
+
+def client_tls_context() -> Any:
+    """``PRSERV_TLS_CA``'s bundle for ``wss://`` servers (None: the system's CAs)."""
+    ca_file = os.environ.get("PRSERV_TLS_CA")
+    if not ca_file:
+        return None
+    try:
+        return tls.client_context(ca_file)
+    except tls.TLSConfigError as exc:
+        raise Failure(EXIT_USAGE, str(exc)) from None
 
 
 def _request(args: argparse.Namespace, call: Callable[[Any], Any]) -> Any:

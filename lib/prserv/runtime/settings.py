@@ -280,6 +280,14 @@ SETTINGS: Tuple[Setting, ...] = (
             "what anonymous clients may not do: mirror (pull the change feed; a token with the mirror "
             "permission may), dump-db (an admin token may); repeatable or comma separated",
             metavar="WHAT", kind=REPEATED, shown_default="nothing"),
+    Setting("tls_certificate", "PRSERV_TLS_CERTIFICATE", ("--tls-certificate",), None, _optional_path,
+            "PEM certificate chain that wss:// listeners present", metavar="FILE", shown_default="none"),
+    Setting("tls_key", "PRSERV_TLS_KEY", ("--tls-key",), None, _optional_path,
+            "PEM private key of tls_certificate (default: in the certificate file)", metavar="FILE",
+            shown_default="none"),
+    Setting("tls_ca", "PRSERV_TLS_CA", ("--tls-ca",), None, _optional_path,
+            "PEM CA bundle a wss:// upstream or mirror source is checked against (also read by the "
+            "prserv command)", metavar="FILE", shown_default="the system's CAs"),
     Setting("upstream", "PRSERV_UPSTREAM", ("-u", "--upstream"), None, _optional_address,
             "Upstream PR service (host:port)", metavar="ADDR", shown_default="none"),
     Setting("upstream_timeout", "PRSERV_UPSTREAM_TIMEOUT", ("--upstream-timeout",),
@@ -507,6 +515,10 @@ def load_config(flags: Optional[Mapping[str, Any]] = None,
     if is_url(database.value) and values["mirror"].value:
         raise ConfigError("a mirror (from %s) keeps its copy in a SQLite file, not in a PostgreSQL "
                           "database (from %s)" % (values["mirror"].source, database.source))
+    wss = [address for address in values["bind"].value if address.startswith("wss://")]
+    if wss and not values["tls_certificate"].value:
+        raise ConfigError("bind %s (from %s) needs tls_certificate (and tls_key, unless the key is in the "
+                          "certificate file)" % (wss[0], values["bind"].source))
     if values["mirror"].value and values["upstream"].value:
         raise ConfigError("mirror (from %s) and upstream (from %s) cannot be combined: a mirror "
                           "copies its source's values" % (values["mirror"].source, values["upstream"].source))

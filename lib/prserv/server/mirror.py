@@ -122,10 +122,12 @@ class Follower:
 
     def __init__(self, source: str, target: MirrorTarget, logger: logging.Logger,
                  timeout: float = DEFAULT_TIMEOUT, audit_interval: float = DEFAULT_AUDIT_INTERVAL,
-                 credentials: Optional[Tuple[str, str]] = None) -> None:
-        """``credentials``: (user, token) proved to the source on every connection."""
+                 credentials: Optional[Tuple[str, str]] = None, tls_context: Any = None) -> None:
+        """``credentials``: (user, token) proved to the source on every connection;
+        ``tls_context``: checks a ``wss://`` source's certificate."""
         self.source = source
         self.credentials = credentials
+        self.tls_context = tls_context
         self.target = target
         self.logger = logger
         self.timeout = timeout
@@ -213,7 +215,7 @@ class Follower:
 
     async def _pulls(self, wait: bool = True) -> Any:
         """Pull and apply forever; yields the rows applied by each pull."""
-        client = PRAsyncClient(timeout=self.timeout, credentials=self.credentials)
+        client = PRAsyncClient(timeout=self.timeout, credentials=self.credentials, tls_context=self.tls_context)
         self._client = client
         await within(client.connect_address(self.source), self.timeout)
         drained = False

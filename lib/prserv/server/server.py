@@ -11,7 +11,7 @@ import os
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 from ..access import AccessRules
-from ..asyncrpc import AsyncServer
+from ..asyncrpc import AsyncServer, tls
 from ..asyncrpc.connection import Connection
 from ..asyncrpc.limits import Limits
 from ..errors import BackupError, ConfigError
@@ -40,7 +40,9 @@ class PRServer(AsyncServer):
                  postgresql: Optional[Dict[str, Any]] = None, access: Optional[AccessRules] = None,
                  require_token: Iterable[str] = (),
                  upstream_credentials: Optional[Tuple[str, str]] = None,
-                 mirror_credentials: Optional[Tuple[str, str]] = None) -> None:
+                 mirror_credentials: Optional[Tuple[str, str]] = None,
+                 tls_certificate: Optional[str] = None, tls_key: Optional[str] = None,
+                 tls_ca: Optional[str] = None) -> None:
         """``cache_size``: bytes of package and checksum facts kept in memory (the
         engine's default when None).  ``mirror``: the address of a server to follow
         (``server.mirror``); the server is then read-only and has no upstream.
@@ -49,7 +51,9 @@ class PRServer(AsyncServer):
         (``prserv.access``; everyone when None).  ``require_token``: what anonymous
         clients may not do (``"mirror"``: the change feed, ``"dump-db"``).
         ``upstream_credentials`` / ``mirror_credentials``: (user, token) this server
-        proves to its upstream / its mirror source."""
+        proves to its upstream / its mirror source.  ``tls_certificate`` / ``tls_key``:
+        what ``wss://`` listeners present; ``tls_ca``: the CA bundle a ``wss://``
+        upstream or mirror source is checked against (default: the system's)."""
         super().__init__(logger, limits)
         if access is not None:
             self.access = access
@@ -60,6 +64,13 @@ class PRServer(AsyncServer):
         self.require_token = frozenset(require_token)
         self.upstream_credentials = upstream_credentials
         self.mirror_credentials = mirror_credentials
+        try:
+            if tls_certificate:
+                self.tls_context = tls.server_context(tls_certificate, tls_key)
+            self.client_tls = tls.client_context(tls_ca)
+            """Checks the certificate of a ``wss://`` upstream or mirror source."""
+        except tls.TLSConfigError as exc:
+            raise ConfigError(str(exc)) from None
         if mirror and upstream:
             raise ConfigError("a mirror has no upstream: it copies %s's values" % mirror)
         self.dbfile = dbfile if is_url(dbfile) else os.path.abspath(dbfile)
@@ -153,8 +164,8 @@ class PRServer(AsyncServer):
         self.engine = await open_engine(self.dbfile, read_only=self.read_only and not self.mirror,
                                   sync_mode=self.sync_mode, cache_size=self.cache_size,
                                   mirror=bool(self.mirror), postgresql=self.postgresql)
-        upstream = Upstream(self.upstream, self.upstream_timeout, credentials=self.upstream_credentials) \
-            if self.upstream else None
+        upstream = Upstream(self.upstream, self.upstream_timeout, credentials=self.upstream_credentials,
+                            tls_context=self.client_tls) if self.upstream else None
         self.allocator = Allocator(self.engine, upstream)
         if self.mirror:
             self._start_following()
@@ -162,7 +173,7 @@ class PRServer(AsyncServer):
     def _start_following(self) -> None:
         self.follower = mirror_module.Follower(self.mirror, self.engine, self.logger,  # type: ignore[arg-type]
                                                self.mirror_timeout, self.mirror_audit_interval,
-                                               credentials=self.mirror_credentials)
+                                               credentials=self.mirror_credentials, tls_context=self.client_tls)
         if not self.follower.complete:
             self.catching_up = self.follower.catching_up
         self._follow_task = asyncio.get_running_loop().create_task(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from .. import messages
 from ..asyncrpc import AsyncRPCError, InvokeError
@@ -32,8 +32,9 @@ class Upstream:
     def __init__(self, address: str, timeout: float = DEFAULT_TIMEOUT,
                  pool_size: int = DEFAULT_POOL_SIZE,
                  retry_interval: float = DEFAULT_RETRY_INTERVAL,
-                 credentials: Optional[Tuple[str, str]] = None) -> None:
-        """``credentials``: (user, token) proved on every connection of the pool."""
+                 credentials: Optional[Tuple[str, str]] = None, tls_context: Any = None) -> None:
+        """``credentials``: (user, token) proved on every connection of the pool;
+        ``tls_context``: checks a ``wss://`` upstream's certificate."""
         self.address = address
         self.timeout = timeout
         self.retry_interval = retry_interval
@@ -44,7 +45,7 @@ class Upstream:
         self.outcomes = {"ok": 0, "error": 0}
         """Requests sent upstream, by how they ended."""
         for _ in range(max(1, pool_size)):
-            client = PRAsyncClient(timeout=timeout, credentials=credentials)
+            client = PRAsyncClient(timeout=timeout, credentials=credentials, tls_context=tls_context)
             self._clients.append(client)
             self._idle.put_nowait(client)
         self._configured = False
