@@ -191,3 +191,95 @@ async def wait_for_line(lines, text, count, timeout=10.0):
         if loop.time() > deadline:
             raise AssertionError("no %d lines with %r in: %s" % (count, text, "".join(lines)))
         await asyncio.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- behind a proxy
+
+PROXY_RULES = dict(allow=["203.0.113.0/24", "127.0.0.0/8"], allow_write=["203.0.113.7"],
+                   trusted_proxies=["127.0.0.5"])
+
+
+def proxy_v2(source: str, source_port: int, dest: str = "127.0.0.1", dest_port: int = 8585) -> bytes:
+    """A PROXY protocol v2 header, PROXY command, TCP over IPv4."""
+    import ipaddress
+    import struct
+    addresses = ipaddress.IPv4Address(source).packed + ipaddress.IPv4Address(dest).packed + \
+        struct.pack("!HH", source_port, dest_port)
+    return b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(addresses)) + addresses
+
+
+V2_LOCAL = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x20, 0x00, 0x00, 0x00])
+
+
+async def raw_bytes(address: str, data: bytes, source: str) -> RawConnection:
+    conn = await RawConnection.open(address, source=source)
+    conn.writer.write(data)
+    await conn.writer.drain()
+    return conn
+
+
+async def test_a_trusted_proxy_names_the_client_the_rules_apply_to(start_server, caplog):
+    caplog.set_level(logging.INFO, logger="BitBake.PRserv")
+    server = await start_server(access=AccessRules(**PROXY_RULES))
+    header_v1 = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 8585\r\n"
+    via_v1 = await raw_bytes(server.address, header_v1 + SETUP.encode(), "127.0.0.5")
+    via_v2 = await raw_bytes(server.address, proxy_v2("203.0.113.7", 40001) + SETUP.encode(), "127.0.0.5")
+    reader = await raw_bytes(server.address, proxy_v2("203.0.113.8", 40002) + SETUP.encode(), "127.0.0.5")
+    health = await raw_bytes(server.address, V2_LOCAL + SETUP.encode(), "127.0.0.5")      # the proxy itself
+    try:
+        assert await via_v1.request({"is-readonly": {}}) == {"readonly": False}
+        assert await via_v1.request(get_pr("p1")) == {"value": "0"}
+        assert await via_v2.request({"is-readonly": {}}) == {"readonly": False}
+        assert await reader.request({"is-readonly": {}}) == {"readonly": True}
+        assert await health.request({"is-readonly": {}}) == {"readonly": True}
+        outsider = await raw_bytes(server.address, proxy_v2("198.51.100.9", 1) + SETUP.encode(), "127.0.0.5")
+        await outsider.expect_closed()                      # not in allow: closed, no answer
+        garbage = await raw_bytes(server.address, SETUP.encode(), "127.0.0.5")       # no header
+        await garbage.expect_closed()
+    finally:
+        for conn in (via_v1, via_v2, reader, health):
+            await conn.close()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "[Client 203.0.113.7:40000 (via 127.0.0.5:" in logged
+    assert "[Client 198.51.100.9:1 (via 127.0.0.5:" in logged and "not in allow" in logged
+    assert "from a trusted proxy: PROXY header: the connection starts with b'PRSERVICE 1." in logged
+
+
+async def test_only_a_trusted_proxy_can_name_a_client(start_server):
+    server = await start_server(access=AccessRules(**PROXY_RULES))
+    header = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 8585\r\n"
+    forged = await raw_bytes(server.address, header + SETUP.encode(), "127.0.0.6")   # not a trusted proxy
+    await forged.expect_closed()                            # "PROXY ..." is not a handshake: refused
+    await forged.close()
+    direct = await RawConnection.open(server.address, SETUP, source="127.0.0.6")
+    assert await direct.request({"is-readonly": {}}) == {"readonly": True}           # its own address
+    await direct.close()
+
+
+async def test_x_forwarded_for_counts_from_trusted_proxies_only(start_server):
+    import websockets
+
+    server = await start_server("ws://127.0.0.1:0", access=AccessRules(**dict(PROXY_RULES, trusted_proxies=[
+        "127.0.0.5", "127.0.0.9"])))
+    host, port = server.address[len("ws://"):].rsplit(":", 1)
+
+    async def readonly(source, forwarded):
+        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        try:
+            from websockets.asyncio.client import connect
+            opened = connect(server.address, additional_headers=headers, local_addr=(source, 0))
+        except ImportError:             # websockets < 13
+            opened = websockets.connect(server.address, extra_headers=headers, local_addr=(source, 0))
+        async with opened as ws:
+            for line in ("PRSERVICE 1.0", "needs-headers: false", ""):
+                await ws.send(line)
+            await ws.send('{"is-readonly": {}}')
+            return (await ws.recv()).strip()
+
+    assert await readonly("127.0.0.5", "203.0.113.7") == '{"readonly": false}'
+    assert await readonly("127.0.0.5", "10.9.9.9, 203.0.113.7, 127.0.0.9") == '{"readonly": false}'
+    assert await readonly("127.0.0.5", "203.0.113.7, 203.0.113.8") == '{"readonly": true}'  # .8 named last
+    with pytest.raises(websockets.exceptions.ConnectionClosed):
+        await readonly("127.0.0.5", "203.0.113.7, 10.0.0.1")       # the client is 10.0.0.1: not in allow
+    assert await readonly("127.0.0.6", "203.0.113.7") == '{"readonly": true}'      # not a trusted proxy
+    assert await readonly("127.0.0.5", None) == '{"readonly": true}'                # the proxy itself

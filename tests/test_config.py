@@ -18,14 +18,16 @@ try:
 except ImportError:  # Python < 3.11: prserv depends on tomli there
     import tomli as tomllib
 
-NAMES = ["database", "bind", "read_only", "allow", "allow_write", "allow_write_unix", "require_token",
+NAMES = ["database", "bind", "read_only", "allow", "allow_write", "allow_write_unix", "trusted_proxies",
+         "require_token",
          "tls_certificate", "tls_key", "tls_ca", "upstream",
          "upstream_timeout", "upstream_token", "mirror", "mirror_token", "mirror_timeout",
          "mirror_audit_interval", "db_pool_size", "db_connect_timeout", "db_lock_timeout", "sync_mode", "cache_size", "log_file",
          "log_level", "pidfile", "max_connections", "max_connections_per_address", "idle_timeout",
          "handshake_timeout",
          "max_message_size", "max_handshake_line", "shutdown_timeout"]
-BASE_NAMES = [name for name in NAMES if not name.startswith(("mirror", "db_", "allow", "require_token", "tls_"))
+BASE_NAMES = [name for name in NAMES if not name.startswith(("mirror", "db_", "allow", "require_token", "tls_",
+                                                               "trusted_"))
               and name != "upstream_token"]
 """The settings a server with an upstream can have (a mirror has none)."""
 
@@ -543,7 +545,8 @@ def test_unknown_key_in_file(tmp_path):
     conf = write(tmp_path / "c.toml", 'database = "x"\ncolour = "red"\n')
     message = config_error(tmp_path, config_file=conf)
     assert message == ("config file %s (from flag --config): unknown setting colour; known: "
-                       "database, bind, read_only, allow, allow_write, allow_write_unix, require_token, tls_certificate, "
+                       "database, bind, read_only, allow, allow_write, allow_write_unix, trusted_proxies, require_token, "
+                       "tls_certificate, "
                        "tls_key, tls_ca, upstream, upstream_timeout, "
                        "upstream_token, mirror, mirror_token, mirror_timeout, "
                        "mirror_audit_interval, db_pool_size, db_connect_timeout, db_lock_timeout, "
@@ -732,6 +735,7 @@ def test_as_json(tmp_path):
         "allow": {"value": [], "source": "default"},
         "allow_write": {"value": [], "source": "default"},
         "allow_write_unix": {"value": True, "source": "default"},
+        "trusted_proxies": {"value": [], "source": "default"},
         "require_token": {"value": [], "source": "default"},
         "tls_certificate": {"value": None, "source": "default"},
         "tls_key": {"value": None, "source": "default"},

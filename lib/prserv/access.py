@@ -8,6 +8,11 @@ hosts from everyone else by address.  Two lists of networks decide:
 * ``allow_write``: who, among those, may store values (empty: everyone); the others
   are served as a read-only server serves.
 
+Behind a proxy every connection comes from the proxy's address.  Connections from
+``trusted_proxies`` carry the real client's address (the PROXY protocol on TCP,
+``X-Forwarded-For`` on websockets); the rules then apply to that address.  Nobody
+else can claim an address: a header from any other peer is not read as one.
+
 A unix-socket client is on this host: it may always connect, and may write unless
 ``allow_write_unix`` is false (the socket file's permissions decide who reaches it).
 
@@ -68,16 +73,43 @@ class AccessRules:
     """The ``allow`` / ``allow_write`` / ``allow_write_unix`` settings, ready to ask."""
 
     def __init__(self, allow: Sequence[str] = (), allow_write: Sequence[str] = (),
-                 allow_write_unix: bool = True) -> None:
+                 allow_write_unix: bool = True, trusted_proxies: Sequence[str] = ()) -> None:
         self.allow = parse_networks(allow)
         self.allow_write = parse_networks(allow_write)
         self.allow_write_unix = allow_write_unix
+        self.trusted_proxies = parse_networks(trusted_proxies)
         self._decided: Dict[Optional[str], Tuple[bool, bool]] = {}
+        self._proxies: Dict[str, bool] = {}
+
+    def is_trusted_proxy(self, host: Optional[str]) -> bool:
+        """Whether a connection from ``host`` carries its client's real address."""
+        if host is None or not self.trusted_proxies:
+            return False
+        trusted = self._proxies.get(host)
+        if trusted is None:
+            trusted = _within(parse_address(host), self.trusted_proxies)
+            if len(self._proxies) >= _DECISIONS_KEPT:
+                self._proxies.clear()
+            self._proxies[host] = trusted
+        return trusted
+
+    def forwarded_client(self, peer: str, forwarded_for: Optional[str]) -> str:
+        """The client behind a trusted proxy from an ``X-Forwarded-For`` value: the
+        rightmost address that is not itself a trusted proxy (each proxy appends the
+        address it saw); ``peer`` if there is none."""
+        if not forwarded_for:
+            return peer
+        for entry in reversed([part.strip() for part in forwarded_for.split(",")]):
+            if parse_address(entry) is None:
+                return peer                 # garbage: believe nothing further left
+            if not self.is_trusted_proxy(entry):
+                return entry
+        return peer
 
     @property
     def open_to_all(self) -> bool:
         """No rule set: every client may connect and write (bitbake's behaviour)."""
-        return not self.allow and not self.allow_write and self.allow_write_unix
+        return not self.allow and not self.allow_write and self.allow_write_unix and not self.trusted_proxies
 
     def may_connect(self, host: Optional[str]) -> bool:
         """``host``: the client's IP address as text; None for a unix-socket client."""
@@ -104,9 +136,11 @@ class AccessRules:
         """One line for the log: what the rules let through."""
         def networks(items: Tuple[Network, ...]) -> str:
             return ", ".join(str(n) for n in items) if items else "everyone"
-        return "connect: %s; write: %s%s" % (
+        return "connect: %s; write: %s%s%s" % (
             networks(self.allow), networks(self.allow_write),
-            "" if self.allow_write_unix else " (not unix-socket clients)")
+            "" if self.allow_write_unix else " (not unix-socket clients)",
+            "; client addresses from proxies %s" % ", ".join(str(n) for n in self.trusted_proxies)
+            if self.trusted_proxies else "")
 
 
 def _within(address: Optional[Address], networks: Tuple[Network, ...]) -> bool:

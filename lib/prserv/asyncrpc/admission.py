@@ -121,6 +121,10 @@ class Admission:
         self._log(connection, "not in allow")
         await connection.close()
 
+    def log_refusal(self, connection: Connection, reason: str) -> None:
+        """Log (at most once a minute per address) why a connection was closed."""
+        self._log(connection, reason)
+
     def _log(self, connection: Connection, reason: str) -> None:
         host = connection.peer_host or "unix"
         now = time.monotonic()

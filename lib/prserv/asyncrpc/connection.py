@@ -14,11 +14,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import Any, Callable, Deque, List, Optional, Union
+from typing import Any, Callable, Deque, List, Optional, Tuple, Union
 
 from . import protocol
 from .deadline import within
 from .exceptions import ConnectionClosedError, ReadTimeoutError
+from .proxyproto import ProxyHeader, ProxyHeaderError, ProxyHeaderParser
+
+
+def format_host_port(host: str, port: int) -> str:
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
 
 _PAUSE_READING_LINES = 256   # pipelined lines buffered before the peer is slowed down
 _RESUME_READING_LINES = 64
@@ -53,14 +58,37 @@ class Connection:
         self._stop_receiving = True
         return self._receiving
 
+    forwarded: Optional[Tuple[str, Optional[int]]] = None
+    """The client behind a trusted proxy, as the proxy told (PROXY header,
+    ``X-Forwarded-For``): (host, port or None)."""
+
     @property
     def address(self) -> str:
-        raise NotImplementedError
+        """The peer as logs show it (``client (via proxy)`` behind a trusted proxy)."""
+        own = self._own_address()
+        if self.forwarded is None:
+            return own
+        host, port = self.forwarded
+        return "%s (via %s)" % (host if port is None else format_host_port(host, port), own)
 
     @property
     def peer_host(self) -> Optional[str]:
-        """The peer's IP address; None for a unix-socket peer (this host)."""
+        """The client's IP address (the real one behind a trusted proxy); None for a
+        unix-socket peer (this host)."""
+        if self.forwarded is not None:
+            return self.forwarded[0]
+        return self._own_host()
+
+    def _own_address(self) -> str:
         raise NotImplementedError
+
+    def _own_host(self) -> Optional[str]:
+        raise NotImplementedError
+
+    @property
+    def expects_proxy_header(self) -> bool:
+        """The peer is a trusted proxy that sends a PROXY header first."""
+        return False
 
     @property
     def busy(self) -> bool:
@@ -134,6 +162,33 @@ class LineProtocol(asyncio.Protocol):
         self._consumer: Optional[Callable[[], None]] = None
         self.transport: Optional[asyncio.Transport] = None
         self.last_activity = time.monotonic()
+        self._proxy_parser: Optional[ProxyHeaderParser] = None
+        self.proxy_waiter: Optional["asyncio.Future[ProxyHeader]"] = None
+        """Set when the peer is a trusted proxy: the PROXY header, once read."""
+
+    def expect_proxy_header(self) -> None:
+        """The first bytes are a PROXY header (v1 or v2): parse it before any line."""
+        self._proxy_parser = ProxyHeaderParser()
+        self.proxy_waiter = asyncio.get_running_loop().create_future()
+
+    def _take_proxy_header(self, data: bytes) -> Optional[bytes]:
+        """Feed the header parser; the bytes after a complete header, else None."""
+        assert self._proxy_parser is not None and self.proxy_waiter is not None
+        try:
+            result = self._proxy_parser.feed(data)
+        except ProxyHeaderError as exc:
+            self._proxy_parser = None
+            self._discard = True                # nothing after a bad header is read
+            if not self.proxy_waiter.done():
+                self.proxy_waiter.set_exception(exc)
+            return None
+        if result is None:
+            return None
+        header, rest = result
+        self._proxy_parser = None
+        if not self.proxy_waiter.done():
+            self.proxy_waiter.set_result(header)
+        return rest
 
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -141,8 +196,17 @@ class LineProtocol(asyncio.Protocol):
         if self._on_connection is not None:
             self._on_connection(self)
 
+    _discard = False
+
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
+        if self._proxy_parser is not None or self._discard:
+            if self._discard:
+                return
+            rest = self._take_proxy_header(data)
+            if not rest:
+                return
+            data = rest
         lines = self._buffer.feed(data)
         if lines:
             self._lines.extend(lines)
@@ -155,10 +219,16 @@ class LineProtocol(asyncio.Protocol):
         """The peer will send nothing more, but may still read: keep the transport
         open for the answers still owed (``printf ... | nc -N`` half-closes so)."""
         self._eof = True
+        waiter = self.proxy_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionClosedError("closed before its PROXY header"))
         self._wake()
         return True
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
+        waiter = self.proxy_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionClosedError("closed before its PROXY header"))
         self._eof = self._lost = True
         self._wake()
         waiter, self._drain_waiter = self._drain_waiter, None
@@ -270,17 +340,27 @@ class StreamConnection(Connection):
             return False
         return pump.stop()
 
-    @property
-    def address(self) -> str:
+    def _own_address(self) -> str:
         peer = self._transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             return "%s:%s" % (peer[0], peer[1])
         return str(peer or self._transport.get_extra_info("sockname") or "unix")
 
-    @property
-    def peer_host(self) -> Optional[str]:
+    def _own_host(self) -> Optional[str]:
         peer = self._transport.get_extra_info("peername")
         return str(peer[0]) if isinstance(peer, tuple) else None
+
+    @property
+    def expects_proxy_header(self) -> bool:
+        return self._protocol.proxy_waiter is not None and self.forwarded is None
+
+    async def read_proxy_header(self) -> None:
+        """Wait for the PROXY header (``ProxyHeaderError``, ``ConnectionClosedError``);
+        the client it names becomes this connection's peer (a proxy's health check,
+        ``LOCAL`` or ``UNKNOWN``, stays the proxy)."""
+        header = await self._protocol.proxy_waiter
+        if header.source_host is not None:
+            self.forwarded = (header.source_host, header.source_port)
 
     @property
     def busy(self) -> bool:
@@ -438,17 +518,26 @@ class WebsocketConnection(Connection):
         self.websocket = websocket
         self.timeout = timeout
 
-    @property
-    def address(self) -> str:
+    def _own_address(self) -> str:
         remote = self.websocket.remote_address
         if isinstance(remote, tuple):
             return "%s:%s" % (remote[0], remote[1])
         return str(remote)
 
-    @property
-    def peer_host(self) -> Optional[str]:
+    def _own_host(self) -> Optional[str]:
         remote = self.websocket.remote_address
         return str(remote[0]) if isinstance(remote, tuple) else None
+
+    def forwarded_for(self) -> Optional[str]:
+        """The request's ``X-Forwarded-For`` header (all of its values, comma-joined)."""
+        request = getattr(self.websocket, "request", None)          # websockets >= 13
+        headers = getattr(request, "headers", None) if request is not None else None
+        if headers is None:
+            headers = getattr(self.websocket, "request_headers", None)   # the legacy implementation
+        if headers is None:
+            return None
+        values = headers.get_all("X-Forwarded-For")
+        return ", ".join(values) if values else None
 
     async def recv_line(self) -> str:
         from websockets.exceptions import ConnectionClosed

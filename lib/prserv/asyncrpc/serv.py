@@ -31,6 +31,7 @@ from .admission import Admission, connection_limit
 from .limits import Limits, raise_open_file_limit
 from .exceptions import (ClientError, ConnectionClosedError, HandshakeError, InvokeError, RequestRefused,
                          ProtocolError, ServerError)
+from .proxyproto import ProxyHeaderError
 from .stats import RequestStats
 from .tls import TLSConfigError
 from .sockets import bind_unix_socket, set_tcp_listener_options
@@ -49,6 +50,8 @@ async def _completion(gate: Gate) -> None:
     await waiter
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+PROXY_HEADER_TIMEOUT = 30.0
+"""Seconds a trusted proxy has to send its PROXY header when there is no handshake timeout."""
 
 
 class ClientLoggerAdapter(logging.LoggerAdapter):
@@ -427,9 +430,19 @@ class Listener:
 
 class TCPListener(Listener):
     def __init__(self, host: str, port: int, handler: ConnectionHandler, logger: logging.Logger,
-                 *, reuseport: bool = False, limits: Optional[Limits] = None) -> None:
+                 *, reuseport: bool = False, limits: Optional[Limits] = None,
+                 trusts_proxy: Optional[Callable[[Optional[str]], bool]] = None) -> None:
+        """``trusts_proxy(host)``: a connection from ``host`` starts with a PROXY header."""
         super().__init__(handler, logger, limits)
         self.host, self.port, self.reuseport = host, port, reuseport
+        self.trusts_proxy = trusts_proxy
+
+    def _accepted(self, line_protocol: LineProtocol) -> None:
+        if self.trusts_proxy is not None and line_protocol.transport is not None:
+            peer = line_protocol.transport.get_extra_info("peername")
+            if isinstance(peer, tuple) and self.trusts_proxy(str(peer[0])):
+                line_protocol.expect_proxy_header()
+        super()._accepted(line_protocol)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -462,11 +475,15 @@ class UnixListener(Listener):
 
 class WebsocketListener(Listener):
     def __init__(self, host: str, port: int, handler: ConnectionHandler, logger: logging.Logger,
-                 limits: Optional[Limits] = None, tls: Optional[Callable[[], Any]] = None) -> None:
-        """``tls``: gives the server's TLS context when listening starts (``wss://``)."""
+                 limits: Optional[Limits] = None, tls: Optional[Callable[[], Any]] = None,
+                 forwarded_client: Optional[Callable[[str, Optional[str]], Optional[str]]] = None) -> None:
+        """``tls``: gives the server's TLS context when listening starts (``wss://``).
+        ``forwarded_client(peer, x_forwarded_for)``: the client behind a trusted proxy,
+        or None when ``peer`` is not one."""
         super().__init__(handler, logger, limits)
         self.host, self.port = host, port
         self.tls = tls
+        self.forwarded_client = forwarded_client
 
     def close(self) -> None:
         """Nothing yet: the websocket library's close() also closes open connections,
@@ -487,7 +504,13 @@ class WebsocketListener(Listener):
         task = asyncio.current_task()
         self._tasks.add(task)
         try:
-            await self.handler(WebsocketConnection(websocket, -1, self.max_message, self.max_depth))
+            connection = WebsocketConnection(websocket, -1, self.max_message, self.max_depth)
+            peer = connection.peer_host
+            if self.forwarded_client is not None and peer is not None:
+                client = self.forwarded_client(peer, connection.forwarded_for())
+                if client is not None and client != peer:
+                    connection.forwarded = (client, None)
+            await self.handler(connection)
         finally:
             self._tasks.discard(task)
 
@@ -552,7 +575,8 @@ class AsyncServer:
     # -- choosing the transport (nothing is bound until serving starts)
     def start_tcp_server(self, host: str, port: int, *, reuseport: bool = False) -> None:
         self.listeners.append(TCPListener(host, port, self._client_handler, self.logger,
-                                          reuseport=reuseport, limits=self.limits))
+                                          reuseport=reuseport, limits=self.limits,
+                                          trusts_proxy=self._trusts_proxy))
 
     def start_unix_server(self, path: str) -> None:
         self.listeners.append(UnixListener(path, self._client_handler, self.logger, self.limits))
@@ -560,7 +584,16 @@ class AsyncServer:
     def start_websocket_server(self, host: str, port: int, reuseport: bool = False, tls: bool = False) -> None:
         """``tls``: a ``wss://`` listener, with ``tls_context`` (set before serving)."""
         self.listeners.append(WebsocketListener(host, port, self._client_handler, self.logger,
-                                                self.limits, tls=self._server_tls if tls else None))
+                                                self.limits, tls=self._server_tls if tls else None,
+                                                forwarded_client=self._forwarded_client))
+
+    def _trusts_proxy(self, host: Optional[str]) -> bool:
+        return self.access.is_trusted_proxy(host)
+
+    def _forwarded_client(self, peer: str, forwarded_for: Optional[str]) -> Optional[str]:
+        if not self.access.is_trusted_proxy(peer):
+            return None
+        return self.access.forwarded_client(peer, forwarded_for)
 
     def _server_tls(self) -> Any:
         if self.tls_context is None:
@@ -582,6 +615,8 @@ class AsyncServer:
         raise NotImplementedError
 
     async def _client_handler(self, connection: Connection) -> None:
+        if connection.expects_proxy_header and not await self._proxy_header(connection):
+            return
         host = connection.peer_host
         if not self.access.may_connect(host):
             await self.admission.shut_out(connection)
@@ -608,6 +643,23 @@ class AsyncServer:
                 self.sessions.pop(client, None)
             with contextlib.suppress(Exception):
                 await connection.close()
+
+    async def _proxy_header(self, connection: Connection) -> bool:
+        """Read a trusted proxy's PROXY header, within the handshake timeout; close the
+        connection (logged once a minute per proxy) if it does not come or is not one."""
+        timeout = self.limits.handshake_timeout or PROXY_HEADER_TIMEOUT
+        try:
+            await within(connection.read_proxy_header(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            reason = "no PROXY header within %g s" % timeout
+        except ProxyHeaderError as exc:
+            reason = str(exc)
+        except ConnectionClosedError:
+            reason = "closed before its PROXY header"
+        self.admission.log_refusal(connection, "from a trusted proxy: %s" % reason)
+        await connection.close()
+        return False
 
     async def _watch_sessions(self, interval: float) -> None:
         """Close connections that outstay the handshake or idle timeout."""

@@ -163,7 +163,7 @@ def build_server(config: Config) -> PRServer:
 
 
 def access_rules(config: Config) -> AccessRules:
-    return AccessRules(config.allow, config.allow_write, config.allow_write_unix)
+    return AccessRules(config.allow, config.allow_write, config.allow_write_unix, config.trusted_proxies)
 
 
 def describe(config: Config, addresses: List[str]) -> str:

@@ -276,6 +276,10 @@ SETTINGS: Tuple[Setting, ...] = (
             "read-only server", metavar="CIDR", kind=REPEATED, shown_default="everyone"),
     Setting("allow_write_unix", "PRSERV_ALLOW_WRITE_UNIX", ("--allow-write-unix",), True, _boolean,
             "unix-socket clients may store values (true/false)", metavar="BOOL"),
+    Setting("trusted_proxies", "PRSERV_TRUSTED_PROXIES", ("--trusted-proxy",), [], _networks,
+            "proxies whose connections carry the real client's address, which the rules then apply "
+            "to: the PROXY protocol (v1 or v2) on TCP, X-Forwarded-For on websockets; CIDR, repeatable",
+            metavar="CIDR", kind=REPEATED, shown_default="none"),
     Setting("require_token", "PRSERV_REQUIRE_TOKEN", ("--require-token",), [], _token_requirements,
             "what anonymous clients may not do: mirror (pull the change feed; a token with the mirror "
             "permission may), dump-db (an admin token may); repeatable or comma separated",
