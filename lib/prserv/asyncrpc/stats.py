@@ -24,6 +24,22 @@ DURATION_BUCKETS: Tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0
 OK, ERROR = "ok", "error"
 
 
+class Durations:
+    """A histogram of durations (``DURATION_BUCKETS``): count, sum, per-bucket counts."""
+
+    __slots__ = ("count", "total", "buckets")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.buckets: List[int] = [0] * (len(DURATION_BUCKETS) + 1)   # the last one: +Inf
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+
+
 class CommandFigures:
     """One command's answers: counts by outcome and a duration histogram."""
 

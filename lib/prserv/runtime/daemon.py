@@ -155,7 +155,8 @@ def build_server(config: Config) -> PRServer:
                       mirror_credentials=credentials_for(config.mirror, config.mirror_token,
                                                          config.source("mirror_token"))
                       if config.mirror else None,
-                      tls_certificate=config.tls_certificate, tls_key=config.tls_key, tls_ca=config.tls_ca)
+                      tls_certificate=config.tls_certificate, tls_key=config.tls_key, tls_ca=config.tls_ca,
+                      metrics=config.metrics)
     server.access_reloader = lambda: access_rules(config.reloaded())
     for address in config.bind:
         server.start_server(address)

@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from ..access import parse_networks
 from ..server.session import TOKEN_FOR_DUMP, TOKEN_FOR_MIRROR
 from ..tokens import parse_credentials
-from ..asyncrpc.address import ADDR_TYPE_UNIX, UNIX_PREFIX, AddressError, parse_address
+from ..asyncrpc.address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, UNIX_PREFIX, AddressError, parse_address
 from ..asyncrpc.limits import Limits
 from ..errors import ConfigError
 from ..server.mirror import DEFAULT_AUDIT_INTERVAL
@@ -212,6 +212,22 @@ def _token_requirements(raw: Any, base: str) -> List[str]:
     return sorted(set(items))
 
 
+def _metrics_address(raw: Any, base: str) -> Optional[str]:
+    """HOST:PORT for /metrics (its library must be installed), or None."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    text = _text(raw, base)
+    try:
+        kind, _ = parse_address(text)
+    except AddressError:
+        kind = None
+    if kind != ADDR_TYPE_TCP:
+        raise _Invalid("expected HOST:PORT")
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise _Invalid("metrics need prometheus_client: pip install 'prserv[metrics]'")
+    return text
+
+
 def _sync_mode(raw: Any, base: str) -> str:
     try:
         return str(parse_sync_mode(_text(raw, base)))
@@ -330,6 +346,9 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("cache_size", "PRSERV_CACHE_SIZE", ("--cache-size",), DEFAULT_CACHE_SIZE, _size,
             "memory kept about packages and checksums, in bytes (suffix K, M or G); the server's "
             "memory stays under this plus a fixed base, whatever the database's size", metavar="BYTES"),
+    Setting("metrics", "PRSERV_METRICS", ("--metrics",), None, _metrics_address,
+            "serve Prometheus metrics at http://HOST:PORT/metrics (pip install 'prserv[metrics]')",
+            metavar="HOST:PORT", shown_default="none"),
     Setting("log_file", "PRSERV_LOG", ("-l", "--log"), "prserv.log", _log_file,
             "log filename, '-' for stderr", metavar="FILE",
             shown_default="prserv.log (stderr with --foreground)"),

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 from ..access import AccessRules
 from ..asyncrpc import AsyncServer, tls
+from ..asyncrpc.address import ADDR_TYPE_TCP, parse_address
 from ..asyncrpc.connection import Connection
 from ..asyncrpc.limits import Limits
 from ..errors import BackupError, ConfigError
@@ -20,6 +21,7 @@ from ..storage import open_engine
 from ..storage.engine import Engine
 from ..storage.postgresql.url import is_url, masked
 from ..storage.syncmode import IMMEDIATE, SyncMode, parse_sync_mode
+from . import metrics as metrics_module
 from . import mirror as mirror_module
 from .allocator import Allocator
 from .dump import DumpStream
@@ -42,7 +44,7 @@ class PRServer(AsyncServer):
                  upstream_credentials: Optional[Tuple[str, str]] = None,
                  mirror_credentials: Optional[Tuple[str, str]] = None,
                  tls_certificate: Optional[str] = None, tls_key: Optional[str] = None,
-                 tls_ca: Optional[str] = None) -> None:
+                 tls_ca: Optional[str] = None, metrics: Optional[str] = None) -> None:
         """``cache_size``: bytes of package and checksum facts kept in memory (the
         engine's default when None).  ``mirror``: the address of a server to follow
         (``server.mirror``); the server is then read-only and has no upstream.
@@ -53,7 +55,8 @@ class PRServer(AsyncServer):
         ``upstream_credentials`` / ``mirror_credentials``: (user, token) this server
         proves to its upstream / its mirror source.  ``tls_certificate`` / ``tls_key``:
         what ``wss://`` listeners present; ``tls_ca``: the CA bundle a ``wss://``
-        upstream or mirror source is checked against (default: the system's)."""
+        upstream or mirror source is checked against (default: the system's).
+        ``metrics``: ``HOST:PORT`` to serve Prometheus metrics on (``server.metrics``)."""
         super().__init__(logger, limits)
         if access is not None:
             self.access = access
@@ -71,6 +74,10 @@ class PRServer(AsyncServer):
             """Checks the certificate of a ``wss://`` upstream or mirror source."""
         except tls.TLSConfigError as exc:
             raise ConfigError(str(exc)) from None
+        self.metrics = metrics or None
+        if self.metrics and not metrics_module.available():
+            raise ConfigError("metrics need prometheus_client: pip install 'prserv[%s]'" % metrics_module.EXTRA)
+        self.exporter: Optional[metrics_module.Exporter] = None
         if mirror and upstream:
             raise ConfigError("a mirror has no upstream: it copies %s's values" % mirror)
         self.dbfile = dbfile if is_url(dbfile) else os.path.abspath(dbfile)
@@ -193,9 +200,18 @@ class PRServer(AsyncServer):
                          ", mirror of: %s" % self.mirror if self.mirror else "")
         if not self.access.open_to_all:
             self.logger.info("access rules: %s", self.access.describe())
+        if self.metrics:
+            kind, args = parse_address(self.metrics)
+            if kind != ADDR_TYPE_TCP:
+                raise ConfigError("metrics: expected HOST:PORT, not %r" % self.metrics)
+            self.exporter = metrics_module.Exporter(self, str(args[0]), int(args[1]))
+            self.logger.info("Prometheus metrics on %s", self.exporter.url)
         return address
 
     async def close_resources(self) -> None:
+        if self.exporter is not None:
+            self.exporter.stop()
+            self.exporter = None
         self.end_dump()
         if self._follow_task is not None:
             self._follow_task.cancel()

@@ -42,6 +42,7 @@ from typing import (Any, AsyncContextManager, AsyncIterator, Dict, Iterable, Ite
                     Optional, Sequence, Tuple)
 
 from ..revision import RevisionKey, optional_key
+from ..asyncrpc.stats import Durations
 from ..tokens import UserRecord
 
 Position = str
@@ -197,6 +198,12 @@ class Engine(abc.ABC):
     read_only: bool
     """Opened read-only: every write raises ``ReadOnlyError``."""
     table_name: str
+    commit_durations: Durations
+    """How long its commits take (metrics)."""
+
+    def wal_bytes(self) -> Optional[int]:
+        """The size of the write-ahead log, where the engine has one of its own (metrics)."""
+        return None
 
     @abc.abstractmethod
     async def package(self, version: str, pkgarch: str, checksum: Optional[str] = None,

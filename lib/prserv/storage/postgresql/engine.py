@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ...asyncrpc.stats import Durations
 from ...errors import DatabaseError, InvalidRequestError, ReadOnlyError
 from ...log import logger
 from ...revision import RevisionKey, key_to_revision, revision_key
@@ -139,6 +141,8 @@ class PostgreSQLEngine(Engine):
         self.pool = pool
         self.read_only = read_only
         self.driver = _driver()
+        self.commit_durations = Durations()
+        """A write's round trip, which ends with its commit."""
         self._stored_since_analysis = 0
         self._analyze_after = ANALYZE_MIN_ROWS
         self._analysis: Optional["asyncio.Task[None]"] = None
@@ -467,10 +471,12 @@ class _CheckedWrite(WriteScope):
         bounds = state.bounds if state.checksum == checksum else None
         child = state.children.get(self.children_of) if self.children_of is not None else None
         expected_child = None if child is None else key_to_revision(tuple(self.children_of) + (child,))
+        started = time.perf_counter()
         row = await self.engine._query(
             _STORE, version, pkgarch, checksum, key_to_revision(key), True, base, upper, length,
             _revision(state.max_key), _revision(bounds[0] if bounds else None),
             _revision(bounds[1] if bounds else None), expected_child, method="fetchrow")
+        self.engine.commit_durations.observe(time.perf_counter() - started)
         added, top, low, high, found_child = row
         if added:
             self.engine._note_stored(1)
@@ -485,9 +491,11 @@ class _CheckedWrite(WriteScope):
         under the lock; ``WriteConflict`` only if the checksum's own values changed."""
         bounds = self.state.bounds if self.state.checksum == checksum else None
         version, pkgarch = self.args[0], self.args[1]
+        started = time.perf_counter()
         row = await self.engine._query(
             _STORE_NEXT, version, pkgarch, checksum, _revision(bounds[0] if bounds else None),
             _revision(bounds[1] if bounds else None), method="fetchrow")
+        self.engine.commit_durations.observe(time.perf_counter() - started)
         stored, top, low, high = row
         if stored is None:
             raise WriteConflict(_state((top, low, high, None), checksum, None))
@@ -542,7 +550,9 @@ class _WriteScope(WriteScope):
         try:
             if transaction is not None:
                 if commit:
+                    started = time.perf_counter()
                     await transaction.commit()
+                    self.engine.commit_durations.observe(time.perf_counter() - started)
                 else:
                     await transaction.rollback()
         except (OSError, self.engine.driver.PostgresError, self.engine.driver.InterfaceError) as exc:

@@ -9,6 +9,7 @@ lookups through the table's ``PackageCache``.  SQLite's own errors leave as
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -59,6 +60,7 @@ class SQLiteEngine(Engine, MirrorTarget):
         except sqlite3.Error as exc:
             raise _database_error(exc) from exc
         database.transactions.caches.append(self.cache)
+        self.commit_durations = database.transactions.commit_durations
         self._change_waiters: List["asyncio.Future[None]"] = []
         database.transactions.after_commit.append(self._wake_change_waiters)
 
@@ -135,6 +137,13 @@ class SQLiteEngine(Engine, MirrorTarget):
             raise _database_error(exc) from exc
         self.cache.clear()                      # re-read on demand: a bulk copy, not a request
         return added
+
+    def wal_bytes(self) -> Optional[int]:
+        """Safe from any thread: a ``stat`` of the ``-wal`` file (0 when there is none)."""
+        try:
+            return os.stat(self.db.filename + "-wal").st_size
+        except OSError:
+            return 0
 
     # ------------------------------------------------------------------ users
     async def get_user(self, username: str) -> Optional[UserRecord]:

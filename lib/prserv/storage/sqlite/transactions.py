@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from typing import Callable, Iterator, List, Optional
 
+from ...asyncrpc.stats import Durations
 from ...errors import DatabaseError, ReadOnlyError
 from ...log import logger
 from ..syncmode import IMMEDIATE, PERIODIC, SyncMode
@@ -36,6 +38,8 @@ class Transactions:
         """Set by a server: writes join its shared transaction."""
         self.after_commit: List[Callable[[], None]] = []
         """Called after each successful COMMIT (the change feed wakes its waiters)."""
+        self.commit_durations = Durations()
+        """How long each COMMIT took (fsync included)."""
 
     def enter(self) -> None:
         """Start a write scope: a transaction of its own, or a part of the one already
@@ -86,11 +90,13 @@ class Transactions:
 
     def commit(self) -> None:
         """Commit the transaction opened by ``begin``; on failure roll back and raise."""
+        started = time.perf_counter()
         try:
             self.conn.execute("COMMIT")
         except BaseException:
             self.rollback()
             raise
+        self.commit_durations.observe(time.perf_counter() - started)
         self.depth = 0
         for cache in self.caches:
             cache.committed()

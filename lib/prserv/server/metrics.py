@@ -1,0 +1,164 @@
+"""Prometheus metrics at ``/metrics`` (``--metrics HOST:PORT``), with ``prometheus_client``.
+
+Requests are counted by the server anyway (``asyncrpc.stats``, for ``get-stats``);
+this module only reads those figures when Prometheus scrapes, so a request costs
+nothing more with metrics on.  The exporter is ``prometheus_client``'s own HTTP
+server, in a thread of its own: what it reads must be safe from another thread, so
+it copies the event loop's counters (a dictionary copy is atomic under the GIL) and
+touches no database connection (the WAL's size is a ``stat``).
+
+``prometheus_client`` is an optional extra (``pip install 'prserv[metrics]'``),
+imported only when metrics are asked for: bitbake's copy of ``lib/prserv`` never
+needs it.
+
+Metrics (README lists them with their meaning):
+
+* ``prserv_requests_total{command,outcome}``, ``prserv_request_duration_seconds{command}``
+* ``prserv_connections_active``, ``prserv_allocations_total``
+* ``prserv_upstream_requests_total{outcome}`` (chained servers)
+* ``prserv_commit_duration_seconds``, ``prserv_wal_bytes`` (SQLite)
+* ``prserv_mirror_lag_rows``, ``prserv_mirror_lag_seconds``, ``prserv_mirror_diverged`` (mirrors)
+* ``prserv_build_info{version,package_version}``
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from typing import Any, Iterator, List, Optional, Protocol, Tuple
+
+from ..asyncrpc.stats import DURATION_BUCKETS, ERROR, OK, Durations, RequestStats
+from ..errors import ConfigError
+from ..version import __version__
+from .mirror import DIVERGED
+
+EXTRA = "metrics"
+
+
+def available() -> bool:
+    """Whether ``prometheus_client`` can be imported (checked without importing it)."""
+    return importlib.util.find_spec("prometheus_client") is not None
+
+
+class Observed(Protocol):
+    """What the exporter reads of a server (``PRServer``)."""
+
+    stats: RequestStats
+    sessions: Any
+    allocator: Any
+    engine: Any
+    follower: Any
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:                 # pragma: no cover - Python < 3.8
+        return "unknown"
+    try:
+        return version("prserv")
+    except PackageNotFoundError:
+        return "unknown"                # lib/prserv copied into bitbake's tree
+
+
+def _buckets(counts: List[int]) -> List[Tuple[str, float]]:
+    """Cumulative ``(le, count)`` pairs, +Inf last, as Prometheus histograms need."""
+    pairs, running = [], 0
+    for bound, count in zip(list(DURATION_BUCKETS) + [float("inf")], counts):
+        running += count
+        pairs.append(("+Inf" if bound == float("inf") else repr(bound), running))
+    return pairs
+
+
+class Collector:
+    """Builds every metric family from the server's figures at scrape time."""
+
+    def __init__(self, server: Observed) -> None:
+        self.server = server
+        self.package_version = _package_version()
+
+    def describe(self) -> List[Any]:
+        return []                       # families are made per scrape (label values vary)
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
+                                            InfoMetricFamily)
+        server = self.server
+        commands = dict(server.stats.commands)
+        requests = CounterMetricFamily("prserv_requests", "Requests answered, by wire command and outcome.",
+                                       labels=["command", "outcome"])
+        durations = HistogramMetricFamily("prserv_request_duration_seconds",
+                                          "Seconds from a request read to its answer made.", labels=["command"])
+        for name, figures in sorted(commands.items()):
+            requests.add_metric([name, OK], figures.ok)
+            requests.add_metric([name, ERROR], figures.error)
+            durations.add_metric([name], _buckets(list(figures.buckets)), figures.seconds)
+        yield requests
+        yield durations
+        yield GaugeMetricFamily("prserv_connections_active", "Client connections open.",
+                                value=len(server.sessions))
+        allocator = server.allocator
+        yield CounterMetricFamily("prserv_allocations", "Values get-pr stored (new checksums and bumps).",
+                                  value=allocator.allocations if allocator is not None else 0)
+        upstream = allocator.upstream if allocator is not None else None
+        if upstream is not None:
+            outcomes = dict(upstream.outcomes)
+            family = CounterMetricFamily("prserv_upstream_requests", "Requests sent to the upstream, by outcome.",
+                                         labels=["outcome"])
+            for outcome in (OK, ERROR):
+                family.add_metric([outcome], outcomes.get(outcome, 0))
+            yield family
+        engine = server.engine
+        if engine is not None:
+            commits: Durations = engine.commit_durations
+            yield HistogramMetricFamily("prserv_commit_duration_seconds", "Seconds a database commit took.",
+                                        buckets=_buckets(list(commits.buckets)), sum_value=commits.total)
+            wal = engine.wal_bytes()
+            if wal is not None:
+                yield GaugeMetricFamily("prserv_wal_bytes", "Bytes in the SQLite write-ahead log.", value=wal)
+        follower = server.follower
+        if follower is not None:
+            yield from self._mirror(follower, GaugeMetricFamily)
+        info = InfoMetricFamily("prserv_build", "The server's version.")
+        info.add_metric([], {"version": __version__, "package_version": self.package_version})
+        yield info
+
+    def _mirror(self, follower: Any, gauge: Any) -> Iterator[Any]:
+        behind = follower.behind
+        yield gauge("prserv_mirror_lag_rows", "Rows the source holds that this mirror has not copied yet "
+                    "(-1 until known).", value=-1 if behind is None else behind)
+        contact = follower.last_contact
+        yield gauge("prserv_mirror_lag_seconds", "Seconds since the mirror last heard from its source "
+                    "(-1 before the first contact).", value=-1 if contact is None else time.monotonic() - contact)
+        yield gauge("prserv_mirror_diverged", "1 when the source no longer holds the history this mirror "
+                    "copied (the mirror stopped applying changes).", value=1 if follower.state == DIVERGED else 0)
+
+
+class Exporter:
+    """``/metrics`` over HTTP for one server, until ``stop``."""
+
+    def __init__(self, server: Observed, host: str, port: int) -> None:
+        if not available():
+            raise ConfigError("metrics need prometheus_client: pip install 'prserv[%s]'" % EXTRA)
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(Collector(server))       # type: ignore[arg-type]
+        try:
+            started = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError("cannot serve metrics on %s:%d: %s" % (host, port, exc.strerror or exc)) from None
+        self._http: Optional[Any] = started[0] if isinstance(started, tuple) else None
+        self.port = self._http.server_port if self._http is not None else port
+        self.host = host
+
+    @property
+    def url(self) -> str:
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "http://%s:%d/metrics" % (host, self.port)
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
