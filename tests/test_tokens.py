@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 
 import pytest
@@ -98,8 +99,11 @@ async def test_a_failed_auth_waits_then_refuses_and_the_connection_goes_on(start
         assert await conn.request({"is-readonly": {}}) == {"readonly": False}
     finally:
         await conn.close()
+    await _until_logged(caplog, "connection closed after 8 requests")
     logged = "\n".join(record.getMessage() for record in caplog.records)
-    assert "authenticated as builder (read,write)" in logged and '{"auth": "(not logged)"}' in logged
+    assert "authenticated as builder (read,write)" in logged
+    assert re.search(r"\[Client 127\.0\.0\.1:\d+\] connection closed after 8 requests in [0-9.]+ s: "
+                     r"closed by the client \(user builder\)", logged), logged and '{"auth": "(not logged)"}' in logged
     assert token not in logged and _other(token) not in logged                  # never a token, right or wrong
     expired = await add_user(server, "old", ["write"], expires=time.time() + 0.05)
     client = PRAsyncClient(credentials=expired)
@@ -108,6 +112,15 @@ async def test_a_failed_auth_waits_then_refuses_and_the_connection_goes_on(start
     with pytest.raises(AuthenticationError, match="refused the token of user old"):
         await client.ping()
     await client.close()
+
+
+async def _until_logged(caplog, text: str, timeout: float = 10.0) -> None:
+    """Until a log record holds ``text`` (the server logs a close after the client's)."""
+    import asyncio
+    deadline = time.monotonic() + timeout
+    while not any(text in record.getMessage() for record in caplog.records):
+        assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+        await asyncio.sleep(0.01)
 
 
 def _other(token: str) -> str:
