@@ -43,3 +43,10 @@ def status_kib(pid: int, field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise AssertionError("no %s" % field)
+
+
+def run_without_extras(cwd, *flags: str) -> subprocess.CompletedProcess:
+    """``bin/bitbake-prserv FLAGS`` with ``python -S``: this tree's ``lib`` only, none of
+    the optional extras installed (how a flag needing one fails)."""
+    return subprocess.run([sys.executable, "-S", BIN, *flags], capture_output=True, text=True,
+                          env={"PYTHONPATH": os.path.join(ROOT, "lib")}, cwd=str(cwd), timeout=60)

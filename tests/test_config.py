@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -904,10 +902,8 @@ def test_a_buffered_sync_mode_or_a_mirror_cannot_share_a_database(tmp_path):
 
 
 def test_a_url_without_the_driver_installed_exits_2_naming_the_extra(tmp_path):
-    bin_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin", "bitbake-prserv")
-    result = subprocess.run([sys.executable, "-S", bin_path, "-F", "-f", URL], capture_output=True, text=True,
-                            env={"PYTHONPATH": os.path.join(os.path.dirname(bin_path), "..", "lib")},
-                            cwd=str(tmp_path), timeout=60)
+    from processes import run_without_extras
+    result = run_without_extras(tmp_path, "-F", "-f", URL)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith(
         "invalid database 'postgresql://prserv:***@db.example.com:5433/prs?sslmode=require' (from flag "

@@ -4,10 +4,7 @@ server process, and the flag without its library."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
 import time
 import urllib.request
 
@@ -16,7 +13,7 @@ import pytest
 import prserv
 from prserv.version import __version__
 
-from processes import BIN, start_process
+from processes import run_without_extras, start_process
 
 pytest.importorskip("prometheus_client")
 
@@ -115,10 +112,7 @@ def test_a_server_process_serves_metrics_before_it_reports_ready(tmp_path):
 
 
 def test_the_metrics_flag_without_its_library_exits_2_naming_the_extra(tmp_path):
-    result = subprocess.run([sys.executable, "-S", BIN, "-F", "-f", str(tmp_path / "pr.sqlite3"),
-                             "--metrics", "127.0.0.1:0"], capture_output=True, text=True,
-                            env={"PYTHONPATH": os.path.join(os.path.dirname(BIN), "..", "lib")},
-                            cwd=str(tmp_path), timeout=60)
+    result = run_without_extras(tmp_path, "-F", "-f", str(tmp_path / "pr.sqlite3"), "--metrics", "127.0.0.1:0")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith(
         "invalid metrics '127.0.0.1:0' (from flag --metrics): metrics need prometheus_client: "
