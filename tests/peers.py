@@ -73,6 +73,7 @@ class ScriptedPeer:
         self.requests: List[dict] = []
         self.connections = 0
         self.server: Optional[asyncio.AbstractServer] = None
+        self._writers: set = set()
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -80,6 +81,7 @@ class ScriptedPeer:
 
     async def _handle(self, reader, writer) -> None:
         self.connections += 1
+        self._writers.add(writer)
         try:
             while (await reader.readline()).strip():
                 pass
@@ -100,9 +102,14 @@ class ScriptedPeer:
         except ConnectionError:
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     async def stop(self) -> None:
+        """Stop listening and close the connections still open (since Python 3.12
+        ``wait_closed`` waits for them: the server under test keeps its upstream pool)."""
         self.server.close()
+        for writer in list(self._writers):
+            writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.server.wait_closed(), 2)
