@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Set, T
 
 from ..access import AccessRules
 from ..errors import PRServiceError
-from . import protocol
+from . import loops, protocol
 from .address import (ADDR_TYPE_TCP, ADDR_TYPE_UNIX, WSS_PREFIX, format_tcp_address, parse_address,
                       split_ws_uri)
 from .connection import Connection, LineProtocol, StreamConnection, WebsocketConnection
@@ -50,6 +50,7 @@ async def _completion(gate: Gate) -> None:
     await waiter
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+HANDLED_SIGNALS = STOP_SIGNALS + (signal.SIGHUP,)
 PROXY_HEADER_TIMEOUT = 30.0
 """Seconds a trusted proxy has to send its PROXY header when there is no handshake timeout."""
 
@@ -565,6 +566,8 @@ class AsyncServer:
         self._serving = False
         self.stats = RequestStats()
         """Every request answered (``get-stats``, metrics)."""
+        self.event_loop = loops.AUTO
+        """The loop ``serve_forever`` / ``serve_as_process`` run (``loops``)."""
         self.tls_context: Optional[Any] = None
         """The certificate ``wss://`` listeners present (``tls.server_context``)."""
         self.access = AccessRules()
@@ -765,7 +768,7 @@ class AsyncServer:
     def _create_loop(self) -> None:
         # A loop inherited from a parent process (or created by a client in this
         # one) must not be reused.
-        self.loop = asyncio.new_event_loop()
+        self.loop = loops.new_event_loop(self.event_loop)
         asyncio.set_event_loop(self.loop)
 
     def _install_signal_handlers(self) -> None:
@@ -775,18 +778,40 @@ class AsyncServer:
             self.loop.add_signal_handler(sig, self._on_stop_signal, sig)
         self.loop.add_signal_handler(signal.SIGHUP, self.reopen_logs)
 
-    def _run_until_stopped(self) -> None:
+    def _run(self, started: Callable[[], None], failed: Callable[[BaseException], None]) -> None:
+        """Run the loop once, from start to stop: start serving, install the signal
+        handlers, tell ``started()``, serve until stopped.  One run, because uvloop
+        handles signals only while its loop runs and drops one that comes between
+        two runs (a SIGTERM sent as soon as the server said it was ready).  Signals
+        held back by the caller (``pthread_sigmask``) are let through once the
+        handlers are in place.  ``failed(exc)``: start-up failed (then raised)."""
+        try:
+            self.loop.run_until_complete(self._serve_from_start(started, failed))
+        finally:
+            for sig in HANDLED_SIGNALS:
+                self.loop.remove_signal_handler(sig)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    async def _serve_from_start(self, started: Callable[[], None],
+                                failed: Callable[[BaseException], None]) -> None:
+        try:
+            await self.start_serving()
+        except BaseException as exc:
+            failed(exc)
+            raise
+        self._install_signal_handlers()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        try:
+            started()
+        except BaseException:
+            await self.stop_serving()
+            raise
         # Everything allocated so far (modules, caches) lives as long as the server:
         # leaving it out of the cyclic GC's full collections keeps them short.
         gc.freeze()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
-        try:
-            self.loop.run_until_complete(self.serve())
-        finally:
-            for sig in STOP_SIGNALS + (signal.SIGHUP,):
-                self.loop.remove_signal_handler(sig)
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
+        await self.serve()
 
     def reopen_logs(self) -> None:
         """SIGHUP (logrotate): reopen every log file this server's logger writes to."""
@@ -818,22 +843,7 @@ class AsyncServer:
         """
         raise_open_file_limit(self.logger)
         self._create_loop()
-        try:
-            self.loop.run_until_complete(self.start_serving())
-        except BaseException:
-            self.loop.close()
-            raise
-        self._install_signal_handlers()
-        if ready is not None:
-            try:
-                ready()
-            except BaseException:
-                for sig in STOP_SIGNALS + (signal.SIGHUP,):
-                    self.loop.remove_signal_handler(sig)
-                self.loop.run_until_complete(self.stop_serving())
-                self.loop.close()
-                raise
-        self._run_until_stopped()
+        self._run(ready or (lambda: None), lambda exc: None)
 
     def serve_as_process(self, *, prefunc: Optional[Callable[..., None]] = None, args: tuple = (),
                          log_level: Optional[int] = None) -> multiprocessing.process.BaseProcess:
@@ -870,17 +880,20 @@ class AsyncServer:
                     log_level: Optional[int]) -> None:
         raise_open_file_limit(self.logger)
         self._create_loop()
-        try:
-            self.loop.run_until_complete(self.start_serving())
-        except Exception as exc:
+
+        def started() -> None:
+            sender.send((self.addresses, None))
+            sender.close()
+            if prefunc is not None:
+                prefunc(self, *args)
+            if log_level is not None:
+                self.logger.setLevel(log_level)
+
+        def failed(exc: BaseException) -> None:
             sender.send((None, "%s: %s" % (type(exc).__name__, exc)))
             sender.close()
-            raise SystemExit(1)
-        self._install_signal_handlers()
-        sender.send((self.addresses, None))
-        sender.close()
-        if prefunc is not None:
-            prefunc(self, *args)
-        if log_level is not None:
-            self.logger.setLevel(log_level)
-        self._run_until_stopped()
+
+        try:
+            self._run(started, failed)
+        except Exception:
+            raise SystemExit(1) from None

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from ..access import parse_networks
 from ..server.session import TOKEN_FOR_DUMP, TOKEN_FOR_MIRROR
 from ..tokens import parse_credentials
+from ..asyncrpc import loops
 from ..asyncrpc.address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, UNIX_PREFIX, AddressError, parse_address
 from ..asyncrpc.limits import Limits
 from ..errors import ConfigError
@@ -228,6 +229,18 @@ def _metrics_address(raw: Any, base: str) -> Optional[str]:
     return text
 
 
+def _event_loop(raw: Any, base: str) -> str:
+    """``auto``, ``asyncio`` or ``uvloop`` (which must then be installed)."""
+    text = _text(raw, base).lower()
+    if text not in loops.CHOICES:
+        raise _Invalid("expected one of %s" % ", ".join(loops.CHOICES))
+    try:
+        loops.resolve(text)
+    except loops.LoopUnavailable as exc:
+        raise _Invalid(str(exc)) from None
+    return text
+
+
 def _sync_mode(raw: Any, base: str) -> str:
     try:
         return str(parse_sync_mode(_text(raw, base)))
@@ -346,6 +359,9 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("cache_size", "PRSERV_CACHE_SIZE", ("--cache-size",), DEFAULT_CACHE_SIZE, _size,
             "memory kept about packages and checksums, in bytes (suffix K, M or G); the server's "
             "memory stays under this plus a fixed base, whatever the database's size", metavar="BYTES"),
+    Setting("event_loop", "PRSERV_EVENT_LOOP", ("--event-loop",), loops.AUTO, _event_loop,
+            "auto (uvloop when installed: pip install 'prserv[speed]'), asyncio or uvloop",
+            metavar="LOOP"),
     Setting("metrics", "PRSERV_METRICS", ("--metrics",), None, _metrics_address,
             "serve Prometheus metrics at http://HOST:PORT/metrics (pip install 'prserv[metrics]')",
             metavar="HOST:PORT", shown_default="none"),

@@ -11,7 +11,7 @@ import os
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 from ..access import AccessRules
-from ..asyncrpc import AsyncServer, tls
+from ..asyncrpc import AsyncServer, loops, tls
 from ..asyncrpc.address import ADDR_TYPE_TCP, parse_address
 from ..asyncrpc.connection import Connection
 from ..asyncrpc.limits import Limits
@@ -44,7 +44,8 @@ class PRServer(AsyncServer):
                  upstream_credentials: Optional[Tuple[str, str]] = None,
                  mirror_credentials: Optional[Tuple[str, str]] = None,
                  tls_certificate: Optional[str] = None, tls_key: Optional[str] = None,
-                 tls_ca: Optional[str] = None, metrics: Optional[str] = None) -> None:
+                 tls_ca: Optional[str] = None, metrics: Optional[str] = None,
+                 event_loop: str = loops.AUTO) -> None:
         """``cache_size``: bytes of package and checksum facts kept in memory (the
         engine's default when None).  ``mirror``: the address of a server to follow
         (``server.mirror``); the server is then read-only and has no upstream.
@@ -56,7 +57,9 @@ class PRServer(AsyncServer):
         proves to its upstream / its mirror source.  ``tls_certificate`` / ``tls_key``:
         what ``wss://`` listeners present; ``tls_ca``: the CA bundle a ``wss://``
         upstream or mirror source is checked against (default: the system's).
-        ``metrics``: ``HOST:PORT`` to serve Prometheus metrics on (``server.metrics``)."""
+        ``metrics``: ``HOST:PORT`` to serve Prometheus metrics on (``server.metrics``).
+        ``event_loop``: ``auto`` (uvloop when installed), ``asyncio`` or ``uvloop``, for
+        ``serve_forever`` and ``serve_as_process``."""
         super().__init__(logger, limits)
         if access is not None:
             self.access = access
@@ -74,6 +77,11 @@ class PRServer(AsyncServer):
             """Checks the certificate of a ``wss://`` upstream or mirror source."""
         except tls.TLSConfigError as exc:
             raise ConfigError(str(exc)) from None
+        try:
+            self.loop_kind = loops.resolve(event_loop)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.event_loop = self.loop_kind
         self.metrics = metrics or None
         if self.metrics and not metrics_module.available():
             raise ConfigError("metrics need prometheus_client: pip install 'prserv[%s]'" % metrics_module.EXTRA)
@@ -192,12 +200,13 @@ class PRServer(AsyncServer):
 
     async def start_serving(self) -> str:
         address = await super().start_serving()
-        self.logger.info("Started PRServer with DBfile: %s, Address: %s, PID: %s%s%s",
+        self.logger.info("Started PRServer with DBfile: %s, Address: %s, PID: %s%s%s%s",
                          self.shown_database, ", ".join(self.addresses), os.getpid(),
                          " (read-only)" if self.read_only else
                          ", PostgreSQL's durability" if is_url(self.dbfile) else ", sync mode %s" % self.sync_mode,
                          ", upstream: %s" % self.upstream if self.upstream else
-                         ", mirror of: %s" % self.mirror if self.mirror else "")
+                         ", mirror of: %s" % self.mirror if self.mirror else "",
+                         ", uvloop" if _running_uvloop() else "")
         if not self.access.open_to_all:
             self.logger.info("access rules: %s", self.access.describe())
         if self.metrics:
@@ -224,3 +233,7 @@ class PRServer(AsyncServer):
             await self.engine.close()
             self.engine = None
         self.logger.info("PRServer stopped (%s)", self.shown_database)
+
+
+def _running_uvloop() -> bool:
+    return type(asyncio.get_running_loop()).__module__.startswith("uvloop")
