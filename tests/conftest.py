@@ -43,7 +43,7 @@ def database_for(engine_kind, tmp_path, request) -> Callable[[str], str]:
     made: Dict[str, str] = {}
 
     def make(name: str = "pr.sqlite3") -> str:
-        if engine_kind == "sqlite":
+        if engine_kind.startswith("sqlite"):
             return str(tmp_path / name)
         if name not in made:
             made[name] = request.getfixturevalue("pg_cluster").new_database()

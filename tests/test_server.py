@@ -16,10 +16,31 @@ from wire import SETUP, RawConnection, frame, open_slow_socket
 from conftest import ENGINES
 
 
-@pytest.fixture(params=ENGINES)
+def _uvloop_installed() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(params=ENGINES + (["sqlite-uvloop"] if _uvloop_installed() else []))
 def engine_kind(request) -> str:
-    """Every test of this module on a SQLite file and on a PostgreSQL database."""
+    """Every test of this module on a SQLite file and on a PostgreSQL database, and once
+    more on SQLite with the server (the test's event loop) on uvloop."""
     return request.param
+
+
+@pytest.fixture
+def event_loop_policy(engine_kind):
+    """uvloop's loop for the ``sqlite-uvloop`` runs (pytest-asyncio's policy fixture)."""
+    if engine_kind.endswith("-uvloop"):
+        import uvloop
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
+
+
+pytestmark = pytest.mark.filterwarnings("ignore:Overriding the \"event_loop_policy\" fixture is deprecated")
 
 V, A = "curl-8.6.0-r0", "cortexa72"
 
@@ -449,3 +470,8 @@ async def test_pipelined_writes_to_a_client_that_does_not_read_are_held_then_all
     sock.close()
     assert [json.loads(line) for line in received.decode().splitlines()] == \
         [{"value": str(i)} for i in range(count)]
+
+
+async def test_each_run_uses_the_event_loop_it_names(engine_kind):
+    loop_module = type(asyncio.get_running_loop()).__module__
+    assert loop_module.startswith("uvloop") == engine_kind.endswith("-uvloop"), loop_module
