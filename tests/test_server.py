@@ -17,11 +17,8 @@ from conftest import ENGINES
 
 
 def _uvloop_installed() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+    return importlib.util.find_spec("uvloop") is not None
 
 
 @pytest.fixture(params=ENGINES + (["sqlite-uvloop"] if _uvloop_installed() else []))

@@ -25,7 +25,6 @@ the same loop (the targets: conn and hit within 1.2x).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import shutil
@@ -37,19 +36,10 @@ import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from _servers import cpu_ns
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-
-
-def cpu_ns(pid: int) -> int:
-    total = 0
-    for path in glob.glob("/proc/%d/task/*/schedstat" % pid):
-        try:
-            with open(path) as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
 
 
 def pinned(cpu: int, command: List[str]) -> List[str]:

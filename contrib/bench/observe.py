@@ -25,7 +25,6 @@ needs ``prometheus_client`` in the interpreter running the servers.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import re
@@ -39,21 +38,10 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from _servers import Server, stop_all
+from _servers import Server, cpu_ns, stop_all
 
 ROOT = Path(__file__).resolve().parents[2]
 PRBENCH = Path(__file__).resolve().parent / "prbench.py"
-
-
-def cpu_ns(pid: int) -> int:
-    total = 0
-    for path in glob.glob("/proc/%d/task/*/schedstat" % pid):
-        try:
-            with open(path) as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass                                # a thread gone meanwhile
-    return total
 
 
 class Scraper(threading.Thread):
