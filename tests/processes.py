@@ -30,7 +30,7 @@ def start_process(tmp_path, *flags: str, db: str = "pr.sqlite3",
     lines: List[str] = []
     for line in process.stderr:
         lines.append(line)
-        if " serving " in line:
+        if line.startswith("prserv ") and " serving " in line:      # the ready line, not a log record
             threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True).start()
             return process, line.split(" on ", 1)[1].split()[0].rstrip(","), lines
     process.wait(10)

@@ -363,7 +363,7 @@ class Follower:
         if reason != self._logged_failure:
             self._logged_failure = reason
             log = self.logger.error if nonsense else self.logger.warning
-            log("mirror: %s; serving what is held, retrying", reason)
+            log("mirror: %s; answering from what is held, retrying", reason)
 
     def _diverged(self, reason: str) -> None:
         self.state = DIVERGED
