@@ -24,11 +24,9 @@ def get_pr(checksum: str) -> dict:
     return {"get-pr": {"version": V, "pkgarch": A, "checksum": checksum}}
 
 
-def test_test_pr(checksum: str) -> dict:
+def lookup(checksum: str) -> dict:
+    """A test-pr request."""
     return {"test-pr": {"version": V, "pkgarch": A, "checksum": checksum}}
-
-
-test_test_pr.__test__ = False        # a request builder, not a test
 
 
 # --------------------------------------------------------------------------- the rules alone
@@ -83,12 +81,12 @@ async def test_a_client_outside_allow_write_is_served_as_by_a_read_only_server(f
         assert await reader.request({"is-readonly": {}}) == {"readonly": True}
         assert await builder.request({"is-readonly": {}}) == {"readonly": False}
         assert await reader.request(get_pr("r1")) == {"value": "0"}           # answered, not stored
-        assert await reader.request(test_test_pr("r1")) == {"value": None}
+        assert await reader.request(lookup("r1")) == {"value": None}
         assert await reader.request({"import-one": {"version": V, "pkgarch": A, "checksum": "r2",
                                                      "value": 5}}) is None
         assert await builder.request(get_pr("b1")) == {"value": "0"}
         assert await builder.request(get_pr("b2")) == {"value": "1"}
-        assert await reader.request(test_test_pr("b2")) == {"value": "1"}     # it reads what the farm wrote
+        assert await reader.request(lookup("b2")) == {"value": "1"}     # it reads what the farm wrote
         assert await reader.request(get_pr("r1")) == {"value": "2"}           # still not stored
         assert await builder.request(get_pr("b3")) == {"value": "2"}
     finally:

@@ -148,8 +148,9 @@ async def test_a_token_can_be_required_for_the_mirror_feed_and_dump_db(start_ser
     async with client:
         page = await client.mirror_pull(None, 10, 0)
         assert [row[1:] for row in page["rows"]] == [[V, A, "a", "0"]]
-        with pytest.raises(InvokeError, match="dump-db needs a token with the admin permission"):
-            await client.dump_db(open(os.devnull, "w"))
+        with pytest.raises(InvokeError, match="dump-db needs a token with the admin permission"), \
+                open(os.devnull, "w") as nowhere:
+            await client.dump_db(nowhere)
     client = PRAsyncClient(credentials=admin)
     await client.connect_address(source.address)
     dump = tmp_path / "dump.sql"

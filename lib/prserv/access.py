@@ -94,10 +94,10 @@ class AccessRules:
         return trusted
 
     def forwarded_client(self, peer: str, forwarded_for: Optional[str]) -> str:
-        """The client behind a trusted proxy from an ``X-Forwarded-For`` value: the
-        rightmost address that is not itself a trusted proxy (each proxy appends the
-        address it saw); ``peer`` if there is none."""
-        if not forwarded_for:
+        """The client a websocket request comes from: ``peer``, unless ``peer`` is a
+        trusted proxy -- then the rightmost address of its ``X-Forwarded-For`` that is
+        not itself a trusted proxy (each proxy appends the address it saw)."""
+        if not forwarded_for or not self.is_trusted_proxy(peer):
             return peer
         for entry in reversed([part.strip() for part in forwarded_for.split(",")]):
             if parse_address(entry) is None:

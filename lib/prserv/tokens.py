@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from typing import FrozenSet, Iterable, NamedTuple, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, NamedTuple, Optional, Sequence, Tuple
 
 READ, WRITE, MIRROR, ADMIN = "read", "write", "mirror", "admin"
 PERMISSIONS: Tuple[str, ...] = (READ, WRITE, MIRROR, ADMIN)
@@ -47,6 +47,28 @@ class UserRecord(NamedTuple):
     created: float
     expires: Optional[float]
     """Unix time after which the token is refused (None: never)."""
+
+
+USER_COLUMNS = ("username", "permissions", "token_hash", "salt", "created", "expires")
+"""The users table's columns, in ``UserRecord``'s order (both engines)."""
+
+
+def record_from_row(row: Sequence[Any]) -> UserRecord:
+    """A ``UserRecord`` from a users-table row (permissions stored comma-separated)."""
+    username, permissions, token_hash, salt, created, expires = row
+    return UserRecord(username, parse_permissions(permissions.split(",")), token_hash, salt, created, expires)
+
+
+def row_of(record: UserRecord) -> Tuple[Any, ...]:
+    """The users-table row of ``record`` (``USER_COLUMNS``)."""
+    return (record.username, permissions_text(record.permissions), record.token_hash, record.salt,
+            record.created, record.expires)
+
+
+def public_fields(record: UserRecord) -> Dict[str, Any]:
+    """A user as answers and the CLI show it: never the token or its hash."""
+    return {"username": record.username, "permissions": sorted(record.permissions),
+            "created": record.created, "expires": record.expires}
 
 
 def check_username(name: str) -> str:
@@ -97,10 +119,8 @@ def token_matches(record: UserRecord, token: str, now: float) -> bool:
 def make_user(username: str, permissions: Iterable[str], now: float,
               expires: Optional[float] = None) -> Tuple[UserRecord, str]:
     """A new user record and its token (the only time the token exists in clear)."""
-    token = new_token()
-    digest, salt = hash_token(token)
-    return UserRecord(check_username(username), parse_permissions(permissions), digest, salt, now,
-                      expires), token
+    return renewed(UserRecord(check_username(username), parse_permissions(permissions), "", "", now, None),
+                   now, expires)
 
 
 def renewed(record: UserRecord, now: float, expires: Optional[float]) -> Tuple[UserRecord, str]:

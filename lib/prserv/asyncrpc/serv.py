@@ -494,10 +494,10 @@ class UnixListener(Listener):
 class WebsocketListener(Listener):
     def __init__(self, host: str, port: int, handler: ConnectionHandler, logger: logging.Logger,
                  limits: Optional[Limits] = None, tls: Optional[Callable[[], Any]] = None,
-                 forwarded_client: Optional[Callable[[str, Optional[str]], Optional[str]]] = None) -> None:
+                 forwarded_client: Optional[Callable[[str, Optional[str]], str]] = None) -> None:
         """``tls``: gives the server's TLS context when listening starts (``wss://``).
-        ``forwarded_client(peer, x_forwarded_for)``: the client behind a trusted proxy,
-        or None when ``peer`` is not one."""
+        ``forwarded_client(peer, x_forwarded_for)``: the client (``peer`` unless it is
+        a trusted proxy)."""
         super().__init__(handler, logger, limits)
         self.host, self.port = host, port
         self.tls = tls
@@ -526,7 +526,7 @@ class WebsocketListener(Listener):
             peer = connection.peer_host
             if self.forwarded_client is not None and peer is not None:
                 client = self.forwarded_client(peer, connection.forwarded_for())
-                if client is not None and client != peer:
+                if client != peer:
                     connection.forwarded = (client, None)
             await self.handler(connection)
         finally:
@@ -610,9 +610,7 @@ class AsyncServer:
     def _trusts_proxy(self, host: Optional[str]) -> bool:
         return self.access.is_trusted_proxy(host)
 
-    def _forwarded_client(self, peer: str, forwarded_for: Optional[str]) -> Optional[str]:
-        if not self.access.is_trusted_proxy(peer):
-            return None
+    def _forwarded_client(self, peer: str, forwarded_for: Optional[str]) -> str:
         return self.access.forwarded_client(peer, forwarded_for)
 
     def _server_tls(self) -> Any:
@@ -906,11 +904,17 @@ class AsyncServer:
             if log_level is not None:
                 self.logger.setLevel(log_level)
 
+        start_failed = False
+
         def failed(exc: BaseException) -> None:
+            nonlocal start_failed
+            start_failed = True
             sender.send((None, "%s: %s" % (type(exc).__name__, exc)))
             sender.close()
 
         try:
             self._run(started, failed)
         except Exception:
-            raise SystemExit(1) from None
+            if start_failed:
+                raise SystemExit(1) from None       # the parent reports it
+            raise

@@ -38,9 +38,10 @@ def expiry_argument(text: str) -> float:
 
 
 def _user_document(record: Any) -> Dict[str, Any]:
+    """A user from the database (a record) or from a server's answer (already its
+    public fields, and maybe its new token)."""
     if isinstance(record, tokens.UserRecord):
-        return {"username": record.username, "permissions": sorted(record.permissions),
-                "created": record.created, "expires": record.expires}
+        return tokens.public_fields(record)
     return {key: record[key] for key in ("username", "permissions", "created", "expires")}
 
 

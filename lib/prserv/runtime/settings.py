@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..access import parse_networks
+from ..server import metrics
 from ..server.session import TOKEN_FOR_DUMP, TOKEN_FOR_MIRROR
 from ..tokens import parse_credentials
 from ..asyncrpc import loops
@@ -175,14 +176,19 @@ def _addresses(raw: Any, base: str) -> List[str]:
     return [_address(item, base) for item in items]
 
 
-def _networks(raw: Any, base: str) -> List[str]:
-    """IP networks (CIDR) or single addresses: a TOML list, or text separated by commas
-    or blanks (each flag repeated may hold several); empty: no restriction."""
+def _words(raw: Any, expected: str) -> List[str]:
+    """The words of a TOML list of strings, or of text separated by commas or blanks
+    (a repeated flag gives a list, each item of which may hold several)."""
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, (list, tuple)) or not all(isinstance(item, str) for item in raw):
-        raise _Invalid("expected IP networks such as 10.0.0.0/8, as a list or separated by commas")
-    items = [part for item in raw for part in item.replace(",", " ").split()]
+        raise _Invalid(expected)
+    return [part for item in raw for part in item.replace(",", " ").split()]
+
+
+def _networks(raw: Any, base: str) -> List[str]:
+    """IP networks (CIDR) or single addresses; empty: no restriction."""
+    items = _words(raw, "expected IP networks such as 10.0.0.0/8, as a list or separated by commas")
     try:
         return [str(network) for network in parse_networks(items)]
     except ValueError as exc:
@@ -201,12 +207,8 @@ def _optional_credentials(raw: Any, base: str) -> Optional[str]:
 
 
 def _token_requirements(raw: Any, base: str) -> List[str]:
-    """What anonymous clients may not do: ``mirror``, ``dump-db`` (list or comma separated)."""
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, (list, tuple)) or not all(isinstance(item, str) for item in raw):
-        raise _Invalid("expected a list of: %s" % ", ".join(TOKEN_REQUIREMENTS))
-    items = [part for item in raw for part in item.replace(",", " ").split()]
+    """What anonymous clients may not do: ``mirror``, ``dump-db``."""
+    items = _words(raw, "expected a list of: %s" % ", ".join(TOKEN_REQUIREMENTS))
     unknown = [item for item in items if item not in TOKEN_REQUIREMENTS]
     if unknown:
         raise _Invalid("unknown %s (known: %s)" % (", ".join(repr(u) for u in unknown), ", ".join(TOKEN_REQUIREMENTS)))
@@ -224,8 +226,8 @@ def _metrics_address(raw: Any, base: str) -> Optional[str]:
         kind = None
     if kind != ADDR_TYPE_TCP:
         raise _Invalid("expected HOST:PORT")
-    if importlib.util.find_spec("prometheus_client") is None:
-        raise _Invalid("metrics need prometheus_client: pip install 'prserv[metrics]'")
+    if not metrics.available():
+        raise _Invalid("metrics need prometheus_client: pip install 'prserv[%s]'" % metrics.EXTRA)
     return text
 
 

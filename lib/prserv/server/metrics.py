@@ -138,8 +138,7 @@ class Exporter:
     """``/metrics`` over HTTP for one server, until ``stop``."""
 
     def __init__(self, server: Observed, host: str, port: int) -> None:
-        if not available():
-            raise ConfigError("metrics need prometheus_client: pip install 'prserv[%s]'" % EXTRA)
+        """``prometheus_client`` must be importable (``available``)."""
         from prometheus_client import CollectorRegistry, start_http_server
 
         self.registry = CollectorRegistry(auto_describe=False)

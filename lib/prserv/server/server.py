@@ -78,10 +78,9 @@ class PRServer(AsyncServer):
         except tls.TLSConfigError as exc:
             raise ConfigError(str(exc)) from None
         try:
-            self.loop_kind = loops.resolve(event_loop)
+            self.event_loop = loops.resolve(event_loop)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        self.event_loop = self.loop_kind
         self.metrics = metrics or None
         if self.metrics and not metrics_module.available():
             raise ConfigError("metrics need prometheus_client: pip install 'prserv[%s]'" % metrics_module.EXTRA)

@@ -55,12 +55,6 @@ async def export_pieces(metainfo: Dict[str, Any], batches: AsyncIterator[List[Ro
     yield "]}"
 
 
-def user_answer(record: tokens.UserRecord) -> Dict[str, Any]:
-    """A user as answers show it: never the token or its hash."""
-    return {"username": record.username, "permissions": sorted(record.permissions),
-            "created": record.created, "expires": record.expires}
-
-
 class SessionOwner(Protocol):
     """What a session needs of its server (``prserv.server.server.PRServer``)."""
 
@@ -133,10 +127,10 @@ class PRServerClient(AsyncServerConnection):
 
     async def dispatch_message(self, message: Any) -> Any:
         try:
-            if self.server.catching_up is not None and isinstance(message, dict) \
-                    and self._command_of(message) not in _ANSWERED_WHILE_CATCHING_UP:
+            if self.server.catching_up is not None and isinstance(message, dict):
                 self.command = self._command_of(message)
-                raise CatchingUp(self.server.catching_up())
+                if self.command not in _ANSWERED_WHILE_CATCHING_UP:
+                    raise CatchingUp(self.server.catching_up())
             return await super().dispatch_message(message)
         except (InvalidRequestError, InvalidRevisionError) as exc:
             raise InvokeError("%s: %s" % (self._command_of(message), exc)) from exc
@@ -298,7 +292,7 @@ class PRServerClient(AsyncServerConnection):
                                          requests.expiry(args))
         await self.engine.put_user(record)
         self.logger.info("user %s added (%s)", record.username, tokens.permissions_text(record.permissions))
-        return dict(user_answer(record), token=token)
+        return dict(tokens.public_fields(record), token=token)
 
     async def handle_refresh_token(self, request: Any) -> Dict[str, Any]:
         """(admin) A user's new token; the old one stops working."""
@@ -308,7 +302,7 @@ class PRServerClient(AsyncServerConnection):
         record, token = tokens.renewed(record, time.time(), requests.expiry(args))
         await self.engine.put_user(record)
         self.logger.info("user %s has a new token", record.username)
-        return dict(user_answer(record), token=token)
+        return dict(tokens.public_fields(record), token=token)
 
     async def handle_delete_user(self, request: Any) -> Dict[str, Any]:
         args = requests.arguments(request)
@@ -322,7 +316,7 @@ class PRServerClient(AsyncServerConnection):
     async def handle_get_all_users(self, request: Any) -> Dict[str, Any]:
         requests.arguments(request)
         self._require(tokens.ADMIN)
-        return {"users": [user_answer(record) for record in await self.engine.list_users()]}
+        return {"users": [tokens.public_fields(record) for record in await self.engine.list_users()]}
 
     async def _existing_user(self, username: str) -> tokens.UserRecord:
         record = await self.engine.get_user(username)

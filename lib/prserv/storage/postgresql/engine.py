@@ -31,7 +31,7 @@ from ...asyncrpc.stats import Durations
 from ...errors import DatabaseError, InvalidRequestError, ReadOnlyError
 from ...log import logger
 from ...revision import RevisionKey, key_to_revision, revision_key
-from ...tokens import UserRecord, parse_permissions, permissions_text
+from ...tokens import USER_COLUMNS, UserRecord, record_from_row, row_of
 from ..engine import (DumpSource, Engine, FeedPage, PackageState, Position, PositionedRow, Row,
                       WriteConflict, WriteScope, package_max_rows)
 from . import schema
@@ -69,12 +69,7 @@ _INSERT = ("INSERT INTO prmain (version, pkgarch, checksum, value, key) "
 _ESTIMATED_ROWS = "SELECT reltuples FROM pg_class WHERE oid = 'prmain'::regclass"
 """The row count as the last analysis (or vacuum) estimated it; -1 if never."""
 
-_USER_COLUMNS = "username, permissions, token_hash, salt, created, expires"
-
-
-def _user(row: Any) -> UserRecord:
-    username, permissions, token_hash, salt, created, expires = row
-    return UserRecord(username, parse_permissions(permissions.split(",")), token_hash, salt, created, expires)
+_USER_COLUMNS = ", ".join(USER_COLUMNS)
 
 
 _HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
@@ -269,11 +264,11 @@ class PostgreSQLEngine(Engine):
     async def get_user(self, username: str) -> Optional[UserRecord]:
         row = await self._query("SELECT %s FROM prserv_users WHERE username = $1" % _USER_COLUMNS, username,
                                 method="fetchrow")
-        return None if row is None else _user(row)
+        return None if row is None else record_from_row(row)
 
     async def list_users(self) -> List[UserRecord]:
         rows = await self._query("SELECT %s FROM prserv_users ORDER BY username" % _USER_COLUMNS, method="fetch")
-        return [_user(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     async def put_user(self, record: UserRecord) -> None:
         if self.read_only:
@@ -281,8 +276,7 @@ class PostgreSQLEngine(Engine):
         await self._query("INSERT INTO prserv_users (%s) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) "
                           "DO UPDATE SET permissions = EXCLUDED.permissions, token_hash = EXCLUDED.token_hash, "
                           "salt = EXCLUDED.salt, created = EXCLUDED.created, expires = EXCLUDED.expires"
-                          % _USER_COLUMNS, record.username, permissions_text(record.permissions),
-                          record.token_hash, record.salt, record.created, record.expires, method="execute")
+                          % _USER_COLUMNS, *row_of(record), method="execute")
 
     async def remove_user(self, username: str) -> bool:
         if self.read_only:

@@ -13,12 +13,12 @@ import urllib.parse
 from typing import Iterator, List, Optional
 
 from ...errors import DatabaseError
-from ...tokens import UserRecord, parse_permissions, permissions_text
+from ...tokens import USER_COLUMNS, UserRecord, record_from_row, row_of
 
 TABLE = "prserv_users"
 DDL = ("CREATE TABLE IF NOT EXISTS prserv_users (username TEXT PRIMARY KEY, permissions TEXT NOT NULL, "
        "token_hash TEXT NOT NULL, salt TEXT NOT NULL, created REAL NOT NULL, expires REAL)")
-_COLUMNS = "username, permissions, token_hash, salt, created, expires"
+_COLUMNS = ", ".join(USER_COLUMNS)
 
 
 def _exists(conn: sqlite3.Connection) -> bool:
@@ -26,30 +26,23 @@ def _exists(conn: sqlite3.Connection) -> bool:
                         (TABLE,)).fetchone() is not None
 
 
-def _record(row: tuple) -> UserRecord:
-    username, permissions, token_hash, salt, created, expires = row
-    return UserRecord(username, parse_permissions(permissions.split(",")), token_hash, salt, created, expires)
-
-
 def get(conn: sqlite3.Connection, username: str) -> Optional[UserRecord]:
     if not _exists(conn):
         return None
     row = conn.execute("SELECT %s FROM prserv_users WHERE username = ?" % _COLUMNS, (username,)).fetchone()
-    return None if row is None else _record(row)
+    return None if row is None else record_from_row(row)
 
 
 def every(conn: sqlite3.Connection) -> List[UserRecord]:
     if not _exists(conn):
         return []
-    return [_record(row) for row in conn.execute("SELECT %s FROM prserv_users ORDER BY username" % _COLUMNS)]
+    return [record_from_row(row) for row in conn.execute("SELECT %s FROM prserv_users ORDER BY username" % _COLUMNS)]
 
 
 def put(conn: sqlite3.Connection, record: UserRecord) -> None:
     """Add or replace (inside the caller's transaction)."""
     conn.execute(DDL)
-    conn.execute("INSERT OR REPLACE INTO prserv_users (%s) VALUES (?, ?, ?, ?, ?, ?)" % _COLUMNS,
-                 (record.username, permissions_text(record.permissions), record.token_hash, record.salt,
-                  record.created, record.expires))
+    conn.execute("INSERT OR REPLACE INTO prserv_users (%s) VALUES (?, ?, ?, ?, ?, ?)" % _COLUMNS, row_of(record))
 
 
 def remove(conn: sqlite3.Connection, username: str) -> bool:
