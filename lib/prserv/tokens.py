@@ -49,10 +49,6 @@ class UserRecord(NamedTuple):
     """Unix time after which the token is refused (None: never)."""
 
 
-USER_COLUMNS = ("username", "permissions", "token_hash", "salt", "created", "expires")
-"""The users table's columns, in ``UserRecord``'s order (both engines)."""
-
-
 def record_from_row(row: Sequence[Any]) -> UserRecord:
     """A ``UserRecord`` from a users-table row (permissions stored comma-separated)."""
     username, permissions, token_hash, salt, created, expires = row
@@ -60,7 +56,8 @@ def record_from_row(row: Sequence[Any]) -> UserRecord:
 
 
 def row_of(record: UserRecord) -> Tuple[Any, ...]:
-    """The users-table row of ``record`` (``USER_COLUMNS``)."""
+    """The users-table row of ``record``: username, permissions (comma-separated),
+    token_hash, salt, created, expires -- the columns of both engines' tables."""
     return (record.username, permissions_text(record.permissions), record.token_hash, record.salt,
             record.created, record.expires)
 

@@ -31,7 +31,7 @@ from ...asyncrpc.stats import Durations
 from ...errors import DatabaseError, InvalidRequestError, ReadOnlyError
 from ...log import logger
 from ...revision import RevisionKey, key_to_revision, revision_key
-from ...tokens import USER_COLUMNS, UserRecord, record_from_row, row_of
+from ...tokens import UserRecord, record_from_row, row_of
 from ..engine import (DumpSource, Engine, FeedPage, PackageState, Position, PositionedRow, Row,
                       WriteConflict, WriteScope, package_max_rows)
 from . import schema
@@ -69,7 +69,7 @@ _INSERT = ("INSERT INTO prmain (version, pkgarch, checksum, value, key) "
 _ESTIMATED_ROWS = "SELECT reltuples FROM pg_class WHERE oid = 'prmain'::regclass"
 """The row count as the last analysis (or vacuum) estimated it; -1 if never."""
 
-_USER_COLUMNS = ", ".join(USER_COLUMNS)
+_USER_COLUMNS = "username, permissions, token_hash, salt, created, expires"     # tokens.row_of's order
 
 
 _HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"

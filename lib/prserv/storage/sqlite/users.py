@@ -13,12 +13,12 @@ import urllib.parse
 from typing import Iterator, List, Optional
 
 from ...errors import DatabaseError
-from ...tokens import USER_COLUMNS, UserRecord, record_from_row, row_of
+from ...tokens import UserRecord, record_from_row, row_of
 
 TABLE = "prserv_users"
 DDL = ("CREATE TABLE IF NOT EXISTS prserv_users (username TEXT PRIMARY KEY, permissions TEXT NOT NULL, "
        "token_hash TEXT NOT NULL, salt TEXT NOT NULL, created REAL NOT NULL, expires REAL)")
-_COLUMNS = ", ".join(USER_COLUMNS)
+_COLUMNS = "username, permissions, token_hash, salt, created, expires"     # tokens.row_of's order
 
 
 def _exists(conn: sqlite3.Connection) -> bool:
