@@ -274,7 +274,6 @@ TASK_ONLY_APIS = {"wait_for", "timeout", "timeout_at", "TaskGroup", "current_tas
 """asyncio names that need (or act on) the current task."""
 
 RUN_IN_THEIR_OWN_TASK = {
-    ("asyncrpc/serv.py", "_client_handler"),    # a task per connection (Listener._accepted)
     ("asyncrpc/serv.py", "_serve_websocket"),   # the websockets library's task per connection
     ("asyncrpc/deadline.py", "_caller_cancelled"),  # called only after within's first wait
 }

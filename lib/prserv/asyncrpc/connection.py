@@ -58,6 +58,9 @@ class Connection:
         self._stop_receiving = True
         return self._receiving
 
+    task: "Optional[asyncio.Task]" = None
+    """The task serving this connection (its listener sets it)."""
+
     forwarded: Optional[Tuple[str, Optional[int]]] = None
     """The client behind a trusted proxy, as the proxy told (PROXY header,
     ``X-Forwarded-For``): (host, port or None)."""
@@ -149,7 +152,11 @@ class LineProtocol(asyncio.Protocol):
     """Buffers complete lines for one reader coroutine, with flow control both ways."""
 
     def __init__(self, max_line: int = protocol.DEFAULT_MAX_LINE,
-                 on_connection: Optional[Callable[["LineProtocol"], None]] = None) -> None:
+                 on_connection: Optional[Callable[["LineProtocol"], None]] = None,
+                 loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+        """``loop``: the running loop, if the caller has it at hand (asking for it
+        costs a system call per connection before Python 3.12)."""
+        self.loop = loop or asyncio.get_running_loop()
         self._buffer = protocol.LineBuffer(max_line)
         self._lines: Deque[Optional[bytes]] = collections.deque()
         self._waiter: Optional[asyncio.Future] = None
@@ -169,7 +176,7 @@ class LineProtocol(asyncio.Protocol):
     def expect_proxy_header(self) -> None:
         """The first bytes are a PROXY header (v1 or v2): parse it before any line."""
         self._proxy_parser = ProxyHeaderParser()
-        self.proxy_waiter = asyncio.get_running_loop().create_future()
+        self.proxy_waiter = self.loop.create_future()
 
     def _take_proxy_header(self, data: bytes) -> Optional[bytes]:
         """Feed the header parser; the bytes after a complete header, else None."""
@@ -284,7 +291,7 @@ class LineProtocol(asyncio.Protocol):
             await self._wait_for_data(timeout)
 
     async def _wait_for_data(self, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         waiter = self._waiter = loop.create_future()
         timer = None
         if timeout is not None and timeout >= 0:
@@ -306,7 +313,7 @@ class LineProtocol(asyncio.Protocol):
             raise ConnectionClosedError("connection lost")
         if not self._write_paused:
             return
-        waiter = self._drain_waiter = asyncio.get_running_loop().create_future()
+        waiter = self._drain_waiter = self.loop.create_future()
         await waiter
 
 
@@ -417,7 +424,8 @@ class StreamConnection(Connection):
         self._protocol.set_consumer(pump.run)
         try:
             pump.run()
-            await pump.finished
+            if await pump.finished is _PEER_CLOSED:
+                raise ConnectionClosedError("connection closed by peer")
         finally:
             self._protocol.set_consumer(None)
             self._pump = None
@@ -432,14 +440,20 @@ class StreamConnection(Connection):
         self._transport.close()
 
 
+_PEER_CLOSED = object()
+"""``_MessagePump.finished``'s result when the stream ended."""
+
+
 class _MessagePump:
     """Turns a ``LineProtocol``'s lines into ``deliver`` calls as they arrive.
 
     ``run`` is the protocol's consumer: it handles every buffered line in the
     caller's stack frame.  While a delivered message's task is pending, lines stay
     buffered (the protocol's flow control applies) and ``run`` does nothing; the
-    task's completion resumes it.  ``finished`` ends with None (stop), the protocol
-    or connection error, or cancellation.
+    task's completion resumes it.  ``finished`` ends with None (stop),
+    ``_PEER_CLOSED`` (the end of every short connection: a result, not an
+    exception, whose traceback would tie the session's objects into a cycle left
+    to the garbage collector), the protocol or connection error, or cancellation.
     """
 
     def __init__(self, line_protocol: LineProtocol, reader: protocol.MessageReader,
@@ -449,7 +463,7 @@ class _MessagePump:
         self._deliver = deliver
         self._pending: Optional[asyncio.Future] = None
         self._stopping = False
-        self.finished: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.finished: asyncio.Future = line_protocol.loop.create_future()
 
     def run(self) -> None:
         if self._pending is not None or self.finished.done():
@@ -472,7 +486,9 @@ class _MessagePump:
                 self._pending = outcome
                 outcome.add_done_callback(self._delivered)
                 return
-        except Exception as exc:  # ProtocolError, ConnectionClosedError, or a bug below
+        except ConnectionClosedError:
+            self.finished.set_result(_PEER_CLOSED)
+        except Exception as exc:  # ProtocolError, or a bug below
             self.finished.set_exception(exc)
 
     def _delivered(self, outcome: asyncio.Future) -> None:
@@ -592,7 +608,7 @@ async def open_tcp_connection(host: str, port: int, timeout: float = -1,
                               **limits: int) -> StreamConnection:
     """Connect over TCP; the connect itself is bounded by ``timeout`` too."""
     loop = asyncio.get_running_loop()
-    connecting = loop.create_connection(lambda: LineProtocol(max_line), host, port)
+    connecting = loop.create_connection(lambda: LineProtocol(max_line, loop=loop), host, port)
     return _stream_connection(await within(connecting, timeout), timeout, **limits)
 
 
@@ -604,7 +620,7 @@ async def open_unix_connection(path: str, timeout: float = -1,
 
     loop = asyncio.get_running_loop()
     sock = await connect_unix_socket(path)
-    pair = await loop.create_unix_connection(lambda: LineProtocol(max_line), sock=sock)
+    pair = await loop.create_unix_connection(lambda: LineProtocol(max_line, loop=loop), sock=sock)
     return _stream_connection(pair, timeout, **limits)
 
 

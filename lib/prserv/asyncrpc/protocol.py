@@ -14,6 +14,7 @@ tested without sockets.  What goes on the wire (docs/protocol.md):
 from __future__ import annotations
 
 import array
+import functools
 import itertools
 import json
 import re
@@ -390,7 +391,8 @@ class ServerSetup:
 
     def __init__(self, proto_name: str, proto_versions: Iterable[Tuple[int, ...]]) -> None:
         self.proto_name = proto_name
-        self.proto_versions = set(proto_versions)
+        self.proto_versions = tuple(proto_versions)
+        self._usual_lines = _protocol_lines(proto_name, self.proto_versions)
         self.proto_version: Optional[Tuple[int, ...]] = None
         self.headers: Dict[str, str] = {}
         self.done = False
@@ -404,7 +406,7 @@ class ServerSetup:
             raise HandshakeError("setup already complete")
         line = line.rstrip()
         if self.proto_version is None:
-            version = parse_protocol_line(line, self.proto_name)
+            version = self._usual_lines.get(line) or parse_protocol_line(line, self.proto_name)
             if version not in self.proto_versions:
                 raise HandshakeError("unsupported protocol version %s" % ".".join(map(str, version)))
             self.proto_version = version
@@ -417,6 +419,13 @@ class ServerSetup:
         name, value = parse_header_line(line)
         self.headers[name] = value
         return False
+
+
+@functools.lru_cache(maxsize=None)
+def _protocol_lines(proto_name: str, versions: Tuple[Tuple[int, ...], ...]) -> Dict[str, Tuple[int, ...]]:
+    """Each version's protocol line as clients write it (``PRSERVICE 1.0``): a server
+    takes such a line without parsing it."""
+    return {"%s %s" % (proto_name, ".".join(map(str, version))): version for version in versions}
 
 
 def parse_header_block(lines: Iterable[str]) -> Dict[str, str]:

@@ -1,9 +1,10 @@
 """asyncrpc server: listeners for three transports and the per-connection loop.
 
 A subclass of ``AsyncServer`` says how to build a per-connection handler
-(``accept_client``); a subclass of ``AsyncServerConnection`` registers one coroutine
-per command in ``self.handlers`` (dispatch order = insertion order).  This module
-knows nothing of what the commands mean.
+(``accept_client``); a subclass of ``AsyncServerConnection`` names one coroutine
+method per command in its class attribute ``commands`` (dispatch order: its bases'
+commands, then its own, in order).  This module knows nothing of what the commands
+mean.
 """
 
 from __future__ import annotations
@@ -93,12 +94,22 @@ class AsyncServerConnection:
     short connection a third of what ``logger.info`` does).  None: the logger."""
     secret_commands: frozenset = frozenset()
     """Requests whose arguments never reach the log (they carry a token)."""
+    commands: Dict[str, str] = {"ping": "handle_ping"}
+    """Wire name -> name of the coroutine method that answers it.  A subclass's
+    ``commands`` adds to its bases' (``__init_subclass__`` resolves them once per
+    class, so a connection builds no table of its own)."""
+    dispatch_table: Tuple[Tuple[str, Callable[..., Awaitable[Any]]], ...] = ()
+    """(wire name, unbound handler), in dispatch order: the first name present in a
+    request chooses its handler (the reference's rule)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.dispatch_table = _dispatch_table(cls)
 
     def __init__(self, connection: Connection, proto_name: str, logger: logging.Logger) -> None:
         self.connection = connection
         self.socket = connection            # bitbake's attribute name
         self.proto_name = proto_name
-        self.handlers: Dict[str, Callable[[Any], Awaitable[Any]]] = {"ping": self.handle_ping}
         self.logger = ClientLoggerAdapter(logger, {"address": connection.address})
         self.client_headers: Dict[str, str] = {}
         self._held: Deque[Tuple[Optional[Gate], Any]] = collections.deque()
@@ -378,19 +389,35 @@ class AsyncServerConnection:
 
     async def _send_held_answers(self) -> None:
         """At the end of a session: let the held answers go out first."""
+        if not self._held and self._sender is None:
+            return
         with contextlib.suppress(ConnectionClosedError, OSError):
             await self._all_sent()
 
     async def dispatch_message(self, message: Any) -> Any:
         if not isinstance(message, dict):
             raise ClientError("a request must be a JSON object, not %s" % protocol.describe_json_type(message))
-        for name, handler in self.handlers.items():
+        for name, handler in self.dispatch_table:
             if name in message:
                 self.command = name
-                return await handler(message[name])
+                return await handler(self, message[name])
         names = ", ".join(sorted(map(str, message)))[:200]
         raise ClientError("unknown command (request keys: %s); known: %s"
-                          % (names or "none", ", ".join(self.handlers)))
+                          % (names or "none", ", ".join(name for name, _ in self.dispatch_table)))
+
+    def command_of(self, message: Dict[str, Any]) -> str:
+        """The request's command as dispatch chooses it ("request" if none is known)."""
+        return next((name for name, _ in self.dispatch_table if name in message), "request")
+
+
+def _dispatch_table(cls: type) -> Tuple[Tuple[str, Callable[..., Awaitable[Any]]], ...]:
+    commands: Dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        commands.update(vars(klass).get("commands", {}))
+    return tuple((name, getattr(cls, method)) for name, method in commands.items())
+
+
+AsyncServerConnection.dispatch_table = _dispatch_table(AsyncServerConnection)
 
 
 # --------------------------------------------------------------------------- listeners
@@ -409,17 +436,19 @@ class Listener:
         self.max_message = limits.max_message
         self.max_depth = limits.max_nesting
         self.server: Any = None
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        """The loop serving this listener (set as it starts)."""
         self._tasks: Set[asyncio.Task] = set()
 
     def _accepted(self, line_protocol: LineProtocol) -> None:
         connection = StreamConnection(line_protocol, -1, max_message=self.max_message,
                                       max_depth=self.max_depth)
-        task = asyncio.get_running_loop().create_task(self.handler(connection))
+        task = connection.task = line_protocol.loop.create_task(self.handler(connection))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _protocol_factory(self) -> LineProtocol:
-        return LineProtocol(self.max_line, on_connection=self._accepted)
+        return LineProtocol(self.max_line, on_connection=self._accepted, loop=self.loop)
 
     async def start(self) -> None:
         raise NotImplementedError
@@ -463,7 +492,7 @@ class TCPListener(Listener):
         super()._accepted(line_protocol)
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self._protocol_factory, self.host, self.port,
                                                reuse_port=self.reuseport or None)
         for sock in self.server.sockets:
@@ -481,7 +510,7 @@ class UnixListener(Listener):
 
     async def start(self) -> None:
         sock = bind_unix_socket(self.path)
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         self.server = await loop.create_unix_server(self._protocol_factory, sock=sock)
         self.logger.debug("listening on %s", self.path)
         self.address = "unix://" + self.path
@@ -523,6 +552,7 @@ class WebsocketListener(Listener):
         self._tasks.add(task)
         try:
             connection = WebsocketConnection(websocket, -1, self.max_message, self.max_depth)
+            connection.task = task
             peer = connection.peer_host
             if self.forwarded_client is not None and peer is not None:
                 client = self.forwarded_client(peer, connection.forwarded_for())
@@ -649,7 +679,7 @@ class AsyncServer:
             client = self.accept_client(connection)
             client.limits = self.limits
             client.stats = self.stats
-            self.sessions[client] = asyncio.current_task()  # type: ignore[assignment]
+            self.sessions[client] = connection.task  # type: ignore[assignment]
             await client.process_requests()
         except asyncio.CancelledError:
             raise
@@ -658,9 +688,10 @@ class AsyncServer:
         finally:
             self.admission.left(host)
             if client is not None:
-                self.sessions.pop(client, None)
-            with contextlib.suppress(Exception):
-                await connection.close()
+                self.sessions.pop(client, None)     # the session closed its connection
+            else:
+                with contextlib.suppress(Exception):
+                    await connection.close()
 
     async def _proxy_header(self, connection: Connection) -> bool:
         """Read a trusted proxy's PROXY header, within the handshake timeout; close the

@@ -85,6 +85,27 @@ class PRServerClient(AsyncServerConnection):
     """One client session of the PR server."""
 
     secret_commands = frozenset((messages.AUTH,))
+    # Dispatch order is the reference's: the first command key present wins.
+    commands = {
+        messages.GET_PR: "handle_get_pr",
+        messages.TEST_PR: "handle_test_pr",
+        messages.TEST_PACKAGE: "handle_test_package",
+        messages.MAX_PACKAGE_PR: "handle_max_package_pr",
+        messages.IMPORT_ONE: "handle_import_one",
+        messages.EXPORT: "handle_export",
+        messages.IS_READONLY: "handle_is_readonly",
+        messages.DUMP_DB: "handle_dump_db",
+        messages.MIRROR_PULL: "handle_mirror_pull",
+        messages.MIRROR_AUDIT: "handle_mirror_audit",
+        messages.MIRROR_STATUS: "handle_mirror_status",
+        messages.GET_STATS: "handle_get_stats",
+        messages.AUTH: "handle_auth",
+        messages.RESET_STATS: "handle_reset_stats",
+        messages.NEW_USER: "handle_new_user",
+        messages.REFRESH_TOKEN: "handle_refresh_token",
+        messages.DELETE_USER: "handle_delete_user",
+        messages.GET_ALL_USERS: "handle_get_all_users",
+    }
 
     def __init__(self, connection: Connection, server: SessionOwner) -> None:
         super().__init__(connection, PROTO_NAME, server.logger)
@@ -98,27 +119,6 @@ class PRServerClient(AsyncServerConnection):
         self.read_only = server.read_only or not self.network_writes
         """This session only reads: get-pr answers without storing, import-one with null
         (a read-only server, or a client whose network and token do not grant writes)."""
-        # Dispatch order is the reference's: the first command key present wins.
-        self.handlers.update({
-            messages.GET_PR: self.handle_get_pr,
-            messages.TEST_PR: self.handle_test_pr,
-            messages.TEST_PACKAGE: self.handle_test_package,
-            messages.MAX_PACKAGE_PR: self.handle_max_package_pr,
-            messages.IMPORT_ONE: self.handle_import_one,
-            messages.EXPORT: self.handle_export,
-            messages.IS_READONLY: self.handle_is_readonly,
-            messages.DUMP_DB: self.handle_dump_db,
-            messages.MIRROR_PULL: self.handle_mirror_pull,
-            messages.MIRROR_AUDIT: self.handle_mirror_audit,
-            messages.MIRROR_STATUS: self.handle_mirror_status,
-            messages.GET_STATS: self.handle_get_stats,
-            messages.AUTH: self.handle_auth,
-            messages.RESET_STATS: self.handle_reset_stats,
-            messages.NEW_USER: self.handle_new_user,
-            messages.REFRESH_TOKEN: self.handle_refresh_token,
-            messages.DELETE_USER: self.handle_delete_user,
-            messages.GET_ALL_USERS: self.handle_get_all_users,
-        })
 
     def answer_gate(self) -> Any:
         """Immediate sync mode: an answer leaves once everything written before it is
@@ -128,21 +128,17 @@ class PRServerClient(AsyncServerConnection):
     async def dispatch_message(self, message: Any) -> Any:
         try:
             if self.server.catching_up is not None and isinstance(message, dict):
-                self.command = self._command_of(message)
+                self.command = self.command_of(message)
                 if self.command not in _ANSWERED_WHILE_CATCHING_UP:
                     raise CatchingUp(self.server.catching_up())
             return await super().dispatch_message(message)
         except (InvalidRequestError, InvalidRevisionError) as exc:
-            raise InvokeError("%s: %s" % (self._command_of(message), exc)) from exc
+            raise InvokeError("%s: %s" % (self.command_of(message), exc)) from exc
         except DatabaseError as exc:
             self.logger.error("database error: %s", exc)
             raise ServerError("database error: %s" % exc) from exc
         except PRServiceError as exc:
             raise InvokeError(str(exc)) from exc
-
-    def _command_of(self, message: Dict[str, Any]) -> str:
-        """The request's command, as dispatch chose it (the first known key)."""
-        return next((name for name in self.handlers if name in message), "request")
 
     async def handle_get_pr(self, request: Any) -> Dict[str, Any]:
         args = requests.arguments(request)

@@ -1,0 +1,67 @@
+"""The short-connection path: what one packaging task's connection leaves behind and
+how a request finds its handler."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+from prserv.asyncrpc import AsyncServerConnection
+from prserv.server.session import PRServerClient
+
+from wire import SETUP, RawConnection
+
+
+async def test_a_short_connections_session_is_freed_without_the_garbage_collector(start_server):
+    """Connect, set up, one get-pr, close: every object of the session goes as its last
+    reference does.  A reference cycle (an exception kept with its traceback, say)
+    would leave the whole session to the cyclic collector."""
+    server = await start_server()
+    gc.collect()
+    gc.disable()
+    try:
+        conn = await RawConnection.open(server.address, SETUP)
+        answer = await conn.request({"get-pr": {"version": "v", "pkgarch": "a", "checksum": "c"}})
+        assert answer == {"value": "0"}
+        ((session, task),) = server.sessions.items()
+        freed = weakref.ref(session)
+        del session
+        conn.writer.close()
+        await task
+        assert server.sessions == {}
+        del task
+        assert freed() is None
+    finally:
+        gc.enable()
+
+
+def test_a_subclass_answers_its_bases_commands_first_then_its_own_in_order():
+    class Base(AsyncServerConnection):
+        commands = {"b": "handle_b"}
+
+        async def handle_b(self, request):
+            return "b"
+
+    class Derived(Base):
+        commands = {"d": "handle_d", "c": "handle_c"}
+
+        async def handle_ping(self, request):
+            return "derived ping"
+
+        async def handle_c(self, request):
+            return "c"
+
+        async def handle_d(self, request):
+            return "d"
+
+    assert [name for name, _ in Derived.dispatch_table] == ["ping", "b", "d", "c"]
+    assert [name for name, _ in Base.dispatch_table] == ["ping", "b"]
+    assert dict(Derived.dispatch_table)["ping"] is Derived.handle_ping      # the override answers
+    assert dict(Base.dispatch_table)["ping"] is AsyncServerConnection.handle_ping
+
+
+def test_the_pr_sessions_commands_keep_the_references_order():
+    names = [name for name, _ in PRServerClient.dispatch_table]
+    assert names[:8] == ["ping", "get-pr", "test-pr", "test-package", "max-package-pr", "import-one",
+                         "export", "is-readonly"]
+    assert len(names) == len(set(names)) == 19
