@@ -381,6 +381,10 @@ def parse_header_line(line: str) -> Tuple[str, str]:
     return name.lower(), value.strip()
 
 
+_USUAL_HEADERS = {line: parse_header_line(line) for line in ("needs-headers: false", "needs-headers: true")}
+"""Header lines every client sends, parsed once."""
+
+
 class ServerSetup:
     """Consumes the client's setup lines on the server side.
 
@@ -416,7 +420,7 @@ class ServerSetup:
             return True
         if len(self.headers) >= MAX_HEADERS:
             raise HandshakeError("more than %d header lines" % MAX_HEADERS)
-        name, value = parse_header_line(line)
+        name, value = _USUAL_HEADERS.get(line) or parse_header_line(line)
         self.headers[name] = value
         return False
 

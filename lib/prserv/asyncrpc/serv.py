@@ -167,17 +167,19 @@ class AsyncServerConnection:
     def _log_closed(self) -> None:
         """The INFO line every connection ends with (operators count and trace builds
         by it): through ``info_line`` when the process set one up, else the logger."""
-        if not self.logger.isEnabledFor(logging.INFO):
+        logger = self.logger
+        if not logger.logger.isEnabledFor(logging.INFO):
             return
-        text = "connection closed after %d request%s in %.1f s: %s%s" % (
-            self.requests, "" if self.requests == 1 else "s", time.monotonic() - self.opened_at,
-            self.end_reason, "" if self.user is None else " (user %s)" % self.user)
+        # The address as the session began: uvloop cannot tell a closed transport's peer.
+        text = "[Client %s] connection closed after %d request%s in %.1f s: %s%s" % (
+            logger.extra["address"], self.requests, "" if self.requests == 1 else "s",
+            time.monotonic() - self.opened_at, self.end_reason,
+            "" if self.user is None else " (user %s)" % self.user)
         info_line = self.info_line
         if info_line is not None:
-            # The address as the session began: uvloop cannot tell a closed transport's peer.
-            info_line("[Client %s] %s" % (self.logger.extra["address"], text))
+            info_line(text)
         else:
-            self.logger.info("%s", text)
+            logger.logger.info("%s", text)
 
     @property
     def idle(self) -> bool:
