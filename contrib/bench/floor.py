@@ -5,7 +5,8 @@
              [--loops asyncio,uvloop] [--baseline CHECKOUT] [--loadgen PRLOAD.py [--loadgen-args ...]]
 
 Configurations, each in turn once per round (interleaved: the machine's noise falls
-on all of them alike), each run on a fresh server process and a fresh SQLite file:
+on all of them alike; the order rotates from round to round, so that no configuration
+always runs first), each run on a fresh server process and a fresh SQLite file:
 
 * ``noop-<loop>``: ``noop_server.py`` (beside this script): setup lines, then a
   constant answer per request line; the floor of a Python server on that loop;
@@ -83,6 +84,13 @@ def server_command(config: str, args: argparse.Namespace, db: str) -> List[str]:
     return command + (["--event-loop", loop] if loop else [])
 
 
+def rotated(configs: List[str], n: int) -> List[str]:
+    """Round ``n``'s order: each configuration takes each place in turn (a run right
+    after another server's measured ~10% cheaper here, whichever server it was)."""
+    shift = n % len(configs)
+    return configs[shift:] + configs[:shift]
+
+
 def one_run(config: str, mode: str, args: argparse.Namespace, work: str, n: int) -> Dict[str, object]:
     server = ServerProcess(server_command(config, args, os.path.join(work, "%s-%s-%d.sqlite3" % (config, mode, n))))
     try:
@@ -123,7 +131,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="prserv-floor-") as work:
         for n in range(args.rounds):
             for mode in modes:
-                for config in configs:
+                for config in rotated(configs, n):
                     row = one_run(config, mode, args, work, n)
                     rows.append(row)
                     print("%-14s %-5s round %d %8.0f rps  p99 %6.2f ms  server %6.1f us/req  errors %s" % (
