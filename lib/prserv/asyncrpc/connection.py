@@ -102,6 +102,11 @@ class Connection:
         """Next line, without its ``\\n``; ``ConnectionClosedError`` at end of stream."""
         raise NotImplementedError
 
+    def buffered_line(self) -> Optional[str]:
+        """The next line if it has arrived already, else None (then await
+        ``recv_line``): a client's setup lines usually come in one packet."""
+        return None
+
     async def send_lines(self, lines: List[str]) -> None:
         raise NotImplementedError
 
@@ -376,6 +381,10 @@ class StreamConnection(Connection):
 
     async def recv_line(self) -> str:
         return protocol.decode_line(await self._protocol.readline(self.timeout))
+
+    def buffered_line(self) -> Optional[str]:
+        line = self._protocol.next_line()
+        return None if line is None else protocol.decode_line(line)
 
     async def send_lines(self, lines: List[str]) -> None:
         self._write(("".join(line + "\n" for line in lines)).encode("utf-8"))

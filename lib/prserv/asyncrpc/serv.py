@@ -214,9 +214,12 @@ class AsyncServerConnection:
     async def _setup(self) -> bool:
         setup = protocol.ServerSetup(self.proto_name, self.proto_versions)
         max_line = self.limits.max_handshake_line
+        connection = self.connection
         try:
             while True:
-                line = await self.connection.recv_line()
+                line = connection.buffered_line()
+                if line is None:
+                    line = await connection.recv_line()
                 if len(line) > max_line:
                     raise HandshakeError("setup line longer than %d bytes" % max_line)
                 if setup.feed_line(line):
