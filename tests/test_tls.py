@@ -119,3 +119,13 @@ def test_tls_settings_are_checked_before_serving(tmp_path):
         prserv.create_server("wss://127.0.0.1:0", str(tmp_path / "pr.sqlite3"), tls_certificate=missing)
     with pytest.raises(ConfigError, match="cannot use CA file"):
         prserv.create_server("127.0.0.1:0", str(tmp_path / "pr.sqlite3"), tls_ca=str(tmp_path / "none.pem"))
+
+
+def test_a_server_without_upstream_or_mirror_makes_no_client_tls_context(tmp_path, certificates):
+    """Loading the system's CAs costs every start ~25 ms (bitbake starts a server per
+    build): only a server that connects out, or is given a CA bundle, makes one."""
+    db = str(tmp_path / "pr.sqlite3")
+    assert prserv.create_server("127.0.0.1:0", db).client_tls is None
+    assert prserv.create_server("127.0.0.1:0", db, upstream="127.0.0.1:1").client_tls is not None
+    ca_file, _, _ = certificates
+    assert prserv.create_server("127.0.0.1:0", db, tls_ca=ca_file).client_tls is not None

@@ -73,8 +73,9 @@ class PRServer(AsyncServer):
         try:
             if tls_certificate:
                 self.tls_context = tls.server_context(tls_certificate, tls_key)
-            self.client_tls = tls.client_context(tls_ca)
-            """Checks the certificate of a ``wss://`` upstream or mirror source."""
+            self.client_tls = tls.client_context(tls_ca) if upstream or mirror or tls_ca else None
+            """Checks the certificate of a ``wss://`` upstream or mirror source (made only
+            where there is one: loading the system's CAs takes ~25 ms of every start)."""
         except tls.TLSConfigError as exc:
             raise ConfigError(str(exc)) from None
         try:
