@@ -15,6 +15,7 @@ import prserv
 from prserv.access import AccessRules, parse_address, parse_networks
 
 from processes import start_process
+from waiting import until
 from wire import SETUP, RawConnection
 
 V, A = "zlib-1.3-r0", "core2-64"
@@ -178,17 +179,10 @@ def test_sighup_reloads_the_rules_without_dropping_connections(tmp_path):
     assert "'127.0.0.999' is not an IP address or network" in text
 
 
-async def wait_for_line(lines, text, count, timeout=10.0):
+async def wait_for_line(lines, text, count):
     """Until ``count`` lines of the server's log contain ``text`` (the log is read by a
-    thread; this polls the list it fills, bounded by ``timeout``)."""
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while sum(text in line for line in lines) < count:
-        if loop.time() > deadline:
-            raise AssertionError("no %d lines with %r in: %s" % (count, text, "".join(lines)))
-        await asyncio.sleep(0.02)
+    thread, which fills ``lines``)."""
+    await until(lambda: sum(text in line for line in lines) >= count, seen=lambda: "".join(lines))
 
 
 # --------------------------------------------------------------------------- behind a proxy

@@ -353,7 +353,7 @@ def test_a_sigterm_sent_as_soon_as_the_server_is_ready_stops_it(tmp_path, pg_clu
         process = subprocess.Popen([sys.executable, BIN, "-F", "-f", url, "--bind", "127.0.0.1:0",
                                     "--event-loop", "uvloop"], stderr=subprocess.PIPE, text=True)
         for line in process.stderr:
-            if " serving " in line:
+            if line.startswith("prserv ") and " serving " in line:      # the ready line
                 break
         process.terminate()
         try:

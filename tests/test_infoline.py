@@ -4,17 +4,16 @@ new file, and from a real server process."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import logging.handlers
 import os
-import time
 
 import prserv
 from prserv.runtime.logs import LOG_FORMAT, InfoLine
 
 from processes import start_process
+from waiting import until
 
 MESSAGE = "[Client 192.0.2.7:40000] connection closed after 1 request in 0.0 s: closed by the client"
 
@@ -26,13 +25,6 @@ def logger_to(handler: logging.Handler, name: str) -> logging.Logger:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     return logger
-
-
-async def until(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
 
 
 async def test_the_line_is_the_logging_modules_and_batches_keep_the_logs_order():

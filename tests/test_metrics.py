@@ -119,3 +119,13 @@ def test_the_metrics_flag_without_its_library_exits_2_naming_the_extra(tmp_path)
     assert result.stderr.strip().splitlines()[-1].endswith(
         "invalid metrics '127.0.0.1:0' (from flag --metrics): metrics need prometheus_client: "
         "pip install 'prserv[metrics]'")
+
+
+def test_a_metrics_address_that_is_not_host_port_is_refused_before_anything_is_opened(tmp_path):
+    """Checked as the server is made (it was once parsed only after the listeners
+    were open, and the error left them open)."""
+    from prserv.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"metrics 'unix:///tmp/m.sock': expected HOST:PORT"):
+        prserv.create_server("127.0.0.1:0", str(tmp_path / "pr.sqlite3"), metrics="unix:///tmp/m.sock")
+    assert not (tmp_path / "pr.sqlite3").exists()

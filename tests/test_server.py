@@ -11,17 +11,13 @@ import pytest
 
 import prserv
 from prserv.asyncrpc import InvokeError
+from prserv.asyncrpc.loops import uvloop_available
 from internals import store_rows
 from wire import SETUP, RawConnection, frame, open_slow_socket
 from conftest import ENGINES
 
 
-def _uvloop_installed() -> bool:
-    import importlib.util
-    return importlib.util.find_spec("uvloop") is not None
-
-
-@pytest.fixture(params=ENGINES + (["sqlite-uvloop"] if _uvloop_installed() else []))
+@pytest.fixture(params=ENGINES + (["sqlite-uvloop"] if uvloop_available() else []))
 def engine_kind(request) -> str:
     """Every test of this module on a SQLite file and on a PostgreSQL database, and once
     more on SQLite with the server (the test's event loop) on uvloop."""

@@ -11,6 +11,7 @@ import pytest
 import prserv
 from prserv.asyncrpc.stats import DURATION_BUCKETS, RequestStats
 
+from conftest import ENGINES
 from wire import SETUP, RawConnection
 
 V, A = "zlib-1.3-r0", "core2-64"
@@ -84,3 +85,19 @@ def test_prserv_stats_text_and_json(tmp_path, process_servers, cli):
     document = json.loads(out)
     assert code == 0 and document["requests"]["num"] == 2 and document["allocations"] == 1
     assert document["commands"]["get-stats"] == {"ok": 1, "error": 0}
+
+
+@pytest.mark.parametrize("engine_kind", ENGINES)
+async def test_each_value_stored_counts_one_commit_on_either_engine(start_server, engine_kind):
+    """What ``prserv_commit_duration_seconds`` counts: one commit per stored value when
+    the values are asked for one after the other (SQLite's COMMIT; PostgreSQL's
+    one-statement write)."""
+    server = await start_server()
+    durations = server.engine.commit_durations
+    before, total_before = durations.count, durations.total
+    async with await prserv.create_async_client(server.address) as client:
+        for checksum in ("a", "b", "c"):
+            await client.getPR("zlib-1.3-r0", "core2-64", checksum)
+        assert await client.getPR("zlib-1.3-r0", "core2-64", "a") == "3"        # a bump: stored too
+    assert durations.count - before == 4
+    assert durations.total > total_before and sum(durations.buckets) == durations.count

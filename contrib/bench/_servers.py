@@ -12,24 +12,23 @@ from pathlib import Path
 from typing import Deque, List, Optional, Tuple
 
 
-class Server:
-    """A ``bitbake-prserv -F`` process; its standard error is read by a thread (the
-    last lines kept for error messages, lines counted) so a full pipe never blocks it."""
+class ServerProcess:
+    """A server process that says ``... serving ... on HOST:PORT`` on standard error
+    once it listens; that stream is read by a thread (the last lines kept for error
+    messages, lines counted) so a full pipe never blocks it."""
 
-    started: List["Server"] = []
+    started: List["ServerProcess"] = []
 
-    def __init__(self, tree: Path, db: str, name: str, *flags: str) -> None:
+    def __init__(self, command: List[str], name: str) -> None:
         self.name = name
         self.address: Optional[Tuple[str, int]] = None
         self.tail: Deque[str] = collections.deque(maxlen=20)
         self.lines = 0                                  # after the "serving" line
         self.ready = threading.Event()
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, str(tree / "bin" / "bitbake-prserv"), "-F", "-f", db,
-                                         "--bind", "127.0.0.1:0", "--loglevel", "WARNING", *flags],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)
-        Server.started.append(self)
+        ServerProcess.started.append(self)
         self.pid = self.process.pid
         threading.Thread(target=self._drain, daemon=True).start()
 
@@ -63,12 +62,20 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(30)
-        if self in Server.started:
-            Server.started.remove(self)
+        if self in ServerProcess.started:
+            ServerProcess.started.remove(self)
+
+
+class Server(ServerProcess):
+    """``bitbake-prserv -F`` of the checkout ``tree`` on ``db``, logging warnings only."""
+
+    def __init__(self, tree: Path, db: str, name: str, *flags: str) -> None:
+        super().__init__([sys.executable, str(tree / "bin" / "bitbake-prserv"), "-F", "-f", db,
+                          "--bind", "127.0.0.1:0", "--loglevel", "WARNING", *flags], name)
 
 
 def stop_all() -> None:
-    for server in list(Server.started):
+    for server in list(ServerProcess.started):
         try:
             server.stop()
         except Exception as exc:                          # keep stopping the others

@@ -33,11 +33,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
-from _servers import cpu_ns
+from _servers import ServerProcess, cpu_ns
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -45,34 +44,6 @@ ROOT = HERE.parents[1]
 
 def pinned(cpu: int, command: List[str]) -> List[str]:
     return (["taskset", "-c", str(cpu)] if shutil.which("taskset") else []) + command
-
-
-class ServerProcess:
-    """A server process that prints ``... serving ... on HOST:PORT`` on stderr."""
-
-    def __init__(self, command: List[str]) -> None:
-        self.process = subprocess.Popen(pinned(0, command), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True)
-        self.address: Optional[str] = None
-        for line in self.process.stderr:               # type: ignore[union-attr]
-            if " serving " in line:
-                self.address = line.split(" on ", 1)[1].split()[0].rstrip(",")
-                break
-        if self.address is None:
-            raise RuntimeError("server did not start: %s" % " ".join(command))
-        threading.Thread(target=lambda: [None for _ in self.process.stderr], daemon=True).start()  # type: ignore
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 def server_command(config: str, args: argparse.Namespace, db: str) -> List[str]:
@@ -92,10 +63,12 @@ def rotated(configs: List[str], n: int) -> List[str]:
 
 
 def one_run(config: str, mode: str, args: argparse.Namespace, work: str, n: int) -> Dict[str, object]:
-    server = ServerProcess(server_command(config, args, os.path.join(work, "%s-%s-%d.sqlite3" % (config, mode, n))))
+    server = ServerProcess(pinned(0, server_command(config, args, os.path.join(work, "%s-%s-%d.sqlite3"
+                                                                              % (config, mode, n)))), config)
     try:
+        host, port = server.wait_ready()
         before = cpu_ns(server.pid)
-        done = subprocess.run(pinned(1, [sys.executable, str(args.loadgen), str(server.address), "--mode", mode,
+        done = subprocess.run(pinned(1, [sys.executable, str(args.loadgen), "%s:%d" % (host, port), "--mode", mode,
                                          "--clients", str(args.clients), "--requests", str(args.requests),
                                          "--prefix", "floor"] + args.loadgen_args.split()),
                               capture_output=True, text=True, timeout=600)

@@ -202,6 +202,12 @@ class LineProtocol(asyncio.Protocol):
             self.proxy_waiter.set_result(header)
         return rest
 
+    def _no_proxy_header(self) -> None:
+        """The stream ended: a PROXY header still awaited will not come."""
+        waiter = self.proxy_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionClosedError("closed before its PROXY header"))
+
     # -- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -212,9 +218,9 @@ class LineProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
-        if self._proxy_parser is not None or self._discard:
-            if self._discard:
-                return
+        if self._discard:
+            return
+        if self._proxy_parser is not None:
             rest = self._take_proxy_header(data)
             if not rest:
                 return
@@ -231,16 +237,12 @@ class LineProtocol(asyncio.Protocol):
         """The peer will send nothing more, but may still read: keep the transport
         open for the answers still owed (``printf ... | nc -N`` half-closes so)."""
         self._eof = True
-        waiter = self.proxy_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionClosedError("closed before its PROXY header"))
+        self._no_proxy_header()
         self._wake()
         return True
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
-        waiter = self.proxy_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionClosedError("closed before its PROXY header"))
+        self._no_proxy_header()
         self._eof = self._lost = True
         self._wake()
         waiter, self._drain_waiter = self._drain_waiter, None
@@ -337,6 +339,9 @@ class StreamConnection(Connection):
         super().__init__(max_message, max_depth)
         self._protocol = line_protocol
         self._transport = line_protocol.transport
+        self._peer = self._transport.get_extra_info("peername")
+        """Read once: the trust, access and log decisions all need it, and uvloop
+        cannot tell a closed transport's peer."""
         self.timeout = timeout
         self.max_chunk = max_chunk
         self._pump: Optional["_MessagePump"] = None
@@ -353,14 +358,18 @@ class StreamConnection(Connection):
         return pump.stop()
 
     def _own_address(self) -> str:
-        peer = self._transport.get_extra_info("peername")
+        peer = self._peer
         if isinstance(peer, tuple):
             return "%s:%s" % (peer[0], peer[1])
         return str(peer or self._transport.get_extra_info("sockname") or "unix")
 
     def _own_host(self) -> Optional[str]:
-        peer = self._transport.get_extra_info("peername")
+        peer = self._peer
         return str(peer[0]) if isinstance(peer, tuple) else None
+
+    def expect_proxy_header(self) -> None:
+        """The peer is a trusted proxy: its PROXY header comes before any line."""
+        self._protocol.expect_proxy_header()
 
     @property
     def expects_proxy_header(self) -> bool:

@@ -18,7 +18,7 @@ import functools
 import itertools
 import json
 import re
-from typing import AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import AsyncIterator, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .exceptions import HandshakeError, LineTooLongError, ProtocolError
 
@@ -360,6 +360,9 @@ def header_block_lines(headers: Dict[str, str]) -> List[str]:
     return ["%s: %s" % (k, v) for k, v in headers.items()] + [""]
 
 
+# Setup lines are parsed once each: every client sends the same few.  The caches are
+# bounded, so a client sending ever new lines only evicts entries.
+@functools.lru_cache(maxsize=64)
 def parse_protocol_line(line: str, proto_name: str) -> Tuple[int, ...]:
     """Check ``<NAME> <version>``; return the version as a tuple of integers."""
     words = line.split()
@@ -373,16 +376,13 @@ def parse_protocol_line(line: str, proto_name: str) -> Tuple[int, ...]:
     return tuple(int(p) for p in parts)
 
 
+@functools.lru_cache(maxsize=64)
 def parse_header_line(line: str) -> Tuple[str, str]:
     """``name: value`` -> (lower-cased name, stripped value)."""
     if ":" not in line:
         raise HandshakeError("header line without ':' %r" % line[:100])
     name, value = line.split(":", 1)
     return name.lower(), value.strip()
-
-
-_USUAL_HEADERS = {line: parse_header_line(line) for line in ("needs-headers: false", "needs-headers: true")}
-"""Header lines every client sends, parsed once."""
 
 
 class ServerSetup:
@@ -395,8 +395,7 @@ class ServerSetup:
 
     def __init__(self, proto_name: str, proto_versions: Iterable[Tuple[int, ...]]) -> None:
         self.proto_name = proto_name
-        self.proto_versions = tuple(proto_versions)
-        self._usual_lines = _protocol_lines(proto_name, self.proto_versions)
+        self.proto_versions = set(proto_versions)
         self.proto_version: Optional[Tuple[int, ...]] = None
         self.headers: Dict[str, str] = {}
         self.done = False
@@ -410,7 +409,7 @@ class ServerSetup:
             raise HandshakeError("setup already complete")
         line = line.rstrip()
         if self.proto_version is None:
-            version = self._usual_lines.get(line) or parse_protocol_line(line, self.proto_name)
+            version = parse_protocol_line(line, self.proto_name)
             if version not in self.proto_versions:
                 raise HandshakeError("unsupported protocol version %s" % ".".join(map(str, version)))
             self.proto_version = version
@@ -420,16 +419,9 @@ class ServerSetup:
             return True
         if len(self.headers) >= MAX_HEADERS:
             raise HandshakeError("more than %d header lines" % MAX_HEADERS)
-        name, value = _USUAL_HEADERS.get(line) or parse_header_line(line)
+        name, value = parse_header_line(line)
         self.headers[name] = value
         return False
-
-
-@functools.lru_cache(maxsize=None)
-def _protocol_lines(proto_name: str, versions: Tuple[Tuple[int, ...], ...]) -> Dict[str, Tuple[int, ...]]:
-    """Each version's protocol line as clients write it (``PRSERVICE 1.0``): a server
-    takes such a line without parsing it."""
-    return {"%s %s" % (proto_name, ".".join(map(str, version))): version for version in versions}
 
 
 def parse_header_block(lines: Iterable[str]) -> Dict[str, str]:

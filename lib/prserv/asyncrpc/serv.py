@@ -448,9 +448,13 @@ class Listener:
     def _accepted(self, line_protocol: LineProtocol) -> None:
         connection = StreamConnection(line_protocol, -1, max_message=self.max_message,
                                       max_depth=self.max_depth)
+        self._prepare(connection)
         task = connection.task = line_protocol.loop.create_task(self.handler(connection))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _prepare(self, connection: StreamConnection) -> None:
+        """Called for each accepted connection before its session starts."""
 
     def _protocol_factory(self) -> LineProtocol:
         return LineProtocol(self.max_line, on_connection=self._accepted, loop=self.loop)
@@ -489,12 +493,9 @@ class TCPListener(Listener):
         self.host, self.port, self.reuseport = host, port, reuseport
         self.trusts_proxy = trusts_proxy
 
-    def _accepted(self, line_protocol: LineProtocol) -> None:
-        if self.trusts_proxy is not None and line_protocol.transport is not None:
-            peer = line_protocol.transport.get_extra_info("peername")
-            if isinstance(peer, tuple) and self.trusts_proxy(str(peer[0])):
-                line_protocol.expect_proxy_header()
-        super()._accepted(line_protocol)
+    def _prepare(self, connection: StreamConnection) -> None:
+        if self.trusts_proxy is not None and self.trusts_proxy(connection.peer_host):
+            connection.expect_proxy_header()
 
     async def start(self) -> None:
         loop = self.loop = asyncio.get_running_loop()

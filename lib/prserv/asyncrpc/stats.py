@@ -42,16 +42,15 @@ class Durations:
         self.buckets[_bucket(DURATION_BUCKETS, seconds)] += 1
 
 
-class CommandFigures:
-    """One command's answers: counts by outcome and a duration histogram."""
+class CommandFigures(Durations):
+    """One command's answers: their durations and counts by outcome."""
 
-    __slots__ = ("ok", "error", "seconds", "buckets")
+    __slots__ = ("ok", "error")
 
     def __init__(self) -> None:
+        super().__init__()
         self.ok = 0
         self.error = 0
-        self.seconds = 0.0
-        self.buckets: List[int] = [0] * (len(DURATION_BUCKETS) + 1)   # the last one: +Inf
 
 
 class RequestStats:
@@ -80,8 +79,7 @@ class RequestStats:
             figures.ok += 1
         else:
             figures.error += 1
-        figures.seconds += seconds
-        figures.buckets[_bucket(DURATION_BUCKETS, seconds)] += 1
+        figures.observe(seconds)
 
     def requests(self) -> Dict[str, float]:
         """hashserv's ``requests`` object: num, total_time, max_time, average, stdev."""

@@ -29,7 +29,7 @@ from ..server import metrics
 from ..server.session import TOKEN_FOR_DUMP, TOKEN_FOR_MIRROR
 from ..tokens import parse_credentials
 from ..asyncrpc import loops
-from ..asyncrpc.address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, UNIX_PREFIX, AddressError, parse_address
+from ..asyncrpc.address import ADDR_TYPE_UNIX, UNIX_PREFIX, AddressError, parse_address
 from ..asyncrpc.limits import Limits
 from ..errors import ConfigError
 from ..server.mirror import DEFAULT_AUDIT_INTERVAL
@@ -221,13 +221,9 @@ def _metrics_address(raw: Any, base: str) -> Optional[str]:
         return None
     text = _text(raw, base)
     try:
-        kind, _ = parse_address(text)
-    except AddressError:
-        kind = None
-    if kind != ADDR_TYPE_TCP:
-        raise _Invalid("expected HOST:PORT")
-    if not metrics.available():
-        raise _Invalid("metrics need prometheus_client: pip install 'prserv[%s]'" % metrics.EXTRA)
+        metrics.endpoint(text)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
     return text
 
 

@@ -27,6 +27,7 @@ import importlib.util
 import time
 from typing import Any, Iterator, List, Optional, Protocol, Tuple
 
+from ..asyncrpc.address import ADDR_TYPE_TCP, AddressError, parse_address
 from ..asyncrpc.stats import DURATION_BUCKETS, ERROR, OK, Durations, RequestStats
 from ..errors import ConfigError
 from ..version import __version__
@@ -38,6 +39,20 @@ EXTRA = "metrics"
 def available() -> bool:
     """Whether ``prometheus_client`` can be imported (checked without importing it)."""
     return importlib.util.find_spec("prometheus_client") is not None
+
+
+def endpoint(address: str) -> Tuple[str, int]:
+    """(host, port) to serve ``/metrics`` on, from ``HOST:PORT``; ``ValueError`` saying
+    what is wrong (not such an address, or ``prometheus_client`` not installed)."""
+    try:
+        kind, args = parse_address(address)
+    except AddressError:
+        kind = None
+    if kind != ADDR_TYPE_TCP:
+        raise ValueError("expected HOST:PORT")
+    if not available():
+        raise ValueError("metrics need prometheus_client: pip install 'prserv[%s]'" % EXTRA)
+    return str(args[0]), int(args[1])
 
 
 class Observed(Protocol):
@@ -92,7 +107,7 @@ class Collector:
         for name, figures in sorted(commands.items()):
             requests.add_metric([name, OK], figures.ok)
             requests.add_metric([name, ERROR], figures.error)
-            durations.add_metric([name], _buckets(list(figures.buckets)), figures.seconds)
+            durations.add_metric([name], _buckets(list(figures.buckets)), figures.total)
         yield requests
         yield durations
         yield GaugeMetricFamily("prserv_connections_active", "Client connections open.",

@@ -12,7 +12,6 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 from ..access import AccessRules
 from ..asyncrpc import AsyncServer, loops, tls
-from ..asyncrpc.address import ADDR_TYPE_TCP, parse_address
 from ..asyncrpc.connection import Connection
 from ..asyncrpc.limits import Limits
 from ..errors import BackupError, ConfigError
@@ -82,9 +81,11 @@ class PRServer(AsyncServer):
             self.event_loop = loops.resolve(event_loop)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        self.metrics = metrics or None
-        if self.metrics and not metrics_module.available():
-            raise ConfigError("metrics need prometheus_client: pip install 'prserv[%s]'" % metrics_module.EXTRA)
+        try:
+            self.metrics = metrics_module.endpoint(metrics) if metrics else None
+            """(host, port) of the Prometheus endpoint, if any."""
+        except ValueError as exc:
+            raise ConfigError("metrics %r: %s" % (metrics, exc)) from None
         self.exporter: Optional[metrics_module.Exporter] = None
         if mirror and upstream:
             raise ConfigError("a mirror has no upstream: it copies %s's values" % mirror)
@@ -210,10 +211,7 @@ class PRServer(AsyncServer):
         if not self.access.open_to_all:
             self.logger.info("access rules: %s", self.access.describe())
         if self.metrics:
-            kind, args = parse_address(self.metrics)
-            if kind != ADDR_TYPE_TCP:
-                raise ConfigError("metrics: expected HOST:PORT, not %r" % self.metrics)
-            self.exporter = metrics_module.Exporter(self, str(args[0]), int(args[1]))
+            self.exporter = metrics_module.Exporter(self, *self.metrics)
             self.logger.info("Prometheus metrics on %s", self.exporter.url)
         return address
 

@@ -207,6 +207,14 @@ class PostgreSQLEngine(Engine):
         self._analyze_after = max(ANALYZE_MIN_ROWS, int(ANALYZE_GROWTH * max(0.0, estimated_rows or 0.0)))
 
     # ------------------------------------------------------------------ reading
+    async def committing(self, call: Awaitable[Any]) -> Any:
+        """Await ``call``, which ends a write transaction (a commit, or a one-statement
+        write), and count its time in ``commit_durations``."""
+        started = time.perf_counter()
+        result = await call
+        self.commit_durations.observe(time.perf_counter() - started)
+        return result
+
     @_in_task
     async def _query(self, query: str, *args: Any, method: str = "fetchval") -> Any:
         """``query`` on a pooled connection (asyncpg's ``method``), errors as ``DatabaseError``."""
@@ -465,12 +473,10 @@ class _CheckedWrite(WriteScope):
         bounds = state.bounds if state.checksum == checksum else None
         child = state.children.get(self.children_of) if self.children_of is not None else None
         expected_child = None if child is None else key_to_revision(tuple(self.children_of) + (child,))
-        started = time.perf_counter()
-        row = await self.engine._query(
+        row = await self.engine.committing(self.engine._query(
             _STORE, version, pkgarch, checksum, key_to_revision(key), True, base, upper, length,
             _revision(state.max_key), _revision(bounds[0] if bounds else None),
-            _revision(bounds[1] if bounds else None), expected_child, method="fetchrow")
-        self.engine.commit_durations.observe(time.perf_counter() - started)
+            _revision(bounds[1] if bounds else None), expected_child, method="fetchrow"))
         added, top, low, high, found_child = row
         if added:
             self.engine._note_stored(1)
@@ -485,11 +491,9 @@ class _CheckedWrite(WriteScope):
         under the lock; ``WriteConflict`` only if the checksum's own values changed."""
         bounds = self.state.bounds if self.state.checksum == checksum else None
         version, pkgarch = self.args[0], self.args[1]
-        started = time.perf_counter()
-        row = await self.engine._query(
+        row = await self.engine.committing(self.engine._query(
             _STORE_NEXT, version, pkgarch, checksum, _revision(bounds[0] if bounds else None),
-            _revision(bounds[1] if bounds else None), method="fetchrow")
-        self.engine.commit_durations.observe(time.perf_counter() - started)
+            _revision(bounds[1] if bounds else None), method="fetchrow"))
         stored, top, low, high = row
         if stored is None:
             raise WriteConflict(_state((top, low, high, None), checksum, None))
@@ -544,9 +548,7 @@ class _WriteScope(WriteScope):
         try:
             if transaction is not None:
                 if commit:
-                    started = time.perf_counter()
-                    await transaction.commit()
-                    self.engine.commit_durations.observe(time.perf_counter() - started)
+                    await self.engine.committing(transaction.commit())
                 else:
                     await transaction.rollback()
         except (OSError, self.engine.driver.PostgresError, self.engine.driver.InterfaceError) as exc:
