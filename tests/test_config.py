@@ -20,7 +20,8 @@ NAMES = ["database", "bind", "read_only", "allow", "allow_write", "allow_write_u
          "require_token",
          "tls_certificate", "tls_key", "tls_ca", "upstream",
          "upstream_timeout", "upstream_token", "mirror", "mirror_token", "mirror_timeout",
-         "mirror_audit_interval", "db_pool_size", "db_connect_timeout", "db_lock_timeout", "sync_mode", "cache_size", "event_loop", "metrics", "log_file",
+         "mirror_audit_interval", "db_pool_size", "db_connect_timeout", "db_lock_timeout", "db_outage_wait", "sync_mode",
+         "cache_size", "event_loop", "metrics", "log_file",
          "log_level", "pidfile", "max_connections", "max_connections_per_address", "idle_timeout",
          "handshake_timeout",
          "max_message_size", "max_handshake_line", "shutdown_timeout"]
@@ -548,7 +549,7 @@ def test_unknown_key_in_file(tmp_path):
                        "tls_key, tls_ca, upstream, upstream_timeout, "
                        "upstream_token, mirror, mirror_token, mirror_timeout, "
                        "mirror_audit_interval, db_pool_size, db_connect_timeout, db_lock_timeout, "
-                       "sync_mode, cache_size, event_loop, metrics, log_file, "
+                       "db_outage_wait, sync_mode, cache_size, event_loop, metrics, log_file, "
                        "log_level, pidfile, max_connections, max_connections_per_address, idle_timeout, "
                        "handshake_timeout, "
                        "max_message_size, max_handshake_line, shutdown_timeout" % conf)
@@ -748,6 +749,7 @@ def test_as_json(tmp_path):
         "db_pool_size": {"value": 10, "source": "default"},
         "db_connect_timeout": {"value": 30.0, "source": "default"},
         "db_lock_timeout": {"value": 10.0, "source": "default"},
+        "db_outage_wait": {"value": 20.0, "source": "default"},
         "sync_mode": {"value": "immediate", "source": "default"},
         "cache_size": {"value": 64 * 2**20, "source": "default"},
         "event_loop": {"value": "auto", "source": "default"},

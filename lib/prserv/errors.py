@@ -11,6 +11,7 @@ knows nothing of PR values; everything else is defined here)::
     │   ├── PermissionDenied            a request the client's token does not allow
     │   ├── AuthenticationError         a client's own token was refused (auth)
     │   ├── DatabaseError               the database cannot be opened or used
+    │   │   └── DatabaseUnavailable     ... it stayed out for all of db_outage_wait
     │   ├── UpstreamError               the upstream server failed or answered nonsense
     │   ├── MirrorError                 a mirror cannot follow its source
     │   │   ├── SourceError             the source answered nonsense (retried)
@@ -36,7 +37,8 @@ knows nothing of PR values; everything else is defined here)::
             └── RequestRefused          ... after which the session goes on
 
 A server turns ``PRServiceError`` raised by a request into an invoke-error answer
-naming the problem (``DatabaseError`` is also logged as an error); the command line
+naming the problem (``DatabaseError`` is also logged as an error, except
+``DatabaseUnavailable``, whose outage is logged once); the command line
 (``prserv.cli``) maps these classes to its exit codes.  Library code never prints.
 """
 
@@ -69,6 +71,12 @@ class AuthenticationError(PRServiceError):
 
 class DatabaseError(PRServiceError):
     """The database could not be opened or used."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database stayed unreachable (or not the primary) for as long as a request
+    waits for it (``db_outage_wait``); the outage itself is logged once, not per
+    request."""
 
 
 class UpstreamError(PRServiceError):

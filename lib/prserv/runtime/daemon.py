@@ -147,7 +147,8 @@ def build_server(config: Config) -> PRServer:
                       mirror_timeout=config.mirror_timeout,
                       mirror_audit_interval=config.mirror_audit_interval,
                       postgresql={"pool_size": config.db_pool_size, "connect_timeout": config.db_connect_timeout,
-                                  "lock_timeout": config.db_lock_timeout},
+                                  "lock_timeout": config.db_lock_timeout,
+                                  "outage_wait": config.db_outage_wait},
                       access=access_rules(config), require_token=config.require_token,
                       upstream_credentials=credentials_for(config.upstream, config.upstream_token,
                                                            config.source("upstream_token"))

@@ -35,7 +35,8 @@ from ..errors import ConfigError
 from ..server.mirror import DEFAULT_AUDIT_INTERVAL
 from ..server.mirror import DEFAULT_TIMEOUT as DEFAULT_MIRROR_TIMEOUT
 from ..server.upstream import DEFAULT_TIMEOUT as DEFAULT_UPSTREAM_TIMEOUT
-from ..storage.postgresql.engine import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT, DEFAULT_POOL_SIZE
+from ..storage.postgresql.engine import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT, DEFAULT_OUTAGE_WAIT,
+                                        DEFAULT_POOL_SIZE)
 from ..storage.postgresql.url import is_url, masked
 from ..storage.sqlite.cache import DEFAULT_BUDGET as DEFAULT_CACHE_SIZE
 from ..storage.syncmode import IMMEDIATE, parse_sync_mode
@@ -351,6 +352,10 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("db_lock_timeout", "PRSERV_DB_LOCK_TIMEOUT", ("--db-lock-timeout",), DEFAULT_LOCK_TIMEOUT,
             _positive_number, "PostgreSQL: how long a request waits for a lock held elsewhere before "
             "it is answered with an error", metavar="SECONDS", shown_default="%g s" % DEFAULT_LOCK_TIMEOUT),
+    Setting("db_outage_wait", "PRSERV_DB_OUTAGE_WAIT", ("--db-outage-wait",), DEFAULT_OUTAGE_WAIT,
+            _seconds_or_zero, "PostgreSQL: how long a request waits for an unreachable database, or for a "
+            "new primary after a failover, before it is answered with an error (0: no wait)",
+            metavar="SECONDS", shown_default="%g s" % DEFAULT_OUTAGE_WAIT),
     Setting("sync_mode", "PRSERV_SYNC_MODE", ("--sync-mode",), IMMEDIATE, _sync_mode,
             "immediate (each value fsync'd before it is answered), periodic:SECONDS, "
             "or on-shutdown (throwaway builds)", metavar="MODE"),

@@ -19,6 +19,12 @@ The reference awaits them between reading and writing its table (defect D9).  He
 3. inside the write scope the state is read again and the decision re-made from it;
    if it now needs an upstream fact not yet asked (another process wrote
    meanwhile), the scope ends without writing and the fact is fetched.
+
+A write scope that lost its database connection (``WriteInterrupted``: a
+PostgreSQL failover, say) may or may not have stored its row; the decision is then
+made again from what the database holds once it is back, exactly as after another
+writer's conflict: the stored row is found, or the value decided afresh.  Never a
+second value for one checksum, never one that went backwards.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from ..log import logger
 from ..policy import (UPSTREAM_CHECKSUM, UPSTREAM_HAS_PACKAGE, UPSTREAM_MAX, UPSTREAM_MAX_AGAIN,
                       Facts, Need, chained_value, degraded_value, increase, local_value)
 from ..revision import RevisionKey, key_to_revision, revision_key
-from ..storage.engine import Engine, PackageState, WriteConflict
+from ..storage.engine import Engine, PackageState, WriteConflict, WriteInterrupted
 from .upstream import Upstream
 
 MAX_DECISION_ROUNDS = 16
@@ -150,14 +156,23 @@ class Allocator:
                 return key
             except WriteConflict as conflict:
                 state = conflict.state                  # another writer came first: decide again
+            except WriteInterrupted:
+                state = await self.engine.package(version, pkgarch, checksum)   # stored or not: look
         raise PRServiceError("get-pr for %s/%s did not settle after %d rounds"
                              % (version, pkgarch, MAX_DECISION_ROUNDS))
 
     async def import_one(self, version: str, pkgarch: str, checksum: str, value: str) -> None:
         """Store the row as given (no ordering check); ``value`` is a revision text."""
         key = revision_key(value)
-        async with self.engine.write(version, pkgarch) as scope:      # nothing to decide
-            await scope.store(checksum, key)
+        for _ in range(MAX_DECISION_ROUNDS):
+            try:
+                async with self.engine.write(version, pkgarch) as scope:      # nothing to decide
+                    await scope.store(checksum, key)
+                return
+            except WriteInterrupted:
+                continue                        # storing a row held already changes nothing
+        raise PRServiceError("import-one for %s/%s did not settle after %d rounds"
+                             % (version, pkgarch, MAX_DECISION_ROUNDS))
 
     def _decide(self, state: PackageState, checksum: str, history: bool,
                 facts: Facts) -> Union[RevisionKey, Need]:
@@ -188,8 +203,8 @@ class Allocator:
                     if not scope.state.has_value(checksum, decision):
                         if await scope.store(checksum, decision):
                             self.allocations += 1
-            except WriteConflict:
-                continue                        # someone else wrote: read and decide again
+            except (WriteConflict, WriteInterrupted):
+                continue                        # someone else wrote, or stored or not: read and decide again
             return decision
         raise PRServiceError("get-pr for %s/%s did not settle after %d rounds"
                              % (version, pkgarch, MAX_DECISION_ROUNDS))
@@ -213,16 +228,26 @@ class Allocator:
             raise error
         key = degraded_value(local, state.max_key, history)
         if store and not state.has_value(checksum, key):
-            async with self.engine.write(version, pkgarch, checksum) as scope:
-                # Rows are never removed, so the checksum is still known here.
-                state = scope.state
-                key = degraded_value(state.checksum_value(checksum, history), state.max_key, history)
-                if await scope.store(checksum, key):
-                    self.allocations += 1
+            key = await self._store_degraded(version, pkgarch, checksum, history)
         logger.warning("Degraded: upstream %s unavailable, answered %s/%s/%s from local state: %s",
                        self.upstream.address if self.upstream else "-", version, pkgarch, checksum,
                        key_to_revision(key))
         return key
+
+    async def _store_degraded(self, version: str, pkgarch: str, checksum: str, history: bool) -> RevisionKey:
+        for _ in range(MAX_DECISION_ROUNDS):
+            try:
+                async with self.engine.write(version, pkgarch, checksum) as scope:
+                    # Rows are never removed, so the checksum is still known here.
+                    state = scope.state
+                    key = degraded_value(state.checksum_value(checksum, history), state.max_key, history)
+                    if await scope.store(checksum, key):
+                        self.allocations += 1
+                return key
+            except WriteInterrupted:
+                continue                        # stored or not: decide again under the lock
+        raise PRServiceError("get-pr for %s/%s did not settle after %d rounds"
+                             % (version, pkgarch, MAX_DECISION_ROUNDS))
 
     async def close(self) -> None:
         if self.upstream is not None:

@@ -49,7 +49,7 @@ class PRServer(AsyncServer):
         engine's default when None).  ``mirror``: the address of a server to follow
         (``server.mirror``); the server is then read-only and has no upstream.
         ``dbfile`` may be a ``postgresql://`` URL (``postgresql``: the engine's pool_size,
-        connect_timeout, lock_timeout).  ``access``: who may connect and who may write
+        connect_timeout, lock_timeout, outage_wait).  ``access``: who may connect and who may write
         (``prserv.access``; everyone when None).  ``require_token``: what anonymous
         clients may not do (``"mirror"``: the change feed, ``"dump-db"``).
         ``upstream_credentials`` / ``mirror_credentials``: (user, token) this server

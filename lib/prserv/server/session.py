@@ -20,8 +20,8 @@ from ..asyncrpc import AsyncServerConnection, InvokeError, RequestRefused, Serve
 from ..asyncrpc.stats import RequestStats
 from ..asyncrpc.connection import Connection
 from ..asyncrpc.protocol import JSONStream, dumps
-from ..errors import (CatchingUp, DatabaseError, InvalidRequestError, InvalidRevisionError, PermissionDenied,
-                      PRServiceError)
+from ..errors import (CatchingUp, DatabaseError, DatabaseUnavailable, InvalidRequestError, InvalidRevisionError,
+                      PermissionDenied, PRServiceError)
 from ..revision import key_to_revision
 from ..storage.engine import Engine, Row, feed_digest
 from ..version import __version__
@@ -134,6 +134,8 @@ class PRServerClient(AsyncServerConnection):
             return await super().dispatch_message(message)
         except (InvalidRequestError, InvalidRevisionError) as exc:
             raise InvokeError("%s: %s" % (self.command_of(message), exc)) from exc
+        except DatabaseUnavailable as exc:
+            raise InvokeError(str(exc)) from exc        # the outage is logged once, by the engine
         except DatabaseError as exc:
             self.logger.error("database error: %s", exc)
             raise ServerError("database error: %s" % exc) from exc

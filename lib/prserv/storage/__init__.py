@@ -23,7 +23,7 @@ async def open_engine(database: str, read_only: bool = False, sync_mode: Optiona
     """The engine a server uses for ``database``, inside the running event loop.
 
     A ``postgresql://`` or ``postgres://`` URL: ``PostgreSQLEngine`` (``postgresql``:
-    its ``pool_size``, ``connect_timeout``, ``lock_timeout``); a buffered sync mode or a
+    its ``pool_size``, ``connect_timeout``, ``lock_timeout``, ``outage_wait``); a buffered sync mode or a
     mirror is refused there (``ConfigError``).  Anything else is a SQLite file: writes
     grouped and committed per ``sync_mode`` (default immediate) unless read-only, one
     coherence check per loop turn, at most ``cache_size`` bytes of cached facts

@@ -130,6 +130,13 @@ class WriteConflict(Exception):
         self.state = state
 
 
+class WriteInterrupted(Exception):
+    """A write scope lost its database connection before its commit was confirmed:
+    whether the row was stored is unknown.  The caller reads the package again and
+    decides afresh (finding the row if it was stored).  (Not an error anyone sees:
+    the allocator retries.)"""
+
+
 class WriteScope(abc.ABC):
     """Inside ``Engine.write``: the package's state read under the write lock (or the
     caller's ``known`` state, which ``store`` then checks)."""
@@ -219,7 +226,9 @@ class Engine(abc.ABC):
         ``state`` is ``package(...)`` read again under the write lock.  ``known``: the
         state the caller has just read with the same arguments; an engine whose lock
         costs round trips may take it as the scope's state and check it when storing
-        (``WriteConflict``), so that a write is one round trip when nothing changed."""
+        (``WriteConflict``), so that a write is one round trip when nothing changed.
+        A scope whose connection is lost before its commit is confirmed raises
+        ``WriteInterrupted``: the caller reads and decides again."""
 
     @abc.abstractmethod
     async def has_row(self, version: str, pkgarch: str, value: str,

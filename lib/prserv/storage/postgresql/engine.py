@@ -18,6 +18,20 @@ force_generic_plan``): the lookups are index lookups whatever the package, and w
 statistics PostgreSQL would otherwise judge a package it has no figures for cheaper
 to plan afresh on every request than to run the shared plan.  Driver and server errors leave as ``DatabaseError``
 with the password taken out.
+
+An outage (``outage.is_outage``: the database unreachable, restarting, or no longer
+the primary) does not fail a request at once: it waits, retrying on new
+connections, for up to ``outage_wait`` seconds (``db_outage_wait``), and only then
+is answered with ``DatabaseUnavailable``.  A failover to a standby thus costs the
+builds time, not failed tasks.  Writes are made safe to repeat rather than
+abandoned: a write already sent is never cancelled (``_unabandoned``: no cancel
+request, no connection closed under it, whatever deadline passes -- a cancelled
+wait for a synchronous standby leaves the commit on the old primary only, where a
+failover loses it after the value was answered), and a write whose outcome is
+unknown is decided again from what the database then holds: ``prserv_store`` and
+``prserv_store_next`` re-check the package under its lock (the replay finds the
+stored row, or decides afresh), and a locked write scope that loses its connection
+raises ``WriteInterrupted`` for its caller to decide again.
 """
 
 from __future__ import annotations
@@ -25,21 +39,37 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tuple, TypeVar
 
+from ...asyncrpc.deadline import within
 from ...asyncrpc.stats import Durations
-from ...errors import DatabaseError, InvalidRequestError, ReadOnlyError
+from ...errors import DatabaseError, DatabaseUnavailable, InvalidRequestError, ReadOnlyError
 from ...log import logger
 from ...revision import RevisionKey, key_to_revision, revision_key
 from ...tokens import UserRecord, record_from_row, row_of
 from ..engine import (DumpSource, Engine, FeedPage, PackageState, Position, PositionedRow, Row,
-                      WriteConflict, WriteScope, package_max_rows)
+                      WriteConflict, WriteInterrupted, WriteScope, package_max_rows)
 from . import schema
+from .hosts import HostConnector
+from .outage import Outage, cause, is_outage
 from .url import hide_in, masked
 
 DEFAULT_POOL_SIZE = 10
 DEFAULT_CONNECT_TIMEOUT = 30.0
 DEFAULT_LOCK_TIMEOUT = 10.0
+DEFAULT_OUTAGE_WAIT = 20.0
+"""Below bitbake's 30 s client timeout: a request that waited this long is still
+answered (with an error) before the build host gives up on the connection."""
+RETRY_FIRST_DELAY = 0.05
+RETRY_MAX_DELAY = 0.5
+"""Pauses between a waiting request's attempts, doubling from the first to the
+largest: a promoted standby is found within half a second of accepting writes."""
+SLOW_COMMIT_SECONDS = 5.0
+"""A write still waiting for its commit after this long is logged (once per
+episode): PostgreSQL holds every commit while a synchronous standby is missing."""
+CLOSE_WAIT_SECONDS = 1.0
+"""How long closing waits for writes in flight before it cuts their connections
+(shutdown has already waited ``shutdown_timeout`` for the requests behind them)."""
 EXPORT_BATCH_ROWS = 2000
 ANALYZE_MIN_ROWS = 500
 ANALYZE_GROWTH = 0.1
@@ -76,8 +106,18 @@ _HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
 """Transactions below this are finished: their rows can be fed without a gap."""
 
 
+T = TypeVar("T")
+
+
 def _error(exc: BaseException, url: str) -> DatabaseError:
     return DatabaseError(hide_in("%s: %s" % (type(exc).__name__, exc), url))
+
+
+def _driver_errors(asyncpg: Any) -> Tuple[type, ...]:
+    """What asyncpg and the socket layer raise: the errors a database operation turns
+    into ``DatabaseError`` (at once, or after waiting out an outage)."""
+    return (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+            asyncpg.exceptions.TargetServerAttributeNotMatched)
 
 
 def _in_task(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -96,14 +136,33 @@ _CONNECTION_CLASS: Any = None
 def _connection_class(asyncpg: Any) -> Any:
     """asyncpg's connection, without the reset query a pool sends on every release (a
     round trip per request): this engine leaves no session state behind -- its locks
-    are transaction-scoped, it sets nothing and listens to nothing."""
+    are transaction-scoped, it sets nothing and listens to no channel.  Its one log
+    listener (``_listen_for_warnings``) belongs to the connection for its whole life,
+    so the pool's warning about listeners left behind is not for it."""
     global _CONNECTION_CLASS
     if _CONNECTION_CLASS is None:
         class Connection(asyncpg.Connection):  # type: ignore[misc, name-defined]
             def get_reset_query(self) -> str:
                 return ""
+
+            def _check_listeners(self, listeners: Any, listener_type: str) -> None:
+                if listener_type != "log":
+                    super()._check_listeners(listeners, listener_type)
         _CONNECTION_CLASS = Connection
     return _CONNECTION_CLASS
+
+
+async def _listen_for_warnings(shown_url: str, connection: Any) -> None:
+    """A pool's ``init``: log PostgreSQL's warning that a commit was acknowledged
+    without the synchronous standby's confirmation (a cancelled or interrupted wait):
+    that value is on the primary alone, and a failover now would lose it."""
+    def warned(_connection: Any, message: Any) -> None:
+        detail = getattr(message, "detail", None) or ""
+        if "committed locally" in detail:
+            logger.error("PostgreSQL %s: %s %s -- a value answered now may be lost if the primary fails "
+                         "before its standby has it", shown_url, message, detail)
+
+    connection.add_log_listener(warned)
 
 
 def _driver() -> Any:
@@ -130,14 +189,22 @@ class PostgreSQLEngine(Engine):
 
     table_name = "PRMAIN"
 
-    def __init__(self, url: str, pool: Any, read_only: bool) -> None:
+    def __init__(self, url: str, pool: Any, read_only: bool, outage_wait: float = DEFAULT_OUTAGE_WAIT) -> None:
         self.url = url
         self.shown_url = masked(url)
         self.pool = pool
         self.read_only = read_only
         self.driver = _driver()
+        self.driver_errors = _driver_errors(self.driver)
+        self.outage_wait = outage_wait
+        """Seconds a request waits out an outage (``db_outage_wait``)."""
+        self.outage = Outage(self.shown_url, outage_wait, logger, lambda text: hide_in(text, url))
         self.commit_durations = Durations()
         """A write's round trip, which ends with its commit."""
+        self._writes: Set["asyncio.Task[Any]"] = set()
+        """Writes sent and not yet answered (``_unabandoned``)."""
+        self._slow_commits = 0
+        """Writes now waiting longer than ``SLOW_COMMIT_SECONDS`` for their commit."""
         self._stored_since_analysis = 0
         self._analyze_after = ANALYZE_MIN_ROWS
         self._analysis: Optional["asyncio.Task[None]"] = None
@@ -145,9 +212,11 @@ class PostgreSQLEngine(Engine):
     @classmethod
     async def open(cls, url: str, read_only: bool = False, pool_size: int = DEFAULT_POOL_SIZE,
                    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                   lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> "PostgreSQLEngine":
+                   lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+                   outage_wait: float = DEFAULT_OUTAGE_WAIT) -> "PostgreSQLEngine":
         """Connect (retrying for ``connect_timeout`` seconds while the database is not
-        up) and check, create or upgrade the schema."""
+        up) and check, create or upgrade the schema; ``outage_wait``: how long a
+        request waits out an outage once serving."""
         asyncpg = _driver()
         settings = {"lock_timeout": str(int(lock_timeout * 1000)), "application_name": "prserv",
                     "plan_cache_mode": "force_generic_plan"}
@@ -160,16 +229,18 @@ class PostgreSQLEngine(Engine):
             try:
                 pool = await asyncpg.create_pool(url, min_size=1, max_size=max(1, pool_size),
                                                  server_settings=settings,
-                                                 connection_class=_connection_class(asyncpg))
+                                                 connection_class=_connection_class(asyncpg),
+                                                 connect=HostConnector(url, asyncpg),
+                                                 init=functools.partial(_listen_for_warnings, masked(url)))
                 break
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except _driver_errors(asyncpg) as exc:
                 if loop.time() + delay > deadline or isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
                     raise DatabaseError("cannot connect to %s within %g s: %s" % (
                         masked(url), connect_timeout, hide_in(str(exc) or type(exc).__name__, url))) from None
                 logger.info("waiting for %s: %s", masked(url), hide_in(str(exc) or type(exc).__name__, url))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        engine = cls(url, pool, read_only)
+        engine = cls(url, pool, read_only, outage_wait)
         try:
             async with pool.acquire() as connection:
                 await schema.ensure(connection, read_only, engine.shown_url)
@@ -197,32 +268,119 @@ class PostgreSQLEngine(Engine):
             async with self.pool.acquire() as connection:
                 await connection.execute("ANALYZE prmain")
                 self._plan_next_analysis(await connection.fetchval(_ESTIMATED_ROWS))
-        except (OSError, self.driver.PostgresError, self.driver.InterfaceError) as exc:
-            logger.warning("could not refresh the statistics of %s: %s", self.shown_url,
-                           hide_in(str(exc) or type(exc).__name__, self.url))
+        except self.driver_errors as exc:
+            if not is_outage(exc, self.driver):         # an outage is logged once, by the requests
+                logger.warning("could not refresh the statistics of %s: %s", self.shown_url,
+                               hide_in(cause(exc), self.url))
         finally:
             self._analysis = None
 
     def _plan_next_analysis(self, estimated_rows: Optional[float]) -> None:
         self._analyze_after = max(ANALYZE_MIN_ROWS, int(ANALYZE_GROWTH * max(0.0, estimated_rows or 0.0)))
 
-    # ------------------------------------------------------------------ reading
-    async def committing(self, call: Awaitable[Any]) -> Any:
+    # ------------------------------------------------------------------ outages
+    async def _retried(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``await attempt()``; while it fails for an outage, again after a pause, until
+        ``outage_wait`` seconds after its first failure (then ``DatabaseUnavailable``).
+        ``attempt`` must be safe to repeat.  Other errors: ``DatabaseError`` at once."""
+        waiting_since: Optional[float] = None
+        delay = RETRY_FIRST_DELAY
+        while True:
+            try:
+                result = await attempt()
+            except self.driver_errors as exc:
+                waiting_since = await self._wait_out(exc, waiting_since, delay)
+                delay = min(2 * delay, RETRY_MAX_DELAY)
+                continue
+            if self.outage.started is not None:
+                self.outage.ended()
+            return result
+
+    async def _wait_out(self, exc: BaseException, waiting_since: Optional[float], delay: float) -> float:
+        """After a failed attempt: raise unless ``exc`` is an outage with time left to
+        wait, else pause; returns when the request began waiting."""
+        if not is_outage(exc, self.driver):
+            raise _error(exc, self.url) from None
+        await self._forget_connections(exc, waiting_since is None)
+        now = time.monotonic()
+        if waiting_since is None:
+            waiting_since = now
+        remaining = waiting_since + self.outage_wait - now
+        if remaining <= 0:
+            self.outage.gave_up_on()
+            raise DatabaseUnavailable("the database %s is unreachable or not the primary, waited %g s "
+                                      "(db_outage_wait): %s" % (self.shown_url, self.outage_wait,
+                                                                hide_in(cause(exc), self.url))) from None
+        await asyncio.sleep(min(delay, remaining))
+        return waiting_since
+
+    async def _forget_connections(self, exc: BaseException, first_for_request: bool) -> None:
+        """An outage: every pooled connection is replaced as it is next used (they
+        may all lead to a server that is gone, or to one no longer the primary)."""
+        self.outage.failed(exc, first_for_request)
+        await self.pool.expire_connections()
+
+    async def _on_pooled(self, operation: Callable[[Any], Awaitable[T]]) -> T:
+        async with self.pool.acquire() as connection:
+            return await operation(connection)
+
+    async def _unabandoned(self, work: Awaitable[T]) -> T:
+        """``await work`` (a write), in a task the caller's cancellation does not reach:
+        a write once sent is never cancelled.  (A commit waiting for a synchronous
+        standby, cancelled, stays committed on the primary alone: a value answered
+        and then lost by a failover.)  ``close`` waits for these tasks."""
+        task = asyncio.ensure_future(work)
+        self._writes.add(task)
+        task.add_done_callback(self._write_done)
+        return await asyncio.shield(task)
+
+    def _write_done(self, task: "asyncio.Task[Any]") -> None:
+        self._writes.discard(task)
+        if not task.cancelled():
+            task.exception()                    # retrieved: its caller may be gone
+
+    async def committing(self, call: Awaitable[T]) -> T:
         """Await ``call``, which ends a write transaction (a commit, or a one-statement
-        write), and count its time in ``commit_durations``."""
+        write): its time counts in ``commit_durations``, and a wait longer than
+        ``SLOW_COMMIT_SECONDS`` is logged."""
         started = time.perf_counter()
-        result = await call
+        late: List[bool] = []
+        slow = asyncio.get_running_loop().call_later(SLOW_COMMIT_SECONDS, self._commit_slow, late)
+        try:
+            result = await call
+        finally:
+            slow.cancel()
+            if late:
+                self._commit_done_late(time.perf_counter() - started)
         self.commit_durations.observe(time.perf_counter() - started)
         return result
 
+    def _commit_slow(self, late: List[bool]) -> None:
+        late.append(True)
+        self._slow_commits += 1
+        if self._slow_commits == 1:
+            logger.warning("a commit on %s has waited %g s and waits on: PostgreSQL holds every commit while "
+                           "a synchronous standby it needs is missing (synchronous_standby_names)",
+                           self.shown_url, SLOW_COMMIT_SECONDS)
+
+    def _commit_done_late(self, seconds: float) -> None:
+        self._slow_commits -= 1
+        if self._slow_commits == 0:
+            logger.info("commits on %s complete again (the last slow one took %.1f s)", self.shown_url, seconds)
+
+    # ------------------------------------------------------------------ reading
     @_in_task
     async def _query(self, query: str, *args: Any, method: str = "fetchval") -> Any:
-        """``query`` on a pooled connection (asyncpg's ``method``), errors as ``DatabaseError``."""
-        try:
-            async with self.pool.acquire() as connection:
-                return await getattr(connection, method)(query, *args)
-        except (OSError, self.driver.PostgresError, self.driver.InterfaceError) as exc:
-            raise _error(exc, self.url) from None
+        """``query`` on a pooled connection (asyncpg's ``method``), waiting out an
+        outage; errors as ``DatabaseError``."""
+        return await self._retried(lambda: self._on_pooled(lambda connection: getattr(connection, method)(
+            query, *args)))
+
+    async def _write(self, query: str, *args: Any, method: str = "fetchrow") -> Any:
+        """A one-statement write (its own transaction) that is safe to repeat: sent
+        again on a new connection while the database is out, never abandoned."""
+        return await self._unabandoned(self._retried(lambda: self._on_pooled(
+            lambda connection: self.committing(getattr(connection, method)(query, *args)))))
 
     async def package(self, version: str, pkgarch: str, checksum: Optional[str] = None,
                       children_of: Optional[RevisionKey] = None) -> PackageState:
@@ -237,20 +395,16 @@ class PostgreSQLEngine(Engine):
         return await self._query("SELECT EXISTS (SELECT 1 FROM prmain WHERE version = $1 AND "
                                  "pkgarch = $2 AND checksum = $3 AND value = $4)", version, pkgarch, checksum, value)
 
-    @_in_task
     async def add_rows(self, rows: Sequence[Row]) -> int:
+        """(Repeated after an outage, the count leaves out rows the lost attempt added.)"""
         if self.read_only:
             raise ReadOnlyError("database is open read-only")
         columns = list(zip(*rows)) if rows else [(), (), (), ()]
-        try:
-            async with self.pool.acquire() as connection:
-                status = await connection.execute(
-                    "INSERT INTO prmain (version, pkgarch, checksum, value, key) "
-                    "SELECT v, p, c, x, string_to_array(x, '.')::numeric[] "
-                    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS r (v, p, c, x) "
-                    "ON CONFLICT DO NOTHING", *[list(column) for column in columns])
-        except (OSError, self.driver.PostgresError, self.driver.InterfaceError) as exc:
-            raise _error(exc, self.url) from None
+        status = await self._write(
+            "INSERT INTO prmain (version, pkgarch, checksum, value, key) "
+            "SELECT v, p, c, x, string_to_array(x, '.')::numeric[] "
+            "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS r (v, p, c, x) "
+            "ON CONFLICT DO NOTHING", *[list(column) for column in columns], method="execute")
         added = int(status.split()[-1])
         self._note_stored(added)
         return added
@@ -281,7 +435,7 @@ class PostgreSQLEngine(Engine):
     async def put_user(self, record: UserRecord) -> None:
         if self.read_only:
             raise ReadOnlyError("database is open read-only")
-        await self._query("INSERT INTO prserv_users (%s) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) "
+        await self._write("INSERT INTO prserv_users (%s) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (username) "
                           "DO UPDATE SET permissions = EXCLUDED.permissions, token_hash = EXCLUDED.token_hash, "
                           "salt = EXCLUDED.salt, created = EXCLUDED.created, expires = EXCLUDED.expires"
                           % _USER_COLUMNS, *row_of(record), method="execute")
@@ -289,7 +443,7 @@ class PostgreSQLEngine(Engine):
     async def remove_user(self, username: str) -> bool:
         if self.read_only:
             raise ReadOnlyError("database is open read-only")
-        status = await self._query("DELETE FROM prserv_users WHERE username = $1", username, method="execute")
+        status = await self._write("DELETE FROM prserv_users WHERE username = $1", username, method="execute")
         return status.split()[-1] == "1"
 
     def answer_gate(self) -> Any:
@@ -299,10 +453,18 @@ class PostgreSQLEngine(Engine):
         return None
 
     async def close(self) -> None:
+        """Close the pool once the writes in flight are answered, or after
+        ``CLOSE_WAIT_SECONDS``: their requests were given up on, and nothing was
+        acknowledged for them."""
         if self._analysis is not None:
             self._analysis.cancel()
             await asyncio.gather(self._analysis, return_exceptions=True)
-        await self.pool.close()
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=CLOSE_WAIT_SECONDS)
+        try:
+            await within(self.pool.close(), CLOSE_WAIT_SECONDS)
+        except asyncio.TimeoutError:
+            self.pool.terminate()
 
     # ------------------------------------------------------------------ export
     async def export_batches(self, version: Optional[str], pkgarch: Optional[str],
@@ -351,30 +513,31 @@ class PostgreSQLEngine(Engine):
     @_in_task
     async def changes(self, since: Optional[Position], limit: int, count: bool = False) -> FeedPage:
         txid, row = _position(since)
-        try:
-            async with self.pool.acquire() as connection:
-                identity = await self._identity(connection)
-                found = await connection.fetch(
-                    "SELECT txid::text, id, version, pkgarch, checksum, value FROM prmain "
-                    "WHERE (txid, id) > ($1::text::xid8, $2) AND txid < %s ORDER BY txid, id LIMIT $3"
-                    % _HORIZON, txid, row, max(0, limit))
-                rows = [("%s:%d" % (r[0], r[1]), r[2], r[3], r[4], r[5]) for r in found]
-                reached, at = True, None
-                if since is not None:
-                    at_row = await connection.fetchrow(
-                        "SELECT version, pkgarch, checksum, value FROM prmain WHERE id = $2 "
-                        "AND txid = $1::text::xid8", txid, row)
-                    at = None if at_row is None else tuple(at_row)
-                    reached = at is not None or bool(rows) or await connection.fetchval(
-                        "SELECT EXISTS (SELECT 1 FROM prmain WHERE (txid, id) > ($1::text::xid8, $2))", txid, row)
-                pending = None
-                if count:
-                    last_txid, last_row = _position(rows[-1][0]) if rows else (txid, row)
-                    pending = await connection.fetchval(
-                        "SELECT count(*) FROM prmain WHERE (txid, id) > ($1::text::xid8, $2) AND txid < %s"
-                        % _HORIZON, last_txid, last_row)
-        except (OSError, self.driver.PostgresError, self.driver.InterfaceError) as exc:
-            raise _error(exc, self.url) from None
+        return await self._retried(lambda: self._on_pooled(
+            lambda connection: self._changes(connection, since, txid, row, limit, count)))
+
+    async def _changes(self, connection: Any, since: Optional[Position], txid: str, row: int, limit: int,
+                       count: bool) -> FeedPage:
+        identity = await self._identity(connection)
+        found = await connection.fetch(
+            "SELECT txid::text, id, version, pkgarch, checksum, value FROM prmain "
+            "WHERE (txid, id) > ($1::text::xid8, $2) AND txid < %s ORDER BY txid, id LIMIT $3"
+            % _HORIZON, txid, row, max(0, limit))
+        rows = [("%s:%d" % (r[0], r[1]), r[2], r[3], r[4], r[5]) for r in found]
+        reached, at = True, None
+        if since is not None:
+            at_row = await connection.fetchrow(
+                "SELECT version, pkgarch, checksum, value FROM prmain WHERE id = $2 "
+                "AND txid = $1::text::xid8", txid, row)
+            at = None if at_row is None else tuple(at_row)
+            reached = at is not None or bool(rows) or await connection.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM prmain WHERE (txid, id) > ($1::text::xid8, $2))", txid, row)
+        pending = None
+        if count:
+            last_txid, last_row = _position(rows[-1][0]) if rows else (txid, row)
+            pending = await connection.fetchval(
+                "SELECT count(*) FROM prmain WHERE (txid, id) > ($1::text::xid8, $2) AND txid < %s"
+                % _HORIZON, last_txid, last_row)
         return FeedPage(identity, True, True, reached, at, rows, pending)  # type: ignore[arg-type]
 
     async def rows_between(self, after: Optional[Position], until: Position) -> Optional[List[PositionedRow]]:
@@ -451,7 +614,8 @@ class _CheckedWrite(WriteScope):
     """A write trusting the caller's ``known`` state: ``store`` is one call of
     ``prserv_store`` (one round trip, its own transaction), which inserts only if the
     package is still as ``known`` says, else raises ``WriteConflict`` with the package
-    as it is now."""
+    as it is now.  That check makes the call safe to repeat after an outage: if the
+    lost attempt stored the row, the package changed and the caller decides again."""
 
     def __init__(self, engine: PostgreSQLEngine, version: str, pkgarch: str, checksum: Optional[str],
                  children_of: Optional[RevisionKey], known: PackageState) -> None:
@@ -473,10 +637,10 @@ class _CheckedWrite(WriteScope):
         bounds = state.bounds if state.checksum == checksum else None
         child = state.children.get(self.children_of) if self.children_of is not None else None
         expected_child = None if child is None else key_to_revision(tuple(self.children_of) + (child,))
-        row = await self.engine.committing(self.engine._query(
+        row = await self.engine._write(
             _STORE, version, pkgarch, checksum, key_to_revision(key), True, base, upper, length,
             _revision(state.max_key), _revision(bounds[0] if bounds else None),
-            _revision(bounds[1] if bounds else None), expected_child, method="fetchrow"))
+            _revision(bounds[1] if bounds else None), expected_child)
         added, top, low, high, found_child = row
         if added:
             self.engine._note_stored(1)
@@ -491,9 +655,9 @@ class _CheckedWrite(WriteScope):
         under the lock; ``WriteConflict`` only if the checksum's own values changed."""
         bounds = self.state.bounds if self.state.checksum == checksum else None
         version, pkgarch = self.args[0], self.args[1]
-        row = await self.engine.committing(self.engine._query(
+        row = await self.engine._write(
             _STORE_NEXT, version, pkgarch, checksum, _revision(bounds[0] if bounds else None),
-            _revision(bounds[1] if bounds else None), method="fetchrow"))
+            _revision(bounds[1] if bounds else None))
         stored, top, low, high = row
         if stored is None:
             raise WriteConflict(_state((top, low, high, None), checksum, None))
@@ -507,7 +671,9 @@ def _same(a: PackageState, b: PackageState, children_of: Optional[RevisionKey]) 
 
 
 class _WriteScope(WriteScope):
-    """A transaction on one connection holding the package's advisory lock."""
+    """A transaction on one connection holding the package's advisory lock.  Entering
+    waits out an outage (nothing is written yet); a connection lost after that raises
+    ``WriteInterrupted``, and the commit, once sent, is never abandoned."""
 
     def __init__(self, engine: PostgreSQLEngine, version: str, pkgarch: str, checksum: Optional[str],
                  children_of: Optional[RevisionKey]) -> None:
@@ -520,27 +686,31 @@ class _WriteScope(WriteScope):
 
     @_in_task
     async def __aenter__(self) -> "_WriteScope":
-        engine = self.engine
+        await self.engine._retried(self._begin)
+        return self
+
+    async def _begin(self) -> None:
         try:
-            self._connection = await engine.pool.acquire()
+            self._connection = await self.engine.pool.acquire()
             self._transaction = self._connection.transaction()
             await self._transaction.start()
             await self._connection.execute("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
                                            self.args[0], self.args[1])
             self.state = _state(await self._connection.fetchrow(_STATE, *self.args), self.checksum,
                                 self.children_of)
-        except BaseException as exc:
+        except BaseException:
             await self._end(False)
-            if isinstance(exc, (OSError, engine.driver.PostgresError, engine.driver.InterfaceError)):
-                raise _error(exc, engine.url) from None
             raise
-        return self
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        await self._end(exc_type is None)
+        if exc_type is None:
+            await self.engine._unabandoned(self._end(True))
+        else:
+            await self._end(False)
 
     @_in_task
     async def _end(self, commit: bool) -> None:
+        engine = self.engine
         connection, transaction = self._connection, self._transaction
         self._connection = self._transaction = None
         if connection is None:
@@ -548,22 +718,30 @@ class _WriteScope(WriteScope):
         try:
             if transaction is not None:
                 if commit:
-                    await self.engine.committing(transaction.commit())
+                    await engine.committing(transaction.commit())
                 else:
                     await transaction.rollback()
-        except (OSError, self.engine.driver.PostgresError, self.engine.driver.InterfaceError) as exc:
+        except engine.driver_errors as exc:
             if commit:
-                raise _error(exc, self.engine.url) from None
+                raise await self._lost(exc) from None
         finally:
-            await self.engine.pool.release(connection)
+            await engine.pool.release(connection)
+
+    async def _lost(self, exc: BaseException) -> Exception:
+        """What a failed statement of the scope becomes: ``WriteInterrupted`` for an
+        outage (after which the pool's connections are replaced), else ``DatabaseError``."""
+        if is_outage(exc, self.engine.driver):
+            await self.engine._forget_connections(exc, False)     # counted when it waits
+            return WriteInterrupted()
+        return _error(exc, self.engine.url)
 
     @_in_task
     async def store(self, checksum: str, key: RevisionKey) -> bool:
         try:
             added = await self._connection.fetchval(_INSERT, self.args[0], self.args[1], checksum,
                                                     key_to_revision(key))
-        except (OSError, self.engine.driver.PostgresError, self.engine.driver.InterfaceError) as exc:
-            raise _error(exc, self.engine.url) from None
+        except self.engine.driver_errors as exc:
+            raise await self._lost(exc) from None
         if added is not None:
             self.engine._note_stored(1)
         return added is not None
