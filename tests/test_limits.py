@@ -109,36 +109,6 @@ async def test_a_full_server_with_no_idle_connection_refuses_with_an_invoke_erro
         upstream.close()
 
 
-async def test_one_address_cannot_lock_out_another(start_server, caplog):
-    server = await start_server(limits=Limits(max_connections_per_address=3))
-    hoard = [await RawConnection.open(server.address, SETUP, source="127.0.0.1") for _ in range(3)]
-    for conn in hoard:
-        assert await conn.request({"ping": {}}) == {"alive": True}
-    refused = await RawConnection.open(server.address, SETUP, source="127.0.0.1")
-    assert await refused.request(GET) == {"invoke-error": {
-        "message": "too many connections from 127.0.0.1 (max_connections_per_address 3)"}}
-    await refused.expect_closed()
-    other = await RawConnection.open(server.address, SETUP, source="127.0.0.2")
-    assert await other.request(GET) == {"value": "0"}
-    assert await hoard[0].request({"ping": {}}) == {"alive": True}      # nobody was evicted
-    assert caplog.text.count("refused: too many connections") == 1
-    refused_again = await RawConnection.open(server.address, SETUP, source="127.0.0.1")
-    assert "invoke-error" in await refused_again.request(GET)
-    assert caplog.text.count("refused: too many connections") == 1     # once a minute per address
-    for conn in hoard + [other]:
-        await conn.close()
-
-
-async def test_a_refusal_answers_a_client_that_asked_for_headers(start_server):
-    server = await start_server(limits=Limits(max_connections_per_address=1))
-    first = await RawConnection.open(server.address, SETUP)
-    assert await first.request({"ping": {}}) == {"alive": True}
-    refused = await RawConnection.open(server.address, "PRSERVICE 1.0\nneeds-headers: true\n\n")
-    assert await refused.recv_headers() == "\n"
-    assert "too many connections" in (await refused.request(GET))["invoke-error"]["message"]
-    await first.close()
-
-
 async def test_a_low_open_file_limit_caps_max_connections(tmp_path):
     """200 clients against a server allowed 300 open files: it admits at most 172 at a
     time (300 less 128 kept), closing the longest idle to admit more, and accepting

@@ -4,11 +4,18 @@ A PR server's clients are build hosts, each with one connection per parallel tas
 kept open between tasks; nobody should be able to keep everyone else out by holding
 idle connections.  So:
 
-* one address holds at most ``Limits.max_connections_per_address`` connections
-  (unix-socket peers, this host's own, are not counted per address);
-* when the server holds ``max_connections``, the connection idle the longest --
-  set up, no request in hand, no answer owed -- is closed to admit the newcomer;
-  only when none is idle is the newcomer refused;
+* a connection is idle when it is set up with no request in hand and no answer
+  owed, or still in its setup ``SETUP_IDLE_SECONDS`` after it was accepted;
+  ``longest_idle`` picks the one silent the longest;
+* one address holds at most ``Limits.max_connections_per_address`` connections: a
+  newcomer from an address that holds that many is admitted by closing that
+  address's longest-idle connection, never another address's, and refused only when
+  none of them is idle (build hosts behind one NAT address share it, and a client
+  reopens a closed idle connection when it next needs it).  Unix-socket peers, this
+  host's own, are not counted per address;
+* when the server holds ``max_connections``, the longest-idle connection of any
+  address is closed to admit the newcomer; only when none is idle is the newcomer
+  refused;
 * ``max_connections`` never exceeds the open-file limit minus ``FILES_RESERVED``
   (the database, logs, listeners, refusals in progress), so accepting never fails
   for want of a file descriptor;
@@ -29,7 +36,7 @@ import asyncio
 import logging
 import resource
 import time
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Set
 
 from . import protocol
 from .connection import Connection
@@ -37,6 +44,11 @@ from .deadline import within
 from .exceptions import AsyncRPCError
 from .limits import Limits
 
+SETUP_IDLE_SECONDS = 2.0
+"""A connection still in its setup this long after it was accepted may be closed to
+admit a newcomer.  A client sends its whole setup as soon as it connects, usually in
+one packet (bitbake's does), so a real one is never in its setup for seconds; one
+that is holds a place it does not use (``handshake_timeout`` ends it only after 30 s)."""
 FILES_RESERVED = 128
 """Open files kept for the server itself and for refusals in progress."""
 REFUSALS_AT_ONCE = 32
@@ -68,38 +80,59 @@ class Admission:
         self.limit = limit
         """Connections at most (0: no limit), ``connection_limit``'s answer."""
         self.logger = logger
-        self.per_address: Dict[str, int] = {}
+        self.per_address: Dict[str, Set[Any]] = {}
+        """The sessions each address holds (one closed to admit another no longer counts)."""
+        self._address_of: Dict[Any, str] = {}
         self.refusing = 0
         self._logged: Dict[str, float] = {}
 
     def refusal(self, host: Optional[str], sessions: Iterable[Any]) -> Optional[str]:
         """Why a new connection from ``host`` must be refused, or None to admit it
-        (having closed the longest-idle session to make room, if the server is full).
+        (having closed the longest-idle session to make room: that address's own at
+        its ``max_connections_per_address``, any address's if the server is full).
         ``sessions``: the open ``AsyncServerConnection`` objects."""
+        now = time.monotonic()
         per_address = self.limits.max_connections_per_address
-        if host is not None and per_address and self.per_address.get(host, 0) >= per_address:
-            return "too many connections from %s (max_connections_per_address %d)" % (host, per_address)
+        if host is not None and per_address:
+            own = self.per_address.get(host, ())
+            if len(own) >= per_address:
+                victim = longest_idle(own, now)
+                if victim is None:
+                    return ("too many connections from %s (max_connections_per_address %d)"
+                            % (host, per_address))
+                self._evict(victim, "closed to admit a new connection from the same address, the longest "
+                                    "idle of %d (max_connections_per_address)" % len(own))
+                return None                 # one out, one in: the server holds no more
         sessions = list(sessions)
         if not self.limit or len(sessions) < self.limit:
             return None
-        victim = longest_idle(sessions)
+        victim = longest_idle(sessions, now)
         if victim is None:
             return "server full: %d connections open, none idle (max_connections)" % len(sessions)
-        victim.evict("closed to admit a new connection, the longest idle of %d (max_connections)"
-                     % len(sessions))
+        self._evict(victim, "closed to admit a new connection, the longest idle of %d (max_connections)"
+                    % len(sessions))
         return None
 
-    def admitted(self, host: Optional[str]) -> None:
+    def admitted(self, host: Optional[str], session: Any) -> None:
+        """``session`` from ``host`` (None: a unix-socket peer) is open; called with no
+        await since ``refusal`` admitted it, so no other newcomer came in between."""
         if host is not None:
-            self.per_address[host] = self.per_address.get(host, 0) + 1
+            self.per_address.setdefault(host, set()).add(session)
+            self._address_of[session] = host
 
-    def left(self, host: Optional[str]) -> None:
+    def left(self, session: Any) -> None:
+        """``session`` has ended."""
+        host = self._address_of.pop(session, None)
         if host is not None:
-            remaining = self.per_address[host] - 1
-            if remaining:
-                self.per_address[host] = remaining
-            else:
+            own = self.per_address[host]
+            own.discard(session)
+            if not own:
                 del self.per_address[host]
+
+    def _evict(self, victim: Any, reason: str) -> None:
+        """Close ``victim`` (idle) to make room; its address no longer counts it."""
+        victim.evict(reason)
+        self.left(victim)
 
     async def refuse(self, connection: Connection, reason: str) -> None:
         """Tell the client ``reason`` as the answer to its first request, then close."""
@@ -136,14 +169,22 @@ class Admission:
         self.logger.warning("[Client %s] refused: %s", connection.address, reason)
 
 
-def longest_idle(sessions: Iterable[Any]) -> Optional[Any]:
-    """The set-up session with no request in hand and no answer owed that has been
-    silent the longest (None if there is none)."""
-    best = None
+def longest_idle(sessions: Iterable[Any], now: float) -> Optional[Any]:
+    """The idle session silent the longest (None if none is idle): set up with no
+    request in hand and no answer owed (``silent_since``), or still in its setup
+    ``SETUP_IDLE_SECONDS`` after it was accepted (silent since its last bytes)."""
+    best, best_since = None, 0.0
     for session in sessions:
-        if session.setup_done and session.idle and not session.evicted and not session.connection.busy:
-            if best is None or session.connection.last_activity < best.connection.last_activity:
-                best = session
+        if session.setup_done:
+            since = session.silent_since()
+            if since is None:
+                continue
+        elif session.evicted or now - session.opened_at < SETUP_IDLE_SECONDS:
+            continue
+        else:
+            since = session.connection.last_activity
+        if best is None or since < best_since:
+            best, best_since = session, since
     return best
 
 

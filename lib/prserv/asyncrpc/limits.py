@@ -32,7 +32,9 @@ class Limits:
     """Open client connections (0: no limit; the open-file limit caps it in any case).
     When they are all open, the longest-idle one is closed to admit a new one."""
     max_connections_per_address: int = 256
-    """Open connections from one address (0: no limit); one more is refused."""
+    """Open connections from one address (0: no limit).  When it holds them all, its
+    longest-idle one is closed to admit a new one; only when none is idle is the new
+    one refused (``admission``)."""
     idle_timeout: float = 3600.0
     """Seconds without a byte from an established client before it is closed (0: never).
     Builds keep connections open between tasks, hence the hour."""

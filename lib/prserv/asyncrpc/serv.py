@@ -186,6 +186,16 @@ class AsyncServerConnection:
         """No answer is waiting to be sent (the client is not owed anything)."""
         return not self._held and self._sender is None
 
+    def silent_since(self) -> Optional[float]:
+        """``time.monotonic()`` since when this session has been idle -- set up, no
+        request in hand, no answer owed, not already being closed -- counted from the
+        later of the last bytes received and the last request handled; None if it is
+        not idle.  The idle timeout and the connection limits both ask this."""
+        connection = self.connection
+        if not self.setup_done or self.evicted or not self.idle or connection.busy:
+            return None
+        return max(connection.last_activity, self.last_answered)
+
     def stop_receiving(self) -> None:
         """Server shutdown: take no more requests; close once the answers in flight
         have left (the connection closes by itself if a request is in hand)."""
@@ -680,20 +690,20 @@ class AsyncServer:
             await self.admission.refuse(connection, refusal)
             return
         client: Optional[AsyncServerConnection] = None
-        self.admission.admitted(host)
         try:
             client = self.accept_client(connection)
             client.limits = self.limits
             client.stats = self.stats
             self.sessions[client] = connection.task  # type: ignore[assignment]
+            self.admission.admitted(host, client)   # no await since ``refusal``
             await client.process_requests()
         except asyncio.CancelledError:
             raise
         except Exception:
             self.logger.exception("error from client %s", connection.address)
         finally:
-            self.admission.left(host)
             if client is not None:
+                self.admission.left(client)
                 self.sessions.pop(client, None)     # the session closed its connection
             else:
                 with contextlib.suppress(Exception):
@@ -727,10 +737,10 @@ class AsyncServer:
                     if limits.handshake_timeout and now - session.opened_at > limits.handshake_timeout:
                         session.abort("no connection setup within %g s (handshake_timeout)"
                                       % limits.handshake_timeout)
-                elif limits.idle_timeout and session.idle and not session.connection.busy \
-                        and now - max(session.connection.last_activity, session.last_answered) \
-                        > limits.idle_timeout:
-                    session.abort("idle for more than %g s (idle_timeout)" % limits.idle_timeout)
+                elif limits.idle_timeout:
+                    since = session.silent_since()
+                    if since is not None and now - since > limits.idle_timeout:
+                        session.abort("idle for more than %g s (idle_timeout)" % limits.idle_timeout)
 
     async def _finish_sessions(self) -> None:
         """Let the requests in flight finish (bounded by ``shutdown_timeout``), then
