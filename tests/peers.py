@@ -75,8 +75,9 @@ class ScriptedPeer:
         self.server: Optional[asyncio.AbstractServer] = None
         self._writers: set = set()
 
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> str:
+        """Listen on ``port`` (0: any free one; else where a stopped server was)."""
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port)
         return "127.0.0.1:%d" % self.server.sockets[0].getsockname()[1]
 
     async def _handle(self, reader, writer) -> None:

@@ -22,7 +22,7 @@ import pytest
 import prserv
 from prserv.asyncrpc import InvokeError
 
-from peers import SILENT, ScriptedPeer
+from peers import CLOSE, SILENT, ScriptedPeer
 from processes import start_process
 
 V, A = "zlib-1.3-r0", "core2-64"
@@ -466,6 +466,38 @@ def pull_answer(rows, identity="db-x", **fields):
               "rows": rows, "pending": None}
     answer.update(fields)
     return json.dumps(answer)
+
+
+async def test_a_source_down_and_back_is_logged_once_each_way(tmp_path):
+    """Refused, then closed by a peer on the source's port, then refused again: one
+    outage, one WARNING; the source serving again: one INFO; each attempt's failure
+    is DEBUG (not shown at the default INFO)."""
+    fill(tmp_path / "pr.sqlite3", 5)
+    source, source_address, _ = start_process(tmp_path)
+    port = int(source_address.rsplit(":", 1)[1])
+    mirror, address, lines = start_mirror(tmp_path, source_address)
+    peer = ScriptedPeer(lambda request, n: CLOSE)
+    try:
+        await following(address, "5")
+        stop(source)
+        await peer.start(port)                  # closes every connection at once
+        await reconnected(peer, 8)              # two rounds of the client's 4 attempts, at least
+        await peer.stop()
+        state = await status(address)
+        assert state["state"] == "disconnected", state
+        source, _, _ = start_process(tmp_path, "--bind", source_address)
+        async with await prserv.create_async_client(source_address) as writer:
+            assert await writer.getPR(V, A, "after") == "5"
+        await following(address, "6")
+    finally:
+        stop(mirror)
+        stop(source)
+    problems = [line for line in lines if " WARNING " in line or " ERROR " in line]
+    assert len(problems) == 1 and " WARNING mirror: source %s is unreachable: " % source_address in problems[0] \
+        and problems[0].endswith("; answering from what is held, retrying\n"), "".join(lines)
+    back = [line for line in lines if " is back " in line]
+    assert len(back) == 1 and " INFO mirror: source %s is back after " % source_address in back[0], "".join(lines)
+    assert not any("Error talking" in line for line in lines)
 
 
 GOOD_ROW = ["1", V, A, "c", "0"]

@@ -12,6 +12,7 @@ from typing import IO, Any, AsyncIterator, Iterable, List, Optional, Tuple, Unio
 
 from . import messages
 from .asyncrpc import AsyncClient, Client, ConnectionClosedError, InvokeError, ProtocolError
+from .asyncrpc.client import SHARED
 from .asyncrpc.protocol import parse_json
 from .dumptext import DumpDecoder
 from .errors import AuthenticationError, InvalidDumpAnswer
@@ -23,11 +24,12 @@ PROTO_VERSION = "1.0"
 
 class PRAsyncClient(AsyncClient):
     def __init__(self, timeout: float = 30, credentials: Optional[Tuple[str, str]] = None,
-                 tls_context: Any = None) -> None:
+                 tls_context: Any = None, outages: Any = SHARED) -> None:
         """``credentials``: (user, token) to prove on every connection (``auth``, right
         after the setup); a refused token raises ``AuthenticationError``.
-        ``tls_context``: checks a ``wss://`` server's certificate (None: the system's CAs)."""
-        super().__init__(PROTO_NAME, PROTO_VERSION, logger, timeout=timeout)
+        ``tls_context``: checks a ``wss://`` server's certificate (None: the system's CAs).
+        ``outages``: see ``AsyncClient`` (None: the caller reports outages itself)."""
+        super().__init__(PROTO_NAME, PROTO_VERSION, logger, timeout=timeout, outages=outages)
         self.credentials = credentials
         self.tls_context = tls_context
         self.permissions: Optional[List[str]] = None

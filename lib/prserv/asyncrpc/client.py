@@ -5,6 +5,10 @@ fails on a transport error is re-sent on a fresh connection, 4 attempts in all,
 then ``ConnectionError``.  Two deliberate improvements: the TCP connect is bounded
 by the timeout, and after an invoke-error the client drops the connection the
 server is closing, so the next call does not waste an attempt on it.
+
+Unlike bitbake's client, a failed attempt is logged at DEBUG only: a request that
+fails for good is an outage of the server, reported once through an ``OutageLog``
+(``outage``) however often it is retried, and its end once when an answer comes.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from .address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, parse_address
 from .connection import (Connection, open_tcp_connection, open_unix_connection,
                          open_websocket_connection)
 from .exceptions import ConnectionClosedError, InvokeError, ProtocolError
+from .outage import OutageLog, shared
 
 ATTEMPTS = 4
 DEFAULT_TIMEOUT = 30
 
 
 _END = object()
+SHARED = object()
+"""``outages`` default: the process's ``OutageLog`` for the client's logger."""
 
 
 def _invoke_error_text(result: Dict[str, Any]) -> str:
@@ -37,7 +44,10 @@ class AsyncClient:
 
     def __init__(self, proto_name: str, proto_version: str, logger: logging.Logger,
                  timeout: float = DEFAULT_TIMEOUT, server_headers: bool = False,
-                 headers: Optional[Dict[str, str]] = None) -> None:
+                 headers: Optional[Dict[str, str]] = None, outages: Any = SHARED) -> None:
+        """``outages``: where a request that fails for good, and the next answer, are
+        reported (default: shared by the process's clients with this logger; None:
+        the owner reports them, as a mirror does)."""
         self.proto_name = proto_name
         self.proto_version = proto_version
         self.logger = logger
@@ -51,6 +61,7 @@ class AsyncClient:
         self.address: Optional[str] = None
         self.tls_context: Optional[ssl.SSLContext] = None
         """Checks a ``wss://`` server's certificate (None: the system's CAs)."""
+        self.outages: Optional[OutageLog] = shared(logger) if outages is SHARED else outages
 
     # -- choosing where to connect (nothing happens on the network yet)
     async def connect_tcp(self, address: str, port: int) -> None:
@@ -123,16 +134,24 @@ class AsyncClient:
         while True:
             try:
                 await self.connect()
-                return await proc()
+                result = await proc()
             except (OSError, ConnectionError, ConnectionClosedError, ProtocolError,
                     asyncio.TimeoutError) as exc:
-                self.logger.warning("Error talking to server %s: %s", self.address, exc)
+                self.logger.debug("Error talking to server %s (attempt %d of %d): %s", self.address,
+                                  attempt, ATTEMPTS, exc)
                 await self.disconnect()
                 if attempt >= ATTEMPTS:
+                    if self.outages is not None:
+                        self.outages.failed(str(self.address), str(exc) or type(exc).__name__,
+                                            nonsense=isinstance(exc, ProtocolError))
                     if isinstance(exc, ConnectionError):
                         raise
                     raise ConnectionError(str(exc)) from exc
                 attempt += 1
+            else:
+                if self.outages is not None:
+                    self.outages.recovered(str(self.address))
+                return result
 
     async def invoke(self, message: Any) -> Any:
         async def proc() -> Any:

@@ -17,6 +17,10 @@ A source that cannot be reached is retried with a back-off capped at
 ``MAX_BACKOFF``; an answer that is not a valid feed page (wrong types, a value that
 is not a revision, more rows than asked for, a position held already) is a
 ``SourceError``: nothing of it is stored, the connection is dropped and retried.
+Either is an outage of the source, logged once when it starts (again at most once a
+minute while it lasts) and once when a valid answer ends it (``OutageLog``): the
+follower reports them itself, as only it knows an answer to be valid, so its client
+reports none.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..asyncrpc import AsyncRPCError, InvokeError
 from ..asyncrpc.exceptions import ProtocolError
 from ..asyncrpc.deadline import within
+from ..asyncrpc.outage import NONSENSE, UNREACHABLE, OutageLog
 from ..client import PRAsyncClient
 from ..errors import AuthenticationError, DivergedError, MirrorError, SourceError
 from ..revision import is_revision
@@ -144,7 +149,7 @@ class Follower:
         self.audit: Dict[str, Any] = {"result": "not yet"}
         self.source_behind = False
         self._client: Optional[PRAsyncClient] = None
-        self._logged_failure = ""
+        self.outages = OutageLog(logger, "mirror: source", "; answering from what is held, retrying")
         self._next_audit = time.monotonic() + audit_interval
         self._last_count = 0.0
         self._audit_after: Optional[str] = None
@@ -215,7 +220,8 @@ class Follower:
 
     async def _pulls(self, wait: bool = True) -> Any:
         """Pull and apply forever; yields the rows applied by each pull."""
-        client = PRAsyncClient(timeout=self.timeout, credentials=self.credentials, tls_context=self.tls_context)
+        client = PRAsyncClient(timeout=self.timeout, credentials=self.credentials, tls_context=self.tls_context,
+                               outages=None)
         self._client = client
         await within(client.connect_address(self.source), self.timeout)
         drained = False
@@ -234,6 +240,7 @@ class Follower:
                 if not wait:
                     raise MirrorError("the source %s is a mirror that has not reached position %s yet"
                                       % (self.source, held.position))
+                self.outages.recovered(self.source)
                 drained = True
                 yield 0                                 # a mirror source behind us: wait on it
                 continue
@@ -244,6 +251,7 @@ class Follower:
             drained = len(answer.rows) < PULL_ROWS
             if answer.rows or (done and not held.complete and answer.identity is not None):
                 await self.target.apply_changes(answer.identity, answer.rows, done)  # type: ignore[arg-type]
+            self.outages.recovered(self.source)         # an answer taken whole ends an outage
             self.complete = self.complete or done
             self.state = FOLLOWING if done else CATCHING_UP
             if answer.pending is not None:
@@ -259,8 +267,6 @@ class Follower:
     def _contact(self) -> None:
         self.last_contact = time.monotonic()
         if self.state == DISCONNECTED:
-            self.logger.info("mirror: source %s is back", self.source)
-            self._logged_failure = ""
             self.reason = ""
             self.state = CATCHING_UP
 
@@ -356,14 +362,11 @@ class Follower:
 
     def _disconnected(self, exc: BaseException) -> None:
         nonsense = isinstance(exc, SourceError) or isinstance(exc.__cause__, ProtocolError)
-        what = "answered nonsense" if nonsense else "is unreachable"
+        what = NONSENSE if nonsense else UNREACHABLE
         reason = "source %s %s: %s" % (self.source, what, exc or type(exc).__name__)
         self.state = DISCONNECTED
         self.reason = reason
-        if reason != self._logged_failure:
-            self._logged_failure = reason
-            log = self.logger.error if nonsense else self.logger.warning
-            log("mirror: %s; answering from what is held, retrying", reason)
+        self.outages.failed(self.source, str(exc) or type(exc).__name__, nonsense=nonsense)
 
     def _diverged(self, reason: str) -> None:
         self.state = DIVERGED

@@ -5,6 +5,10 @@ every query is bounded in time, and after a transport failure the upstream is
 considered down for ``retry_interval`` seconds: requests answerable from local
 state do not wait on it, the others fail fast, and the next query after the
 interval tries again (service resumes by itself).
+
+An outage is logged once when it starts (again at most once a minute while it
+lasts) and once when an answer ends it, through the pool's ``OutageLog``: its
+connections report nothing themselves, so a pool of four does not log four times.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any, List, Optional, Tuple
 from .. import messages
 from ..asyncrpc import AsyncRPCError, InvokeError
 from ..asyncrpc.deadline import within
+from ..asyncrpc.outage import OutageLog
 from ..client import PRAsyncClient
 from ..errors import AuthenticationError, UpstreamError
 from ..log import logger
@@ -42,10 +47,12 @@ class Upstream:
         self._idle: "asyncio.Queue[PRAsyncClient]" = asyncio.Queue()
         self._down_until = 0.0
         self._last_failure = ""
+        self.outages = OutageLog(logger, "upstream", "; retrying every %g s" % retry_interval)
         self.outcomes = {"ok": 0, "error": 0}
         """Requests sent upstream, by how they ended."""
         for _ in range(max(1, pool_size)):
-            client = PRAsyncClient(timeout=timeout, credentials=credentials, tls_context=tls_context)
+            client = PRAsyncClient(timeout=timeout, credentials=credentials, tls_context=tls_context,
+                                   outages=None)
             self._clients.append(client)
             self._idle.put_nowait(client)
         self._configured = False
@@ -80,6 +87,7 @@ class Upstream:
             self.outcomes["error"] += 1
             raise
         self.outcomes["ok"] += 1
+        self.outages.recovered(self.address)
         return answer
 
     def _check_up(self) -> None:
@@ -93,6 +101,7 @@ class Upstream:
             self._check_up()
             return await client.invoke(request)
         except InvokeError as exc:
+            self.outages.recovered(self.address)        # it answered: it is up
             raise UpstreamError("upstream %s refused the request: %s" % (self.address, exc)) from exc
         except (OSError, ConnectionError, AsyncRPCError, AuthenticationError) as exc:
             reason = "%s: %s" % (type(exc).__name__, exc)
@@ -108,8 +117,7 @@ class Upstream:
     def _mark_down(self, reason: str) -> None:
         self._last_failure = reason
         self._down_until = time.monotonic() + self.retry_interval
-        logger.warning("Upstream %s failed (%s); retrying in %g s", self.address, reason,
-                       self.retry_interval)
+        self.outages.failed(self.address, reason)
 
     def _field(self, command: str, response: object, field: str) -> object:
         if not isinstance(response, dict) or field not in response:
