@@ -137,6 +137,12 @@ async def test_a_mirror_answers_nothing_but_its_state_before_its_first_copy(tmp_
                     await call(client)
         state = await wait_for(address, lambda s: s["state"] == "disconnected")
         assert "source %s is unreachable: " % silent in state["reason"]
+        code, out, err = run_cli("--server", address, "mirror-status")
+        assert (code, err) == (0, "")
+        assert out.splitlines()[2:4] == ["position:   none yet", "behind:     unknown"]
+        code, out, err = run_cli("--server", address, "--json", "mirror-status")
+        state = json.loads(out)["mirror"]
+        assert (code, state["position"], state["rows_behind"], state["source_behind"]) == (0, None, None, None)
         await reconnected(peer, 3)
     finally:
         stop(mirror)
@@ -377,7 +383,11 @@ async def test_a_source_restored_from_an_older_copy_makes_the_mirror_stop(tmp_pa
             assert await client.test_pr(V, A, "other20") is None
             assert (await client.mirror_status())["state"] == "diverged"
         code, out, err = run_cli("--server", mirror_address, "mirror-status")
-        assert code == 4 and "state:      diverged" in out
+        assert code == 4 and out.splitlines()[1:4] == ["state:      diverged", "position:   20",
+                                                        "behind:     unknown"]
+        code, out, err = run_cli("--server", mirror_address, "--json", "mirror-status")
+        state = json.loads(out)["mirror"]
+        assert (code, state["position"], state["rows_behind"], state["source_behind"]) == (4, "20", None, None)
     finally:
         stop(mirror)
         stop(source)

@@ -259,3 +259,49 @@ def test_module_runs_under_python_OO():
     assert normal.stdout == optimized.stdout
     version = run("-OO", "-m", "prserv", "--version")
     assert (version.returncode, version.stdout, version.stderr) == (0, "prserv %s\n" % prserv.__version__, "")
+
+
+def _command_env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRSERV_")}
+    env["PYTHONPATH"] = os.path.join(ROOT, "lib")
+    return env
+
+
+def _closed_reader(argv, lines_read):
+    """Run ``argv`` with stdout a pipe whose reader takes ``lines_read`` lines, then
+    closes it (``| head -1``); (what was read, exit status, stderr)."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_command_env())
+    try:
+        read = [process.stdout.readline() for _ in range(lines_read)]
+        process.stdout.close()
+        err = process.stderr.read()
+        return read, process.wait(60), err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_closed_stdout_ends_a_command_quietly_with_141(tmp_path, process_servers):
+    """`prserv export --history | head -1` said "cannot reach the PR server at ...:
+    [Errno 32] Broken pipe" and exited 3: the broken pipe was its own stdout."""
+    import sqlite3
+
+    db = tmp_path / "pr.sqlite3"
+    conn = sqlite3.connect(str(db))
+    conn.execute("CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, checksum TEXT NOT NULL, "
+                 "value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
+    conn.executemany("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)",
+                     [("1.0-r0", "core2-64", "c%05d" % i, str(i)) for i in range(20000)])
+    conn.commit()
+    conn.close()
+    server = process_servers("127.0.0.1:0", str(db))
+    # 20,000 rows (~600 kB) do not fit in a pipe: the writer meets the closed pipe.
+    prserv_cmd = [sys.executable, "-m", "prserv", "--server", server.address]
+    read, code, err = _closed_reader(prserv_cmd + ["export", "--history"], 1)
+    assert (read, code, err) == ([b"1.0-r0\tcore2-64\tc00000\t0\n"], exits.EXIT_CLOSED_OUTPUT, b"")
+    assert exits.EXIT_CLOSED_OUTPUT == 141
+    # Closed before anything is written: the first write (or the last flush) meets it.
+    for argv in (prserv_cmd + ["export-file", "-", "--history"], prserv_cmd + ["--help"],
+                 [sys.executable, os.path.join(ROOT, "bin", "bitbake-prserv"), "--help"]):
+        assert _closed_reader(argv, 0) == ([], 141, b""), argv

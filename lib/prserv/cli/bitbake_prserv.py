@@ -22,6 +22,7 @@ from ..runtime import daemon
 from ..runtime.settings import Config, load_config
 from ..version import __version__
 from .options import add_server_options, config_from_args
+from .output import ending_quietly_on_closed_stdout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +124,12 @@ def stop_daemon(host: str, port: int) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """``bitbake-prserv``'s exit status (also when stdout's reader went away: see
+    ``output.ending_quietly_on_closed_stdout``)."""
+    return ending_quietly_on_closed_stdout(lambda: _run(argv))
+
+
+def _run(argv: Optional[List[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.start or args.stop or args.foreground):

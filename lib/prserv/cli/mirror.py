@@ -52,11 +52,16 @@ def cmd_mirror_status(args: argparse.Namespace, out: Output) -> int:
 
 
 def _status_text(status: Dict[str, Any]) -> str:
+    """``mirror-status`` for people; a null in the answer is said in words: no position
+    is "none yet", rows behind the server does not know (not said yet, or meaningless
+    once diverged) are "unknown"."""
     contact = status["seconds_since_contact"]
+    behind = status["rows_behind"]
     lines = ["source:     %s" % status["source"],
              "state:      %s%s" % (status["state"], "" if status["complete"] else " (first copy incomplete)"),
-             "position:   %s" % status["position"],
-             "behind:     %s" % ("unknown" if status["rows_behind"] is None else "%d rows" % status["rows_behind"]),
+             "position:   %s" % ("none yet" if status["position"] is None else status["position"]),
+             "behind:     %s" % ("unknown" if behind is None else "%d rows%s" % (
+                 behind, " (the source is a mirror not this far yet)" if status.get("source_behind") else "")),
              "contact:    %s" % ("never" if contact is None else "%.1f s ago" % contact),
              "audit:      %s" % _audit_text(status["audit"])]
     if status["reason"]:

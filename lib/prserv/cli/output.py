@@ -7,8 +7,10 @@ Only this package prints or chooses exit codes; the library raises typed errors
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
-from typing import Any, Dict, Optional, TextIO
+from typing import Any, Callable, Dict, Iterable, Optional, TextIO
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1          # test-pr / max-package-pr: no value; test-package: unknown package
@@ -17,12 +19,84 @@ EXIT_UNREACHABLE = 3        # no connection to the server
 EXIT_REFUSED = 4            # the server answered with an error, or is read-only for a write
 EXIT_INCOMPLETE = 5         # import-file: some lines were skipped; migrate: some rows
 EXIT_VERIFY = 6             # backup / restore / dump: the copy fails its integrity check
+EXIT_CLOSED_OUTPUT = 128 + signal.SIGPIPE   # 141: stdout's reader went away (| head), nothing printed
 
 EXIT_CODES_HELP = """
   0 success, 1 not found, 2 bad arguments, 3 server unreachable,
   4 refused by the server (backup: the file is held by a buffered-mode server),
   5 import-file skipped some lines, 6 a backup fails its integrity check.
 """
+
+
+class OutputClosed(Exception):
+    """Standard output's reader went away (``prserv export | head -1``).  Not an
+    ``OSError``: ``tool.main`` takes those for the network's, and a broken pipe to
+    the server is one too."""
+
+
+class _GuardedStdout:
+    """``sys.stdout`` while a command runs: a write that finds the pipe closed raises
+    ``OutputClosed``; everything else is the real stream's."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError as exc:
+            raise OutputClosed() from exc
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError as exc:
+            raise OutputClosed() from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def ending_quietly_on_closed_stdout(command: Callable[[], int]) -> int:
+    """Run ``command`` (a whole ``main``) with ``sys.stdout`` guarded; if stdout's reader
+    went away, end as other Unix tools do: nothing printed, ``EXIT_CLOSED_OUTPUT``
+    (the status a shell reports for a process killed by SIGPIPE).  Not by restoring
+    SIGPIPE's default: the client writes to sockets too, and a server closing a
+    connection would then kill the command instead of letting it retry.
+
+    What is still buffered is flushed here, so that a closed pipe shows up now and
+    not as a traceback at interpreter exit; after one, stdout's descriptor is pointed
+    at /dev/null for the same reason."""
+    real = sys.stdout
+    guarded = _GuardedStdout(real)
+    sys.stdout = guarded                            # type: ignore[assignment]
+    try:
+        try:
+            return command()
+        finally:
+            guarded.flush()
+    except OutputClosed:
+        _discard(real)
+        return EXIT_CLOSED_OUTPUT
+    finally:
+        sys.stdout = real
+
+
+def _discard(stream: TextIO) -> None:
+    """Send what ``stream`` still holds, and anything later, to /dev/null."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):   # not a file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 class Failure(Exception):

@@ -145,8 +145,10 @@ def stats_text(stats: Dict[str, Any]) -> str:
         lines.append("upstream %s: %d ok, %d error" % (upstream["address"], upstream["ok"], upstream["error"]))
     mirror = stats.get("mirror")
     if mirror:
-        lines.append("mirror: %s, %s rows behind, last contact %s s ago" % (
-            mirror["state"], mirror["rows_behind"], mirror["seconds_since_contact"]))
+        behind, contact = mirror["rows_behind"], mirror["seconds_since_contact"]
+        lines.append("mirror: %s, %s, last contact %s" % (
+            mirror["state"], "rows behind unknown" if behind is None else "%d rows behind" % behind,
+            "never" if contact is None else "%s s ago" % contact))
     return "\n".join(lines)
 
 

@@ -21,7 +21,8 @@ from ..log import logger
 from ..runtime.settings import environment_host
 from ..version import __version__
 from . import backup, config, copydb, migrate, mirror, oefiles, requests, users
-from .output import EXIT_CODES_HELP, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Failure, Output
+from .output import (EXIT_CODES_HELP, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Failure, Output,
+                     ending_quietly_on_closed_stdout)
 
 DESCRIPTION = """\
 One subcommand per request (``get-pr``, ``test-pr``, ``test-package``,
@@ -72,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """``prserv``'s exit status (also when stdout's reader went away: see
+    ``output.ending_quietly_on_closed_stdout``)."""
+    return ending_quietly_on_closed_stdout(lambda: _run(argv))
+
+
+def _run(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
     args.server = getattr(args, "server", None) or environment_host()
     args.timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)

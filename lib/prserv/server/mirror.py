@@ -147,7 +147,9 @@ class Follower:
         """Why the state is ``disconnected`` or ``diverged``."""
         self.warnings: List[str] = []
         self.audit: Dict[str, Any] = {"result": "not yet"}
-        self.source_behind = False
+        self.source_behind: Optional[bool] = None
+        """Whether the source is a mirror behind this one (None: not known, as before
+        its first answer, or once diverged)."""
         self._client: Optional[PRAsyncClient] = None
         self.outages = OutageLog(logger, "mirror: source", "; answering from what is held, retrying")
         self._next_audit = time.monotonic() + audit_interval
@@ -156,11 +158,17 @@ class Follower:
 
     # ------------------------------------------------------------------ status
     def status(self) -> Dict[str, Any]:
+        """The state as ``mirror-status`` answers it.  What is not known is None: the
+        position before the first row, rows behind before the source said, and both
+        rows behind and ``source_behind`` once diverged (the source holds another
+        history: how far it is from this copy means nothing)."""
         held = self.target.mirror_state()
+        diverged = self.state == DIVERGED
         return {
             "source": self.source, "state": self.state, "complete": self.complete,
-            "identity": held.identity, "position": held.position, "rows_behind": self.behind,
-            "source_behind": self.source_behind,
+            "identity": held.identity, "position": held.position,
+            "rows_behind": None if diverged else self.behind,
+            "source_behind": None if diverged else self.source_behind,
             "seconds_since_contact": None if self.last_contact is None
             else round(time.monotonic() - self.last_contact, 3),
             "reason": self.reason or None, "audit": self.audit, "warnings": list(self.warnings),
