@@ -110,7 +110,7 @@ def test_metric_name_check_catches_a_typo():
 
 
 def test_alert_rules_parse_and_are_complete():
-    yaml = pytest.importorskip("yaml")
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (the test extra installs it)")
     rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))
     alerts = [rule for group in rules["groups"] for rule in group["rules"] if "alert" in rule]
     assert ALERTS <= {rule["alert"] for rule in alerts}
@@ -135,7 +135,9 @@ def test_alert_rules_are_complete_as_text():
             assert re.search(r"^\s+%s" % key, block, re.M), "%s has no %s" % (name, key)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not on PATH")
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool is not on PATH: it is Prometheus's own program (Debian: prometheus), "
+                    "no Python package the test extra could install")
 def test_promtool_accepts_the_rules():
     result = subprocess.run(["promtool", "check", "rules", str(RULES)],
                             capture_output=True, text=True, timeout=60)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -252,8 +254,9 @@ def test_module_runs_under_python_OO():
 
     optimized = run("-OO", "-m", "prserv", "--help")
     assert optimized.returncode == 0, optimized.stderr
-    assert "0 success, 1 not found, 2 bad arguments, 3 server unreachable," in optimized.stdout
-    assert "5 import-file skipped some lines, 6 a backup fails its integrity check." in optimized.stdout
+    assert "  0 success, 1 not found, 2 bad arguments or settings, 3 server unreachable, 4 refused\n" \
+        in optimized.stdout
+    assert "141\n  standard output closed by its reader (as in | head; nothing printed).\n" in optimized.stdout
     normal = run("-m", "prserv", "--help")
     assert normal.returncode == 0, normal.stderr
     assert normal.stdout == optimized.stdout
@@ -305,3 +308,145 @@ def test_a_closed_stdout_ends_a_command_quietly_with_141(tmp_path, process_serve
     for argv in (prserv_cmd + ["export-file", "-", "--history"], prserv_cmd + ["--help"],
                  [sys.executable, os.path.join(ROOT, "bin", "bitbake-prserv"), "--help"]):
         assert _closed_reader(argv, 0) == ([], 141, b""), argv
+
+
+# --------------------------------------------------------------------------- help texts and exit statuses
+
+def _parsers():
+    """(command line, parser) of ``prserv``, each subcommand (and ``user``'s actions),
+    and ``bitbake-prserv``."""
+    import argparse
+
+    from prserv.cli import bitbake_prserv, tool
+
+    def walk(parser, name):
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, subparser in action.choices.items():
+                    yield from walk(subparser, "%s %s" % (name, sub))
+
+    yield from walk(tool.build_parser(), "prserv")
+    yield "bitbake-prserv", bitbake_prserv.build_parser()
+
+
+def test_help_texts_are_plain_text_with_each_default_once(monkeypatch):
+    """Help comes from settings.py, the cli modules' strings and docstring-like
+    constants: RST markup (``this``) showed as it is written."""
+    monkeypatch.setenv("COLUMNS", "100")
+    helps = dict((name, parser.format_help()) for name, parser in _parsers())
+    assert len(helps) == 27, sorted(helps)
+    assert [name for name, text in helps.items() if "``" in text] == []
+    # one "(default: ...)" per option; options are the lines starting with "  -"
+    for name, text in helps.items():
+        options = re.split(r"\n(?=  -)", text)
+        assert [option for option in options if option.count("(default") > 1] == [], name
+
+
+def _listed_statuses(help_text):
+    epilog = " ".join(help_text.split("exit status: ", 1)[1].split())
+    return [int(code) for code in re.findall(r"(?:^|, )(\d+) ", epilog)]
+
+
+def _codes_used(function, seen):
+    """The exit codes ``function``'s body names (``EXIT_*``, or an int it returns) and
+    whether it talks to a server, following the ``prserv.cli`` functions it calls."""
+    import ast
+    import inspect
+    import textwrap
+
+    from prserv.client import PRAsyncClient
+    from prserv.cli.requests import connect_client
+    from prserv.runtime.mirroring import copy_once
+
+    if function in seen:
+        return set(), False
+    seen.add(function)
+    definition = ast.parse(textwrap.dedent(inspect.getsource(function))).body[0]
+    namespace = function.__globals__
+    codes, talks = set(), False
+    for node in (node for statement in definition.body for node in ast.walk(statement)):  # not decorators
+        target = None
+        if isinstance(node, ast.Name):
+            target = namespace.get(node.id)
+            if node.id.startswith("EXIT_") and type(target) is int:
+                codes.add(target)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            owner = namespace.get(node.value.id)
+            target = getattr(owner, node.attr, None) if inspect.ismodule(owner) else None
+            if node.attr.startswith("EXIT_") and type(target) is int:
+                codes.add(target)
+        elif isinstance(node, ast.Return) and isinstance(node.value, ast.Constant) \
+                and type(node.value.value) is int:
+            codes.add(node.value.value)
+        if target in (connect_client, PRAsyncClient, copy_once):
+            talks = True
+        if inspect.isfunction(target) and target.__module__.startswith("prserv.cli."):
+            more, more_talks = _codes_used(target, seen)
+            codes |= more
+            talks = talks or more_talks
+    return codes, talks
+
+
+def test_each_commands_help_lists_the_exit_statuses_its_code_can_return(monkeypatch):
+    """A command's exit statuses are declared once (output.exit_statuses on its
+    handler); its help lists exactly those, and they are exactly what its handler and
+    the functions it calls name, plus what every command can return (2 from argparse
+    and settings, 141 for a closed stdout) and, for one that talks to a server, what
+    tool.main returns for a server's errors (3, 4).  mirror-status's help listed 1
+    and 4, and it returns 3 too."""
+    from prserv.cli import bitbake_prserv, tool
+
+    monkeypatch.setenv("COLUMNS", "100")
+    checked = {}
+    for name, parser in _parsers():
+        handler = parser.get_default("handler")
+        if name == "bitbake-prserv":
+            declared = bitbake_prserv.EXIT_STATUSES
+            used, talks = _codes_used(bitbake_prserv._run, set())
+        elif handler is None:
+            continue                                        # prserv itself, and the user group
+        else:
+            declared = handler.exit_statuses
+            used, talks = _codes_used(handler, set())
+        assert (talks, declared.server) == (talks, talks), name
+        expected = used | set(exits.EVERY_COMMAND) | (set(exits.SERVER_ERRORS) if talks else set())
+        assert set(declared.codes) == expected, name
+        assert _listed_statuses(parser.format_help()) == sorted(expected), name
+        checked[name] = sorted(expected)
+    assert len(checked) == 25
+    assert checked["prserv mirror-status"] == [0, 1, 2, 3, 4, 141]
+    assert checked["prserv backup"] == [0, 2, 4, 6, 141]
+    assert checked["bitbake-prserv"] == [0, 1, 2, 141]
+    # what tool.main adds to any handler's: only every command's and a server's codes
+    assert _codes_used(tool._run, set())[0] <= set(exits.EVERY_COMMAND) | set(exits.SERVER_ERRORS)
+    listed = _listed_statuses(tool.build_parser().format_help().replace("\n\n  0 success", "\nexit status: 0 success"))
+    assert listed == sorted(exits.EXIT_MEANINGS)
+
+
+SERVER_COMMANDS = {
+    "get-pr": ["v", "a", "c"], "test-pr": ["v", "a", "c"], "test-package": ["v", "a"],
+    "max-package-pr": ["v", "a"], "import-one": ["v", "a", "c", "1"], "export": [], "ping": [],
+    "is-readonly": [], "stats": [], "export-file": ["OUT"], "import-file": ["IN"], "dump": ["OUT"],
+    "mirror": ["127.0.0.1:0", "DB"], "mirror-status": [], "user add": ["u", "--permissions", "read"],
+    "user new-token": ["u"], "user remove": ["u"], "user list": [],
+}
+
+
+def test_every_command_that_talks_to_a_server_exits_3_when_it_is_unreachable(tmp_path, cli):
+    """What a command declares as talking to a server (its help lists 3) is what it does."""
+    talking = [name[len("prserv "):] for name, parser in _parsers()
+               if parser.get_default("handler") is not None and parser.get_default("handler").exit_statuses.server]
+    assert sorted(talking) == sorted(SERVER_COMMANDS)
+    server = prserv.create_server("127.0.0.1:0", str(tmp_path / "gone.sqlite3"))
+    asyncio.run(server.start_serving())
+    closed = server.address
+    asyncio.run(server.stop_serving())                  # nothing listens there now
+    (tmp_path / "IN").write_text('PRAUTO$v$a$c = "1"\n')
+    for name, argv in SERVER_COMMANDS.items():
+        argv = [str(tmp_path / word) if word in ("IN", "OUT", "DB") else word for word in argv]
+        if name == "mirror":
+            argv[0] = closed
+        code, out, err = cli("--server", closed, "--timeout", "5", *name.split(), *argv)
+        assert (code, out) == (exits.EXIT_UNREACHABLE, ""), (name, err)
+        assert ("cannot reach the PR server at %s: " % closed) in err, (name, err)

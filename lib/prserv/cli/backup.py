@@ -18,7 +18,7 @@ from ..errors import BackupError, DatabaseBusy, VerificationFailed
 from ..runtime.priority import BACKUP_PRIORITIES, IDLE_THROTTLE, lower_priority
 from ..storage.sqlite import backup
 from ..storage.postgresql.url import is_url, masked
-from .output import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_VERIFY, Failure, Output
+from .output import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_VERIFY, Failure, Output, exit_statuses
 from .requests import connect_client
 
 
@@ -60,6 +60,8 @@ def _failure(exc: Exception) -> Exception:
     return Failure(EXIT_REFUSED if isinstance(exc, DatabaseBusy) else EXIT_USAGE, str(exc))
 
 
+@exit_statuses({EXIT_REFUSED: "the file is held by a buffered-mode server (use dump)",
+                EXIT_VERIFY: "the copy fails its integrity check"})
 def cmd_backup(args: argparse.Namespace, out: Output) -> int:
     """``prserv backup DB OUT [--sql] [--priority idle|low|normal]``."""
     if is_url(args.db):
@@ -79,6 +81,8 @@ def cmd_backup(args: argparse.Namespace, out: Output) -> int:
     return _finish(out, summary, report, "backed up")
 
 
+@exit_statuses({EXIT_REFUSED: "a server has DEST open (--force)",
+                EXIT_VERIFY: "the copy fails its integrity check"})
 def cmd_restore(args: argparse.Namespace, out: Output) -> int:
     """``prserv restore SRC DEST [--force]``."""
     try:
@@ -88,6 +92,7 @@ def cmd_restore(args: argparse.Namespace, out: Output) -> int:
     return _finish(out, summary, summary.pop("verification"), "restored")
 
 
+@exit_statuses({EXIT_VERIFY: "the copy fails its integrity check"}, server=True)
 def cmd_dump(args: argparse.Namespace, out: Output) -> int:
     """``prserv dump --server ADDR OUT``: the server's own dump (``dump-db``)."""
     started = time.monotonic()

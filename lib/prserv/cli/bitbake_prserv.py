@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from typing import List, Optional
 
 from ..asyncrpc.address import ADDR_TYPE_TCP, parse_address
@@ -22,13 +23,22 @@ from ..runtime import daemon
 from ..runtime.settings import Config, load_config
 from ..version import __version__
 from .options import add_server_options, config_from_args
-from .output import ending_quietly_on_closed_stdout
+from .output import EXIT_MEANINGS, EXIT_USAGE, ExitStatuses, ending_quietly_on_closed_stdout
+
+EXIT_STATUSES = ExitStatuses({
+    0: "success (started, stopped, or served until SIGTERM/SIGINT)",
+    1: "the server did not start, is not running, or did not stop",
+    EXIT_USAGE: EXIT_MEANINGS[EXIT_USAGE],
+}, server=False)
+"""Every status ``bitbake-prserv`` returns (bitbake's 0 and 1; 2 as argparse), as its
+help lists them; tests/test_tool.py holds them to the module's returns."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bitbake-prserv",
         description="BitBake PR Server. Version=%s" % __version__,
+        epilog="\n".join(textwrap.wrap(EXIT_STATUSES.epilog(), 80)),
         formatter_class=argparse.RawTextHelpFormatter)
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--start", action="store_true", help="start daemon")

@@ -6,9 +6,10 @@ import argparse
 from typing import Callable
 
 from .options import add_server_options, config_from_args
-from .output import EXIT_OK, Output
+from .output import EXIT_OK, Output, exit_statuses
 
 
+@exit_statuses()
 def cmd_config(args: argparse.Namespace, out: Output) -> int:
     config = config_from_args(args)
     print(config.as_json() if out.as_json else config.show(), end="\n" if out.as_json else "",

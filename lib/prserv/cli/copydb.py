@@ -8,9 +8,10 @@ from typing import Any, Callable
 
 from ..errors import DatabaseError
 from ..runtime.copying import copy_database
-from .output import EXIT_OK, EXIT_USAGE, EXIT_VERIFY, Failure, Output
+from .output import EXIT_OK, EXIT_USAGE, EXIT_VERIFY, Failure, Output, exit_statuses
 
 
+@exit_statuses({EXIT_VERIFY: "DEST lacks rows of the source, or holds them otherwise"})
 def cmd_copy(args: argparse.Namespace, out: Output) -> int:
     shown = sys.stderr.isatty() and not out.as_json
     try:
@@ -48,8 +49,7 @@ def _text(summary: Any) -> str:
 def add_commands(command: Callable[..., Any]) -> None:
     """Add this module's ``prserv`` subcommands (``command(name, handler, help)``)."""
     sub = command("copy", cmd_copy, "copy every row of a database into another (SQLite file or "
-                  "postgresql:// URL, either way), adding what DEST lacks; verified at the end (exit 6 "
-                  "if DEST lacks rows)")
+                  "postgresql:// URL, either way), adding what DEST lacks; verified at the end")
     sub.add_argument("src", metavar="SRC", help="a SQLite file (also one of bitbake <= 2.8) or a PostgreSQL URL")
     sub.add_argument("dest", metavar="DEST", help="a SQLite file (created) or a PostgreSQL URL")
 

@@ -13,9 +13,10 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from ..errors import DatabaseError
 from ..storage.sqlite import migrate
 from ..storage.sqlite.database import SQLiteDatabase
-from .output import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, Failure, Output
+from .output import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, Failure, Output, exit_statuses
 
 
+@exit_statuses({EXIT_INCOMPLETE: "some rows skipped (their value is not a revision)"})
 def cmd_migrate(args: argparse.Namespace, out: Output) -> int:
     """``prserv migrate DB``: open the file read-write (which migrates) and report.
 

@@ -12,13 +12,14 @@ from typing import Any, Callable, Dict, Optional
 
 from ..errors import DatabaseError, DivergedError, MirrorError
 from ..runtime import mirroring
-from .output import EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Failure, Output
+from .output import EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Failure, Output, exit_statuses
 from .requests import connect_client
 
 EXIT_DIVERGED = EXIT_REFUSED
 """mirror / mirror-status: the mirror does not follow its source any more."""
 
 
+@exit_statuses({EXIT_DIVERGED: "the file follows another history, or the source refused"}, server=True)
 def cmd_mirror(args: argparse.Namespace, out: Output) -> int:
     bar = _ProgressBar() if sys.stderr.isatty() and not out.as_json else None
     try:
@@ -40,6 +41,8 @@ def cmd_mirror(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+@exit_statuses({EXIT_NOT_FOUND: "not a mirror", EXIT_DIVERGED: "diverged, or refused by the server"},
+                server=True)
 def cmd_mirror_status(args: argparse.Namespace, out: Output) -> int:
     with connect_client(args) as client:
         status = client.mirror_status()
@@ -77,6 +80,7 @@ def _audit_text(audit: Dict[str, Any]) -> str:
         audit["result"], audit["rows_checked"], audit["missing_at_source"])
 
 
+@exit_statuses()
 def cmd_mirror_reset(args: argparse.Namespace, out: Output) -> int:
     try:
         removed = mirroring.reset(args.database)
@@ -117,7 +121,7 @@ def add_commands(command: Callable[..., Any]) -> None:
     sub.add_argument("source", metavar="SOURCE", help="the server to copy (any client address)")
     sub.add_argument("database", metavar="DB", help="the mirror's SQLite file")
     command("mirror-status", cmd_mirror_status, "where a mirror (--server) stands: source, state, "
-            "position, rows behind, last contact, audit (exit 1: not a mirror, 4: diverged)")
+            "position, rows behind, last contact, audit")
     sub = command("mirror-reset", cmd_mirror_reset, "forget a mirror file's copy so that it copies afresh "
                   "(the mirror stopped)")
     sub.add_argument("database", metavar="DB", help="the mirror's SQLite file")

@@ -15,13 +15,14 @@ from typing import Callable, List, Optional
 from ..client import PRAsyncClient
 from ..oefile import Problem, Row, export_lines, last_assignments, read_rows
 from ..runtime.credentials import credentials_for
-from .output import EXIT_INCOMPLETE, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Failure, Output
+from .output import EXIT_INCOMPLETE, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Failure, Output, exit_statuses
 from .requests import client_tls_context, export, export_filters
 
 PROGRESS_INTERVAL = 0.2     # seconds between progress bar updates
 MAX_LISTED_PROBLEMS = 20
 
 
+@exit_statuses({EXIT_REFUSED: "refused by the server, or answered nothing"}, server=True)
 def cmd_export_file(args: argparse.Namespace, out: Output) -> int:
     metainfo, datainfo = export(args)
     lines, unwritable = export_lines(datainfo, metainfo if args.colinfo else None,
@@ -30,7 +31,10 @@ def cmd_export_file(args: argparse.Namespace, out: Output) -> int:
         sys.stdout.writelines(lines)
         sys.stdout.flush()
     else:
-        _write_atomically(args.file, lines)
+        try:
+            _write_atomically(args.file, lines)
+        except OSError as exc:          # else tool.main would take it for the network's
+            raise Failure(EXIT_USAGE, "cannot write %s: %s" % (args.file, exc.strerror or exc)) from None
     for row in unwritable:
         print("prserv: not exported (field unusable in a variable name): %r" % (row,), file=sys.stderr)
     written = len(datainfo) - len(unwritable)
@@ -53,6 +57,8 @@ def _write_atomically(path: str, lines: List[str]) -> None:
         raise
 
 
+@exit_statuses({EXIT_REFUSED: "refused by the server, or read-only",
+                EXIT_INCOMPLETE: "some lines skipped"}, server=True)
 def cmd_import_file(args: argparse.Namespace, out: Output) -> int:
     try:
         stream = sys.stdin if args.file == "-" else open(args.file)

@@ -11,7 +11,8 @@ from ..asyncrpc import tls
 from ..client import PRClient
 from ..revision import is_revision
 from ..runtime.credentials import credentials_for
-from .output import (EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Failure, Output, text_value)
+from .output import (EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, Failure, Output, exit_statuses,
+                     text_value)
 
 
 def connect_client(args: argparse.Namespace) -> PRClient:
@@ -43,6 +44,7 @@ def _request(args: argparse.Namespace, call: Callable[[Any], Any]) -> Any:
         return call(client)
 
 
+@exit_statuses(server=True)
 def cmd_get_pr(args: argparse.Namespace, out: Output) -> int:
     value = _request(args, lambda c: c.getPR(args.version, args.pkgarch, args.checksum, args.history))
     out.result({"value": value}, value)
@@ -58,17 +60,20 @@ def _maybe_value(value: Any, out: Output, what: str) -> int:
     return EXIT_OK
 
 
+@exit_statuses({EXIT_NOT_FOUND: "no value for the checksum"}, server=True)
 def cmd_test_pr(args: argparse.Namespace, out: Output) -> int:
     value = _request(args, lambda c: c.test_pr(args.version, args.pkgarch, args.checksum, args.history))
     return _maybe_value(value, out, "no value for %s %s %s" % (args.version, args.pkgarch, args.checksum))
 
 
+@exit_statuses({EXIT_NOT_FOUND: "unknown package"}, server=True)
 def cmd_test_package(args: argparse.Namespace, out: Output) -> int:
     known = bool(_request(args, lambda c: c.test_package(args.version, args.pkgarch)))
     out.result({"value": known}, text_value(known))
     return EXIT_OK if known else EXIT_NOT_FOUND
 
 
+@exit_statuses({EXIT_NOT_FOUND: "no value for the package"}, server=True)
 def cmd_max_package_pr(args: argparse.Namespace, out: Output) -> int:
     value = _request(args, lambda c: c.max_package_pr(args.version, args.pkgarch))
     return _maybe_value(value, out, "no values for %s %s" % (args.version, args.pkgarch))
@@ -80,6 +85,7 @@ def revision_argument(text: str) -> str:
     return text
 
 
+@exit_statuses({EXIT_REFUSED: "refused by the server, or read-only"}, server=True)
 def cmd_import_one(args: argparse.Namespace, out: Output) -> int:
     value = _request(args, lambda c: c.importone(args.version, args.pkgarch, args.checksum, args.value))
     if value is None:
@@ -88,6 +94,7 @@ def cmd_import_one(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+@exit_statuses({EXIT_REFUSED: "refused by the server, or answered nothing"}, server=True)
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
     metainfo, datainfo = export(args)
     if out.as_json:
@@ -112,6 +119,7 @@ def export(args: argparse.Namespace) -> Tuple[dict, List[dict]]:
     return answer
 
 
+@exit_statuses({EXIT_REFUSED: "refused by the server, or not alive"}, server=True)
 def cmd_ping(args: argparse.Namespace, out: Output) -> int:
     answer = _request(args, lambda c: c.ping())
     alive = bool(answer and answer.get("alive"))
@@ -119,12 +127,14 @@ def cmd_ping(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK if alive else EXIT_REFUSED
 
 
+@exit_statuses(server=True)
 def cmd_is_readonly(args: argparse.Namespace, out: Output) -> int:
     readonly = bool(_request(args, lambda c: c.is_readonly()))
     out.result({"readonly": readonly}, text_value(readonly))
     return EXIT_OK
 
 
+@exit_statuses(server=True)
 def cmd_stats(args: argparse.Namespace, out: Output) -> int:
     stats = _request(args, lambda c: c.get_stats())
     out.result(stats, stats_text(stats))
@@ -173,13 +183,13 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     sub = command("get-pr", cmd_get_pr, "the PR value for a checksum (allocated if new)")
     package_arguments(sub)
     sub.add_argument("--history", action="store_true", help="history mode (first value, not last)")
-    sub = command("test-pr", cmd_test_pr, "the stored value for a checksum, if any (exit 1 if none)")
+    sub = command("test-pr", cmd_test_pr, "the stored value for a checksum, if any")
     package_arguments(sub)
     sub.add_argument("--history", action="store_true", help="history mode (first value, not last)")
     package_arguments(command("test-package", cmd_test_package,
-                              "whether the server knows a package (exit 1 if not)"), checksum=False)
+                              "whether the server knows a package"), checksum=False)
     package_arguments(command("max-package-pr", cmd_max_package_pr,
-                              "a package's highest value (exit 1 if none)"), checksum=False)
+                              "a package's highest value"), checksum=False)
     sub = command("import-one", cmd_import_one, "store one value as given")
     package_arguments(sub)
     sub.add_argument("value", type=revision_argument)

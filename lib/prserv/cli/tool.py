@@ -25,17 +25,19 @@ from .output import (EXIT_CODES_HELP, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
                      ending_quietly_on_closed_stdout)
 
 DESCRIPTION = """\
-One subcommand per request (``get-pr``, ``test-pr``, ``test-package``,
-``max-package-pr``, ``import-one``, ``export``, ``ping``, ``is-readonly``), plus
-``export-file`` / ``import-file`` in OpenEmbedded's ``bitbake-prserv-tool`` text
-format, ``config --show`` for the server settings, and ``mirror``,
-``mirror-status``, ``mirror-reset`` for publishing mirrors, ``stats``, and ``user add``,
-``user list``, ``user remove``, ``user new-token`` for users and their tokens.  A
-client proves a user when ``PRSERV_TOKEN`` (``USER:TOKEN``) or a ``~/.netrc`` entry
-for the server's host holds one.  ``--json`` prints one JSON
-document for scripts.  Exit codes tell apart what a script needs to know:
+One subcommand per request (get-pr, test-pr, test-package, max-package-pr,
+import-one, export, ping, is-readonly, stats), plus export-file / import-file in
+OpenEmbedded's bitbake-prserv-tool text format, config --show for the server
+settings, migrate for databases of bitbake <= 2.8, backup, restore, dump and copy
+for copies of a database, mirror, mirror-status and mirror-reset for publishing
+mirrors, and user add, user list, user remove, user new-token for users and their
+tokens.  A client proves a user when PRSERV_TOKEN (USER:TOKEN) or a ~/.netrc entry
+for the server's host holds one.  --json prints one JSON document for scripts.
+Exit codes tell apart what a script needs to know (each command's --help lists its
+own):
 """ + EXIT_CODES_HELP
-"""The text of ``prserv --help`` (a constant: ``python -OO`` drops docstrings)."""
+"""The text of ``prserv --help``: plain text, as a terminal shows it (a constant:
+``python -OO`` drops docstrings)."""
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -61,8 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, handler: Optional[Callable[..., int]], help: str,
                 under: Any = None) -> argparse.ArgumentParser:
-        """A subcommand (``under``: a group's ``add_subparsers()``, for ``user add``)."""
-        sub = (under or commands).add_parser(name, parents=[common], help=help, description=help)
+        """A subcommand (``under``: a group's ``add_subparsers()``, for ``user add``); its
+        help ends with the exit statuses its handler declares (``output.exit_statuses``)."""
+        epilog = handler.exit_statuses.epilog() if handler is not None else None  # type: ignore[attr-defined]
+        sub = (under or commands).add_parser(name, parents=[common], help=help, description=help,
+                                             epilog=epilog)
         if handler is not None:
             sub.set_defaults(handler=handler)
         return sub
@@ -104,6 +109,9 @@ def _run(argv: Optional[List[str]]) -> int:
         print("prserv: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
     except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+        if not args.handler.exit_statuses.server:        # a local file's, not the network's
+            print("prserv: %s" % exc, file=sys.stderr)
+            return EXIT_USAGE
         print("prserv: cannot reach the PR server at %s: %s" % (args.server, exc), file=sys.stderr)
         return EXIT_UNREACHABLE
     finally:

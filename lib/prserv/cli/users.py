@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional
 from .. import tokens
 from ..errors import InvalidRequestError
 from ..runtime import users
-from .output import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, Failure, Output
+from .output import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, Failure, Output, exit_statuses
 from .requests import connect_client
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([dh])\Z")
@@ -60,6 +60,7 @@ def _with_token(args: argparse.Namespace, out: Output, document: Dict[str, Any],
     return EXIT_OK
 
 
+@exit_statuses(server=True)
 def cmd_user_add(args: argparse.Namespace, out: Output) -> int:
     try:
         permissions = sorted(tokens.parse_permissions([args.permissions]))
@@ -74,6 +75,7 @@ def cmd_user_add(args: argparse.Namespace, out: Output) -> int:
     return _with_token(args, out, _user_document(answer), answer["token"])
 
 
+@exit_statuses({EXIT_NOT_FOUND: "no such user"}, server=True)
 def cmd_user_new_token(args: argparse.Namespace, out: Output) -> int:
     if args.database:
         try:
@@ -86,6 +88,7 @@ def cmd_user_new_token(args: argparse.Namespace, out: Output) -> int:
     return _with_token(args, out, _user_document(answer), answer["token"])
 
 
+@exit_statuses({EXIT_NOT_FOUND: "no such user"}, server=True)
 def cmd_user_remove(args: argparse.Namespace, out: Output) -> int:
     if args.database:
         removed = users.remove_user(args.database, args.name)
@@ -97,6 +100,7 @@ def cmd_user_remove(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK if removed else EXIT_NOT_FOUND
 
 
+@exit_statuses(server=True)
 def cmd_user_list(args: argparse.Namespace, out: Output) -> int:
     if args.database:
         found: List[Any] = users.list_users(args.database)
@@ -130,5 +134,5 @@ def add_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     sub = action("new-token", cmd_user_new_token, "give a user a new token (the old one stops working)")
     sub.add_argument("name")
     sub.add_argument("--expires", type=expiry_argument, metavar="30d|12h|YYYY-MM-DD")
-    action("remove", cmd_user_remove, "remove a user (exit 1 if there is none)").add_argument("name")
+    action("remove", cmd_user_remove, "remove a user").add_argument("name")
     action("list", cmd_user_list, "the users, their permissions and expiry")

@@ -315,8 +315,8 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("tls_certificate", "PRSERV_TLS_CERTIFICATE", ("--tls-certificate",), None, _optional_path,
             "PEM certificate chain that wss:// listeners present", metavar="FILE", shown_default="none"),
     Setting("tls_key", "PRSERV_TLS_KEY", ("--tls-key",), None, _optional_path,
-            "PEM private key of tls_certificate (default: in the certificate file)", metavar="FILE",
-            shown_default="none"),
+            "PEM private key of tls_certificate", metavar="FILE",
+            shown_default="in the certificate file"),
     Setting("tls_ca", "PRSERV_TLS_CA", ("--tls-ca",), None, _optional_path,
             "PEM CA bundle a wss:// upstream or mirror source is checked against (also read by the "
             "prserv command)", metavar="FILE", shown_default="the system's CAs"),
