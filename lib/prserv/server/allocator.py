@@ -20,11 +20,14 @@ The reference awaits them between reading and writing its table (defect D9).  He
    if it now needs an upstream fact not yet asked (another process wrote
    meanwhile), the scope ends without writing and the fact is fetched.
 
-A write scope that lost its database connection (``WriteInterrupted``: a
-PostgreSQL failover, say) may or may not have stored its row; the decision is then
-made again from what the database holds once it is back, exactly as after another
-writer's conflict: the stored row is found, or the value decided afresh.  Never a
-second value for one checksum, never one that went backwards.
+A write that lost its database connection (``WriteInterrupted``: a PostgreSQL
+failover, say) may or may not have stored its row.  The package is then read as the
+database holds it once it is back: a value the checksum gained since the decision
+was read is the answer (the lost write stored it, or another request for the
+checksum did); otherwise nothing was stored and the value is decided afresh.
+Deciding afresh in the first case would, without history, give the checksum a
+second value (its first is no longer the package's largest).  Never a second value
+for one checksum, never one that went backwards.
 """
 
 from __future__ import annotations
@@ -107,6 +110,16 @@ def _trusted(state: PackageState, attempt: int) -> Optional[PackageState]:
     return state if attempt < OPTIMISTIC_ROUNDS else None
 
 
+def _gained(before: PackageState, after: PackageState, checksum: str, history: bool) -> Optional[RevisionKey]:
+    """The checksum's value in ``after`` if it gained one since ``before``: after a
+    write whose outcome is unknown, that value is the checksum's answer."""
+    if after.checksum != checksum or after.bounds is None:
+        return None
+    if before.checksum == checksum and before.bounds == after.bounds:
+        return None
+    return after.checksum_value(checksum, history)
+
+
 def _local_decision(state: PackageState, checksum: str, history: bool) -> RevisionKey:
     return local_value(state.max_key, state.checksum_value(checksum, history), history)
 
@@ -142,8 +155,10 @@ class Allocator:
             key = _local_decision(state, checksum, history)
             if state.has_value(checksum, key):
                 return key
+            decided_from = state
             try:
                 async with self.engine.write(version, pkgarch, checksum, known=_trusted(state, attempt)) as scope:
+                    decided_from = scope.state
                     key = _local_decision(scope.state, checksum, history)   # re-read under the lock
                     if scope.state.has_value(checksum, key):
                         return key
@@ -156,8 +171,11 @@ class Allocator:
                 return key
             except WriteConflict as conflict:
                 state = conflict.state                  # another writer came first: decide again
-            except WriteInterrupted:
-                state = await self.engine.package(version, pkgarch, checksum)   # stored or not: look
+            except WriteInterrupted as interrupted:
+                state = interrupted.state or await self.engine.package(version, pkgarch, checksum)
+                gained = _gained(decided_from, state, checksum, history)
+                if gained is not None:
+                    return gained                       # the lost write stored it
         raise PRServiceError("get-pr for %s/%s did not settle after %d rounds"
                              % (version, pkgarch, MAX_DECISION_ROUNDS))
 
@@ -194,17 +212,25 @@ class Allocator:
                 decision = self._decide(state, checksum, history, facts)
             if not store or state.has_value(checksum, decision):
                 return decision
+            decided_from = state
             try:
                 async with self.engine.write(version, pkgarch, checksum, _child_base(facts),
                                              known=_trusted(state, attempt)) as scope:
+                    decided_from = scope.state
                     decision = self._decide(scope.state, checksum, history, facts)  # under the lock
                     if isinstance(decision, Need):
                         continue                # someone else wrote: ask what is missing
                     if not scope.state.has_value(checksum, decision):
                         if await scope.store(checksum, decision):
                             self.allocations += 1
-            except (WriteConflict, WriteInterrupted):
-                continue                        # someone else wrote, or stored or not: read and decide again
+            except WriteConflict:
+                continue                        # someone else wrote: read and decide again
+            except WriteInterrupted as interrupted:
+                after = interrupted.state or await self.engine.package(version, pkgarch, checksum)
+                gained = _gained(decided_from, after, checksum, history)
+                if gained is not None:
+                    return gained                       # the lost write stored it
+                continue
             return decision
         raise PRServiceError("get-pr for %s/%s did not settle after %d rounds"
                              % (version, pkgarch, MAX_DECISION_ROUNDS))
@@ -236,6 +262,7 @@ class Allocator:
 
     async def _store_degraded(self, version: str, pkgarch: str, checksum: str, history: bool) -> RevisionKey:
         for _ in range(MAX_DECISION_ROUNDS):
+            scope = None
             try:
                 async with self.engine.write(version, pkgarch, checksum) as scope:
                     # Rows are never removed, so the checksum is still known here.
@@ -244,8 +271,11 @@ class Allocator:
                     if await scope.store(checksum, key):
                         self.allocations += 1
                 return key
-            except WriteInterrupted:
-                continue                        # stored or not: decide again under the lock
+            except WriteInterrupted as interrupted:
+                after = interrupted.state or await self.engine.package(version, pkgarch, checksum)
+                gained = _gained(scope.state, after, checksum, history) if scope is not None else None
+                if gained is not None:
+                    return gained                       # the lost write stored it
         raise PRServiceError("get-pr for %s/%s did not settle after %d rounds"
                              % (version, pkgarch, MAX_DECISION_ROUNDS))
 

@@ -131,10 +131,17 @@ class WriteConflict(Exception):
 
 
 class WriteInterrupted(Exception):
-    """A write scope lost its database connection before its commit was confirmed:
-    whether the row was stored is unknown.  The caller reads the package again and
-    decides afresh (finding the row if it was stored).  (Not an error anyone sees:
-    the allocator retries.)"""
+    """A write lost its database connection before its commit was confirmed: whether
+    the row was stored is unknown.  ``state``: the package as it is now, when the
+    engine knows it (else the caller reads it).  A value the checksum gained since
+    the decision was read is then the checksum's answer -- the lost write stored it,
+    or another request for the same checksum did meanwhile -- and deciding afresh
+    would give the checksum a second value.  (Not an error anyone sees: the
+    allocator handles it.)"""
+
+    def __init__(self, state: Optional[PackageState] = None) -> None:
+        super().__init__("the write's outcome is unknown")
+        self.state = state
 
 
 class WriteScope(abc.ABC):

@@ -103,7 +103,10 @@ _USER_COLUMNS = "username, permissions, token_hash, salt, created, expires"     
 
 
 _HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
-"""Transactions below this are finished: their rows can be fed without a gap."""
+"""Transactions below this are finished: their rows can be fed without a gap.
+
+The feed's queries select ``txid::text`` and order by ``prmain.txid``: a bare
+``ORDER BY txid`` names the output column, the text, and "1000" sorts before "999"."""
 
 
 T = TypeVar("T")
@@ -142,6 +145,12 @@ def _connection_class(asyncpg: Any) -> Any:
     global _CONNECTION_CLASS
     if _CONNECTION_CLASS is None:
         class Connection(asyncpg.Connection):  # type: ignore[misc, name-defined]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.opened_at = time.monotonic()
+                """When it was opened: only a connection opened since an outage began
+                can tell that it ended (``Outage.reached``)."""
+
             def get_reset_query(self) -> str:
                 return ""
 
@@ -163,6 +172,25 @@ async def _listen_for_warnings(shown_url: str, connection: Any) -> None:
                          "before its standby has it", shown_url, message, detail)
 
     connection.add_log_listener(warned)
+
+
+async def _first_connection(pool: Any, url: str, connect_timeout: float) -> Any:
+    """A connection from ``pool``, retrying for ``connect_timeout`` seconds while the
+    database is not up (a server and its database started together)."""
+    asyncpg = _driver()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + connect_timeout
+    delay = 0.1
+    while True:
+        try:
+            return await pool.acquire()
+        except _driver_errors(asyncpg) as exc:
+            if loop.time() + delay > deadline or isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+                raise DatabaseError("cannot connect to %s within %g s: %s" % (
+                    masked(url), connect_timeout, hide_in(cause(exc), url))) from None
+            logger.info("waiting for %s: %s", masked(url), hide_in(cause(exc), url))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def _driver() -> Any:
@@ -222,29 +250,20 @@ class PostgreSQLEngine(Engine):
                     "plan_cache_mode": "force_generic_plan"}
         if read_only:
             settings["default_transaction_read_only"] = "on"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + connect_timeout
-        delay = 0.1
-        while True:
-            try:
-                pool = await asyncpg.create_pool(url, min_size=1, max_size=max(1, pool_size),
-                                                 server_settings=settings,
-                                                 connection_class=_connection_class(asyncpg),
-                                                 connect=HostConnector(url, asyncpg),
-                                                 init=functools.partial(_listen_for_warnings, masked(url)))
-                break
-            except _driver_errors(asyncpg) as exc:
-                if loop.time() + delay > deadline or isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
-                    raise DatabaseError("cannot connect to %s within %g s: %s" % (
-                        masked(url), connect_timeout, hide_in(str(exc) or type(exc).__name__, url))) from None
-                logger.info("waiting for %s: %s", masked(url), hide_in(str(exc) or type(exc).__name__, url))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        # No connection is kept open while idle (min_size 0): asyncpg would otherwise
+        # reopen one in the background during an outage, logging a traceback per try.
+        pool = await asyncpg.create_pool(url, min_size=0, max_size=max(1, pool_size), server_settings=settings,
+                                         connection_class=_connection_class(asyncpg),
+                                         connect=HostConnector(url, asyncpg),
+                                         init=functools.partial(_listen_for_warnings, masked(url)))
         engine = cls(url, pool, read_only, outage_wait)
         try:
-            async with pool.acquire() as connection:
+            connection = await _first_connection(pool, url, connect_timeout)
+            try:
                 await schema.ensure(connection, read_only, engine.shown_url)
                 engine._plan_next_analysis(await connection.fetchval(_ESTIMATED_ROWS))
+            finally:
+                await pool.release(connection)
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, DatabaseError):
@@ -287,14 +306,10 @@ class PostgreSQLEngine(Engine):
         delay = RETRY_FIRST_DELAY
         while True:
             try:
-                result = await attempt()
+                return await attempt()
             except self.driver_errors as exc:
                 waiting_since = await self._wait_out(exc, waiting_since, delay)
                 delay = min(2 * delay, RETRY_MAX_DELAY)
-                continue
-            if self.outage.started is not None:
-                self.outage.ended()
-            return result
 
     async def _wait_out(self, exc: BaseException, waiting_since: Optional[float], delay: float) -> float:
         """After a failed attempt: raise unless ``exc`` is an outage with time left to
@@ -322,7 +337,10 @@ class PostgreSQLEngine(Engine):
 
     async def _on_pooled(self, operation: Callable[[Any], Awaitable[T]]) -> T:
         async with self.pool.acquire() as connection:
-            return await operation(connection)
+            result = await operation(connection)
+            if self.outage.started is not None:
+                self.outage.reached(connection.opened_at)
+        return result
 
     async def _unabandoned(self, work: Awaitable[T]) -> T:
         """``await work`` (a write), in a task the caller's cancellation does not reach:
@@ -379,8 +397,20 @@ class PostgreSQLEngine(Engine):
     async def _write(self, query: str, *args: Any, method: str = "fetchrow") -> Any:
         """A one-statement write (its own transaction) that is safe to repeat: sent
         again on a new connection while the database is out, never abandoned."""
-        return await self._unabandoned(self._retried(lambda: self._on_pooled(
-            lambda connection: self.committing(getattr(connection, method)(query, *args)))))
+        return (await self._write_repeated(query, *args, method=method))[0]
+
+    async def _write_repeated(self, query: str, *args: Any, method: str = "fetchrow") -> Tuple[Any, bool]:
+        """``_write``'s result, and whether the write was sent more than once (then
+        an earlier attempt may have stored what the last one found)."""
+        attempts = 0
+
+        def attempt() -> Awaitable[Any]:
+            nonlocal attempts
+            attempts += 1
+            return self._on_pooled(lambda connection: self.committing(getattr(connection, method)(query, *args)))
+
+        result = await self._unabandoned(self._retried(attempt))
+        return result, attempts > 1
 
     async def package(self, version: str, pkgarch: str, checksum: Optional[str] = None,
                       children_of: Optional[RevisionKey] = None) -> PackageState:
@@ -521,7 +551,7 @@ class PostgreSQLEngine(Engine):
         identity = await self._identity(connection)
         found = await connection.fetch(
             "SELECT txid::text, id, version, pkgarch, checksum, value FROM prmain "
-            "WHERE (txid, id) > ($1::text::xid8, $2) AND txid < %s ORDER BY txid, id LIMIT $3"
+            "WHERE (txid, id) > ($1::text::xid8, $2) AND txid < %s ORDER BY prmain.txid, prmain.id LIMIT $3"
             % _HORIZON, txid, row, max(0, limit))
         rows = [("%s:%d" % (r[0], r[1]), r[2], r[3], r[4], r[5]) for r in found]
         reached, at = True, None
@@ -545,7 +575,7 @@ class PostgreSQLEngine(Engine):
         found = await self._query(
             "SELECT txid::text, id, version, pkgarch, checksum, value FROM prmain "
             "WHERE (txid, id) > ($1::text::xid8, $2) AND (txid, id) <= ($3::text::xid8, $4) "
-            "AND txid < %s ORDER BY txid, id" % _HORIZON, start[0], start[1], end[0], end[1], method="fetch")
+            "AND txid < %s ORDER BY prmain.txid, prmain.id" % _HORIZON, start[0], start[1], end[0], end[1], method="fetch")
         return [("%s:%d" % (r[0], r[1]), r[2], r[3], r[4], r[5]) for r in found]
 
     async def wait_for_changes(self, position: Optional[Position], timeout: float) -> bool:
@@ -615,7 +645,8 @@ class _CheckedWrite(WriteScope):
     ``prserv_store`` (one round trip, its own transaction), which inserts only if the
     package is still as ``known`` says, else raises ``WriteConflict`` with the package
     as it is now.  That check makes the call safe to repeat after an outage: if the
-    lost attempt stored the row, the package changed and the caller decides again."""
+    lost attempt stored the row, the repeat finds the package changed and raises
+    ``WriteInterrupted`` with it (the caller answers the value the checksum gained)."""
 
     def __init__(self, engine: PostgreSQLEngine, version: str, pkgarch: str, checksum: Optional[str],
                  children_of: Optional[RevisionKey], known: PackageState) -> None:
@@ -637,7 +668,7 @@ class _CheckedWrite(WriteScope):
         bounds = state.bounds if state.checksum == checksum else None
         child = state.children.get(self.children_of) if self.children_of is not None else None
         expected_child = None if child is None else key_to_revision(tuple(self.children_of) + (child,))
-        row = await self.engine._write(
+        row, repeated = await self.engine._write_repeated(
             _STORE, version, pkgarch, checksum, key_to_revision(key), True, base, upper, length,
             _revision(state.max_key), _revision(bounds[0] if bounds else None),
             _revision(bounds[1] if bounds else None), expected_child)
@@ -648,19 +679,20 @@ class _CheckedWrite(WriteScope):
         fresh = _state((top, low, high, found_child), checksum, self.children_of)
         if _same(fresh, state, self.children_of):
             return False                            # unchanged: the row was there already
-        raise WriteConflict(fresh)
+        raise WriteInterrupted(fresh) if repeated else WriteConflict(fresh)
 
     async def store_next(self, checksum: str) -> RevisionKey:
         """One call of ``prserv_store_next``: the successor of the maximum as it is
         under the lock; ``WriteConflict`` only if the checksum's own values changed."""
         bounds = self.state.bounds if self.state.checksum == checksum else None
         version, pkgarch = self.args[0], self.args[1]
-        row = await self.engine._write(
+        row, repeated = await self.engine._write_repeated(
             _STORE_NEXT, version, pkgarch, checksum, _revision(bounds[0] if bounds else None),
             _revision(bounds[1] if bounds else None))
         stored, top, low, high = row
         if stored is None:
-            raise WriteConflict(_state((top, low, high, None), checksum, None))
+            fresh = _state((top, low, high, None), checksum, None)
+            raise WriteInterrupted(fresh) if repeated else WriteConflict(fresh)
         self.engine._note_stored(1)
         return revision_key(stored)
 
@@ -701,6 +733,8 @@ class _WriteScope(WriteScope):
         except BaseException:
             await self._end(False)
             raise
+        if self.engine.outage.started is not None:
+            self.engine.outage.reached(self._connection.opened_at)
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:

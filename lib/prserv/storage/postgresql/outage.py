@@ -12,7 +12,9 @@ Every other error -- a lock timeout, a constraint, a schema newer than the serve
 
 ``Outage`` keeps the log to one WARNING as an outage starts and one INFO as it
 ends (how long, how many requests waited, how many of them gave up), whatever the
-number of requests caught in it.
+number of requests caught in it.  It ends with the first success on a connection
+opened since it began: a primary being stopped answers on some of its connections
+for a moment after others were cut.
 """
 
 from __future__ import annotations
@@ -80,9 +82,11 @@ class Outage:
         """A request waited ``wait`` seconds in vain and is answered with an error."""
         self.gave_up += 1
 
-    def ended(self) -> None:
-        """A request reached the database: the outage (if any) is over."""
-        if self.started is None:
+    def reached(self, opened_at: float) -> None:
+        """A request succeeded on a connection opened at ``opened_at``: if that was
+        since the outage began, the outage is over.  (An older connection may still
+        reach a server on its way down, or one no longer the primary.)"""
+        if self.started is None or opened_at < self.started:
             return
         lasted = time.monotonic() - self.started
         self.started = None
