@@ -11,6 +11,7 @@ and promoted; servers and mirrors are real processes, clients real connections.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import socket
 import subprocess
@@ -302,3 +303,36 @@ async def test_shutdown_during_an_outage_ends_within_the_shutdown_timeout(tmp_pa
 async def _get_pr(address: str, checksum: str) -> str:
     async with await prserv.create_async_client(address) as client:
         return await client.getPR(V, A, checksum)
+
+
+async def test_a_commit_held_for_a_missing_standby_is_logged_and_never_cancelled(pair, caplog):
+    """The standby is gone: PostgreSQL holds every commit.  The server logs the wait
+    once and never cancels it (a cancelled wait leaves the commit on the primary
+    alone).  Cancelled from outside, PostgreSQL says the commit is local only, and
+    the server logs that at ERROR."""
+    caplog.set_level(logging.INFO, logger="BitBake.PRserv")
+    server = prserv.create_server("127.0.0.1:0", pair.url)
+    await server.start_serving()
+    try:
+        server.engine.slow_commit_seconds = 0.3
+        async with await prserv.create_async_client(server.address) as client:
+            assert await client.getPR(V, A, "before") == "0"
+        pair.standby.stop("fast")
+        held = asyncio.ensure_future(_get_pr(server.address, "held"))
+        waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+        while not any("has waited 0.3 s" in record.getMessage() for record in caplog.records):
+            assert not held.done()
+            await asyncio.sleep(0.02)
+        pid = pair.primary.psql(waiting)
+        assert pid.isdigit()                                     # one commit, still waiting
+        pair.primary.psql("SELECT pg_cancel_backend(%s)" % pid)
+        assert await held == "1"                                 # committed on the primary alone
+        errors = [record for record in caplog.records if record.levelname == "ERROR"]
+        assert len(errors) == 1 and "committed locally" in errors[0].getMessage()
+        assert "A value answered now may be lost" in errors[0].getMessage()
+        warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+        assert len([w for w in warnings if "has waited 0.3 s" in w]) == 1
+        assert any("commits on postgresql://" in record.getMessage() and "complete again" in record.getMessage()
+                   for record in caplog.records if record.levelname == "INFO")
+    finally:
+        await server.stop_serving()

@@ -150,6 +150,12 @@ def _connection_class(asyncpg: Any) -> Any:
                 self.opened_at = time.monotonic()
                 """When it was opened: only a connection opened since an outage began
                 can tell that it ended (``Outage.reached``)."""
+                self.warning_listener: Any = None
+
+            async def reset(self, *, timeout: Optional[float] = None) -> None:
+                await super().reset(timeout=timeout)        # which removes every log listener
+                if self.warning_listener is not None:
+                    self.add_log_listener(self.warning_listener)
 
             def get_reset_query(self) -> str:
                 return ""
@@ -168,9 +174,10 @@ async def _listen_for_warnings(shown_url: str, connection: Any) -> None:
     def warned(_connection: Any, message: Any) -> None:
         detail = getattr(message, "detail", None) or ""
         if "committed locally" in detail:
-            logger.error("PostgreSQL %s: %s %s -- a value answered now may be lost if the primary fails "
-                         "before its standby has it", shown_url, message, detail)
+            logger.error("PostgreSQL %s: %s. %s A value answered now may be lost if the primary fails before "
+                         "its standby has it.", shown_url, getattr(message, "message", message), detail)
 
+    connection.warning_listener = warned
     connection.add_log_listener(warned)
 
 
@@ -231,8 +238,9 @@ class PostgreSQLEngine(Engine):
         """A write's round trip, which ends with its commit."""
         self._writes: Set["asyncio.Task[Any]"] = set()
         """Writes sent and not yet answered (``_unabandoned``)."""
+        self.slow_commit_seconds = SLOW_COMMIT_SECONDS
         self._slow_commits = 0
-        """Writes now waiting longer than ``SLOW_COMMIT_SECONDS`` for their commit."""
+        """Writes now waiting longer than ``slow_commit_seconds`` for their commit."""
         self._stored_since_analysis = 0
         self._analyze_after = ANALYZE_MIN_ROWS
         self._analysis: Optional["asyncio.Task[None]"] = None
@@ -360,10 +368,10 @@ class PostgreSQLEngine(Engine):
     async def committing(self, call: Awaitable[T]) -> T:
         """Await ``call``, which ends a write transaction (a commit, or a one-statement
         write): its time counts in ``commit_durations``, and a wait longer than
-        ``SLOW_COMMIT_SECONDS`` is logged."""
+        ``slow_commit_seconds`` is logged."""
         started = time.perf_counter()
         late: List[bool] = []
-        slow = asyncio.get_running_loop().call_later(SLOW_COMMIT_SECONDS, self._commit_slow, late)
+        slow = asyncio.get_running_loop().call_later(self.slow_commit_seconds, self._commit_slow, late)
         try:
             result = await call
         finally:
@@ -379,7 +387,7 @@ class PostgreSQLEngine(Engine):
         if self._slow_commits == 1:
             logger.warning("a commit on %s has waited %g s and waits on: PostgreSQL holds every commit while "
                            "a synchronous standby it needs is missing (synchronous_standby_names)",
-                           self.shown_url, SLOW_COMMIT_SECONDS)
+                           self.shown_url, self.slow_commit_seconds)
 
     def _commit_done_late(self, seconds: float) -> None:
         self._slow_commits -= 1
