@@ -382,8 +382,9 @@ SETTINGS: Tuple[Setting, ...] = (
             limit="max_connections"),
     Setting("max_connections_per_address", "PRSERV_MAX_CONNECTIONS_PER_ADDRESS",
             ("--max-connections-per-address",), DEFAULT_LIMITS.max_connections_per_address, _count,
-            "open connections from one address at most; one more is refused with an invoke-error "
-            "(0: no limit; unix-socket clients are not counted)", metavar="N",
+            "open connections from one address at most; when all are open, that address's longest-idle "
+            "one is closed to admit a new one, and only when none is idle is the new one refused with an "
+            "invoke-error (0: no limit; unix-socket clients are not counted)", metavar="N",
             limit="max_connections_per_address"),
     Setting("idle_timeout", "PRSERV_IDLE_TIMEOUT", ("--idle-timeout",), DEFAULT_LIMITS.idle_timeout,
             _seconds_or_zero, "close a client connection silent this long (0: never)",
