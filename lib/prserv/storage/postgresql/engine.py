@@ -51,7 +51,7 @@ from ..engine import (DumpSource, Engine, FeedPage, PackageState, Position, Posi
                       WriteConflict, WriteInterrupted, WriteScope, package_max_rows)
 from . import schema
 from .hosts import HostConnector
-from .outage import Outage, cause, is_outage
+from .availability import Outage, cause, is_outage
 from .url import hide_in, masked
 
 DEFAULT_POOL_SIZE = 10
@@ -120,7 +120,7 @@ def _driver_errors(asyncpg: Any) -> Tuple[type, ...]:
     """What asyncpg and the socket layer raise: the errors a database operation turns
     into ``DatabaseError`` (at once, or after waiting out an outage)."""
     return (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-            asyncpg.exceptions.TargetServerAttributeNotMatched)
+            asyncpg.exceptions.InternalClientError)
 
 
 def _in_task(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

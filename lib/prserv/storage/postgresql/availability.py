@@ -4,7 +4,9 @@ An outage is the database being unreachable, or reachable but not the primary:
 a connection refused, reset or closed under a request (SQLSTATE class 08), a
 server shutting down or starting up (57P01, 57P02, 57P03), a write refused by a
 node that was demoted (25006), no connection slot left (53300), or no host of a
-multi-host URL that is the primary (``target_session_attrs``).  A request waits
+multi-host URL that is the primary (``target_session_attrs``), or a connection the
+driver can no longer use (``InternalClientError``: asyncpg's "another operation is
+in progress" after a server ended the connection mid-way).  A request waits
 one out (``PostgreSQLEngine``: up to ``db_outage_wait``), because a build host
 raises on an error answer and fails its task, while a late answer only costs time.
 Every other error -- a lock timeout, a constraint, a schema newer than the server
@@ -32,7 +34,7 @@ many connections; and every state of class 08 (connection exceptions)."""
 def is_outage(exc: BaseException, driver: Any) -> bool:
     """Whether ``exc`` (raised by asyncpg or the socket layer) says the database is
     out rather than that the request was wrong."""
-    if isinstance(exc, (OSError, asyncio.TimeoutError, driver.exceptions.TargetServerAttributeNotMatched)):
+    if isinstance(exc, (OSError, asyncio.TimeoutError, driver.exceptions.InternalClientError)):
         return True
     sqlstate = getattr(exc, "sqlstate", None)
     if isinstance(exc, driver.PostgresError) and isinstance(sqlstate, str):
