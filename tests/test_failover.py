@@ -201,8 +201,7 @@ def _restart(node: Node) -> None:
 async def test_an_outage_longer_than_the_wait_is_an_error_after_the_wait_then_service_again(tmp_path, pair):
     server, address, lines = start_process(tmp_path, "-f", pair.url, "--db-outage-wait", "1.5")
     try:
-        async with await prserv.create_async_client(address) as client:
-            assert await client.getPR(V, A, "before") == "0"
+        assert await _get_pr(address, "before") == "0"
         for node in pair.nodes:
             node.stop("fast")
         started = time.monotonic()
@@ -288,8 +287,7 @@ def _hold_connections(listener: socket.socket, held: List[socket.socket]) -> Non
 async def test_shutdown_during_an_outage_ends_within_the_shutdown_timeout(tmp_path, pair):
     server, address, lines = start_process(tmp_path, "-f", pair.url, "--shutdown-timeout", "1")
     try:
-        async with await prserv.create_async_client(address) as client:
-            assert await client.getPR(V, A, "before") == "0"
+        assert await _get_pr(address, "before") == "0"
         for node in pair.nodes:
             node.stop("immediate")
         waiting = asyncio.ensure_future(_get_pr(address, "during"))
