@@ -127,12 +127,12 @@ async def test_unix_socket_removed_on_stop_and_stale_socket_replaced(tmp_path, s
 async def test_concurrent_new_checksums_get_distinct_values(start_server):
     server = await start_server()
 
-    async def one(n: int) -> str:
+    async def one(n: int, history: bool) -> str:
         async with await prserv.create_async_client(server.address) as client:
-            return await client.getPR(V, A, "concurrent-%d" % n)
+            return await client.getPR(V, A, "concurrent-%d" % n, history=history)
 
     for history in (False, True):
-        values = await asyncio.gather(*(one(n + (100 if history else 0)) for n in range(32)))
+        values = await asyncio.gather(*(one(n + (100 if history else 0), history) for n in range(32)))
         base = 0 if not history else 32
         assert sorted(values, key=int) == [str(base + i) for i in range(32)]
 
