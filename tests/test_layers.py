@@ -150,11 +150,22 @@ def test_no_import_cycle():
     assert cycles(import_graph()) == []
 
 
+def imports_sqlite3(source: str) -> bool:
+    """Whether ``source`` imports sqlite3 (or a submodule of it), in either form:
+    ``import sqlite3 [as x]`` or ``from sqlite3[.dbapi2] import ...``, at any depth."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            if any(alias.name.partition(".")[0] == "sqlite3" for alias in node.names):
+                return True
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and (node.module or "").partition(".")[0] == "sqlite3":
+                return True
+    return False
+
+
 def test_only_storage_imports_sqlite3():
-    graph_files = module_files()
-    importers = sorted(name for name, path in graph_files.items()
-                       if "sqlite3" in {alias.name for node in ast.walk(ast.parse(path.read_text()))
-                                        if isinstance(node, ast.Import) for alias in node.names})
+    importers = sorted(name for name, path in module_files().items()
+                       if imports_sqlite3(path.read_text(encoding="utf-8")))
     assert importers and all(name.startswith("prserv.storage.") for name in importers), importers
 
 
@@ -207,6 +218,21 @@ def test_an_upward_import_and_a_cycle_are_found(tmp_path):
     ]
     assert sorted(cycles(graph)) == [["prserv.cli.tool", "prserv.errors"],
                                      ["prserv.storage.a", "prserv.storage.b"]]
+
+
+@pytest.mark.parametrize("source, imports", [
+    ("import sqlite3\n", True),
+    ("import os, sqlite3 as db\n", True),
+    ("import sqlite3.dbapi2\n", True),
+    ("from sqlite3 import connect\n", True),
+    ("from sqlite3.dbapi2 import Error as E\n", True),
+    ("def f():\n    if True:\n        from sqlite3 import Row\n", True),
+    ("import sqlite3x\nfrom sqlite3x import y\n", False),
+    ("from . import sqlite3\nfrom .sqlite3 import engine\n", False),    # the package's own module
+    ("path = 'pr.sqlite3'\n", False),
+])
+def test_the_sqlite3_detector_sees_both_import_forms(source, imports):
+    assert imports_sqlite3(source) is imports
 
 
 def test_unknown_module_must_be_placed(tmp_path):
