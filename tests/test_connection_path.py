@@ -4,7 +4,10 @@ how a request finds its handler."""
 from __future__ import annotations
 
 import gc
+import re
 import weakref
+from pathlib import Path
+from typing import Set
 
 from prserv.asyncrpc import AsyncServerConnection
 from prserv.server.session import PRServerClient
@@ -64,4 +67,21 @@ def test_the_pr_sessions_commands_keep_the_references_order():
     names = [name for name, _ in PRServerClient.dispatch_table]
     assert names[:8] == ["ping", "get-pr", "test-pr", "test-package", "max-package-pr", "import-one",
                          "export", "is-readonly"]
-    assert len(names) == len(set(names)) == 19
+    assert len(names) == len(set(names))
+    assert set(names) == documented_requests()
+
+
+def documented_requests() -> Set[str]:
+    """The commands docs/protocol.md gives a request example of: the keys of the objects
+    it shows sent (a transcript's ``> {"name": ...``) or opening a table row or a line
+    (``| `{"name": ...``, ```{"name": ...``), less those it shows received (``< {...``)."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
+    shown = set(re.findall(r'^(?:> |\| `|`)\{"([\w-]+)":', text, re.M))
+    return shown - set(re.findall(r'^< \{"([\w-]+)":', text, re.M))
+
+
+def test_the_documented_requests_are_found():
+    """The reader above finds what it should, so that the comparison means something."""
+    documented = documented_requests()
+    assert {"ping", "get-pr", "dump-db", "mirror-pull", "get-stats", "auth", "get-all-users"} <= documented
+    assert not documented & {"value", "alive", "invoke-error", "requests", "username"}    # answers

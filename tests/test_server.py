@@ -12,6 +12,7 @@ import pytest
 import prserv
 from prserv.asyncrpc import InvokeError
 from prserv.asyncrpc.loops import uvloop_available
+from prserv.server.session import PRServerClient
 from internals import store_rows
 from wire import SETUP, RawConnection, frame, open_slow_socket
 from conftest import ENGINES
@@ -36,6 +37,7 @@ def event_loop_policy(engine_kind):
 pytestmark = pytest.mark.filterwarnings("ignore:Overriding the \"event_loop_policy\" fixture is deprecated")
 
 V, A = "curl-8.6.0-r0", "cortexa72"
+KNOWN_COMMANDS = ", ".join(name for name, _ in PRServerClient.dispatch_table)
 
 
 def ipv6_available() -> bool:
@@ -138,13 +140,9 @@ async def test_concurrent_new_checksums_get_distinct_values(start_server):
 
 
 @pytest.mark.parametrize("request_line, reason", [
-    ('{"frobnicate": {}}', "unknown command (request keys: frobnicate); known: ping, get-pr, test-pr, "
-                           "test-package, max-package-pr, import-one, export, is-readonly, dump-db, mirror-pull, "
-                           "mirror-audit, mirror-status, get-stats, auth, reset-stats, new-user, refresh-token, "
-                           "delete-user, get-all-users"),
-    ("{}", "unknown command (request keys: none); known: ping, get-pr, test-pr, test-package, "
-           "max-package-pr, import-one, export, is-readonly, dump-db, mirror-pull, mirror-audit, "
-           "mirror-status, get-stats, auth, reset-stats, new-user, refresh-token, delete-user, get-all-users"),
+    # the session's commands in dispatch order (test_connection_path holds them to docs/protocol.md)
+    ('{"frobnicate": {}}', "unknown command (request keys: frobnicate); known: %s" % KNOWN_COMMANDS),
+    ("{}", "unknown command (request keys: none); known: %s" % KNOWN_COMMANDS),
     ('["ping"]', "a request must be a JSON object, not an array"),
     ("5", "a request must be a JSON object, not a number"),
     ('{"ping": ', "invalid JSON: Expecting value: line 1 column 10 (char 9)"),
