@@ -26,7 +26,7 @@ import pytest
 import prserv
 from prserv.asyncrpc import InvokeError
 from prserv.db import PRData
-from prserv.storage.sqlite.connection import checked_identifier as _checked_identifier
+from prserv.storage.sqlite.schema import checked_identifier as _checked_identifier
 from prserv.errors import DatabaseError
 
 LIB = Path(__file__).resolve().parent.parent / "lib" / "prserv"
@@ -82,13 +82,13 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     ("storage/postgresql/engine.py", "PostgreSQLEngine._select"): {"where", "after", "len(args)"},
     ("storage/postgresql/engine.py", "PostgreSQLEngine._query"): {"query"},
     # CREATE TABLE IF NOT EXISTS <name>: the name passes checked_identifier right there.
-    ("storage/sqlite/connection.py", "create_table"): {"checked_identifier(table)"},
+    ("storage/sqlite/schema.py", "create_table"): {"checked_identifier(table)"},
     # DROP INDEX / CREATE INDEX prserv_<name>_high_values ON <name> WHERE <term>:
     # value_index_name(table) is "prserv_%s_high_values" % checked_identifier(table);
     # old_index is the constant pattern OLD_VALUE_INDEX % checked_identifier(table);
     # value_index_ddl(table) formats those
     # two and indexed_values() (an integer constant) into VALUE_INDEX_DDL.
-    ("storage/sqlite/connection.py", "create_value_index"):
+    ("storage/sqlite/schema.py", "create_value_index"):
         {"old_index", "value_index_name(table)", "value_index_ddl(table)"},
     # ``where`` joins the constant "version != ''" and "<column> = ?" where every
     # column comes from a literal tuple at the call sites (checked by

@@ -356,6 +356,6 @@ def test_cli_exit_code_says_rows_were_skipped(tmp_path, cli):
 
 def test_migration_creates_prmain_exactly_as_the_engine_does():
     """Both create bitbake's DDL: a file one of them made is the file the other makes."""
-    from prserv.storage.sqlite.connection import PRMAIN, TABLE_DDL
+    from prserv.storage.sqlite.schema import PRMAIN, TABLE_DDL
 
     assert migrate.TARGET_DDL == TABLE_DDL % PRMAIN

@@ -42,7 +42,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, r
 import prserv
 import prserv.db
 from prserv.storage.sqlite import cache as sqlite_cache
-from prserv.storage.sqlite import connection as sqlite_connection
+from prserv.storage.sqlite import schema as sqlite_schema
 from prserv.storage.sqlite import engine as sqlite_engine
 from prserv.asyncrpc import InvokeError
 from prserv.client import PRAsyncClient
@@ -355,8 +355,8 @@ def set_package_shape(shape: Tuple[int, int, int]) -> Tuple[int, int, int]:
     """Set the cache's ``COMPLETE_ROWS``/``GROWN_ROWS`` and the value index's
     ``VALUE_INDEX_FROM`` (a file indexed before is indexed again when next opened for
     writing); returns the previous triple."""
-    previous = (sqlite_cache.COMPLETE_ROWS, sqlite_cache.GROWN_ROWS, sqlite_connection.VALUE_INDEX_FROM)
-    sqlite_cache.COMPLETE_ROWS, sqlite_cache.GROWN_ROWS, sqlite_connection.VALUE_INDEX_FROM = shape
+    previous = (sqlite_cache.COMPLETE_ROWS, sqlite_cache.GROWN_ROWS, sqlite_schema.VALUE_INDEX_FROM)
+    sqlite_cache.COMPLETE_ROWS, sqlite_cache.GROWN_ROWS, sqlite_schema.VALUE_INDEX_FROM = shape
     return previous
 
 

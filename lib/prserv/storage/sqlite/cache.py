@@ -11,7 +11,7 @@ bytes:
   checksum is known to be new without asking the database.  It stays complete
   while it grows by this connection's writes, up to ``GROWN_ROWS`` checksums;
 * a larger package keeps only its largest value, read through
-  ``connection.VALUE_INDEX_DDL`` ordered by the value's leading number (only the few
+  ``schema.VALUE_INDEX_DDL`` ordered by the value's leading number (only the few
   rows sharing the top number are read; the index holds only rows of numbers from
   ``VALUE_INDEX_FROM`` up, which a package of more than ``COMPLETE_ROWS`` checksums
   has unless its values are children of a smaller number); its checksums are read
@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 from ...log import logger
 from ...revision import RevisionKey, optional_key
 from ..engine import PackageState
-from .connection import (checked_identifier, has_value_index, indexed_values, is_indexed, table_exists,
+from .schema import (checked_identifier, has_value_index, indexed_values, is_indexed, table_exists,
                          value_index_name)
 
 Bounds = Tuple[RevisionKey, RevisionKey]

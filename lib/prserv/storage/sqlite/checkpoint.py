@@ -51,7 +51,6 @@ class WalCheckpointer:
         self.threshold_bytes = WAL_COPY_BYTES if threshold_bytes is None else threshold_bytes
         self.restart_bytes = WAL_RESTART_BYTES if restart_bytes is None else restart_bytes
         self.interval = WAL_CHECK_INTERVAL if interval is None else interval
-        self.checkpoints = 0
         self.last_result: Optional[Tuple[int, int, int]] = None
         """(busy, WAL frames, frames copied) of the last checkpoint."""
         self.checkpointed = threading.Event()
@@ -88,7 +87,6 @@ class WalCheckpointer:
             logger.debug("checkpoint of %s skipped: %s", self.filename, exc)
             return
         self.last_result = (busy, frames, copied)
-        self.checkpoints += 1
         # all copied (no reader holds an older snapshot, e.g. a backup) and long enough
         self.tail_requested = copied == frames and frames * page_size >= self.restart_bytes
         self.checkpointed.set()

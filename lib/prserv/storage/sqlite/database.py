@@ -12,7 +12,8 @@ from ..syncmode import SyncMode
 from . import migrate
 from .cache import DEFAULT_BUDGET
 from . import checkpoint
-from .connection import checked_identifier, open_connection
+from .connection import open_connection
+from .schema import checked_identifier
 from .transactions import GroupCommit, Transactions
 
 

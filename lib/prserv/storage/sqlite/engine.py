@@ -21,7 +21,7 @@ from ..engine import (DumpSource, Engine, FeedPage, MirrorState, MirrorTarget, P
 from ...tokens import UserRecord
 from . import backup, feed, users
 from .cache import PackageCache
-from .connection import PRMAIN, checked_identifier, create_table, create_value_index
+from .schema import PRMAIN, checked_identifier, create_table, create_value_index
 from .database import SQLiteDatabase
 
 EXPORT_BATCH_ROWS = 2000

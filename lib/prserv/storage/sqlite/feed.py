@@ -33,7 +33,7 @@ from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 from ...errors import DatabaseError, DivergedError, InvalidRequestError, SourceError
 from ...log import logger
 from ..engine import Position, PositionedRow, Row
-from .connection import checked_identifier
+from .schema import checked_identifier, table_exists
 
 META_DDL = "CREATE TABLE IF NOT EXISTS prserv_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
 POSITIONS_DDL = ("CREATE TABLE IF NOT EXISTS %s (row INTEGER PRIMARY KEY, "
@@ -54,14 +54,9 @@ def positions_table(table: str) -> str:
     return "prserv_%s_positions" % checked_identifier(table)
 
 
-def _meta_exists(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'prserv_meta'"
-                        ).fetchone() is not None
-
-
 def read_state(conn: sqlite3.Connection, table: str) -> FeedState:
     entries = {}
-    if _meta_exists(conn):
+    if table_exists(conn, "prserv_meta"):
         entries = dict(conn.execute("SELECT name, value FROM prserv_meta WHERE name LIKE ? ESCAPE '!'",
                                     (table.replace("_", "!_") + ".%",)).fetchall())
     return FeedState(entries.get(table + ".identity"), entries.get(table + ".role", ORIGIN),

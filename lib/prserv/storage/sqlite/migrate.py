@@ -47,6 +47,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ...errors import DatabaseError
 from ...log import logger
 from ...revision import is_revision
+from .schema import table_exists
 
 NOHIST_TABLE = "PRMAIN_nohist"
 HIST_TABLE = "PRMAIN_hist"
@@ -139,11 +140,6 @@ class MigrationSummary:
 
 # --------------------------------------------------------------------------- inspecting
 
-def _table_exists(conn: sqlite3.Connection, table: str) -> bool:
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
-    return row is not None
-
-
 def _stats(conn: sqlite3.Connection, table: str) -> Tuple[int, int]:
     """(rows, rows whose value is a non-negative INTEGER) of an existing old table."""
     if table == NOHIST_TABLE:
@@ -158,12 +154,12 @@ def _stats(conn: sqlite3.Connection, table: str) -> Tuple[int, int]:
 
 def legacy_row_counts(conn: sqlite3.Connection) -> Dict[str, int]:
     """Rows of each old table present in the file (absent tables are not listed)."""
-    return {table: _stats(conn, table)[0] for table in LEGACY_TABLES if _table_exists(conn, table)}
+    return {table: _stats(conn, table)[0] for table in LEGACY_TABLES if table_exists(conn, table)}
 
 
 def completion_record(conn: sqlite3.Connection) -> Optional[Dict[str, Any]]:
     """The recorded migration (``applied_at``, ``rows_copied``, ``summary``), or None."""
-    if not _table_exists(conn, RECORD_TABLE):
+    if not table_exists(conn, RECORD_TABLE):
         return None
     row = conn.execute("SELECT applied_at, rows_copied, summary FROM %s WHERE name = ?" % RECORD_TABLE,
                        (MIGRATION_NAME,)).fetchone()
@@ -311,7 +307,7 @@ def refuse_unmigrated(conn: sqlite3.Connection, database: str) -> None:
         "database %s holds PR values of bitbake <= 2.8 (tables %s) that are not migrated yet; "
         "a read-only server would restart every package at 0. Migrate it first: run "
         "'prserv migrate %s', or start a read-write server on it once"
-        % (database, ", ".join(t for t in LEGACY_TABLES if _table_exists(conn, t)), database))
+        % (database, ", ".join(t for t in LEGACY_TABLES if table_exists(conn, t)), database))
 
 
 def on_open(conn: sqlite3.Connection, database: str, read_only: bool) -> Optional[MigrationSummary]:

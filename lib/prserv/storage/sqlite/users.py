@@ -14,6 +14,7 @@ from typing import Iterator, List, Optional
 
 from ...errors import DatabaseError
 from ...tokens import UserRecord, record_from_row, row_of
+from .schema import table_exists
 
 TABLE = "prserv_users"
 DDL = ("CREATE TABLE IF NOT EXISTS prserv_users (username TEXT PRIMARY KEY, permissions TEXT NOT NULL, "
@@ -21,20 +22,15 @@ DDL = ("CREATE TABLE IF NOT EXISTS prserv_users (username TEXT PRIMARY KEY, perm
 _COLUMNS = "username, permissions, token_hash, salt, created, expires"     # tokens.row_of's order
 
 
-def _exists(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                        (TABLE,)).fetchone() is not None
-
-
 def get(conn: sqlite3.Connection, username: str) -> Optional[UserRecord]:
-    if not _exists(conn):
+    if not table_exists(conn, TABLE):
         return None
     row = conn.execute("SELECT %s FROM prserv_users WHERE username = ?" % _COLUMNS, (username,)).fetchone()
     return None if row is None else record_from_row(row)
 
 
 def every(conn: sqlite3.Connection) -> List[UserRecord]:
-    if not _exists(conn):
+    if not table_exists(conn, TABLE):
         return []
     return [record_from_row(row) for row in conn.execute("SELECT %s FROM prserv_users ORDER BY username" % _COLUMNS)]
 
@@ -46,7 +42,7 @@ def put(conn: sqlite3.Connection, record: UserRecord) -> None:
 
 
 def remove(conn: sqlite3.Connection, username: str) -> bool:
-    if not _exists(conn):
+    if not table_exists(conn, TABLE):
         return False
     return conn.execute("DELETE FROM prserv_users WHERE username = ?", (username,)).rowcount == 1
 
