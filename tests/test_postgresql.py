@@ -108,7 +108,7 @@ async def test_the_schema_is_created_once_refused_when_newer_and_indexes_serve_e
                     "'a', 'c' || i, (i / 8)::text || '.' || (i %% 7), ARRAY[i / 8, i %% 7]::numeric[] "
                     "FROM generate_series(1, 20000) AS i".replace("%%", "%"), name)
     await (await open_engine(url)).close()              # gathers the statistics nobody gathered
-    from prserv.storage.postgresql.engine import _STATE
+    from prserv.storage.postgresql.state import STATE as _STATE
     plan = pg_cluster.psql("EXPLAIN " + _STATE.replace("$1", "'p7'").replace("$2", "'a'").replace(
         "$3", "'c7'").replace("$4::numeric[]", "'{3}'::numeric[]").replace("$5::numeric[]", "'{4}'::numeric[]")
         .replace("$6", "2"), name)

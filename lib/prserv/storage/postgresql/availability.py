@@ -1,51 +1,19 @@
-"""Telling a PostgreSQL outage from a request's own error, and remembering one.
-
-An outage is the database being unreachable, or reachable but not the primary:
-a connection refused, reset or closed under a request (SQLSTATE class 08), a
-server shutting down or starting up (57P01, 57P02, 57P03), a write refused by a
-node that was demoted (25006), no connection slot left (53300), or no host of a
-multi-host URL that is the primary (``target_session_attrs``), or a connection the
-driver can no longer use (``InternalClientError``: asyncpg's "another operation is
-in progress" after a server ended the connection mid-way).  A request waits
-one out (``PostgreSQLEngine``: up to ``db_outage_wait``), because a build host
-raises on an error answer and fails its task, while a late answer only costs time.
-Every other error -- a lock timeout, a constraint, a schema newer than the server
--- is the request's own and is answered at once.
+"""Remembering a PostgreSQL outage, so that it is logged once.
 
 ``Outage`` keeps the log to one WARNING as an outage starts and one INFO as it
 ends (how long, how many requests waited, how many of them gave up), whatever the
 number of requests caught in it.  It ends with the first success on a connection
 opened since it began: a primary being stopped answers on some of its connections
-for a moment after others were cut.
+for a moment after others were cut.  Which errors are an outage: ``errors``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any, Optional
 
-OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "25006", "53300"})
-"""admin shutdown, crash shutdown, cannot connect now, read-only transaction, too
-many connections; and every state of class 08 (connection exceptions)."""
-
-
-def is_outage(exc: BaseException, driver: Any) -> bool:
-    """Whether ``exc`` (raised by asyncpg or the socket layer) says the database is
-    out rather than that the request was wrong."""
-    if isinstance(exc, (OSError, asyncio.TimeoutError, driver.exceptions.InternalClientError)):
-        return True
-    sqlstate = getattr(exc, "sqlstate", None)
-    if isinstance(exc, driver.PostgresError) and isinstance(sqlstate, str):
-        return sqlstate in OUTAGE_SQLSTATES or sqlstate.startswith("08")
-    return False
-
-
-def cause(exc: BaseException) -> str:
-    """``exc`` in a few words: its type, and its message if it has one."""
-    text = str(exc)
-    return "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
+from .errors import cause
 
 
 class Outage:

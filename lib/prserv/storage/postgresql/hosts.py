@@ -18,7 +18,7 @@ import urllib.parse
 from typing import Any, List, Optional, Sequence, Tuple
 
 from ...errors import ConfigError
-from .availability import is_outage
+from .errors import is_outage
 
 HOST_CONNECT_TIMEOUT = 5.0
 """Seconds one host has to accept a connection and finish its start-up."""
