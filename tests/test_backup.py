@@ -22,7 +22,7 @@ from prserv.cli import output as exits
 from prserv.errors import DatabaseError, InvalidDumpAnswer
 from prserv.runtime.priority import IDLE_THROTTLE
 from prserv.server.dump import DumpStream
-from prserv.storage.sqlite import backup
+from prserv.storage.sqlite import backup, snapshot
 from internals import committed, table_of
 from prserv.asyncrpc import InvokeError
 from prserv.db import PRData
@@ -157,7 +157,7 @@ def test_dump_db_restores_with_sqlite3_to_an_equal_database(tmp_path):
     dump = io.StringIO()
     written = table.dump_db(dump)
     assert written == len(dump.getvalue())
-    assert "".join(line + "\n" for line in backup.iter_dump(data.connection)) == dump.getvalue()
+    assert "".join(line + "\n" for line in snapshot.iter_dump(data.connection)) == dump.getvalue()
     (tmp_path / "dump.sql").write_text(dump.getvalue())
     data.disconnect()
     restore_with_sqlite3(tmp_path / "dump.sql", tmp_path / "new.sqlite3")
@@ -326,13 +326,13 @@ async def test_one_dump_at_a_time_and_the_slot_is_freed(tmp_path, start_server):
 
 def test_snapshot_reports_sqlite_failures_as_database_errors(tmp_path):
     prefill(tmp_path / "pr.sqlite3", 10)
-    snapshot = backup.open_snapshot(str(tmp_path / "pr.sqlite3"), None, exclusive=False, commit=None)
-    lines = snapshot.lines()
+    dump = snapshot.open_snapshot(str(tmp_path / "pr.sqlite3"), None, exclusive=False, commit=None)
+    lines = dump.lines()
     assert next(lines) == "BEGIN TRANSACTION;"
-    snapshot.conn.close()                               # the snapshot's file is gone mid-way
+    dump.conn.close()                                   # the snapshot's file is gone mid-way
     with pytest.raises(DatabaseError):
         list(lines)
-    snapshot.close()
+    dump.close()
 
 
 @pytest.mark.parametrize("behind_a_write", [False, True])
@@ -346,7 +346,7 @@ async def test_a_dump_failing_half_way_ends_the_session(behind_a_write, start_se
             yield "INSERT INTO \"PRMAIN\" VALUES('v','a','c%d','%d');" % (i, i)
         raise DatabaseError("disk I/O error")     # what a storage engine raises
 
-    monkeypatch.setattr(backup.SnapshotDump, "lines", failing_lines)
+    monkeypatch.setattr(snapshot.SnapshotDump, "lines", failing_lines)
     conn = await RawConnection.open(server.address, SETUP)
     requests = [{"get-pr": {"version": "v-1.0", "pkgarch": "x86", "checksum": "c"}}] if behind_a_write else []
     await conn.send("".join(frame(json.dumps(r)) for r in requests + [{"dump-db": {}}]))

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict
 
 from ..errors import BackupError, DatabaseBusy, VerificationFailed
 from ..runtime.priority import BACKUP_PRIORITIES, IDLE_THROTTLE, lower_priority
-from ..storage.sqlite import backup
+from ..storage.sqlite import backup, files
 from ..storage.postgresql.url import is_url, masked
 from .output import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_VERIFY, Failure, Output, exit_statuses
 from .requests import connect_client
@@ -101,7 +101,7 @@ def cmd_dump(args: argparse.Namespace, out: Output) -> int:
             chars = client.dump_db(sys.stdout)
             sys.stdout.flush()
         else:
-            with backup.replacing(args.out) as temporary:
+            with files.replacing(args.out) as temporary:
                 try:
                     fd = open(temporary, "w", encoding="utf-8")
                 except OSError as exc:

@@ -1,21 +1,16 @@
-"""Copies of a live SQLite database: SQL dumps, consistent binary copies, restores.
-
-Three ways to take a copy, all consistent snapshots (one SQLite read transaction):
+"""Offline copies of a database: backups, restores and their verification.
 
 * ``backup_file``: a binary copy made with ``VACUUM INTO`` while a server keeps
   writing.  In WAL mode a reader never blocks the writer, and ``VACUUM INTO``
   copies everything inside one read transaction, so it completes under any write
   load (SQLite's stepwise online backup restarts each time another connection
   writes, and may never finish on a busy server).  Or the SQL text dump, from the
-  same kind of snapshot.
-* ``open_snapshot``: what a server's ``dump-db`` answer is read from.  This works in
-  every sync mode; the buffered modes hold the file with SQLite's exclusive
-  locking, so no other process can read it.
-* ``write_dump``: bitbake's ``PRTable.dump_db(fd)``, on an open connection.
+  same kind of snapshot (``snapshot.write_dump``).
+* ``restore`` builds a new database from either kind of copy, next to its
+  destination, checks it, and renames it into place.
+* ``verify`` reports ``PRAGMA integrity_check`` and the row count of each table.
 
-``restore`` builds a new database from either kind of copy, next to its
-destination, checks it, and renames it into place; ``verify`` reports
-``PRAGMA integrity_check`` and the row count of each table.
+``Throttle`` keeps any of them to a share of one core.
 """
 
 from __future__ import annotations
@@ -24,23 +19,12 @@ import contextlib
 import dataclasses
 import os
 import sqlite3
-import tempfile
 import time
-import urllib.parse
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
-from . import users
-from ...errors import BackupError, DatabaseBusy, DatabaseError, VerificationFailed
-from ..engine import DumpSource
-
-SQLITE_HEADER = b"SQLite format 3\x00"
-OPEN_TIMEOUT_SECONDS = 1.0
-"""How long to wait for a lock before reporting a file held exclusively."""
-COPY_SUFFIXES = ("-wal", "-shm", "-journal")
-"""Files SQLite keeps next to a database; a stale one must never meet a new file."""
-
-BUFFERED_HINT = ("a PR server in a buffered sync mode (periodic or on-shutdown) holds it exclusively; "
-                 "ask that server for a dump instead: prserv dump --server ADDR OUT")
+from ...errors import BackupError, DatabaseBusy, VerificationFailed
+from .files import COPY_SUFFIXES, is_sqlite_file, remove, replacing, same_file
+from .snapshot import OPEN_TIMEOUT_SECONDS, connect_read_only, write_dump
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,67 +58,6 @@ class Throttle:
 PROGRESS_OPCODES = 2000
 
 
-# --------------------------------------------------------------------------- reading
-
-def connect_read_only(path: str, timeout: float = OPEN_TIMEOUT_SECONDS) -> sqlite3.Connection:
-    """A read-only connection to an existing database, checked to be readable now.
-
-    A file held with exclusive locking (a buffered-mode server) is reported as
-    ``DatabaseBusy`` after ``timeout`` seconds rather than the busy timeout of 30 s.
-    """
-    path = os.path.abspath(path)
-    if not os.path.isfile(path):
-        raise BackupError("database %s does not exist" % path)
-    uri = "file:%s?mode=ro" % urllib.parse.quote(path)
-    try:
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout)
-    except sqlite3.Error as exc:
-        raise BackupError("cannot open database %s: %s" % (path, exc)) from exc
-    try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.Error as exc:
-        conn.close()
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise DatabaseBusy("database %s is in use: %s (%s)" % (path, BUFFERED_HINT, exc)) from exc
-        raise BackupError("cannot read database %s: %s" % (path, exc)) from exc
-    return conn
-
-
-def pin_snapshot(conn: sqlite3.Connection) -> None:
-    """Open a read transaction and read once: from now on, until it ends, ``conn``
-    sees the database as it was at this moment (WAL mode: other connections keep
-    committing meanwhile).  ``BEGIN`` alone takes no snapshot; the first read does."""
-    conn.execute("BEGIN")
-    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-
-
-def iter_dump(conn: sqlite3.Connection) -> Iterator[str]:
-    """The SQL dump statements (``iterdump``'s lines) of one consistent snapshot.
-
-    ``iterdump`` alone runs one query per table and one for the schema, each its
-    own read transaction when the connection is in autocommit mode; rows committed
-    in between would make the parts disagree.  Joins a transaction already open.
-    """
-    own = not conn.in_transaction
-    if own:
-        pin_snapshot(conn)
-    try:
-        yield from conn.iterdump()
-    finally:
-        if own and conn.in_transaction:
-            conn.execute("ROLLBACK")        # read-only: nothing to keep
-
-
-def write_dump(conn: sqlite3.Connection, fd: IO[str]) -> int:
-    """Write the dump of ``conn`` to the text file ``fd``; return characters written."""
-    written = 0
-    for line in iter_dump(conn):
-        fd.write(line)
-        fd.write("\n")
-        written += len(line) + 1
-    return written
-
-
 def _quoted(name: str) -> str:
     """An SQL identifier for a table name read from ``sqlite_master``."""
     return '"%s"' % name.replace('"', '""')
@@ -161,47 +84,6 @@ def verify_connection(conn: sqlite3.Connection, path: str) -> Dict[str, Any]:
     return {"path": path, "integrity": integrity, "ok": integrity == ["ok"], "tables": tables}
 
 
-# --------------------------------------------------------------------------- writing files
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove(path: str) -> None:
-    """Remove a database file we created and whatever SQLite kept next to it."""
-    for name in (path,) + tuple(path + suffix for suffix in COPY_SUFFIXES):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
-
-
-@contextlib.contextmanager
-def replacing(path: str) -> Iterator[str]:
-    """A temporary name next to ``path``; renamed over it (after fsync) if the block
-    succeeds, removed if not.  Readers of ``path`` see the old file or the new, whole."""
-    temporary = "%s.tmp-%d" % (path, os.getpid())
-    _remove(temporary)
-    try:
-        yield temporary
-        _fsync_path(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        _remove(temporary)
-        raise
-    with contextlib.suppress(OSError):
-        _fsync_path(os.path.dirname(os.path.abspath(path)))     # the rename itself
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def backup_file(db: str, out: str, sql: bool = False, throttle: Optional[Throttle] = None) -> Dict[str, Any]:
     """Copy the database ``db`` to ``out``: binary (``VACUUM INTO``) or the SQL dump.
 
@@ -209,7 +91,7 @@ def backup_file(db: str, out: str, sql: bool = False, throttle: Optional[Throttl
     meanwhile (immediate sync mode); the copy is the database as it was when the
     copy started.  ``out`` is replaced atomically.  Returns a summary (no check).
     """
-    if _same_file(db, out):
+    if same_file(db, out):
         raise BackupError("the output %s is the database itself" % out)
     started = time.monotonic()
     conn = connect_read_only(db)
@@ -228,11 +110,6 @@ def backup_file(db: str, out: str, sql: bool = False, throttle: Optional[Throttl
         conn.close()
     return {"source": os.path.abspath(db), "output": os.path.abspath(out), "format": "sql" if sql else "binary",
             "bytes": os.path.getsize(out), "seconds": round(time.monotonic() - started, 3)}
-
-
-def is_sqlite_file(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(len(SQLITE_HEADER)) == SQLITE_HEADER
 
 
 def sql_statements(lines: Iterable[str]) -> Iterator[str]:
@@ -323,7 +200,7 @@ def restore(src: str, dest: str, force: bool = False) -> Dict[str, Any]:
     """
     if not os.path.isfile(src):
         raise BackupError("backup %s does not exist" % src)
-    if _same_file(src, dest):
+    if same_file(src, dest):
         raise BackupError("the backup and the destination are the same file")
     existing = [name for name in (dest,) + tuple(dest + s for s in COPY_SUFFIXES) if os.path.exists(name)]
     if existing and not force:
@@ -348,82 +225,13 @@ def restore(src: str, dest: str, force: bool = False) -> Dict[str, Any]:
 def verify_sql(path: str, throttle: Optional[Throttle] = None) -> Dict[str, Any]:
     """Check an SQL dump by restoring it into a scratch database next to it."""
     scratch = "%s.verify-%d" % (path, os.getpid())
-    _remove(scratch)
+    remove(scratch)
     try:
         report = _build(scratch, path, throttle)
     finally:
-        _remove(scratch)
+        remove(scratch)
     report["path"] = os.path.abspath(path)
     return report
-
-
-# --------------------------------------------------------------------------- serving a dump
-
-class SnapshotDump(DumpSource):
-    """The SQL text of a snapshot held by a connection's read transaction."""
-
-    def __init__(self, conn: sqlite3.Connection, description: str) -> None:
-        self.conn = conn
-        self.description = description
-
-    def lines(self) -> Iterator[str]:
-        """Every line of the dump but the users table's (a dump is sent over the wire)."""
-        try:
-            for line in self.conn.iterdump():
-                if not users.is_secret_line(line):
-                    yield line
-        except sqlite3.Error as exc:
-            raise DatabaseError(str(exc)) from exc
-
-    def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self.conn.close()
-
-
-def open_snapshot(dbfile: str, main: sqlite3.Connection, exclusive: bool,
-                  commit: Optional[Callable[[], None]]) -> SnapshotDump:
-    """A snapshot of what a server's dump must show, readable over many event-loop turns.
-
-    The server's own connection cannot serve it: group commit opens write
-    transactions on it every turn.  Normally (immediate mode, read-only servers) a
-    second, read-only connection takes a WAL snapshot and the server keeps
-    committing.  A buffered mode holds the file exclusively, so no second
-    connection can open it: the buffer is committed (``commit``) and the database
-    copied page by page (online backup API, one step) to a scratch file in its
-    directory, which is unlinked at once (the open connection keeps it until
-    closed).  That copy pauses the server for its duration (about 0.5 s per
-    million rows).
-    """
-    try:
-        if not exclusive:
-            conn = connect_read_only(dbfile)
-            try:
-                pin_snapshot(conn)
-            except BaseException:
-                conn.close()
-                raise
-            return SnapshotDump(conn, "read snapshot of %s" % dbfile)
-        if commit is not None:
-            commit()
-        started = time.monotonic()
-        fd, scratch = tempfile.mkstemp(prefix=".prserv-dump-", suffix=".sqlite3",
-                                       dir=os.path.dirname(os.path.abspath(dbfile)))
-        os.close(fd)
-        try:
-            copy = sqlite3.connect(scratch, isolation_level=None)
-            try:
-                main.backup(copy)
-                copy.execute("PRAGMA journal_mode = DELETE")   # no -wal/-shm beside the scratch file
-                pin_snapshot(copy)
-            except BaseException:
-                copy.close()
-                raise
-        finally:
-            _remove(scratch)
-    except sqlite3.Error as exc:
-        raise DatabaseError("cannot take a snapshot of %s: %s" % (dbfile, exc)) from exc
-    return SnapshotDump(copy, "copy of %s (buffered sync mode: the server paused %.3f s to make it)"
-                        % (dbfile, time.monotonic() - started))
 
 
 def journal_mode(db: str) -> str:

@@ -19,7 +19,7 @@ from ...revision import RevisionKey, key_to_revision, optional_key
 from ..engine import (DumpSource, Engine, FeedPage, MirrorState, MirrorTarget, PackageState, Position,
                       PositionedRow, Row, WriteScope, package_max_rows)
 from ...tokens import UserRecord
-from . import backup, feed, users
+from . import feed, snapshot, users
 from .cache import PackageCache
 from .schema import PRMAIN, checked_identifier, create_table, create_value_index
 from .database import SQLiteDatabase
@@ -366,13 +366,13 @@ class SQLiteEngine(Engine, MirrorTarget):
     # ------------------------------------------------------------------ dumps
     def open_dump(self) -> DumpSource:
         group = self.db.group
-        return backup.open_snapshot(self.db.filename, self.conn, self.db.exclusive and not self.read_only,
+        return snapshot.open_snapshot(self.db.filename, self.conn, self.db.exclusive and not self.read_only,
                                     group.commit if group is not None else None)
 
     def write_dump(self, fd: Any) -> int:
         """The SQL text dump of the whole database (one snapshot) written to ``fd``."""
         try:
-            return backup.write_dump(self.conn, fd)
+            return snapshot.write_dump(self.conn, fd)
         except sqlite3.Error as exc:
             raise _database_error(exc) from exc
 
