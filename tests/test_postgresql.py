@@ -530,3 +530,29 @@ async def test_two_servers_with_an_upstream_never_give_one_local_value_twice(pg_
     finally:
         for server in servers:
             await server.stop_serving()
+
+
+async def test_prserv_store_next_computes_the_next_value_as_revision_next_key_does(pg_cluster):
+    """The next-value rule has one home, ``revision.next_key``; the PL/pgSQL function
+    writes it again in SQL, and this holds the two to the same cases."""
+    import asyncpg
+
+    from prserv.revision import key_to_revision, next_key, revision_key
+
+    url = pg_cluster.new_database()
+    engine = await open_engine(url)                              # creates the schema
+    connection = await asyncpg.connect(url)
+    try:
+        for n, maximum in enumerate([None, "0", "9", "1.9", "2.0.3", "1.20", "99999999999"]):
+            version = "v%d" % n
+            if maximum is not None:
+                await connection.execute("INSERT INTO prmain (version, pkgarch, checksum, value, key) "
+                                         "VALUES ($1, 'a', 'old', $2, string_to_array($2, '.')::numeric[])",
+                                         version, maximum)
+            stored = await connection.fetchval("SELECT stored FROM prserv_store_next($1, 'a', 'new', NULL, NULL)",
+                                               version)
+            expected = next_key(None if maximum is None else revision_key(maximum))
+            assert stored == key_to_revision(expected), (maximum, stored)
+    finally:
+        await connection.close()
+        await engine.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Union
 
-from .revision import RevisionKey
+from .revision import RevisionKey, increased, next_key
 
 # Facts learnt from an upstream server, in the order the reference asks for them.
 UPSTREAM_MAX = "max-package-pr"             # Umax: U.max-package-pr(v, a)
@@ -32,14 +32,9 @@ class Need:
         return "Need(%r)" % self.fact
 
 
-def increase(key: RevisionKey) -> RevisionKey:
-    """``increase(v)``: add one to the last field."""
-    return key[:-1] + (key[-1] + 1,)
-
-
 def not_below(value: RevisionKey, package_max: RevisionKey) -> RevisionKey:
     """No-history rule: a value below the package max is replaced by ``increase(max)``."""
-    return value if value >= package_max else increase(package_max)
+    return value if value >= package_max else increased(package_max)
 
 
 def local_value(package_max: Optional[RevisionKey], checksum_value: Optional[RevisionKey],
@@ -48,10 +43,8 @@ def local_value(package_max: Optional[RevisionKey], checksum_value: Optional[Rev
 
     ``checksum_value`` is the checksum's min (history) or max (no history) value.
     """
-    if package_max is None:
-        return (0,)
-    if checksum_value is None:
-        return increase(package_max)
+    if package_max is None or checksum_value is None:
+        return next_key(package_max)
     if history:
         return checksum_value
     return not_below(checksum_value, package_max)

@@ -57,6 +57,23 @@ def key_to_revision(key: RevisionKey) -> str:
     return ".".join(str(field) for field in key)
 
 
+def increased(key: RevisionKey) -> RevisionKey:
+    """``increase(v)`` of docs/semantics.md: the last field plus one (``1.9`` ->
+    ``1.10``)."""
+    return key[:-1] + (key[-1] + 1,)
+
+
+def next_key(package_max: Optional[RevisionKey]) -> RevisionKey:
+    """The value a new checksum gets in a package whose largest value is
+    ``package_max``: its last field plus one, 0 in an empty package.
+
+    The one home of this rule: the policy, the allocator and both engines' ``store_next``
+    call it; the PostgreSQL function ``prserv_store_next`` computes it in SQL under
+    the package's lock, and ``tests/test_postgresql.py`` holds the two to the same
+    cases."""
+    return (0,) if package_max is None else increased(package_max)
+
+
 def increase_revision(ver: Union[str, int]) -> str:
     """Add one to the last field: ``"1"→"2"``, ``"1.9"→"1.10"``, ``"2.0.3"→"2.0.4"``.
 

@@ -4,7 +4,9 @@ an optional upstream, and a write only when the value is new.
 The allocator reads the package's state, decides with the pure policy, and asks
 storage to store the decision inside the package's write scope -- where it reads
 the state again and decides again, so that a row another process committed in
-between is taken into account.  Storage itself never decides a value.
+between is taken into account.  Storage decides nothing, except which number is
+"the next value" once the allocator has decided a checksum gets it
+(``WriteScope.store_next``: ``revision.next_key`` of the maximum under the lock).
 
 Without an upstream nothing waits but storage, and the SQLite engine never
 suspends: a request is decided and answered in one step.
@@ -38,8 +40,8 @@ from typing import Dict, Optional, Tuple, Union
 from ..errors import PRServiceError, UpstreamError
 from ..log import logger
 from ..policy import (UPSTREAM_CHECKSUM, UPSTREAM_HAS_PACKAGE, UPSTREAM_MAX, UPSTREAM_MAX_AGAIN,
-                      Facts, Need, chained_value, degraded_value, increase, local_value)
-from ..revision import RevisionKey, key_to_revision, revision_key
+                      Facts, Need, chained_value, degraded_value, local_value)
+from ..revision import RevisionKey, key_to_revision, next_key, revision_key
 from ..storage.engine import Engine, PackageState, WriteConflict, WriteInterrupted
 from .upstream import Upstream
 
@@ -96,11 +98,6 @@ def _child_base(facts: Facts) -> Optional[RevisionKey]:
     """The base whose children a chained decision numbers after (the upstream's
     maximum, asked again), once known."""
     return facts.get(UPSTREAM_MAX_AGAIN)  # type: ignore[return-value]
-
-
-def _successor(package_max: Optional[RevisionKey]) -> RevisionKey:
-    """The value a new checksum gets in a package: the next after its maximum."""
-    return (0,) if package_max is None else increase(package_max)
 
 
 def _trusted(state: PackageState, attempt: int) -> Optional[PackageState]:
@@ -162,7 +159,7 @@ class Allocator:
                     key = _local_decision(scope.state, checksum, history)   # re-read under the lock
                     if scope.state.has_value(checksum, key):
                         return key
-                    if key == _successor(scope.state.max_key):
+                    if key == next_key(scope.state.max_key):
                         key = await scope.store_next(checksum)  # whichever number is next by then
                         self.allocations += 1
                         return key

@@ -18,9 +18,13 @@ these promises, which the rest of the package relies on:
   the database: inside it the caller re-reads the state, decides, and stores.  The
   engine decides when writes reach the disk (group commit, sync modes) and says
   what an answer given now must wait for (``answer_gate()``).
-* **Storage never decides a value.**  The allocation rules live in
-  ``prserv.policy`` and are applied by ``prserv.server.allocator``; an engine only
-  reports state and stores what it is told.
+* **The allocator decides; storage stores.**  The allocation rules live in
+  ``prserv.policy`` and are applied by ``prserv.server.allocator``; an engine reports
+  state and stores what it is told, with one exception: when the allocator has
+  decided that a checksum gets the package's next value, ``store_next`` stores
+  ``revision.next_key`` of the largest value *as it is under the write lock* (so
+  writers of new checksums on several servers never decide again).  The rule is
+  ``revision.next_key``'s, written once (and once in SQL, held to it by a test).
 * **A change feed.**  ``changes()`` gives committed rows after an opaque position
   token, in a stable order, each with its position, and names the history they
   belong to (an identity); ``wait_for_changes()`` returns once something was
@@ -41,7 +45,7 @@ import types
 from typing import (Any, AsyncContextManager, AsyncIterator, Dict, Iterable, Iterator, List, Mapping, NamedTuple,
                     Optional, Sequence, Tuple)
 
-from ..revision import RevisionKey, optional_key
+from ..revision import RevisionKey, next_key, optional_key
 from ..asyncrpc.stats import Durations
 from ..tokens import UserRecord
 
@@ -161,8 +165,7 @@ class WriteScope(abc.ABC):
         sequence: the caller decided that the next value is due, storage finds which
         number that is.  Returns it.  ``WriteConflict`` if the scope trusted ``known``
         and the checksum's own values changed (then the decision may change)."""
-        top = self.state.max_key                # read under the lock here
-        key = (0,) if top is None else top[:-1] + (top[-1] + 1,)
+        key = next_key(self.state.max_key)      # read under the lock here
         await self.store(checksum, key)
         return key
 
