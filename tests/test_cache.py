@@ -140,7 +140,7 @@ def test_a_complete_package_that_grows_keeps_only_its_maximum(dbpath, monkeypatc
     try:
         for i in range(10):
             finish_now(_get(engine, "c%d" % i))
-        package = engine.cache._entries[(V, A)]
+        package = engine.cache.entries.peek((V, A))
         assert package.checksums is not None and len(package.checksums) == 10
         size_complete = engine.cache.size
         finish_now(_get(engine, "c10"))
@@ -181,7 +181,7 @@ def test_estimated_entry_sizes_cover_what_python_allocates(dbpath, rows, complet
     gc.collect()
     allocated = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
     tracemalloc.stop()
-    kinds = {entry.checksums is not None for key, entry in cache._entries.items() if len(key) == 2}
+    kinds = {entry.checksums is not None for key, entry in cache.entries.items() if len(key) == 2}
     assert kinds == {complete}
     assert allocated <= cache.size, (allocated, cache.size)
 

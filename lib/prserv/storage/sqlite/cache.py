@@ -3,8 +3,8 @@ byte budget.
 
 A request needs a package's largest value and one checksum's smallest and largest
 value; never the whole package.  What it needs is read on first use through an
-index and kept in one LRU of entries whose estimated sizes stay under ``budget``
-bytes:
+index and kept in one ``lru.BudgetedLRU`` of entries whose estimated sizes stay
+under ``budget`` bytes:
 
 * a package of at most ``COMPLETE_ROWS`` rows is read whole (one short query) and
   kept *complete*: its largest value and every checksum's bounds, so a new
@@ -27,13 +27,13 @@ SQLite's write lock until it commits, so rowids grow in commit order.
 
 from __future__ import annotations
 
-import collections
 import sqlite3
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from ...log import logger
 from ...revision import RevisionKey, optional_key
 from ..engine import PackageState
+from .lru import BudgetedLRU
 from .schema import (checked_identifier, has_value_index, indexed_values, is_indexed, table_exists,
                          value_index_name)
 
@@ -128,10 +128,9 @@ class PackageCache:
     def __init__(self, conn: sqlite3.Connection, table: str, budget: int = DEFAULT_BUDGET) -> None:
         self.conn = conn
         self.table = checked_identifier(table)
-        self.budget = budget
-        self._entries: "collections.OrderedDict[tuple, Any]" = collections.OrderedDict()
-        self.size = 0
-        """Estimated bytes of the entries held."""
+        self.entries = BudgetedLRU(budget, _entry_bytes)
+        """Packages by ``(version, pkgarch)``, checksums of large packages by
+        ``(version, pkgarch, checksum)``."""
         self._touched: List[tuple] = []
         self._mark = 0
         self._writing = False
@@ -202,23 +201,27 @@ class PackageCache:
     def _account(self, version: str, pkgarch: str, checksum: str, key: Optional[RevisionKey]) -> None:
         """A row was added: update the entries it concerns (a complete package that
         grew past ``GROWN_ROWS`` keeps only its maximum from now on)."""
-        package = self._entries.get((version, pkgarch))
+        package = self.entries.peek((version, pkgarch))
         if package is not None:
             before = package.size
             package.add(checksum, key)
             if package.checksums is not None:
                 if package.size - before <= 0 or len(package.checksums) <= GROWN_ROWS:
-                    self.size += package.size - before
+                    self.entries.resized(package.size - before)
                     return                      # complete: no checksum entries of its own
                 package.forget_checksums(_package_bytes(version, pkgarch))
-            self.size += package.size - before
-        bounds = self._entries.get((version, pkgarch, checksum))
+            self.entries.resized(package.size - before)
+        bounds = self.entries.peek((version, pkgarch, checksum))
         if bounds is not None and key is not None:
-            self._entries[(version, pkgarch, checksum)] = _bounds_with(bounds, key)
+            self.entries.replace((version, pkgarch, checksum), _bounds_with(bounds, key))
 
     def clear(self) -> None:
-        self._entries.clear()
-        self.size = 0
+        self.entries.clear()
+
+    @property
+    def size(self) -> int:
+        """Estimated bytes of the entries held."""
+        return self.entries.size
 
     # ------------------------------------------------------------------ lookups
     def state(self, version: str, pkgarch: str, checksum: Optional[str] = None,
@@ -231,11 +234,10 @@ class PackageCache:
     def loaded_state(self, version: str, pkgarch: str, checksum: Optional[str] = None,
                      children_of: Optional[RevisionKey] = None) -> PackageState:
         """``state`` without the coherence check (the caller just made it)."""
-        package = self._entries.get((version, pkgarch))
+        package = self.entries.get((version, pkgarch))
         if package is None:
-            package = self._package(version, pkgarch)
-        else:
-            self._entries.move_to_end((version, pkgarch))
+            package = self._read_package(version, pkgarch)
+            self.entries.put((version, pkgarch), package)
         if package.checksums is not None:
             return package                      # complete: it knows every checksum and child
         bounds = self._checksum(version, pkgarch, checksum) or None if checksum is not None else None
@@ -245,15 +247,6 @@ class PackageCache:
             if largest is not None:
                 state.children = {children_of: largest}
         return state
-
-    def _package(self, version: str, pkgarch: str) -> _Package:
-        entry = self._entries.get((version, pkgarch))
-        if entry is not None:
-            self._entries.move_to_end((version, pkgarch))
-            return entry
-        entry = self._read_package(version, pkgarch)
-        self._remember((version, pkgarch), entry, entry.size)
-        return entry
 
     def _read_package(self, version: str, pkgarch: str) -> _Package:
         package = _Package(_package_bytes(version, pkgarch))
@@ -300,9 +293,8 @@ class PackageCache:
     def _checksum(self, version: str, pkgarch: str, checksum: str) -> Union[Bounds, Tuple[()]]:
         """A checksum's bounds in a large package (an entry of its own)."""
         key = (version, pkgarch, checksum)
-        bounds = self._entries.get(key)
+        bounds = self.entries.get(key)
         if bounds is not None:
-            self._entries.move_to_end(key)
             return bounds
         bounds = ABSENT
         for (value,) in self.conn.execute(
@@ -311,7 +303,7 @@ class PackageCache:
             stored = _key_of_stored(value, version, pkgarch)
             if stored is not None:
                 bounds = _bounds_with(bounds, stored)
-        self._remember(key, bounds, _checksum_bytes(key))
+        self.entries.put(key, bounds)
         return bounds
 
     def _largest_child(self, version: str, pkgarch: str, base: RevisionKey) -> Optional[int]:
@@ -339,16 +331,6 @@ class PackageCache:
             return "%s INDEXED BY %s" % (self.table, value_index_name(self.table))
         return self.table
 
-    def _remember(self, key: tuple, entry: Any, size: int) -> None:
-        self._entries[key] = entry
-        self.size += size
-        while self.size > self.budget and len(self._entries) > 1:
-            self._evict_oldest()
-
-    def _evict_oldest(self) -> None:
-        old, entry = self._entries.popitem(last=False)
-        self.size -= entry.size if len(old) == 2 else _checksum_bytes(old)
-
     # ------------------------------------------------------------------ writes (inside a transaction)
     def stored(self, version: str, pkgarch: str, checksum: str, key: RevisionKey, rowid: int) -> None:
         """Account for a row this connection just inserted."""
@@ -357,8 +339,7 @@ class PackageCache:
             self.watermark = rowid
         self._account(version, pkgarch, checksum, key)
         self._touched.append((version, pkgarch, checksum))
-        while self.size > self.budget and len(self._entries) > 1:
-            self._evict_oldest()
+        self.entries.trim()
 
     def begin(self) -> None:
         """A write transaction has started (under the write lock): read what others
@@ -374,10 +355,8 @@ class PackageCache:
     def rolled_back(self) -> None:
         """Forget what the transaction wrote (read from the file again when next asked)."""
         for key in self._touched:                   # (version, pkgarch, checksum)
-            for touched in (key[:2], key):
-                entry = self._entries.pop(touched, None)
-                if entry is not None:
-                    self.size -= entry.size if len(touched) == 2 else _checksum_bytes(touched)
+            self.entries.pop(key[:2])
+            self.entries.pop(key)
         self.watermark = self._mark
         self._touched = []
         self._writing = False
@@ -393,7 +372,11 @@ def _package_bytes(version: str, pkgarch: str) -> int:
     return PACKAGE_ENTRY_BYTES + len(version) + len(pkgarch)
 
 
-def _checksum_bytes(key: tuple) -> int:
+def _entry_bytes(key: tuple, entry: Any) -> int:
+    """Estimated bytes of an entry: a package counts its own (it grows while complete);
+    a checksum's bounds, ``CHECKSUM_ENTRY_BYTES`` and its key's strings."""
+    if len(key) == 2:
+        return entry.size
     return CHECKSUM_ENTRY_BYTES + sum(len(part) for part in key)
 
 
