@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import signal
@@ -21,6 +22,8 @@ import pytest
 
 import prserv
 from prserv.asyncrpc import InvokeError
+from prserv.server import mirror as mirroring
+from prserv.storage import open_engine
 
 from peers import CLOSE, SILENT, ScriptedPeer
 from processes import start_process
@@ -633,6 +636,44 @@ async def test_a_one_shot_copy_can_be_served_as_a_mirror_later(tmp_path):
     finally:
         stop(source)
     assert table(copy) == table(tmp_path / "pr.sqlite3")
+
+
+async def test_a_counted_pull_answers_the_rows_pending_after_it_and_an_uncounted_one_null(tmp_path):
+    fill(tmp_path / "pr.sqlite3", 25)
+    server = prserv.create_server("127.0.0.1:0", str(tmp_path / "pr.sqlite3"))
+    await server.start_serving()
+    try:
+        async with await prserv.create_async_client(server.address) as client:
+            for since, limit, rows, pending in [(None, 10, 10, 15), (None, 25, 25, 0), (None, 100, 25, 0),
+                                                ("5", 10, 10, 10), ("20", 10, 5, 0), ("25", 10, 0, 0)]:
+                answer = await client.mirror_pull(since, limit, 0, count=True)
+                assert (len(answer["rows"]), answer["pending"]) == (rows, pending), (since, limit)
+                answer = await client.mirror_pull(since, limit, 0, count=False)
+                assert (len(answer["rows"]), answer["pending"]) == (rows, None), (since, limit)
+            assert (await client.mirror_pull(None, 10, 0))["pending"] is None      # not counted unless asked
+    finally:
+        await server.stop_serving()
+
+
+async def test_a_mirror_catching_up_reports_the_rows_its_source_counted(tmp_path, monkeypatch):
+    """The first pull of a copy is counted: the mirror is as far behind as the source
+    said (``rows_behind``), then counts down by the rows copied, then 0 when caught up."""
+    monkeypatch.setattr(mirroring, "PULL_ROWS", 10)
+    fill(tmp_path / "pr.sqlite3", 25)
+    server = prserv.create_server("127.0.0.1:0", str(tmp_path / "pr.sqlite3"))
+    await server.start_serving()
+    target = await open_engine(str(tmp_path / "mirror.sqlite3"), mirror=True)
+    try:
+        follower = mirroring.Follower(server.address, target, logging.getLogger("test-mirror"))
+        seen = []
+        copied = await follower.copy(lambda rows, behind: seen.append(
+            (rows, behind, follower.status()["rows_behind"])))
+        assert copied == 25
+        assert seen == [(10, 15, 15), (20, 5, 5), (25, 0, 0)]
+    finally:
+        await target.close()
+        await server.stop_serving()
+    assert table(tmp_path / "mirror.sqlite3") == table(tmp_path / "pr.sqlite3")
 
 
 async def test_feed_requests_with_bad_fields_get_an_invoke_error(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 import prserv
 from prserv.asyncrpc.eager import finish_now, start_eagerly
 from prserv.errors import InvalidRequestError, ReadOnlyError
-from prserv.server.server import PRServer
+from prserv.server.prserver import PRServer
 from prserv.storage import open_engine
 from prserv.storage.sqlite.database import SQLiteDatabase
 from prserv.storage.sqlite.engine import SQLiteEngine

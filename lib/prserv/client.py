@@ -18,10 +18,6 @@ from .dumptext import DumpDecoder
 from .errors import AuthenticationError, InvalidDumpAnswer
 from .log import logger
 
-PROTO_NAME = "PRSERVICE"
-PROTO_VERSION = "1.0"
-
-
 class PRAsyncClient(AsyncClient):
     def __init__(self, timeout: float = 30, credentials: Optional[Tuple[str, str]] = None,
                  tls_context: Any = None, outages: Any = SHARED) -> None:
@@ -29,7 +25,7 @@ class PRAsyncClient(AsyncClient):
         after the setup); a refused token raises ``AuthenticationError``.
         ``tls_context``: checks a ``wss://`` server's certificate (None: the system's CAs).
         ``outages``: see ``AsyncClient`` (None: the caller reports outages itself)."""
-        super().__init__(PROTO_NAME, PROTO_VERSION, logger, timeout=timeout, outages=outages)
+        super().__init__(messages.PROTO_NAME, messages.PROTO_VERSION, logger, timeout=timeout, outages=outages)
         self.credentials = credentials
         self.tls_context = tls_context
         self.permissions: Optional[List[str]] = None
@@ -41,11 +37,11 @@ class PRAsyncClient(AsyncClient):
             user, token = self.credentials
             await self.socket.send_message(messages.auth(user, token))
             answer = await self.socket.recv_message()
-            if not isinstance(answer, dict) or "invoke-error" in answer or not isinstance(
-                    answer.get("permissions"), list):
+            permissions = messages.granted_permissions_of(answer)
+            if permissions is None:
                 raise AuthenticationError("%s refused the token of user %s: %.200s"
                                           % (self.address, user, messages.error_text(answer)))
-            self.permissions = answer["permissions"]
+            self.permissions = permissions
 
     async def _field(self, request: dict, field: str = messages.VALUE) -> Any:
         return messages.answer_field(await self.invoke(request), field)
@@ -77,10 +73,7 @@ class PRAsyncClient(AsyncClient):
 
     async def export(self, version: Optional[str], pkgarch: Optional[str], checksum: Optional[str],
                      colinfo: bool, history: bool = False) -> Optional[Tuple[dict, List[dict]]]:
-        response = await self.invoke(messages.export(version, pkgarch, checksum, colinfo, history))
-        if response:
-            return response["metainfo"], response["datainfo"]
-        return None
+        return messages.export_of(await self.invoke(messages.export(version, pkgarch, checksum, colinfo, history)))
 
     async def is_readonly(self) -> Optional[bool]:
         return await self._field(messages.is_readonly(), messages.READONLY)
@@ -96,14 +89,11 @@ class PRAsyncClient(AsyncClient):
 
     async def mirror_status(self) -> Any:
         """A mirror's state (``{"mirror": {...}}``), as ``prserv mirror-status`` shows it."""
-        return messages.answer_field(await self.invoke(messages.mirror_status()), "mirror")
+        return messages.mirror_status_of(await self.invoke(messages.mirror_status()))
 
     async def get_stats(self) -> Any:
         """The server's figures (``{"requests": {...}, "commands": {...}, ...}``)."""
-        answer = await self.invoke(messages.get_stats())
-        if not isinstance(answer, dict) or not isinstance(answer.get("requests"), dict):
-            raise ValueError("get-stats answered with a malformed message: %.200r" % (answer,))
-        return answer
+        return messages.stats_of(await self.invoke(messages.get_stats()))
 
     # -- with an admin token
     async def reset_stats(self) -> Any:
@@ -121,7 +111,7 @@ class PRAsyncClient(AsyncClient):
         return await self.invoke(messages.delete_user(username))
 
     async def get_all_users(self) -> Any:
-        return messages.answer_field(await self.invoke(messages.get_all_users()), "users")
+        return messages.users_of(await self.invoke(messages.get_all_users()))
 
     async def dump_db(self, fd: IO[str]) -> int:
         """The server's SQL dump (``dump-db``) written to the text file ``fd`` as it
@@ -155,15 +145,16 @@ class PRAsyncClient(AsyncClient):
             raise ConnectionError("dump from %s failed: %s" % (self.address, exc)) from exc
 
     async def _small_dump(self, answer: Any, fd: IO[str]) -> int:
-        if isinstance(answer, dict) and "invoke-error" in answer:
+        error = messages.invoke_error_of(answer)
+        if error is not None:
             await self.disconnect()              # the server closes after an invoke-error
-            error = answer["invoke-error"]
-            raise InvokeError(str(error.get("message") if isinstance(error, dict) else error))
-        if not (isinstance(answer, dict) and isinstance(answer.get("dump"), str)):
+            raise InvokeError(error)
+        dump = messages.dump_of(answer)
+        if dump is None:
             await self.disconnect()
             raise ConnectionError("dump from %s: unexpected answer %r" % (self.address, str(answer)[:100]))
-        fd.write(answer["dump"])
-        return len(answer["dump"])
+        fd.write(dump)
+        return len(dump)
 
 
 class PRClient(Client):

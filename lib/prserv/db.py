@@ -16,7 +16,7 @@ from .asyncrpc.eager import finish_now
 from .policy import next_child
 from .revision import key_to_revision, revision_key
 from .server.allocator import Allocator
-from .server.requests import import_value_text
+from .server.fields import import_value_text
 from .storage.sqlite.cache import DEFAULT_BUDGET
 from .storage.sqlite.database import SQLiteDatabase
 from .storage.sqlite.engine import SQLiteEngine
@@ -156,8 +156,7 @@ class PRTable:
         """``(metainfo, datainfo)``; ``metainfo`` is empty unless ``colinfo``."""
         metainfo: Dict[str, Any] = {}
         if colinfo:
-            metainfo = {"tbl_name": self.table, "core_ver": __version__,
-                        "col_info": finish_now(self.engine.column_info())}
+            metainfo = messages.export_metainfo(self.table, __version__, finish_now(self.engine.column_info()))
         datainfo = [messages.export_row(*row)
                     for row in self.engine.export_rows(version, pkgarch, checksum, history)]
         return metainfo, datainfo

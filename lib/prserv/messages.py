@@ -3,9 +3,20 @@
 The clients build their requests here, the upstream pool builds the same ones, and
 the server shapes its answers with the same helpers (docs/protocol.md §5 has the
 wire form of each).  No I/O: these are plain dictionaries.
+
+Each answer the server sends has one builder here (``..._answer``), and each answer
+a client reads has one parser (``..._of``, ``FeedAnswer``): a field's name is
+written in this module and nowhere else.
 """
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from .errors import SourceError
+from .revision import is_revision
+
+PROTO_NAME = "PRSERVICE"
+"""The protocol name of the connection's setup line (``PRSERVICE 1.0``)."""
+PROTO_VERSION = "1.0"
 
 PING = "ping"
 GET_PR = "get-pr"
@@ -93,27 +104,6 @@ def get_stats() -> Message:
     return {GET_STATS: {}}
 
 
-def value_answer(value: Any) -> Message:
-    return {VALUE: value}
-
-
-def readonly_answer(read_only: bool) -> Message:
-    return {READONLY: read_only}
-
-
-def export_row(version: str, pkgarch: str, checksum: str, value: Optional[str]) -> Message:
-    """One ``datainfo`` entry of an export answer."""
-    return {"version": version, "pkgarch": pkgarch, "checksum": checksum, "value": value}
-
-
-def answer_field(answer: Any, field: str) -> Any:
-    """A field of an answer; None for an empty or null answer (what bitbake's client
-    returns, e.g. for import-one on a read-only server)."""
-    if answer:
-        return answer[field]
-    return None
-
-
 def auth(username: str, token: str) -> Message:
     return {AUTH: {"username": username, "token": token}}
 
@@ -138,8 +128,267 @@ def get_all_users() -> Message:
     return {GET_ALL_USERS: {}}
 
 
+# --------------------------------------------------------------------------- answers
+# A builder for each answer the server sends, a parser for each one a client reads.
+
+INVOKE_ERROR = "invoke-error"
+
+
+def invoke_error(message: str) -> Message:
+    """The answer to a request that was refused or failed (docs/protocol.md §8)."""
+    return {INVOKE_ERROR: {"message": message}}
+
+
+def invoke_error_of(answer: Any) -> Optional[str]:
+    """What an invoke-error answer says; None if ``answer`` is not one."""
+    if not isinstance(answer, dict) or INVOKE_ERROR not in answer:
+        return None
+    error = answer[INVOKE_ERROR]
+    return str(error.get("message") if isinstance(error, dict) else error)
+
+
 def error_text(answer: Any) -> str:
     """What an invoke-error answer says (or the answer itself, for anything else)."""
-    if isinstance(answer, dict) and isinstance(answer.get("invoke-error"), dict):
-        return str(answer["invoke-error"].get("message"))
-    return repr(answer)
+    text = invoke_error_of(answer)
+    return repr(answer) if text is None else text
+
+
+def value_answer(value: Any) -> Message:
+    """get-pr, test-pr, test-package, max-package-pr, import-one (read with
+    ``answer_field(answer, VALUE)``)."""
+    return {VALUE: value}
+
+
+def readonly_answer(read_only: bool) -> Message:
+    return {READONLY: read_only}
+
+
+def answer_field(answer: Any, field: str) -> Any:
+    """A field of an answer; None for an empty or null answer (what bitbake's client
+    returns, e.g. for import-one on a read-only server)."""
+    if answer:
+        return answer[field]
+    return None
+
+
+METAINFO, DATAINFO = "metainfo", "datainfo"
+"""The two fields of an export answer: ``export_metainfo``, a list of ``export_row``."""
+
+
+def export_metainfo(table: str, core_ver: str, col_info: List[Dict[str, Any]]) -> Message:
+    """An export answer's ``metainfo`` when ``colinfo`` was asked for (else ``{}``)."""
+    return {"tbl_name": table, "core_ver": core_ver, "col_info": col_info}
+
+
+def export_row(version: str, pkgarch: str, checksum: str, value: Optional[str]) -> Message:
+    """One ``datainfo`` entry of an export answer."""
+    return {"version": version, "pkgarch": pkgarch, "checksum": checksum, "value": value}
+
+
+def export_head(metainfo_text: str) -> str:
+    """An export answer's text up to its first row (the rows follow, then
+    ``EXPORT_TAIL``): the answer is sent as it is read."""
+    return '{"%s": %s, "%s": [' % (METAINFO, metainfo_text, DATAINFO)
+
+
+EXPORT_TAIL = "]}"
+
+
+def export_of(answer: Any) -> Optional[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
+    """``(metainfo, datainfo)`` of an export answer (None for an empty answer)."""
+    if answer:
+        return answer[METAINFO], answer[DATAINFO]
+    return None
+
+
+DUMP = "dump"
+"""The field of a one-line dump-db answer (``dumptext`` makes the answer)."""
+
+
+def dump_of(answer: Any) -> Optional[str]:
+    """The SQL text of a one-line dump-db answer (None: not such an answer)."""
+    if isinstance(answer, dict) and isinstance(answer.get(DUMP), str):
+        return answer[DUMP]
+    return None
+
+
+# -- the change feed (docs/protocol.md §5.4)
+
+FEED_FIELDS = ("identity", "origin", "complete", "reached", "at", "rows", "pending")
+"""The fields of a mirror-pull answer (those of ``storage.engine.FeedPage``)."""
+MAX_POSITION_LENGTH = 200
+MAX_IDENTITY_LENGTH = 200
+
+
+def mirror_pull_answer(page: Any) -> Message:
+    """The mirror-pull answer of a feed page (``Engine.changes``: anything with the
+    attributes ``FEED_FIELDS``)."""
+    answer = {field: getattr(page, field) for field in FEED_FIELDS}
+    if page.at is not None:
+        answer["at"] = list(page.at)
+    return answer
+
+
+class FeedAnswer:
+    """A ``mirror-pull`` answer, checked (``SourceError`` if it is not valid):
+    ``FEED_FIELDS`` as attributes, ``at`` and each row a tuple."""
+
+    __slots__ = FEED_FIELDS
+
+    def __init__(self, answer: Any, limit: int) -> None:
+        if not isinstance(answer, dict):
+            raise SourceError("the answer is not a JSON object: %.100r" % (answer,))
+        identity, origin, complete, reached, at, rows, pending = (answer.get(field) for field in FEED_FIELDS)
+        if identity is not None and not _short_text(identity, MAX_IDENTITY_LENGTH):
+            raise SourceError("identity is not a string: %.100r" % (identity,))
+        if not all(isinstance(flag, bool) for flag in (origin, complete, reached)):
+            raise SourceError("origin, complete and reached must be booleans")
+        if pending is not None and (not isinstance(pending, int) or isinstance(pending, bool) or pending < 0):
+            raise SourceError("pending is not a count: %.100r" % (pending,))
+        self.identity: Optional[str] = identity
+        self.origin: bool = origin
+        self.complete: bool = complete
+        self.reached: bool = reached
+        self.pending: Optional[int] = pending
+        """Rows the source holds after these (None: not counted)."""
+        self.at: Optional[Tuple[str, ...]] = None if at is None else feed_row(at, 4, "the row at the position")
+        if not isinstance(rows, list):
+            raise SourceError("rows is not a list")
+        if len(rows) > limit:
+            raise SourceError("%d rows where at most %d were asked for" % (len(rows), limit))
+        self.rows: List[Tuple[str, ...]] = [_positioned_row(row) for row in rows]
+        if len({row[0] for row in self.rows}) != len(self.rows):
+            raise SourceError("a position appears twice in one answer")
+        if self.rows and self.identity is None:
+            raise SourceError("rows without the identity of their history")
+
+
+def _short_text(value: Any, longest: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= longest
+
+
+def _positioned_row(value: Any) -> Tuple[str, ...]:
+    """A feed row ``[position, version, pkgarch, checksum, value]`` as a tuple (checked
+    field by field in one expression first: this runs for every row copied)."""
+    if type(value) is list and len(value) == 5:
+        position, version, pkgarch, checksum, revision = value
+        if type(position) is str and type(version) is str and type(pkgarch) is str \
+                and type(checksum) is str and type(revision) is str and position and version \
+                and pkgarch and checksum and len(position) <= MAX_POSITION_LENGTH and is_revision(revision):
+            return position, version, pkgarch, checksum, revision
+    return feed_row(value, 5, "a row")
+
+
+def feed_row(value: Any, length: int, what: str) -> Tuple[str, ...]:
+    """A row of the feed as a tuple of non-empty strings, its last one a revision
+    (``SourceError`` naming ``what`` otherwise); of 5 fields, the first is a position."""
+    if not isinstance(value, list) or len(value) != length:
+        raise SourceError("%s is not a list of %d fields: %.100r" % (what, length, value))
+    if not all(isinstance(field, str) and field for field in value):
+        raise SourceError("%s has a field that is not a non-empty string: %.100r" % (what, value))
+    if length == 5 and len(value[0]) > MAX_POSITION_LENGTH:
+        raise SourceError("a position longer than %d characters" % MAX_POSITION_LENGTH)
+    if not is_revision(value[-1]):
+        raise SourceError("%s holds a value that is not a revision: %.100r" % (what, value[-1]))
+    return tuple(value)
+
+
+def mirror_audit_answer(count: Optional[int], digest: Optional[str],
+                        rows: Optional[List[Any]] = None) -> Message:
+    """A mirror-audit answer: the count and digest of the rows in the range (both None
+    when the range is not held), and the rows themselves when asked for."""
+    answer: Message = {"count": count, "digest": digest}
+    if rows is not None:
+        answer["rows"] = rows
+    return answer
+
+
+def mirror_audit_of(answer: Any) -> Optional[Tuple[int, str]]:
+    """``(count, digest)`` of a mirror-audit answer; None when the source does not hold
+    the range (a mirror not this far yet); ``SourceError`` for anything else."""
+    if not isinstance(answer, dict):
+        raise SourceError("mirror-audit answer is not a JSON object")
+    count, digest = answer.get("count"), answer.get("digest")
+    if count is None:
+        return None
+    if not isinstance(count, int) or not isinstance(digest, str):
+        raise SourceError("mirror-audit answer without count and digest")
+    return count, digest
+
+
+def mirror_audit_rows_of(answer: Any) -> Dict[str, Tuple[str, ...]]:
+    """The rows of a mirror-audit answer asked with ``rows``: position -> the row's
+    other fields (``SourceError`` if they are missing or not rows)."""
+    rows = answer.get("rows") if isinstance(answer, dict) else None
+    if not isinstance(rows, list):
+        raise SourceError("mirror-audit answer without its rows")
+    checked = [feed_row(row, 5, "an audited row") for row in rows]
+    return {row[0]: row[1:] for row in checked}
+
+
+MIRROR = "mirror"
+"""The field of a mirror-status answer: the state, or null on a server that is not a mirror."""
+
+
+def mirror_status_answer(status: Optional[Dict[str, Any]]) -> Message:
+    return {MIRROR: status}
+
+
+def mirror_status_of(answer: Any) -> Optional[Dict[str, Any]]:
+    return answer_field(answer, MIRROR)
+
+
+# -- figures (docs/protocol.md §5.5)
+
+def stats_answer(requests: Dict[str, Any], commands: Dict[str, Any], connections: int, allocations: int,
+                 upstream: Optional[Dict[str, Any]], mirror: Optional[Dict[str, Any]]) -> Message:
+    """The get-stats (and reset-stats) answer; ``mirror``: the mirror's status, of which
+    the answer holds the state and how far behind it is."""
+    return {
+        "requests": requests, "commands": commands, "connections": connections, "allocations": allocations,
+        "upstream": upstream,
+        "mirror": None if mirror is None else {
+            field: mirror[field] for field in ("state", "rows_behind", "seconds_since_contact")},
+    }
+
+
+def stats_of(answer: Any) -> Dict[str, Any]:
+    """A get-stats answer, checked (``ValueError`` if malformed)."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("requests"), dict):
+        raise ValueError("get-stats answered with a malformed message: %.200r" % (answer,))
+    return answer
+
+
+# -- users and tokens (docs/protocol.md §5.6)
+
+def auth_answer(username: str, permissions: Iterable[str]) -> Message:
+    return {"username": username, "permissions": sorted(permissions)}
+
+
+def granted_permissions_of(answer: Any) -> Optional[List[str]]:
+    """The permissions an auth answer grants; None if the token was refused."""
+    if not isinstance(answer, dict) or INVOKE_ERROR in answer or not isinstance(answer.get("permissions"), list):
+        return None
+    return answer["permissions"]
+
+
+def user_answer(public_fields: Dict[str, Any], token: str) -> Message:
+    """The answer of new-user and refresh-token: the user (``tokens.public_fields``)
+    and its new token, shown in this answer only."""
+    return dict(public_fields, token=token)
+
+
+def deleted_user_answer(username: str, deleted: bool) -> Message:
+    return {"username": username, "deleted": deleted}
+
+
+USERS = "users"
+"""The field of a get-all-users answer."""
+
+
+def users_answer(users: List[Dict[str, Any]]) -> Message:
+    return {USERS: users}
+
+
+def users_of(answer: Any) -> Optional[List[Dict[str, Any]]]:
+    return answer_field(answer, USERS)

@@ -13,7 +13,7 @@ from .errors import PRServiceConfigError
 from .runtime import cooker
 from .runtime.cooker import PRServSingleton, auto_shutdown, auto_start, connect, is_local_special, ping
 from .runtime.daemon import PIDPREFIX, is_running
-from .server.server import PRServer
+from .server.prserver import PRServer
 
 __all__ = [
     "PIDPREFIX", "PRServSingleton", "PRServer", "PRServiceConfigError", "auto_shutdown", "auto_start",

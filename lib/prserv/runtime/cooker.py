@@ -17,7 +17,7 @@ from ..asyncrpc import ServerError
 from ..client import PRClient
 from ..errors import PRServiceConfigError
 from ..log import logger
-from ..server.server import PRServer
+from ..server.prserver import PRServer
 from .daemon import resolve_host
 from .logs import log_to_file
 

@@ -32,7 +32,7 @@ from typing import Callable, List, Optional, Tuple
 from ..access import AccessRules
 from ..errors import DaemonError
 from ..log import logger
-from ..server.server import PRServer
+from ..server.prserver import PRServer
 from ..storage.postgresql.url import is_url, masked
 from ..version import __version__
 from ..asyncrpc.address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, parse_address, split_ws_uri

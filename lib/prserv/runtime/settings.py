@@ -33,8 +33,10 @@ from ..asyncrpc.address import ADDR_TYPE_UNIX, UNIX_PREFIX, AddressError, parse_
 from ..asyncrpc.limits import Limits
 from ..errors import ConfigError
 from ..server.mirror import DEFAULT_AUDIT_INTERVAL
+from ..server.prserver import check_mirror_and_upstream
 from ..server.mirror import DEFAULT_TIMEOUT as DEFAULT_MIRROR_TIMEOUT
 from ..server.upstream import DEFAULT_TIMEOUT as DEFAULT_UPSTREAM_TIMEOUT
+from ..storage import check_database_options
 from ..storage.postgresql.engine import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_LOCK_TIMEOUT, DEFAULT_OUTAGE_WAIT,
                                         DEFAULT_POOL_SIZE)
 from ..storage.postgresql.url import is_url, masked
@@ -549,22 +551,14 @@ def load_config(flags: Optional[Mapping[str, Any]] = None,
             shown = hide_token(raw) if setting.secret else masked(raw) if is_url(raw) else raw
             raise ConfigError("invalid %s %s (from %s): %s" % (
                 setting.name, _shorten(shown), source, exc)) from None
-    database = values["database"]
-    if is_url(database.value) and parse_sync_mode(values["sync_mode"].value).buffered:
-        raise ConfigError("sync_mode %s (from %s) holds values in one process and cannot be shared: with a "
-                          "PostgreSQL database (from %s) PostgreSQL's own durability applies "
-                          "(synchronous_commit)" % (values["sync_mode"].value, values["sync_mode"].source,
-                                                    database.source))
-    if is_url(database.value) and values["mirror"].value:
-        raise ConfigError("a mirror (from %s) keeps its copy in a SQLite file, not in a PostgreSQL "
-                          "database (from %s)" % (values["mirror"].source, database.source))
+    sources = {name: value.source for name, value in values.items()}
+    check_database_options(values["database"].value, parse_sync_mode(values["sync_mode"].value),
+                           bool(values["mirror"].value), sources)
     wss = [address for address in values["bind"].value if address.startswith("wss://")]
     if wss and not values["tls_certificate"].value:
         raise ConfigError("bind %s (from %s) needs tls_certificate (and tls_key, unless the key is in the "
                           "certificate file)" % (wss[0], values["bind"].source))
-    if values["mirror"].value and values["upstream"].value:
-        raise ConfigError("mirror (from %s) and upstream (from %s) cannot be combined: a mirror "
-                          "copies its source's values" % (values["mirror"].source, values["upstream"].source))
+    check_mirror_and_upstream(values["mirror"].value, values["upstream"].value, sources)
     return Config(values, config_file, lambda: load_config(flags, environ, given_file, cwd))
 
 

@@ -1,3 +1,4 @@
 """The PR server: sessions and their request handlers (``session``, with field checks
-in ``requests``), the allocator that decides values (``allocator``), the upstream
-pool (``upstream``), dump streaming (``dump``) and the server itself (``server``)."""
+in ``fields``), the allocator that decides values (``allocator``), the upstream
+pool (``upstream``), dump streaming (``dump``), the mirror's follower (``mirror``)
+and the server itself (``prserver``)."""

@@ -36,8 +36,8 @@ from ..asyncrpc.deadline import within
 from ..asyncrpc.outage import NONSENSE, UNREACHABLE, OutageLog
 from ..client import PRAsyncClient
 from ..errors import AuthenticationError, DivergedError, MirrorError, SourceError
-from ..revision import is_revision
-from ..storage.engine import MirrorTarget, PositionedRow, Row, feed_digest
+from ..messages import FeedAnswer, mirror_audit_of, mirror_audit_rows_of
+from ..storage.engine import MirrorTarget, PositionedRow, feed_digest
 
 CATCHING_UP, FOLLOWING, DISCONNECTED, DIVERGED = "catching-up", "following", "disconnected", "diverged"
 PULL_ROWS = 5000
@@ -54,71 +54,10 @@ AUDIT_ROWS = 2000
 """Rows compared per audit request."""
 COUNT_INTERVAL = 2.0
 """While catching up, how often the source is asked how many rows remain."""
-MAX_POSITION_LENGTH = 200
-MAX_IDENTITY_LENGTH = 200
 
-Transport = (OSError, ConnectionError, AsyncRPCError, asyncio.TimeoutError)
+TRANSPORT_ERRORS = (OSError, ConnectionError, AsyncRPCError, asyncio.TimeoutError)
+"""The exceptions of a source that could not be reached or went away."""
 
-
-class FeedAnswer:
-    """A ``mirror-pull`` answer, checked (``SourceError`` if it is not valid)."""
-
-    __slots__ = ("identity", "origin", "complete", "reached", "at", "rows", "pending")
-
-    def __init__(self, answer: Any, limit: int) -> None:
-        if not isinstance(answer, dict):
-            raise SourceError("the answer is not a JSON object: %.100r" % (answer,))
-        self.identity = answer.get("identity")
-        self.origin, self.complete, self.reached = (answer.get(k) for k in ("origin", "complete", "reached"))
-        self.pending = answer.get("pending")
-        if self.identity is not None and not _short_text(self.identity, MAX_IDENTITY_LENGTH):
-            raise SourceError("identity is not a string: %.100r" % (self.identity,))
-        if not all(isinstance(flag, bool) for flag in (self.origin, self.complete, self.reached)):
-            raise SourceError("origin, complete and reached must be booleans")
-        if self.pending is not None and (not isinstance(self.pending, int) or isinstance(self.pending, bool)
-                                         or self.pending < 0):
-            raise SourceError("pending is not a count: %.100r" % (self.pending,))
-        at = answer.get("at")
-        self.at: Optional[Row] = None if at is None else _row(at, 4, "the row at the position")
-        rows = answer.get("rows")
-        if not isinstance(rows, list):
-            raise SourceError("rows is not a list")
-        if len(rows) > limit:
-            raise SourceError("%d rows where at most %d were asked for" % (len(rows), limit))
-        self.rows: List[PositionedRow] = [_feed_row(row) for row in rows]  # type: ignore[misc]
-        if len({row[0] for row in self.rows}) != len(self.rows):
-            raise SourceError("a position appears twice in one answer")
-        if self.rows and self.identity is None:
-            raise SourceError("rows without the identity of their history")
-
-
-def _short_text(value: Any, longest: int) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= longest
-
-
-def _feed_row(value: Any) -> Tuple[str, ...]:
-    """A feed row ``[position, version, pkgarch, checksum, value]`` as a tuple (checked
-    field by field in one expression first: this runs for every row copied)."""
-    if type(value) is list and len(value) == 5:
-        position, version, pkgarch, checksum, revision = value
-        if type(position) is str and type(version) is str and type(pkgarch) is str \
-                and type(checksum) is str and type(revision) is str and position and version \
-                and pkgarch and checksum and len(position) <= MAX_POSITION_LENGTH and is_revision(revision):
-            return position, version, pkgarch, checksum, revision
-    return _row(value, 5, "a row")
-
-
-def _row(value: Any, length: int, what: str) -> Tuple[str, ...]:
-    """A row as a tuple of non-empty strings, its last one a revision."""
-    if not isinstance(value, list) or len(value) != length:
-        raise SourceError("%s is not a list of %d fields: %.100r" % (what, length, value))
-    if not all(isinstance(field, str) and field for field in value):
-        raise SourceError("%s has a field that is not a non-empty string: %.100r" % (what, value))
-    if length == 5 and len(value[0]) > MAX_POSITION_LENGTH:
-        raise SourceError("a position longer than %d characters" % MAX_POSITION_LENGTH)
-    if not is_revision(value[-1]):
-        raise SourceError("%s holds a value that is not a revision: %.100r" % (what, value[-1]))
-    return tuple(value)
 
 
 class Follower:
@@ -154,7 +93,6 @@ class Follower:
         self.outages = OutageLog(logger, "mirror: source", "; answering from what is held, retrying")
         self._next_audit = time.monotonic() + audit_interval
         self._last_count = 0.0
-        self._audit_after: Optional[str] = None
 
     # ------------------------------------------------------------------ status
     def status(self) -> Dict[str, Any]:
@@ -195,7 +133,7 @@ class Follower:
             except DivergedError as exc:
                 self._diverged(str(exc))
                 return
-            except (SourceError,) + Transport as exc:
+            except (SourceError,) + TRANSPORT_ERRORS as exc:
                 self._disconnected(exc)
             except InvokeError as exc:
                 self._disconnected(SourceError("refused: %s" % exc))
@@ -319,7 +257,7 @@ class Follower:
             if until is None:
                 break
             mine = await self.target.rows_between(after, until) or []   # type: ignore[attr-defined]
-            theirs = await self._source_audit(after, until, rows=False)
+            theirs = mirror_audit_of(await self._source_audit(after, until, rows=False))
             if theirs is None:
                 break                                   # a mirror source not this far yet
             if theirs != feed_digest(iter(mine)):
@@ -334,23 +272,12 @@ class Follower:
         return self.audit
 
     async def _source_audit(self, after: Optional[str], until: str, rows: bool) -> Any:
-        answer = await within(self._client.mirror_audit(after, until, rows), self.timeout)  # type: ignore[union-attr]
-        if not isinstance(answer, dict):
-            raise SourceError("mirror-audit answer is not a JSON object")
-        count, digest = answer.get("count"), answer.get("digest")
-        if count is None:
-            return None
-        if not isinstance(count, int) or not isinstance(digest, str):
-            raise SourceError("mirror-audit answer without count and digest")
-        return answer if rows else (count, digest)
+        return await within(self._client.mirror_audit(after, until, rows), self.timeout)  # type: ignore[union-attr]
 
     async def _source_rows(self, after: Optional[str], until: str) -> Dict[str, Tuple[str, ...]]:
         answer = await self._source_audit(after, until, rows=True)
-        rows = answer.get("rows") if isinstance(answer, dict) else None
-        if not isinstance(rows, list):
-            raise SourceError("mirror-audit answer without its rows")
-        checked = [_row(row, 5, "an audited row") for row in rows]
-        return {row[0]: row[1:] for row in checked}
+        mirror_audit_of(answer)                         # checked as any audit answer
+        return mirror_audit_rows_of(answer)
 
     def _compare(self, mine: List[PositionedRow], theirs: Dict[str, Tuple[str, ...]]) -> int:
         """Rows the source lacks (counted); ``DivergedError`` where it holds more or other."""

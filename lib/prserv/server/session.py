@@ -1,6 +1,6 @@
 """One client session of the PR server: one handler per request.
 
-A handler checks the request's fields (``server.requests``), asks the allocator or
+A handler checks the request's fields (``server.fields``), asks the allocator or
 the storage engine, and shapes the answer (``prserv.messages``); framing and
 sessions come from ``prserv.asyncrpc``.  Whether this session may store values is
 its own property (``read_only``), not only the server's.
@@ -25,11 +25,10 @@ from ..errors import (CatchingUp, DatabaseError, DatabaseUnavailable, InvalidReq
 from ..revision import key_to_revision
 from ..storage.engine import Engine, Row, feed_digest
 from ..version import __version__
-from . import requests
+from . import fields
 from .allocator import Allocator
 from .dump import DumpStream
 
-PROTO_NAME = "PRSERVICE"
 AUTH_FAILURE_DELAY = 1.0
 """Seconds a failed ``auth`` waits before its answer (guessing tokens stays slow)."""
 TOKEN_FOR_MIRROR, TOKEN_FOR_DUMP = "mirror", "dump-db"
@@ -47,16 +46,16 @@ _ANSWERED_WHILE_CATCHING_UP = frozenset((messages.PING, messages.IS_READONLY, me
 async def export_pieces(metainfo: Dict[str, Any], batches: AsyncIterator[List[Row]]) -> AsyncIterator[str]:
     """``{"metainfo": ..., "datainfo": [...]}`` as text, one batch of rows at a time:
     the same characters as ``dumps`` of the whole answer, without holding it."""
-    yield '{"metainfo": %s, "datainfo": [' % dumps(metainfo)
+    yield messages.export_head(dumps(metainfo))
     separator = ""
     async for batch in batches:
         yield separator + ", ".join(dumps(messages.export_row(*row)) for row in batch)
         separator = ", "
-    yield "]}"
+    yield messages.EXPORT_TAIL
 
 
 class SessionOwner(Protocol):
-    """What a session needs of its server (``prserv.server.server.PRServer``)."""
+    """What a session needs of its server (``prserv.server.prserver.PRServer``)."""
 
     logger: logging.Logger
     engine: Engine
@@ -108,7 +107,7 @@ class PRServerClient(AsyncServerConnection):
     }
 
     def __init__(self, connection: Connection, server: SessionOwner) -> None:
-        super().__init__(connection, PROTO_NAME, server.logger)
+        super().__init__(connection, messages.PROTO_NAME, server.logger)
         self.server = server
         self.engine = server.engine
         self.allocator = server.allocator
@@ -143,37 +142,37 @@ class PRServerClient(AsyncServerConnection):
             raise InvokeError(str(exc)) from exc
 
     async def handle_get_pr(self, request: Any) -> Dict[str, Any]:
-        args = requests.arguments(request)
-        version, pkgarch, checksum = requests.checksum_fields(args)
-        history = requests.flag(args, "history", False)
+        args = fields.arguments(request)
+        version, pkgarch, checksum = fields.checksum_fields(args)
+        history = fields.flag(args, "history", False)
         return messages.value_answer(
             await self.allocator.get_pr(version, pkgarch, checksum, history, store=not self.read_only))
 
     async def handle_test_pr(self, request: Any) -> Dict[str, Any]:
-        args = requests.arguments(request)
-        version, pkgarch, checksum = requests.checksum_fields(args)
-        history = requests.flag(args, "history", False)
+        args = fields.arguments(request)
+        version, pkgarch, checksum = fields.checksum_fields(args)
+        history = fields.flag(args, "history", False)
         key = (await self.engine.package(version, pkgarch, checksum)).checksum_value(checksum, history)
         return messages.value_answer(None if key is None else key_to_revision(key))
 
     async def handle_test_package(self, request: Any) -> Dict[str, Any]:
-        args = requests.arguments(request)
-        state = await self.engine.package(requests.text(args, "version"), requests.text(args, "pkgarch"))
+        args = fields.arguments(request)
+        state = await self.engine.package(fields.text(args, "version"), fields.text(args, "pkgarch"))
         return messages.value_answer(state.has_rows)
 
     async def handle_max_package_pr(self, request: Any) -> Dict[str, Any]:
-        args = requests.arguments(request)
-        state = await self.engine.package(requests.text(args, "version"), requests.text(args, "pkgarch"))
+        args = fields.arguments(request)
+        state = await self.engine.package(fields.text(args, "version"), fields.text(args, "pkgarch"))
         return messages.value_answer(None if state.max_key is None else key_to_revision(state.max_key))
 
     async def handle_import_one(self, request: Any) -> Optional[Dict[str, Any]]:
-        args = requests.arguments(request)
-        version, pkgarch, checksum = requests.checksum_fields(args)
+        args = fields.arguments(request)
+        version, pkgarch, checksum = fields.checksum_fields(args)
         if "value" not in args:
             raise InvalidRequestError("missing field 'value'")
         value = args["value"]
         try:
-            text = requests.import_value_text(value)    # refused even when read-only
+            text = fields.import_value_text(value)    # refused even when read-only
         except InvalidRevisionError as exc:
             raise InvalidRevisionError("field 'value': %s" % exc) from None
         if self.read_only:
@@ -182,16 +181,15 @@ class PRServerClient(AsyncServerConnection):
         return messages.value_answer(value)             # an integer comes back an integer
 
     async def handle_export(self, request: Any) -> JSONStream:
-        args = requests.arguments(request)
-        version = requests.export_filter(args, "version")
-        pkgarch = requests.export_filter(args, "pkgarch")
-        checksum = requests.export_filter(args, "checksum")
-        colinfo = requests.flag(args, "colinfo")
-        history = requests.flag(args, "history", False)
+        args = fields.arguments(request)
+        version = fields.export_filter(args, "version")
+        pkgarch = fields.export_filter(args, "pkgarch")
+        checksum = fields.export_filter(args, "checksum")
+        colinfo = fields.flag(args, "colinfo")
+        history = fields.flag(args, "history", False)
         metainfo: Dict[str, Any] = {}
         if colinfo:
-            metainfo = {"tbl_name": self.engine.table_name, "core_ver": __version__,
-                        "col_info": await self.engine.column_info()}
+            metainfo = messages.export_metainfo(self.engine.table_name, __version__, await self.engine.column_info())
         batches = self.engine.export_batches(version, pkgarch, checksum, history)
         return JSONStream(export_pieces(metainfo, batches))
 
@@ -200,7 +198,7 @@ class PRServerClient(AsyncServerConnection):
 
     async def handle_dump_db(self, request: Any) -> JSONStream:
         """``{"dump": "<SQL text>"}`` of a consistent snapshot, sent as it is read."""
-        requests.arguments(request)
+        fields.arguments(request)
         self._require_if_configured(TOKEN_FOR_DUMP, tokens.ADMIN)
         return JSONStream.of(self.server.start_dump(self).pieces())
 
@@ -208,48 +206,42 @@ class PRServerClient(AsyncServerConnection):
         """The change feed after ``since`` (``docs/protocol.md`` §5.4); waits up to
         ``wait`` seconds for a commit when nothing is new (ended at once by a
         shutdown)."""
-        args = requests.arguments(request)
+        args = fields.arguments(request)
         self._require_if_configured(TOKEN_FOR_MIRROR, tokens.MIRROR)
-        since = requests.position(args, "since")
-        limit = int(requests.bounded_number(args, "limit", 1, MAX_PULL_ROWS, MAX_PULL_ROWS))
-        wait = requests.bounded_number(args, "wait", 0, MAX_PULL_WAIT, 0)
-        count = requests.flag(args, "count", False)
+        since = fields.position(args, "since")
+        limit = int(fields.bounded_number(args, "limit", 1, MAX_PULL_ROWS, MAX_PULL_ROWS))
+        wait = fields.bounded_number(args, "wait", 0, MAX_PULL_WAIT, 0)
+        count = fields.flag(args, "count", False)
         page = await self.engine.changes(since, limit, count)
         if not page.rows and wait > 0 and await self.server.wait_for_changes(since, wait):
             page = await self.engine.changes(since, limit, count)
-        return {"identity": page.identity, "origin": page.origin, "complete": page.complete,
-                "reached": page.reached,
-                "at": None if page.at is None else list(page.at), "rows": page.rows,
-                "pending": page.pending}
+        return messages.mirror_pull_answer(page)
 
     async def handle_mirror_audit(self, request: Any) -> Dict[str, Any]:
         """Count and digest of the feed's rows after ``after`` up to ``until`` (and the
         rows themselves, if asked for): a mirror's audit compares them with its own."""
-        args = requests.arguments(request)
+        args = fields.arguments(request)
         self._require_if_configured(TOKEN_FOR_MIRROR, tokens.MIRROR)
-        rows = await self.engine.rows_between(requests.position(args, "after"),
-                                              requests.position(args, "until", optional=False))
+        rows = await self.engine.rows_between(fields.position(args, "after"),
+                                              fields.position(args, "until", optional=False))
         if rows is None:
-            return {"count": None, "digest": None}
+            return messages.mirror_audit_answer(None, None)
         count, digest = feed_digest(rows)
-        answer: Dict[str, Any] = {"count": count, "digest": digest}
-        if requests.flag(args, "rows", False):
-            answer["rows"] = rows
-        return answer
+        return messages.mirror_audit_answer(count, digest, rows if fields.flag(args, "rows", False) else None)
 
     async def handle_mirror_status(self, request: Any) -> Dict[str, Any]:
-        return {"mirror": self.server.mirror_status()}
+        return messages.mirror_status_answer(self.server.mirror_status())
 
     async def handle_get_stats(self, request: Any) -> Dict[str, Any]:
         """hashserv's ``requests`` figures and this server's own (docs/protocol.md §5.5)."""
-        requests.arguments(request)
+        fields.arguments(request)
         return self.server.stats_answer()
 
     # -- who the client is
     async def handle_auth(self, request: Any) -> Dict[str, Any]:
         """Prove a user with its token: the session gains the user's permissions.  A
         failure is answered after ``AUTH_FAILURE_DELAY`` seconds and changes nothing."""
-        args = requests.arguments(request)
+        args = fields.arguments(request)
         username, token = args.get("username"), args.get("token")
         record = None
         if isinstance(username, str) and isinstance(token, str) and username and token:
@@ -262,7 +254,7 @@ class PRServerClient(AsyncServerConnection):
         self.permissions = record.permissions
         self.read_only = self.server.read_only or not (self.network_writes or tokens.WRITE in self.permissions)
         self.logger.info("authenticated as %s (%s)", record.username, tokens.permissions_text(record.permissions))
-        return {"username": record.username, "permissions": sorted(record.permissions)}
+        return messages.auth_answer(record.username, record.permissions)
 
     def _require(self, permission: str) -> None:
         if permission not in self.permissions:
@@ -275,7 +267,7 @@ class PRServerClient(AsyncServerConnection):
 
     async def handle_reset_stats(self, request: Any) -> Dict[str, Any]:
         """(admin) The figures as they were, then every count starts again."""
-        requests.arguments(request)
+        fields.arguments(request)
         self._require(tokens.ADMIN)
         before = self.server.stats_answer()
         self.server.stats.reset()
@@ -284,37 +276,37 @@ class PRServerClient(AsyncServerConnection):
     async def handle_new_user(self, request: Any) -> Dict[str, Any]:
         """(admin) A new user (or a user's new permissions and token): the token is in
         this answer only."""
-        args = requests.arguments(request)
+        args = fields.arguments(request)
         self._require(tokens.ADMIN)
-        record, token = tokens.make_user(requests.username(args), requests.permissions(args), time.time(),
-                                         requests.expiry(args))
+        record, token = tokens.make_user(fields.username(args), fields.permissions(args), time.time(),
+                                         fields.expiry(args))
         await self.engine.put_user(record)
         self.logger.info("user %s added (%s)", record.username, tokens.permissions_text(record.permissions))
-        return dict(tokens.public_fields(record), token=token)
+        return messages.user_answer(tokens.public_fields(record), token)
 
     async def handle_refresh_token(self, request: Any) -> Dict[str, Any]:
         """(admin) A user's new token; the old one stops working."""
-        args = requests.arguments(request)
+        args = fields.arguments(request)
         self._require(tokens.ADMIN)
-        record = await self._existing_user(requests.username(args))
-        record, token = tokens.renewed(record, time.time(), requests.expiry(args))
+        record = await self._existing_user(fields.username(args))
+        record, token = tokens.renewed(record, time.time(), fields.expiry(args))
         await self.engine.put_user(record)
         self.logger.info("user %s has a new token", record.username)
-        return dict(tokens.public_fields(record), token=token)
+        return messages.user_answer(tokens.public_fields(record), token)
 
     async def handle_delete_user(self, request: Any) -> Dict[str, Any]:
-        args = requests.arguments(request)
+        args = fields.arguments(request)
         self._require(tokens.ADMIN)
-        username = requests.username(args)
+        username = fields.username(args)
         deleted = await self.engine.remove_user(username)
         if deleted:
             self.logger.info("user %s removed", username)
-        return {"username": username, "deleted": deleted}
+        return messages.deleted_user_answer(username, deleted)
 
     async def handle_get_all_users(self, request: Any) -> Dict[str, Any]:
-        requests.arguments(request)
+        fields.arguments(request)
         self._require(tokens.ADMIN)
-        return {"users": [tokens.public_fields(record) for record in await self.engine.list_users()]}
+        return messages.users_answer([tokens.public_fields(record) for record in await self.engine.list_users()])
 
     async def _existing_user(self, username: str) -> tokens.UserRecord:
         record = await self.engine.get_user(username)

@@ -9,7 +9,7 @@ disk.  Nothing above this package imports ``sqlite3``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from ..errors import ConfigError
 from .engine import Engine
@@ -30,15 +30,33 @@ async def open_engine(database: str, read_only: bool = False, sync_mode: Optiona
     (default: the engine's).  ``mirror``: the file is written only by a mirror, one
     fsync'd transaction per batch it copies (the engine is then also a
     ``MirrorTarget``)."""
+    check_database_options(database, sync_mode, mirror)
     if is_url(database):
-        if sync_mode is not None and sync_mode.buffered:
-            raise ConfigError("sync mode %s holds values in one process; with a PostgreSQL database "
-                              "its own durability applies (synchronous_commit)" % sync_mode)
-        if mirror:
-            raise ConfigError("a mirror keeps its copy in a SQLite file, not in %s" % masked(database))
         from .postgresql.engine import PostgreSQLEngine
         return await PostgreSQLEngine.open(database, read_only=read_only, **(postgresql or {}))
     return _open_sqlite(database, read_only, sync_mode, cache_size, mirror)
+
+
+def check_database_options(database: str, sync_mode: Optional[SyncMode], mirror: bool,
+                           sources: Optional[Mapping[str, str]] = None) -> None:
+    """What a database cannot be combined with (``ConfigError``): a PostgreSQL database
+    has its own durability (no buffered sync mode) and holds no mirror's copy.
+    ``sources``: where each setting came from, by name (``"flag --mirror"``), for the
+    message; without them the message shows the database (its password masked)."""
+    if not is_url(database):
+        return
+
+    def where(name: str) -> str:
+        return " (from %s)" % sources[name] if sources else ""
+
+    shown = where("database") if sources else " (%s)" % masked(database)
+    if sync_mode is not None and sync_mode.buffered:
+        raise ConfigError("sync_mode %s%s holds values in one process and cannot be shared: with a PostgreSQL "
+                          "database%s PostgreSQL's own durability applies (synchronous_commit)"
+                          % (sync_mode, where("sync_mode"), shown))
+    if mirror:
+        raise ConfigError("a mirror%s keeps its copy in a SQLite file, not in a PostgreSQL database%s"
+                          % (where("mirror"), shown))
 
 
 def _open_sqlite(database: str, read_only: bool, sync_mode: Optional[SyncMode], cache_size: Optional[int],

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Union
 
+from .. import messages
 from ..access import AccessRules
 from ..asyncrpc import AsyncServer, loops, tls
 from ..asyncrpc.connection import Connection
@@ -27,6 +28,18 @@ from .dump import DumpStream
 from .session import TOKEN_FOR_DUMP, TOKEN_FOR_MIRROR, PRServerClient
 from .upstream import DEFAULT_TIMEOUT as DEFAULT_UPSTREAM_TIMEOUT
 from .upstream import Upstream
+
+
+def check_mirror_and_upstream(mirror: Optional[str], upstream: Optional[str],
+                              sources: Optional[Mapping[str, str]] = None) -> None:
+    """A mirror has no upstream: it copies its source's values (``ConfigError``).
+    ``sources``: where each setting came from, by name (``"flag --mirror"``), for the
+    message."""
+    if mirror and upstream:
+        if sources:
+            raise ConfigError("mirror (from %s) and upstream (from %s) cannot be combined: a mirror "
+                              "copies its source's values" % (sources["mirror"], sources["upstream"]))
+        raise ConfigError("a mirror has no upstream: it copies %s's values" % mirror)
 
 
 class PRServer(AsyncServer):
@@ -87,8 +100,7 @@ class PRServer(AsyncServer):
         except ValueError as exc:
             raise ConfigError("metrics %r: %s" % (metrics, exc)) from None
         self.exporter: Optional[metrics_module.Exporter] = None
-        if mirror and upstream:
-            raise ConfigError("a mirror has no upstream: it copies %s's values" % mirror)
+        check_mirror_and_upstream(mirror, upstream)
         self.dbfile = dbfile if is_url(dbfile) else os.path.abspath(dbfile)
         self.shown_database = masked(dbfile) if is_url(dbfile) else self.dbfile
         """The database as logs may show it (a URL without its password)."""
@@ -158,17 +170,11 @@ class PRServer(AsyncServer):
     def stats_answer(self) -> Dict[str, Any]:
         """The ``get-stats`` answer (docs/protocol.md §5.5)."""
         upstream = self.allocator.upstream if self.allocator is not None else None
-        mirror = self.mirror_status()
-        return {
-            "requests": self.stats.requests(),
-            "commands": self.stats.by_command(),
-            "connections": len(self.sessions),
-            "allocations": self.allocator.allocations if self.allocator is not None else 0,
-            "upstream": None if upstream is None else dict(upstream.outcomes, address=upstream.address),
-            "mirror": None if mirror is None else {
-                "state": mirror["state"], "rows_behind": mirror["rows_behind"],
-                "seconds_since_contact": mirror["seconds_since_contact"]},
-        }
+        return messages.stats_answer(
+            self.stats.requests(), self.stats.by_command(), len(self.sessions),
+            self.allocator.allocations if self.allocator is not None else 0,
+            None if upstream is None else dict(upstream.outcomes, address=upstream.address),
+            self.mirror_status())
 
     def _first_copy_complete(self) -> None:
         self.catching_up = None

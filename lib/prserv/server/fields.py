@@ -13,6 +13,7 @@ from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 from ..asyncrpc.protocol import describe_json_type
 from ..errors import InvalidRequestError, InvalidRevisionError
+from ..messages import MAX_POSITION_LENGTH
 from ..revision import MAX_REVISION_LENGTH, is_revision
 from ..tokens import PERMISSIONS, check_username, parse_permissions
 
@@ -107,7 +108,7 @@ def position(args: Dict[str, Any], name: str, optional: bool = True) -> Optional
     value = args.get(name)
     if value is None and optional:
         return None
-    if not isinstance(value, str) or not value or len(value) > 200:
+    if not isinstance(value, str) or not value or len(value) > MAX_POSITION_LENGTH:
         raise InvalidRequestError("field %r must be a position (a string%s), not %s"
                                   % (name, " or null" if optional else "", describe_json_type(value)))
     return storable(value, name)
