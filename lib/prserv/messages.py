@@ -134,11 +134,6 @@ def get_all_users() -> Message:
 INVOKE_ERROR = "invoke-error"
 
 
-def invoke_error(message: str) -> Message:
-    """The answer to a request that was refused or failed (docs/protocol.md §8)."""
-    return {INVOKE_ERROR: {"message": message}}
-
-
 def invoke_error_of(answer: Any) -> Optional[str]:
     """What an invoke-error answer says; None if ``answer`` is not one."""
     if not isinstance(answer, dict) or INVOKE_ERROR not in answer:
@@ -192,6 +187,11 @@ def export_head(metainfo_text: str) -> str:
 
 
 EXPORT_TAIL = "]}"
+
+
+def export_answer(metainfo: Dict[str, Any], datainfo: List[Dict[str, Any]]) -> Message:
+    """An export answer as one value (the server sends it as text: ``export_head``)."""
+    return {METAINFO: metainfo, DATAINFO: datainfo}
 
 
 def export_of(answer: Any) -> Optional[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
@@ -372,14 +372,38 @@ def granted_permissions_of(answer: Any) -> Optional[List[str]]:
     return answer["permissions"]
 
 
+USER_FIELDS = ("username", "permissions", "created", "expires")
+"""A user's fields in answers (``tokens.public_fields``): never its token or the hash."""
+TOKEN = "token"
+
+
 def user_answer(public_fields: Dict[str, Any], token: str) -> Message:
     """The answer of new-user and refresh-token: the user (``tokens.public_fields``)
     and its new token, shown in this answer only."""
-    return dict(public_fields, token=token)
+    return dict(public_fields, **{TOKEN: token})
+
+
+def user_of(answer: Any) -> Dict[str, Any]:
+    """A user's fields (``USER_FIELDS``) from a new-user or refresh-token answer, or
+    from an entry of get-all-users'."""
+    return {field: answer[field] for field in USER_FIELDS}
+
+
+def token_of(answer: Any) -> str:
+    """The new token of a new-user or refresh-token answer."""
+    return answer[TOKEN]
+
+
+DELETED = "deleted"
 
 
 def deleted_user_answer(username: str, deleted: bool) -> Message:
-    return {"username": username, "deleted": deleted}
+    return {"username": username, DELETED: deleted}
+
+
+def deleted_of(answer: Any) -> bool:
+    """Whether a delete-user answer says the user was there (and is removed)."""
+    return bool(answer[DELETED])
 
 
 USERS = "users"

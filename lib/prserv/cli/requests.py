@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Tuple
 
+from .. import messages
 from ..asyncrpc import tls
 from ..client import PRClient
 from ..revision import is_revision
@@ -98,7 +99,7 @@ def cmd_import_one(args: argparse.Namespace, out: Output) -> int:
 def cmd_export(args: argparse.Namespace, out: Output) -> int:
     metainfo, datainfo = export(args)
     if out.as_json:
-        out.result({"metainfo": metainfo, "datainfo": datainfo}, None)
+        out.result(messages.export_answer(metainfo, datainfo), None)
         return EXIT_OK
     if metainfo:
         print("# table %s, core_ver %s, columns: %s" % (

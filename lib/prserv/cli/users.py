@@ -14,7 +14,7 @@ import re
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from .. import tokens
+from .. import messages, tokens
 from ..errors import InvalidRequestError
 from ..runtime import users
 from .output import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, Failure, Output, exit_statuses
@@ -42,7 +42,7 @@ def _user_document(record: Any) -> Dict[str, Any]:
     public fields, and maybe its new token)."""
     if isinstance(record, tokens.UserRecord):
         return tokens.public_fields(record)
-    return {key: record[key] for key in ("username", "permissions", "created", "expires")}
+    return messages.user_of(record)
 
 
 def _when(stamp: Optional[float]) -> str:
@@ -72,7 +72,7 @@ def cmd_user_add(args: argparse.Namespace, out: Output) -> int:
         return _with_token(args, out, _user_document(record), token)
     with connect_client(args) as client:
         answer = client.new_user(args.name, permissions, args.expires)
-    return _with_token(args, out, _user_document(answer), answer["token"])
+    return _with_token(args, out, _user_document(answer), messages.token_of(answer))
 
 
 @exit_statuses({EXIT_NOT_FOUND: "no such user"}, server=True)
@@ -85,7 +85,7 @@ def cmd_user_new_token(args: argparse.Namespace, out: Output) -> int:
         return _with_token(args, out, _user_document(record), token)
     with connect_client(args) as client:
         answer = client.refresh_token(args.name, args.expires)
-    return _with_token(args, out, _user_document(answer), answer["token"])
+    return _with_token(args, out, _user_document(answer), messages.token_of(answer))
 
 
 @exit_statuses({EXIT_NOT_FOUND: "no such user"}, server=True)
@@ -94,7 +94,7 @@ def cmd_user_remove(args: argparse.Namespace, out: Output) -> int:
         removed = users.remove_user(args.database, args.name)
     else:
         with connect_client(args) as client:
-            removed = bool(client.delete_user(args.name)["deleted"])
+            removed = messages.deleted_of(client.delete_user(args.name))
     out.result({"username": args.name, "removed": removed},
                "removed %s" % args.name if removed else "no user %s" % args.name)
     return EXIT_OK if removed else EXIT_NOT_FOUND
