@@ -143,7 +143,7 @@ def test_immediate_mode_allows_several_writer_processes(tmp_path):
 async def test_no_answer_is_written_before_its_value_is_committed(tmp_path, start_server, monkeypatch):
     """Deterministic counterpart of the SIGKILL test: at the moment the server writes
     an answer to the socket, another connection to the file already sees the row."""
-    from prserv.asyncrpc.connection import StreamConnection
+    from prserv.asyncrpc.stream import StreamConnection
 
     server = await start_server(db="pr.sqlite3")
     observer = sqlite3.connect(str(tmp_path / "pr.sqlite3"))

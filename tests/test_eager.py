@@ -274,7 +274,7 @@ TASK_ONLY_APIS = {"wait_for", "timeout", "timeout_at", "TaskGroup", "current_tas
 """asyncio names that need (or act on) the current task."""
 
 RUN_IN_THEIR_OWN_TASK = {
-    ("asyncrpc/serv.py", "_serve_websocket"),   # the websockets library's task per connection
+    ("asyncrpc/listeners.py", "_serve_websocket"),   # the websockets library's task per connection
     ("asyncrpc/deadline.py", "_caller_cancelled"),  # called only after within's first wait
 }
 """Functions that may use them: each always runs as its own task's coroutine."""

@@ -1,5 +1,5 @@
 """Connection limits, timeouts, graceful shutdown and log reopening (asyncrpc.limits,
-asyncrpc.serv, the daemon's signal handling)."""
+asyncrpc.lifecycle, asyncrpc.process, the daemon's signal handling: runtime.reload)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def guarded(name, globals=None, locals=None, fromlist=(), level=0):
 builtins.__import__ = guarded
 import prserv, prserv.serv, prserv.client, prserv.db, prserv.server.allocator, prserv.cli.bitbake_prserv
 import prserv.runtime.settings, prserv.runtime.daemon, prserv.cli.tool, prserv.oefile, prserv.storage.sqlite.database
-import prserv.asyncrpc, prserv.asyncrpc.serv, prserv.asyncrpc.client
+import prserv.asyncrpc, prserv.asyncrpc.lifecycle, prserv.asyncrpc.client, prserv.runtime.reload
 outside = sorted(name for name, module in list(sys.modules.items())
                  if "-packages" in (getattr(module, "__file__", None) or ""))
 print(outside)

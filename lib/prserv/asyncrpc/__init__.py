@@ -1,8 +1,9 @@
 """A framed JSON-lines RPC protocol compatible with bitbake's ``bb.asyncrpc``.
 
-Pure framing lives in ``protocol`` (no I/O); ``connection`` moves lines over TCP,
-unix sockets or websockets; ``serv`` and ``client`` build sessions on top.  Nothing
-here knows about PR numbers.
+Pure framing lives in ``protocol`` (no I/O); ``connection`` is the transport
+interface, ``stream`` (TCP, unix sockets) and ``websocket`` implement it;
+``rpcsession`` (one session), ``lifecycle`` (the server) and ``client`` build on
+top.  Nothing here knows about PR numbers.
 """
 
 from .address import (ADDR_TYPE_TCP, ADDR_TYPE_UNIX, ADDR_TYPE_WS, AddressError,
@@ -12,7 +13,8 @@ from .exceptions import (AsyncRPCError, ClientError, ConnectionClosedError, Hand
                          InvokeError, LineTooLongError, RequestRefused, ProtocolError, ReadTimeoutError,
                          ServerError)
 from .protocol import MAX_CHUNK
-from .serv import AsyncServer, AsyncServerConnection
+from .lifecycle import AsyncServer
+from .rpcsession import AsyncServerConnection
 
 DEFAULT_MAX_CHUNK = MAX_CHUNK
 

@@ -43,6 +43,7 @@ from .connection import Connection
 from .deadline import within
 from .exceptions import AsyncRPCError
 from .limits import Limits
+from .session import Session
 
 SETUP_IDLE_SECONDS = 2.0
 """A connection still in its setup this long after it was accepted may be closed to
@@ -86,11 +87,11 @@ class Admission:
         self.refusing = 0
         self._logged: Dict[str, float] = {}
 
-    def refusal(self, host: Optional[str], sessions: Iterable[Any]) -> Optional[str]:
+    def refusal(self, host: Optional[str], sessions: Iterable[Session]) -> Optional[str]:
         """Why a new connection from ``host`` must be refused, or None to admit it
         (having closed the longest-idle session to make room: that address's own at
         its ``max_connections_per_address``, any address's if the server is full).
-        ``sessions``: the open ``AsyncServerConnection`` objects."""
+        ``sessions``: the open sessions, of any kind."""
         now = time.monotonic()
         per_address = self.limits.max_connections_per_address
         if host is not None and per_address:
@@ -169,7 +170,7 @@ class Admission:
         self.logger.warning("[Client %s] refused: %s", connection.address, reason)
 
 
-def longest_idle(sessions: Iterable[Any], now: float) -> Optional[Any]:
+def longest_idle(sessions: Iterable[Session], now: float) -> Optional[Session]:
     """The idle session silent the longest (None if none is idle): set up with no
     request in hand and no answer owed (``silent_since``), or still in its setup
     ``SETUP_IDLE_SECONDS`` after it was accepted (silent since its last bytes)."""

@@ -20,8 +20,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, Opti
 
 from . import protocol
 from .address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, parse_address
-from .connection import (Connection, open_tcp_connection, open_unix_connection,
-                         open_websocket_connection)
+from .connection import Connection
+from .stream import open_tcp_connection, open_unix_connection
+from .websocket import open_websocket_connection
 from .exceptions import ConnectionClosedError, InvokeError, ProtocolError
 from .outage import OutageLog, shared
 

@@ -20,6 +20,7 @@ from ..log import logger
 from ..server.prserver import PRServer
 from .daemon import resolve_host
 from .logs import log_to_file
+from .reload import reload_on_sighup
 
 
 class PRServSingleton:
@@ -39,6 +40,7 @@ class PRServSingleton:
         """Serve in a child; return once it listens, with ``port`` set to the bound port."""
         self.prserv = PRServer(self.dbfile, upstream=self.upstream)
         self.prserv.start_tcp_server(resolve_host(self.host), self.port)
+        reload_on_sighup(self.prserv)
         try:
             self.process = self.prserv.serve_as_process(prefunc=_log_to_file, args=(self.logfile,),
                                                         log_level=logging.WARNING)

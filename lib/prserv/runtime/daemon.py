@@ -38,6 +38,7 @@ from ..version import __version__
 from ..asyncrpc.address import ADDR_TYPE_TCP, ADDR_TYPE_UNIX, parse_address, split_ws_uri
 from .credentials import credentials_for
 from .logs import configure_logging
+from .reload import reload_on_sighup
 from .settings import STDERR_LOG, Config, limits_of
 
 PIDPREFIX = "/tmp/PRServer_%s_%s.pid"
@@ -158,7 +159,7 @@ def build_server(config: Config) -> PRServer:
                       if config.mirror else None,
                       tls_certificate=config.tls_certificate, tls_key=config.tls_key, tls_ca=config.tls_ca,
                       metrics=config.metrics, event_loop=config.event_loop)
-    server.access_reloader = lambda: access_rules(config.reloaded())
+    reload_on_sighup(server, lambda: access_rules(config.reloaded()))
     for address in config.bind:
         server.start_server(address)
     return server

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import List, Optional
 
-from ..asyncrpc.serv import AsyncServerConnection
+from ..asyncrpc.session import Session
 from .settings import STDERR_LOG
 
 LOG_FORMAT = "%(asctime)-15s %(levelname)s %(message)s"
@@ -41,9 +41,9 @@ def configure_logging(log_file: str, log_level: str) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    if isinstance(AsyncServerConnection.info_line, InfoLine):
-        AsyncServerConnection.info_line.flush()
-    AsyncServerConnection.info_line = InfoLine(handler) if root.isEnabledFor(logging.INFO) else None
+    if isinstance(Session.info_line, InfoLine):
+        Session.info_line.flush()
+    Session.info_line = InfoLine(handler) if root.isEnabledFor(logging.INFO) else None
 
 
 class InfoLine:
@@ -115,3 +115,23 @@ def log_to_file(logger: logging.Logger, logfile: str) -> None:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logger.addHandler(handler)
     logger.propagate = False
+
+
+def reopen_log_files(logger: logging.Logger) -> int:
+    """Reopen the files of the ``FileHandler``s ``logger`` writes through (its own and
+    its ancestors'), so a rotated log is left for the new file; returns how many."""
+    reopened = 0
+    current: Optional[logging.Logger] = logger
+    while current is not None:
+        for handler in current.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.acquire()
+                try:
+                    if handler.stream is not None:
+                        handler.stream.close()
+                    handler.stream = handler._open()
+                finally:
+                    handler.release()
+                reopened += 1
+        current = current.parent if current.propagate else None
+    return reopened
