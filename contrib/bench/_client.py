@@ -1,5 +1,6 @@
 """A raw PRSERVICE 1.0 client for the benchmarks (standard library only, no prserv
-import, so that any server can be measured), shared by scale.py and mirror.py."""
+import, so that any server can be measured): one request at a time on one TCP
+connection, and a whole export read and counted."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from typing import Tuple
 
 SETUP = b"PRSERVICE 1.0\nneeds-headers: false\n\n"
+EXPORT_ROW = b'{"version": '
 
 
 class Client:
@@ -32,3 +34,25 @@ class Client:
     def close(self) -> None:
         self.file.close()
         self.sock.close()
+
+    def count_export(self, history: bool) -> Tuple[int, int, float]:
+        """(rows, bytes, seconds) of an export of the whole table, read line by line
+        (a chunk stream: its marker, chunks, an empty line) and counted, never parsed
+        whole.  A chunk may cut a row anywhere, so rows are counted across chunks."""
+        started = time.monotonic()
+        self.sock.sendall(json.dumps({"export": {"version": None, "pkgarch": None, "checksum": None,
+                                                 "colinfo": False, "history": history}}).encode() + b"\n")
+        line = self.file.readline()
+        size, rows, tail = len(line), 0, b""
+        chunked = line.startswith(b'{"chunk-stream"')
+        while line:
+            window = tail + line.rstrip(b"\n")
+            rows += window.count(EXPORT_ROW)          # the tail is too short to hold one
+            tail = window[-(len(EXPORT_ROW) - 1):]
+            if not chunked or line == b"\n":
+                break
+            line = self.file.readline()
+            size += len(line)
+        if not line:
+            raise ConnectionError("the server closed the connection during the export")
+        return rows, size, time.monotonic() - started

@@ -4,8 +4,8 @@
     backupbench.py [--rows 1000000] [--clients 32] [--mode hit|mixed|new] [--rate RPS]
                    [--baseline 5] [--priority idle|low|normal] [--runs 1] [--method backup|dump|spin]
 
-1. writes a database of ``--rows`` rows (``bigdb.make_database``) and starts
-   ``bin/bitbake-prserv -F`` on it (immediate sync mode, the default);
+1. writes a database of ``--rows`` rows (``_data.make_database``) and starts
+   ``bin/bitbake-prserv -F`` on it as ``bigdb.py`` does (immediate sync mode, the default);
 2. runs ``--clients`` persistent get-pr clients (``prbench.py``'s workload and
    connection code, in this process) for the whole measurement, timing every
    request: back to back (as prbench.py does: the most the server can do), or
@@ -46,16 +46,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import bigdb
+import prbench
+from _data import ARCH, make_database
+from _measure import percentile_ms
+from _servers import ROOT
 
-import bigdb  # noqa: E402
-import prbench  # noqa: E402
-
-ROOT = HERE.parents[1]
 WARM_UP_S = 1.0
 Sample = Tuple[float, float]
 """(send time, latency) of one get-pr, in ``time.perf_counter`` seconds."""
@@ -67,7 +65,7 @@ class Load:
     def __init__(self, address: str, mode: str, clients: int, rate: float = 0.0) -> None:
         self.target = prbench.parse_address(address)
         packages = prbench.DEFAULT_PACKAGES[mode]
-        self.workload = prbench.Workload(mode, packages, "bb", "core2-64", False, os.urandom(6).hex())
+        self.workload = prbench.Workload(mode, packages, "bb", ARCH, False, os.urandom(6).hex())
         self.clients = clients
         self.interval = clients / rate if rate else 0.0
         """Seconds between the request slots of one client (0: back to back)."""
@@ -108,8 +106,8 @@ class Load:
 
     def p99_ms(self, start: float, end: float) -> Tuple[Optional[float], int]:
         """p99 of the requests sent in [start, end), and their number."""
-        window = sorted(latency for sent, latency in self.samples if start <= sent < end)
-        return prbench.percentile_ms(window, 0.99), len(window)
+        window = [latency for sent, latency in self.samples if start <= sent < end]
+        return percentile_ms(window, 0.99), len(window)
 
 
 SPIN = """import sys, time
@@ -233,19 +231,18 @@ def main() -> int:
     results: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="prbench-backup-") as workdir:
         db = os.path.join(workdir, "prserv.sqlite3")
-        started = time.monotonic()
-        bigdb.make_database(db, options.rows, options.per_package)
+        packages = bigdb.packages_of(options.rows, options.per_package)
+        seconds = make_database(db, packages, options.per_package)
         print("database: %d rows, %.0f MiB, written in %.1f s" % (
-            options.rows, os.path.getsize(db) / 2**20, time.monotonic() - started))
-        process, address, _ = bigdb.start_server(db, os.path.join(workdir, "server.log"))
+            packages * options.per_package, os.path.getsize(db) / 2**20, seconds))
+        server = bigdb.start_server(db)
         launcher = Launcher()
         try:
             for run in range(1, options.runs + 1):
-                results.append(asyncio.run(measure(launcher, address, db, workdir, options, run)))
+                results.append(asyncio.run(measure(launcher, server.wait_serving(), db, workdir, options, run)))
         finally:
             launcher.close()
-            process.terminate()
-            process.wait()
+            server.stop()
     print("  ".join("%15s" % column for column in COLUMNS))
     for result in results:
         print("  ".join("%15s" % (result[column],) for column in COLUMNS))

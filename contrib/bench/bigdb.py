@@ -22,115 +22,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
-from typing import Dict, Iterator, Tuple
+from typing import Dict
 
-ROOT = Path(__file__).resolve().parents[2]
-SETUP = b"PRSERVICE 1.0\nneeds-headers: false\n\n"
-REFERENCE_DDL = ("CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, "
-                 "checksum TEXT NOT NULL, value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
-READY_TIMEOUT_S = 60.0
+from _client import Client
+from _data import ARCH, checksum, get_pr, import_file, make_database, package
+from _measure import status_mib
+from _servers import ROOT, Server
 
 
-def make_database(path: str, rows: int, per_package: int) -> None:
-    """``rows`` rows: packages of ``per_package`` checksums with values 0, 1, ..."""
-    def generate() -> Iterator[Tuple[str, str, str, str]]:
-        for i in range(rows):
-            package, n = divmod(i, per_package)
-            yield ("big%06d-1.0-r0" % package, "core2-64", "%064x" % i, str(n))
-
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute(REFERENCE_DDL)
-    conn.executemany("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)", generate())
-    conn.commit()
-    conn.close()
+def packages_of(rows: int, per_package: int) -> int:
+    """The packages of ``per_package`` rows that make about ``rows`` rows (at least one)."""
+    return max(1, rows // per_package)
 
 
-def peak_rss_mib(pid: int) -> float:
-    with open("/proc/%d/status" % pid) as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM for pid %d" % pid)
-
-
-def start_server(db: str, log: str) -> Tuple[subprocess.Popen, str, float]:
-    """Start the server; return it, its address and the seconds until it served."""
-    started = time.monotonic()
-    with open(log, "w") as log_file:
-        process = subprocess.Popen([sys.executable, str(ROOT / "bin" / "bitbake-prserv"), "-F",
-                                    "-f", db, "--bind", "127.0.0.1:0"], stderr=log_file)
-    while time.monotonic() - started < READY_TIMEOUT_S:
-        with open(log) as log_file:
-            for line in log_file:
-                if " serving " in line:
-                    address = line.rsplit(" on ", 1)[1].split()[0].rstrip(",")
-                    return process, address, time.monotonic() - started
-        if process.poll() is not None:
-            raise RuntimeError("server exited: %s" % Path(log).read_text())
-        time.sleep(0.01)
-    raise RuntimeError("server not ready after %g s" % READY_TIMEOUT_S)
-
-
-def connect(address: str) -> socket.socket:
-    host, port = address.rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)))
-    sock.sendall(SETUP)
-    return sock
-
-
-def request_line(sock: socket.socket, message: dict) -> dict:
-    sock.sendall(json.dumps(message).encode() + b"\n")
-    data = b""
-    while not data.endswith(b"\n"):
-        data += sock.recv(65536)
-    return json.loads(data)
-
-
-def count_export(address: str, history: bool) -> Tuple[int, int, float]:
-    """(rows, bytes, seconds) of one export; the answer is counted, never parsed whole."""
-    sock = connect(address)
-    started = time.monotonic()
-    sock.sendall(json.dumps({"export": {"version": None, "pkgarch": None, "checksum": None,
-                                        "colinfo": False, "history": history}}).encode() + b"\n")
-    total, rows, tail = 0, 0, b""
-    while True:
-        data = sock.recv(1 << 20)
-        if not data:
-            raise RuntimeError("server closed during the export")
-        total += len(data)
-        if data.endswith(b"\n\n") or (total < 32767 and data.endswith(b"\n")):
-            done = True
-        else:
-            done = False
-        window = tail + data.replace(b"\n", b"")     # chunk lines may cut a row anywhere
-        rows += window.count(b'{"version": ') - tail.count(b'{"version": ')
-        tail = window[-16:]
-        if done:
-            break
-    seconds = time.monotonic() - started
-    sock.close()
-    return rows, total, seconds
-
-
-def cli_import(address: str, rows: int, workdir: str) -> float:
-    """Seconds for ``prserv import-file`` of ``rows`` new rows (OE's text format)."""
-    path = os.path.join(workdir, "import.conf")
-    with open(path, "w") as out:
-        for i in range(rows):
-            out.write('PRAUTO$imp%05d-1.0-r0$core2-64$%064x = "%d"\n' % (i // 100, i, i % 100))
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "lib"))
-    started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "prserv", "--server", address, "import-file", path],
-                   env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.monotonic() - started
+def start_server(db: str) -> Server:
+    """This checkout's server on ``db`` at its default log level, once it serves."""
+    server = Server(ROOT, db, "server", loglevel=None)
+    server.wait_ready()
+    return server
 
 
 def main() -> int:
@@ -139,39 +51,38 @@ def main() -> int:
     parser.add_argument("--per-package", type=int, default=100)
     parser.add_argument("--import-rows", type=int, default=100_000)
     options = parser.parse_args()
-    results: Dict[str, object] = {"rows": options.rows, "per_package": options.per_package}
+    packages = packages_of(options.rows, options.per_package)
+    results: Dict[str, object] = {"rows": packages * options.per_package, "per_package": options.per_package}
     with tempfile.TemporaryDirectory(prefix="prbench-big-") as workdir:
         db = os.path.join(workdir, "prserv.sqlite3")
-        started = time.monotonic()
-        make_database(db, options.rows, options.per_package)
-        results["create_s"] = round(time.monotonic() - started, 2)
+        results["create_s"] = round(make_database(db, packages, options.per_package), 2)
         results["db_mib"] = round(os.path.getsize(db) / 2**20, 1)
-        process, address, ready = start_server(db, os.path.join(workdir, "server.log"))
+        server = start_server(db)
         try:
-            results["ready_s"] = round(ready, 3)
+            results["ready_s"] = round(server.ready_s, 3)
             asked = time.monotonic()
-            sock = connect(address)
-            answer = request_line(sock, {"get-pr": {"version": "big000123-1.0-r0", "pkgarch": "core2-64",
-                                                    "checksum": "%064x" % (123 * options.per_package + 7),
-                                                    "history": True}})
+            client = Client(server.address)
+            answer, _ = client.ask(get_pr(package(123 % packages), checksum(123 % packages, 7), history=True))
             results["first_get_pr_ms"] = round((time.monotonic() - asked) * 1000, 1)
             if answer != {"value": "7"}:
                 raise RuntimeError("unexpected first answer %r" % answer)
-            sock.close()
-            results["rss_idle_mib"] = round(peak_rss_mib(process.pid), 1)
+            results["rss_idle_mib"] = status_mib(server.pid, "VmHWM")
             for history in (True, False):
-                rows, size, seconds = count_export(address, history)
+                rows, size, seconds = client.count_export(history)
                 name = "export_history" if history else "export_max"
                 results[name + "_rows"] = rows
                 results[name + "_mib"] = round(size / 2**20, 1)
                 results[name + "_s"] = round(seconds, 2)
-            results["rss_peak_after_exports_mib"] = round(peak_rss_mib(process.pid), 1)
+            client.close()
+            results["rss_peak_after_exports_mib"] = status_mib(server.pid, "VmHWM")
             results["import_rows"] = options.import_rows
-            results["import_s"] = round(cli_import(address, options.import_rows, workdir), 2)
-            results["rss_peak_mib"] = round(peak_rss_mib(process.pid), 1)
+            imports = (("imp%05d-1.0-r0" % (i // 100), ARCH, "%064x" % i, str(i % 100))
+                       for i in range(options.import_rows))
+            results["import_s"] = round(import_file(server.wait_serving(), imports,
+                                                    os.path.join(workdir, "import.conf")), 2)
+            results["rss_peak_mib"] = status_mib(server.pid, "VmHWM")
         finally:
-            process.terminate()
-            process.wait()
+            server.stop()
     for key, value in results.items():
         print("%-28s %s" % (key, value))
     print(json.dumps(results))

@@ -28,31 +28,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from _servers import ServerProcess, cpu_ns
+import _load
+from _measure import cpu_seconds, cpu_used, us_per_request
+from _servers import ROOT, ServerProcess, pinned, server_command
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 
 
-def pinned(cpu: int, command: List[str]) -> List[str]:
-    return (["taskset", "-c", str(cpu)] if shutil.which("taskset") else []) + command
-
-
-def server_command(config: str, args: argparse.Namespace, db: str) -> List[str]:
+def command_of(config: str, args: argparse.Namespace, db: str) -> List[str]:
     kind, _, loop = config.partition("-")
     if kind == "noop":
         return [sys.executable, str(HERE / "noop_server.py")] + (["--uvloop"] if loop == "uvloop" else [])
     tree = args.baseline if kind == "baseline" else ROOT
-    command = [sys.executable, str(tree / "bin" / "bitbake-prserv"), "-F", "-f", db, "--bind", "127.0.0.1:0"]
-    return command + (["--event-loop", loop] if loop else [])
+    return server_command(tree, db, *(["--event-loop", loop] if loop else []), loglevel=None)
 
 
 def rotated(configs: List[str], n: int) -> List[str]:
@@ -63,25 +57,20 @@ def rotated(configs: List[str], n: int) -> List[str]:
 
 
 def one_run(config: str, mode: str, args: argparse.Namespace, work: str, n: int) -> Dict[str, object]:
-    server = ServerProcess(pinned(0, server_command(config, args, os.path.join(work, "%s-%s-%d.sqlite3"
-                                                                              % (config, mode, n)))), config)
+    db = os.path.join(work, "%s-%s-%d.sqlite3" % (config, mode, n))
+    server = ServerProcess(pinned(0, command_of(config, args, db)), config)
     try:
-        host, port = server.wait_ready()
-        before = cpu_ns(server.pid)
-        done = subprocess.run(pinned(1, [sys.executable, str(args.loadgen), "%s:%d" % (host, port), "--mode", mode,
-                                         "--clients", str(args.clients), "--requests", str(args.requests),
-                                         "--prefix", "floor"] + args.loadgen_args.split()),
-                              capture_output=True, text=True, timeout=600)
-        after = cpu_ns(server.pid)
+        address = server.wait_serving()
+        before = cpu_seconds(server.pid)
+        load = _load.command(address, mode, "--clients", str(args.clients), "--requests", str(args.requests),
+                             "--prefix", "floor", *args.loadgen_args.split(), loadgen=args.loadgen)
+        done = _load.run_generator(pinned(1, load), 600)
+        cpu = cpu_used(before, cpu_seconds(server.pid))
     finally:
         server.stop()
-    if not done.stdout.strip():
-        raise RuntimeError("load generator failed (exit %s): %s" % (done.returncode, done.stderr[-500:]))
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    answered = int(result["requests"]) + int(result.get("primed", 0))
-    return {"config": config, "mode": mode, "round": n, "rps": float(result["rps"]),
-            "p99_ms": result["p99_ms"], "errors": result["errors"],
-            "server_us_per_req": (after - before) / 1000 / answered}
+    return {"config": config, "mode": mode, "round": n, "rps": float(done.result["rps"]),
+            "p99_ms": done.result["p99_ms"], "errors": done.result["errors"],
+            "server_us_per_req": us_per_request(cpu, done.result)}
 
 
 def main() -> int:
@@ -93,7 +82,7 @@ def main() -> int:
     parser.add_argument("--loops", default="asyncio,uvloop")
     parser.add_argument("--baseline", type=Path)
     parser.add_argument("--no-noop", action="store_true", help="leave the no-op server out")
-    parser.add_argument("--loadgen", type=Path, default=HERE / "prbench.py")
+    parser.add_argument("--loadgen", type=Path, default=_load.PRBENCH)
     parser.add_argument("--loadgen-args", default="")
     args = parser.parse_args()
     loops = [loop for loop in args.loops.split(",") if loop]

@@ -32,9 +32,9 @@ Every server is ``CHECKOUT/bin/bitbake-prserv -F`` (this checkout by default) on
    mirror test-pr of it every 5 ms until each answers the value: freshness is the
    time from the source's answer to a mirror's first answer with the value (all
    probes and mirrors together: p50, p99, max; target p99 <= 1 s).
-   CPU: utime + stime of /proc/PID/stat, read just before the load starts and,
-   for the source, just after it ends; for a mirror, once it holds a marker value
-   stored after the load (so it has applied everything).  Divided by the values
+   CPU: a server's CPU time (/proc/PID/task/*/schedstat), read just before the load
+   starts and, for the source, just after it ends; for a mirror, once it holds a
+   marker value stored after the load (so it has applied everything).  Divided by the values
    the source acknowledged (load and probes): microseconds per new value.  The
    ratio median(N mirrors) / median(no mirror) of the source's figure is what
    the mirrors cost the source (target <= 1.30).
@@ -64,9 +64,9 @@ from typing import Dict, List, Optional, Tuple
 
 from _client import Client
 from _data import get_pr, make_database, package, test_pr
-from _servers import Server, stop_all
+from _measure import cpu_seconds, cpu_used, mib, percentile_ms, rounded, status_kib, us_per
+from _servers import ROOT, Server, stop_all
 
-ROOT = Path(__file__).resolve().parents[2]
 LOAD_PACKAGES = 64
 PROBE_PACKAGE = "probe-1.0-r0"
 MARKER_PACKAGE = "marker-1.0-r0"
@@ -80,7 +80,6 @@ COPY_TARGET_S = 30.0
 RSS_TARGET_MB = 200.0           # 10**6 bytes
 FRESHNESS_TARGET_S = 1.0
 COST_RATIO_TARGET = 1.30
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------- database
@@ -108,41 +107,12 @@ def value_of(answer: object) -> Optional[str]:
     return answer.get("value") if isinstance(answer, dict) else None
 
 
-def percentile_ms(samples: List[float], fraction: float) -> Optional[float]:
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 3)
-
-
 def median(values: List[Optional[float]]) -> Optional[float]:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
 
 
 # --------------------------------------------------------------------------- processes
-
-def status_kib(pid: int, field: str) -> Optional[int]:
-    try:
-        with open("/proc/%d/status" % pid) as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def mib(kib: Optional[int]) -> Optional[float]:
-    return None if kib is None else round(kib / 1024, 1)
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime (fields 14 and 15 of /proc/PID/stat) of the whole process."""
-    with open("/proc/%d/stat" % pid) as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()   # fields[0] is field 3 (state)
-    return (int(fields[11]) + int(fields[12])) / TICK
-
 
 def mirror_server(tree: Path, db: str, source: Tuple[str, int], name: str) -> Server:
     """A mirror of ``source`` on the file ``db``."""
@@ -225,9 +195,9 @@ def copy_phase(args: argparse.Namespace, work: str) -> Dict[str, object]:
         result["generate_s"] = round(make_database(db, args.packages, per_package), 1)
     source = Server(args.tree, db, "source")
     source.wait_ready()
-    result["source_start_s"] = round(time.monotonic() - source.started_at, 2)
+    result["source_start_s"] = round(source.ready_s, 2)
     target = os.path.join(work, "copy-mirror.sqlite3")
-    source_cpu = cpu_seconds(source.pid)
+    source_cpu_before = cpu_seconds(source.pid)
     mirror = mirror_server(args.tree, target, source.address, "mirror")
     sampler = RssSampler(mirror.pid)
     sampler.start()
@@ -242,14 +212,14 @@ def copy_phase(args: argparse.Namespace, work: str) -> Dict[str, object]:
 
     try:
         mirror.wait_ready()
-        result["mirror_start_s"] = round(time.monotonic() - mirror.started_at, 2)
+        result["mirror_start_s"] = round(mirror.ready_s, 2)
         status, polls = wait_following(mirror, args.copy_timeout, note)
         seconds = time.monotonic() - mirror.started_at
     finally:
         sampler.stop()
     hwm = status_kib(mirror.pid, "VmHWM")
     mirror_cpu = cpu_seconds(mirror.pid)
-    source_cpu = cpu_seconds(source.pid) - source_cpu
+    source_cpu = cpu_used(source_cpu_before, cpu_seconds(source.pid))
     mirror.stop()
     source.stop()
     result.update({
@@ -258,7 +228,7 @@ def copy_phase(args: argparse.Namespace, work: str) -> Dict[str, object]:
         "status_polls": polls, "states_seen": seen_states, "final_position": status.get("position"),
         "mirror_peak_rss_sampled_mib": mib(sampler.peak_kib), "rss_samples": sampler.samples,
         "mirror_vmhwm_mib": mib(hwm),
-        "mirror_cpu_s": round(mirror_cpu, 2), "source_cpu_s": round(source_cpu, 2),
+        "mirror_cpu_s": rounded(mirror_cpu, 2), "source_cpu_s": rounded(source_cpu, 2),
         "mirror_rows": count_rows(target),
     })
     peak_kib = max(sampler.peak_kib, hwm or 0)
@@ -425,7 +395,7 @@ def fresh_run(args: argparse.Namespace, work: str, run: int, mirrors: int) -> Di
         if probe:
             probe.join()
         elapsed = time.perf_counter() - t0
-        source_cpu = cpu_seconds(source.pid) - source_before
+        source_cpu = cpu_used(source_before, cpu_seconds(source.pid))
         latencies = [lat for loader in loaders for lat in loader.latencies]
         acknowledged = len(latencies) + (probe.values if probe else 0)
         failures = [c.failure for c in loaders if c.failure] + ([probe.failure] if probe and probe.failure else [])
@@ -440,8 +410,7 @@ def fresh_run(args: argparse.Namespace, work: str, run: int, mirrors: int) -> Di
             for follower, before in zip(followers, mirrors_before):
                 if marked_value is not None and wait_for_value(follower.address, marker, marked_value, 60):
                     drained.append(round(time.perf_counter() - marked_at, 3))
-                    mirror_cpu.append(round((cpu_seconds(follower.pid) - before) / acknowledged * 1e6, 1)
-                                      if acknowledged else None)
+                    mirror_cpu.append(us_per(cpu_used(before, cpu_seconds(follower.pid)), acknowledged))
                 else:
                     failures.append("%s never held the marker value" % follower.name)
                     drained.append(None)
@@ -452,8 +421,8 @@ def fresh_run(args: argparse.Namespace, work: str, run: int, mirrors: int) -> Di
             "requests": len(latencies), "rate": round(len(latencies) / args.duration, 1),
             "dropped_slots": sum(c.dropped for c in loaders), "errors": sum(c.errors for c in loaders),
             "p50_ms": percentile_ms(latencies, 0.5), "p99_ms": percentile_ms(latencies, 0.99),
-            "values": acknowledged, "source_cpu_s": round(source_cpu, 3),
-            "source_us_per_value": round(source_cpu / acknowledged * 1e6, 1) if acknowledged else None,
+            "values": acknowledged, "source_cpu_s": rounded(source_cpu, 3),
+            "source_us_per_value": us_per(source_cpu, acknowledged),
             "mirror_us_per_value": mirror_cpu, "mirror_drain_s": drained,
             "failures": failures,
         }

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,10 +37,9 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from _servers import Server, cpu_ns, stop_all
-
-ROOT = Path(__file__).resolve().parents[2]
-PRBENCH = Path(__file__).resolve().parent / "prbench.py"
+import _load
+from _measure import cpu_seconds, cpu_used, us_per_request
+from _servers import ROOT, Server, stop_all
 
 
 class Scraper(threading.Thread):
@@ -64,27 +62,22 @@ def one_run(config: str, tree: Path, args: argparse.Namespace, work: str, n: int
     flags = ["--loglevel", "INFO"] + (["--metrics", "127.0.0.1:0"] if config == "metrics" else [])
     server = Server(tree, os.path.join(work, "%s-%d.sqlite3" % (config, n)), config, *flags)
     try:
-        host, port = server.wait_ready()
+        address = server.wait_serving()
         scraper = None
         if config == "metrics":
             url = _metrics_url(server)
             scraper = Scraper(url, args.scrape_interval)
             scraper.start()
-        before = cpu_ns(server.pid)
-        done = subprocess.run([sys.executable, str(args.loadgen), "%s:%d" % (host, port), "--mode", args.mode,
-                               "--clients", str(args.clients), "--requests", str(args.requests),
-                               "--prefix", "obs"] + args.loadgen_args.split(),
-                              capture_output=True, text=True, timeout=600)
-        if done.returncode not in (0, 2) or not done.stdout.strip():
-            raise RuntimeError("load generator failed (exit %s): %s" % (done.returncode, done.stderr[-500:]))
-        after = cpu_ns(server.pid)
+        before = cpu_seconds(server.pid)
+        load = _load.command(address, args.mode, "--clients", str(args.clients), "--requests", str(args.requests),
+                             "--prefix", "obs", *args.loadgen_args.split(), loadgen=args.loadgen)
+        done = _load.run_generator(load, 600)
+        cpu = cpu_used(before, cpu_seconds(server.pid))
         if scraper is not None:
             scraper.stopped.set()
             scraper.join()
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        answered = int(result["requests"]) + int(result.get("primed", 0))
-        return {"config": config, "round": n, "rps": float(result["rps"]), "p99_ms": result["p99_ms"],
-                "errors": result["errors"], "server_us_per_req": (after - before) / 1000 / answered,
+        return {"config": config, "round": n, "rps": float(done.result["rps"]), "p99_ms": done.result["p99_ms"],
+                "errors": done.result["errors"], "server_us_per_req": us_per_request(cpu, done.result),
                 "scrapes": scraper.scrapes if scraper is not None else 0}
     finally:
         server.stop()
@@ -109,7 +102,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=150, help="per client")
     parser.add_argument("--scrape-interval", type=float, default=1.0)
-    parser.add_argument("--loadgen", type=Path, default=PRBENCH,
+    parser.add_argument("--loadgen", type=Path, default=_load.PRBENCH,
                         help="a load generator with prbench.py's command line (default: prbench.py)")
     parser.add_argument("--loadgen-args", default="",
                         help="more arguments for it, e.g. '--tag T --prime' for one that primes")

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """prbench: get-pr load generator for any PRSERVICE 1.0 server (bitbake's PR protocol).
 
-Standard library only, and it does not import ``prserv``: it speaks the wire protocol
-itself, so the same load can be pointed at this project's server, at bitbake's own
-``bitbake-prserv``, or at any other implementation.
+Standard library only (and the helpers beside it), and it does not import ``prserv``:
+it speaks the wire protocol itself, so the same load can be pointed at this project's
+server, at bitbake's own ``bitbake-prserv``, or at any other implementation.
 
     prbench.py ADDRESS [--mode new|hit|mixed|conn] [--clients 32]
                [--requests 200 | --duration SECONDS] [--packages N | --package NAME]
@@ -63,7 +63,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-HANDSHAKE = b"PRSERVICE 1.0\nneeds-headers: false\n\n"
+from _client import SETUP
+from _measure import percentile_ms
+
 MODES = ("new", "hit", "mixed", "conn")
 PRIMED_MODES = frozenset({"hit", "mixed", "conn"})
 DEFAULT_PACKAGES = {"new": 8, "hit": 256, "mixed": 8, "conn": 256}
@@ -234,14 +236,6 @@ def count_duplicate_values(answers: Sequence[Tuple[str, str, Any]]) -> int:
     return sum(len(checksums) - 1 for checksums in owners.values())
 
 
-def percentile_ms(sorted_latencies: Sequence[float], q: float) -> Optional[float]:
-    """Nearest-rank percentile in milliseconds (None without samples)."""
-    if not sorted_latencies:
-        return None
-    rank = max(1, math.ceil(q * len(sorted_latencies)))
-    return round(sorted_latencies[rank - 1] * 1e3, 3)
-
-
 def summarize(options: argparse.Namespace, stats: Sequence[ClientStats], seconds: float,
               primed: int) -> Dict[str, Any]:
     """The one-line JSON result of a run."""
@@ -371,7 +365,7 @@ def prime(target: Target, workload: Workload, clients: int) -> int:
     def prime_share(names: List[str]) -> None:
         """One persistent connection asks its share of the packages, one at a time."""
         with open_blocking(target) as sock:
-            sock.sendall(HANDSHAKE)
+            sock.sendall(SETUP)
             buffer = bytearray()
             for package in names:
                 checksum = workload.stable_checksum(package)
@@ -395,7 +389,7 @@ def conn_client(target: Target, workload: Workload, client: int, control: RunCon
         started = time.perf_counter()
         with open_blocking(target) as sock:
             try:
-                sock.sendall(HANDSHAKE + request)   # one segment: setup may be pipelined
+                sock.sendall(SETUP + request)   # one segment: setup may be pipelined
                 line = read_line(sock, bytearray())
             except ConnectionError:
                 stats.errors += 1
@@ -483,7 +477,7 @@ async def open_persistent(target: Target) -> ReplyProtocol:
     except (OSError, asyncio.TimeoutError) as exc:
         sock.close()
         raise BenchError("cannot connect to %s: %s" % (target.text, exc or "timed out")) from exc
-    protocol.transport.write(HANDSHAKE)
+    protocol.transport.write(SETUP)
     return protocol
 
 

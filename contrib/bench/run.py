@@ -4,8 +4,8 @@
     run.py [--modes new,hit,mixed,conn] [--clients 32] [--duration 3 | --requests N]
            [--packages N] [--unix | --address ADDR [--server-pid PID]]
 
-Without ``--address`` it starts our server (``prserv.create_server``) in a child
-process on 127.0.0.1:0 with a fresh SQLite file in a temporary directory, and with
+Without ``--address`` it starts this checkout's server (``bin/bitbake-prserv -F``) as
+a child process on 127.0.0.1:0 with a fresh SQLite file in a temporary directory, and with
 ``--unix`` a second one on ``unix://<tmpdir>/prserv.sock``; each transport's modes
 run in turn against that one server.  ``--address`` benchmarks an already running
 server (ours, bitbake's, any PRSERVICE 1.0 server) instead.
@@ -27,16 +27,15 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-HERE = Path(__file__).resolve().parent
-REPO_LIB = HERE.parent.parent / "lib"
-PRBENCH = HERE / "prbench.py"
+import _load
+import _servers
+from _measure import cpu_seconds, cpu_used, reset_peak_rss, status_kib, status_mib, us_per_request
+
 DEFAULT_MODES = ("new", "hit", "mixed", "conn")
 DEFAULT_DURATION_S = 3.0
 SUBPROCESS_GRACE_S = 120       # priming, connection set-up and a silent server's 60 s
@@ -48,86 +47,32 @@ Columns = Sequence[Tuple[str, str]]
 
 
 @dataclass(frozen=True)
-class Server:
-    """Where a server listens, and its pid if we may read its /proc entries (else None)."""
+class Subject:
+    """The server a run measures: where it listens, and its pid if we may read its
+    /proc entries (else None)."""
 
     address: str
     pid: Optional[int] = None
 
 
-# --------------------------------------------------------------------------- /proc readings
-
-def peak_rss_kib(pid: int) -> Optional[int]:
-    """The process's peak resident set (VmHWM, KiB); None if it is gone or unreadable."""
-    try:
-        with open("/proc/%d/status" % pid) as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss(pid: int) -> bool:
-    """Reset VmHWM to the current RSS, so the next reading is the peak of one run.
-
-    VmHWM is otherwise a process-lifetime peak.  Writing 5 to clear_refs (Linux
-    >= 4.0) needs ptrace rights over the process; False when refused, and the
-    next reading is then the peak since the process started.
-    """
-    try:
-        with open("/proc/%d/clear_refs" % pid, "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def cpu_seconds(pid: int) -> Optional[float]:
-    """CPU time (user + system) of the process's live threads, from schedstat.
-
-    Nanosecond resolution, unlike the clock ticks of /proc/<pid>/stat, which matters
-    for runs of a fraction of a second.  Threads that have exited are not counted
-    (our server has a single thread).  None if the process is gone.
-    """
-    total = 0
-    try:
-        for task in os.listdir("/proc/%d/task" % pid):
-            with open("/proc/%d/task/%s/schedstat" % (pid, task)) as schedstat:
-                total += int(schedstat.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return total / 1e9
-
-
 @contextlib.contextmanager
-def spawned_server(transport: str) -> Iterator[Server]:
-    """Our server in a child process with a fresh database; yields its address and pid.
-
-    ``prserv`` is imported here, not at the top, so that ``--address`` works from
-    a checkout whose ``lib/`` does not import (e.g. to measure another server).
-    """
-    if str(REPO_LIB) not in sys.path:
-        sys.path.insert(0, str(REPO_LIB))
-    import prserv
-
+def spawned_server(transport: str) -> Iterator[Subject]:
+    """This checkout's server (``bitbake-prserv -F``) in a child process with a fresh
+    database, on 127.0.0.1:0 or a unix socket; yields its address and pid."""
     with tempfile.TemporaryDirectory(prefix="prbench-") as tmp:
-        address = "127.0.0.1:0" if transport == "tcp" else "unix://%s/prserv.sock" % tmp
-        server = prserv.create_server(address, os.path.join(tmp, "prserv.sqlite3"))
-        server.serve_as_process()
+        bind = "127.0.0.1:0" if transport == "tcp" else "unix://%s/prserv.sock" % tmp
+        server = _servers.Server(_servers.ROOT, os.path.join(tmp, "prserv.sqlite3"),
+                                 "server (%s)" % transport, bind=bind)
         try:
-            yield Server(server.address, server.process.pid)
+            yield Subject(server.wait_serving(), server.pid)
         finally:
-            server.process.terminate()
-            server.process.join()
+            server.stop()
 
 
 def prbench_command(address: str, mode: str, options: argparse.Namespace,
                     extra: Sequence[str] = ()) -> List[str]:
     """The prbench.py command line for one mode; ``extra``: more prbench options."""
-    command = [sys.executable, str(PRBENCH), address, "--mode", mode,
-               "--clients", str(options.clients), *extra]
+    command = _load.command(address, mode, "--clients", str(options.clients), *extra)
     if options.requests is not None:
         command += ["--requests", str(options.requests)]
     else:
@@ -142,21 +87,15 @@ def run_prbench(address: str, mode: str, options: argparse.Namespace,
     """Run one mode; the result dict gets ``ok`` and, on failure, ``failure``."""
     limit = (options.duration or 60) + SUBPROCESS_GRACE_S
     try:
-        done = subprocess.run(prbench_command(address, mode, options, extra),
-                              capture_output=True, text=True, timeout=limit)
-    except subprocess.TimeoutExpired:
-        return {"mode": mode, "ok": False, "failure": "timed out after %d s" % limit}
+        done = _load.run_generator(prbench_command(address, mode, options, extra), limit)
+    except _load.LoadFailed as exc:
+        return {"mode": mode, "ok": False, "failure": str(exc)}
     sys.stderr.write(done.stderr)
-    lines = done.stdout.strip().splitlines()
-    if done.returncode == 1 or not lines:
-        return {"mode": mode, "ok": False,
-                "failure": done.stderr.strip() or "exit status %d" % done.returncode}
-    result = json.loads(lines[-1])
-    result["ok"] = done.returncode == 0
-    return result
+    done.result["ok"] = done.status == 0
+    return done.result
 
 
-def run_measured(server: Server, mode: str, options: argparse.Namespace,
+def run_measured(server: Subject, mode: str, options: argparse.Namespace,
                  extra: Sequence[str] = ()) -> Dict[str, Any]:
     """run_prbench, plus the server's peak RSS and CPU per request during the run.
 
@@ -172,14 +111,10 @@ def run_measured(server: Server, mode: str, options: argparse.Namespace,
     reset = reset_peak_rss(server.pid)
     cpu_before = cpu_seconds(server.pid)
     result = run_prbench(server.address, mode, options, extra)
-    cpu_after = cpu_seconds(server.pid)
-    peak = peak_rss_kib(server.pid)
-    answered = result.get("requests", 0) + result.get("primed", 0)
-    cpu_known = cpu_before is not None and cpu_after is not None and answered > 0
-    result["peak_rss_mib"] = round(peak / 1024, 1) if peak is not None else None
+    cpu = cpu_used(cpu_before, cpu_seconds(server.pid))
+    result["peak_rss_mib"] = status_mib(server.pid, "VmHWM")
     result["peak_rss_scope"] = "run" if reset else "process"
-    result["cpu_us_per_req"] = (round((cpu_after - cpu_before) * 1e6 / answered, 1)
-                                if cpu_known else None)
+    result["cpu_us_per_req"] = us_per_request(cpu, result)
     return result
 
 
@@ -188,7 +123,7 @@ def transport_of(address: str) -> str:
     return "unix" if address.startswith("unix://") else "tcp"
 
 
-def run_modes(server: Server, options: argparse.Namespace) -> List[Dict[str, Any]]:
+def run_modes(server: Subject, options: argparse.Namespace) -> List[Dict[str, Any]]:
     """Every requested mode in turn against one server, progress on stderr."""
     results = []
     for mode in options.modes:
@@ -244,7 +179,7 @@ def check_server_arguments(parser: argparse.ArgumentParser, options: argparse.Na
         return
     if not options.address:
         parser.error("--server-pid needs --address (a server we start is measured anyway)")
-    if peak_rss_kib(options.server_pid) is None:
+    if status_kib(options.server_pid, "VmHWM") is None:
         parser.error("--server-pid %d: no readable /proc/%d/status"
                      % (options.server_pid, options.server_pid))
 
@@ -284,7 +219,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     options = parse_arguments(argv)
     results: List[Dict[str, Any]] = []
     if options.address:
-        results += run_modes(Server(options.address, options.server_pid), options)
+        results += run_modes(Subject(options.address, options.server_pid), options)
     else:
         for transport in ("tcp", "unix") if options.unix else ("tcp",):
             with spawned_server(transport) as server:

@@ -36,52 +36,26 @@ import argparse
 import json
 import os
 import random
-import socket
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from _client import SETUP, Client
+from _client import Client
 from _data import ARCH, checksum, get_pr, make_database, package, test_pr
+from _measure import percentile_ms, status_mib
+from _servers import ROOT, Server
 
-ROOT = Path(__file__).resolve().parents[2]
 HUGE = "huge-1.0-r0"
 
 
-def percentile_ms(samples: List[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 3)
-
-
-def status_mib(pid: int, field: str) -> float:
-    with open("/proc/%d/status" % pid) as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
-
-
-def start_server(tree: Path, db: str, cache_size: Optional[str]) -> Tuple[subprocess.Popen, Tuple[str, int], float]:
-    flags = ["--cache-size", cache_size] if cache_size else []
-    started = time.monotonic()
-    process = subprocess.Popen([sys.executable, str(tree / "bin" / "bitbake-prserv"), "-F", "-f", db,
-                                "--bind", "127.0.0.1:0", "--loglevel", "WARNING", *flags],
-                               stderr=subprocess.PIPE, text=True)
-    for line in process.stderr:
-        if " serving " in line:
-            threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
-            host, port = line.split(" on ", 1)[1].split()[0].rstrip(",").rsplit(":", 1)
-            return process, (host, int(port)), time.monotonic() - started
-    raise SystemExit("the server did not start")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    process.wait(60)
+def start_server(tree: Path, db: str, cache_size: Optional[str]) -> Server:
+    """The server of the checkout ``tree`` on ``db``, once it serves."""
+    server = Server(tree, db, "server", *(["--cache-size", cache_size] if cache_size else []))
+    server.wait_ready()
+    return server
 
 
 def cold(address: Tuple[str, int], args: argparse.Namespace, chosen: List[int]) -> Dict[str, float]:
@@ -172,24 +146,10 @@ def touch_everything(address: Tuple[str, int], packages: int, pid: int) -> Dict[
 
 
 def export_everything(address: Tuple[str, int], pid: int) -> Dict[str, float]:
-    """A history export of the whole table, read line by line (chunk stream) and counted."""
-    sock = socket.create_connection(address)
-    sock.sendall(SETUP + json.dumps({"export": {"version": None, "pkgarch": None, "checksum": None,
-                                                "colinfo": False, "history": True}}).encode() + b"\n")
-    reader = sock.makefile("rb")
-    started = time.monotonic()
-    size = 0
-    first = reader.readline()
-    size += len(first)
-    if first.startswith(b'{"chunk-stream"'):
-        while True:
-            line = reader.readline()
-            size += len(line)
-            if line in (b"\n", b""):
-                break
-    seconds = time.monotonic() - started
-    reader.close()
-    sock.close()
+    """A history export of the whole table, read and counted."""
+    client = Client(address)
+    _, size, seconds = client.count_export(True)
+    client.close()
     return {"export_s": round(seconds, 1), "export_mib": round(size / 2**20, 1),
             "peak_rss_after_export_mib": status_mib(pid, "VmHWM")}
 
@@ -214,20 +174,20 @@ def main() -> int:
         result["generate_s"] = round(make_database(args.db, args.packages, args.per_package, huge), 1)
     rng = random.Random(1)
     chosen = rng.sample(range(args.packages), args.sample)
-    process, address, first_start = start_server(args.tree, args.db, args.cache_size)
-    result["first_start_s"] = round(first_start, 2)
-    stop(process)
-    process, address, start = start_server(args.tree, args.db, args.cache_size)
-    result["start_s"] = round(start, 2)
+    server = start_server(args.tree, args.db, args.cache_size)
+    result["first_start_s"] = round(server.ready_s, 2)
+    server.stop()
+    server = start_server(args.tree, args.db, args.cache_size)
+    result["start_s"] = round(server.ready_s, 2)
     try:
-        result.update(cold(address, args, chosen))
-        result.update(huge_first_touch(address, chosen[:len(chosen) // 2], args.db))
-        result.update(new_and_warm(address, chosen))
-        result.update(touch_everything(address, args.packages, process.pid))
+        result.update(cold(server.address, args, chosen))
+        result.update(huge_first_touch(server.address, chosen[:len(chosen) // 2], args.db))
+        result.update(new_and_warm(server.address, chosen))
+        result.update(touch_everything(server.address, args.packages, server.pid))
         if args.export:
-            result.update(export_everything(address, process.pid))
+            result.update(export_everything(server.address, server.pid))
     finally:
-        stop(process)
+        server.stop()
     for name, value in result.items():
         print("%-20s %s" % (name, value))
     print(json.dumps(result))

@@ -42,13 +42,13 @@ Measured per (configuration, load):
   count(*) > 1) AS d``: values held by two checksums of one package, across all
   servers and all loads so far on that database (must be 0); rows: rows the run
   added (about the requests in new; the priming only in hit and conn);
-* srv_us/req: utime + stime (/proc/PID/stat) of all the server processes, read
-  just before the generators start and after they all exit, divided by the
+* srv_us/req: the CPU time of all the server processes (/proc/PID/task/*/schedstat),
+  read just before the generators start and after they all exit, divided by the
   answered requests, priming included;
-* pg_us/req: the same for PostgreSQL: the postmaster's utime + stime + cutime +
-  cstime (the last two hold backends that exited in between) plus utime + stime of
-  every live process whose parent is the postmaster (backends, checkpointer, WAL
-  writer ...).  Known when this script started PostgreSQL, or from ``--pg-pid``.
+* pg_us/req: the same for PostgreSQL, from /proc/PID/stat: the postmaster's utime +
+  stime + cutime + cstime (the last two hold backends that exited in between) plus
+  utime + stime of every live process whose parent is the postmaster (backends,
+  checkpointer, WAL writer ...).  Known when this script started PostgreSQL, or from ``--pg-pid``.
 
 Targets (checked for the 2-server rows): hit >= 4000 requests/s, new >= 1500
 values/s, p99 < 20 ms, dup_db 0.
@@ -82,12 +82,11 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from _servers import Server, stop_all
+import _load
+from _measure import cpu_seconds, rounded, tree_cpu_seconds, us_per
+from _servers import ROOT, Server, stop_all
 
-ROOT = Path(__file__).resolve().parents[2]
-PRBENCH = Path(__file__).resolve().parent / "prbench.py"
 LOADS = ("new", "hit", "conn")
-TICK = os.sysconf("SC_CLK_TCK")
 DUPLICATES_SQL = ("SELECT count(*) FROM (SELECT version, pkgarch, value FROM prmain "
                   "GROUP BY version, pkgarch, value HAVING count(*) > 1) AS d")
 ROWS_SQL = "SELECT count(*) FROM prmain"
@@ -95,40 +94,6 @@ TARGET_SERVERS = 2
 TARGET_RPS = {"hit": 4000.0, "new": 1500.0}
 TARGET_P99_MS = 20.0
 GENERATOR_GRACE_S = 180.0       # beyond --duration: priming, start-up, a slow server
-
-
-# --------------------------------------------------------------------------- /proc
-
-def proc_stat(pid: int) -> List[str]:
-    """Fields 3 onwards of /proc/PID/stat (fields[0] is the state, [1] the ppid)."""
-    with open("/proc/%d/stat" % pid) as stat:
-        return stat.read().rsplit(")", 1)[1].split()
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime (fields 14 and 15 of /proc/PID/stat) of the whole process."""
-    fields = proc_stat(pid)
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """CPU of a PostgreSQL cluster: the postmaster's utime + stime + cutime + cstime
-    (children it has reaped) and utime + stime of its live children."""
-    fields = proc_stat(root)
-    total = sum(int(f) for f in fields[11:15])
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            fields = proc_stat(int(name))
-        except (OSError, IndexError):           # gone meanwhile
-            continue
-        if fields[1] == str(root):
-            total += int(fields[11]) + int(fields[12])
-    return total / TICK
-
-
-# --------------------------------------------------------------------------- servers
 
 
 # --------------------------------------------------------------------------- databases
@@ -220,49 +185,38 @@ class Database:
 
 # --------------------------------------------------------------------------- one run
 
-def generator_command(address: Tuple[str, int], load: str, index: int, args: argparse.Namespace) -> List[str]:
+def generator_command(address: str, load: str, index: int, args: argparse.Namespace) -> List[str]:
     prefix = load if load == "new" or args.shared_prefix else "%s-g%d-" % (load, index)
-    return [sys.executable, str(PRBENCH), "%s:%d" % address, "--mode", load, "--clients", str(args.clients),
-            "--duration", str(args.duration), "--prefix", prefix]
+    return _load.command(address, load, "--clients", str(args.clients), "--duration", str(args.duration),
+                         "--prefix", prefix)
 
 
 def run_load(config: str, servers: List[Server], db: Database, pg_pid: Optional[int], load: str,
              args: argparse.Namespace) -> Dict[str, object]:
     rows_before = db.rows()
     lines_before = [s.lines for s in servers]
-    server_before = sum(cpu_seconds(s.pid) for s in servers)
+    server_before = sum(cpu_seconds(s.pid) or 0.0 for s in servers)
     pg_before = tree_cpu_seconds(pg_pid) if pg_pid else None
     started = time.monotonic()
-    generators = [subprocess.Popen(generator_command(s.address, load, g, args), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                  for g, s in enumerate(servers)]
-    outputs: List[Tuple[int, str, str]] = []
-    for generator in generators:
+    generators = [_load.start(generator_command(s.wait_serving(), load, g, args)) for g, s in enumerate(servers)]
+    results: List[Dict[str, object]] = []
+    failures: List[str] = []
+    for g, generator in enumerate(generators):
         try:
-            out, err = generator.communicate(timeout=args.duration + GENERATOR_GRACE_S)
-        except subprocess.TimeoutExpired:
-            generator.kill()
-            out, err = generator.communicate()
-            err += "\n(killed after %.0f s)" % (args.duration + GENERATOR_GRACE_S)
-        outputs.append((generator.returncode, out, err))
+            done = _load.finish(generator, args.duration + GENERATOR_GRACE_S)
+        except _load.LoadFailed as exc:
+            failures.append("generator %d: %s" % (g, exc))
+            continue
+        done.result["exit"] = done.status
+        if done.stderr.strip():
+            done.result["stderr"] = done.stderr.strip()[-500:]
+        results.append(done.result)
     wall = time.monotonic() - started
-    server_cpu = sum(cpu_seconds(s.pid) for s in servers if s.alive()) - server_before
+    server_cpu = sum(cpu_seconds(s.pid) or 0.0 for s in servers if s.alive()) - server_before
     pg_cpu = tree_cpu_seconds(pg_pid) - pg_before if pg_pid else None
     dead = ["%s exited with %s; its last lines: %s" % (s.name, s.process.poll(), " | ".join(s.tail))
             for s in servers if not s.alive()]
 
-    results: List[Dict[str, object]] = []
-    failures: List[str] = []
-    for g, (status, out, err) in enumerate(outputs):
-        try:
-            result = json.loads(out.strip().splitlines()[-1])
-        except (IndexError, ValueError):
-            failures.append("generator %d (exit %s): %s" % (g, status, err.strip()[-500:] or "no output"))
-            continue
-        result["exit"] = status
-        if err.strip():
-            result["stderr"] = err.strip()[-500:]
-        results.append(result)
     requests = sum(int(r["requests"]) for r in results)
     answered = requests + sum(int(r["primed"]) for r in results)
     rows_after = db.rows()
@@ -280,19 +234,15 @@ def run_load(config: str, servers: List[Server], db: Database, pg_pid: Optional[
         "dup_db": dup_db,
         "rows_added": rows_after - rows_before if rows_after is not None and rows_before is not None else None,
         "server_cpu_s": round(server_cpu, 3),
-        "server_us_per_req": round(server_cpu / answered * 1e6, 1) if answered else None,
-        "pg_cpu_s": round(pg_cpu, 3) if pg_cpu is not None else None,
-        "pg_us_per_req": round(pg_cpu / answered * 1e6, 1) if answered and pg_cpu is not None else None,
+        "server_us_per_req": us_per(server_cpu, answered),
+        "pg_cpu_s": rounded(pg_cpu, 3),
+        "pg_us_per_req": us_per(pg_cpu, answered),
         "generator_rps": [r["rps"] for r in results],
         "failures": failures + dead,
         "server_log_lines": logged,
     }
     if any(logged):
         row["server_log_tail"] = {s.name: list(s.tail)[-min(n, 5):] for s, n in zip(servers, logged) if n}
-    bad_exit = [r for r in results if r["exit"] not in (0, 2)]
-    if bad_exit:
-        row["failures"].extend("generator on %s exited %s: %s" % (r["address"], r["exit"], r.get("stderr", ""))
-                               for r in bad_exit)
     row["target"] = target_check(row)
     return row
 

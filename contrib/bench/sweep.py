@@ -15,8 +15,7 @@ With ``--address`` all points go to that server, each on its own package
 ``big-<run id>-<N>-1.0-r0``.  Server peak RSS and CPU per request are measured as in
 run.py: when we started the server, or with ``--server-pid``.
 
-Like prbench.py this speaks the protocol itself and does not import ``prserv``
-(only run.py's ``spawned_server`` does, when it starts our server).
+Like prbench.py this speaks the protocol itself and does not import ``prserv``.
 ``--plot`` needs matplotlib, an optional extra: ``pip install 'prserv[bench]'``.
 """
 
@@ -30,8 +29,9 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-from prbench import HANDSHAKE, BenchError, open_blocking, parse_address, read_line, reply_value
-from run import (Server, add_server_arguments, check_server_arguments, format_table,
+from _client import SETUP
+from prbench import BenchError, open_blocking, parse_address, read_line, reply_value
+from run import (Subject, add_server_arguments, check_server_arguments, format_table,
                  print_results, run_measured, spawned_server)
 
 DEFAULT_REVISIONS = (1, 10, 100, 1000, 10000)
@@ -65,7 +65,7 @@ def import_revisions(address: str, package: str, revisions: int, run_id: str) ->
     """
     started = time.perf_counter()
     with open_blocking(parse_address(address)) as sock:
-        sock.sendall(HANDSHAKE)
+        sock.sendall(SETUP)
         buffer = bytearray()
         for first in range(0, revisions, IMPORT_BATCH):
             batch = range(first, min(first + IMPORT_BATCH, revisions))
@@ -81,7 +81,7 @@ def import_revisions(address: str, package: str, revisions: int, run_id: str) ->
 
 # --------------------------------------------------------------------------- the sweep
 
-def sweep_point(server: Server, revisions: int, package: str, run_id: str,
+def sweep_point(server: Subject, revisions: int, package: str, run_id: str,
                 options: argparse.Namespace) -> Dict[str, Any]:
     """Prepare ``package`` with N revisions, then time prbench ``new`` on it alone.
 
@@ -107,7 +107,7 @@ def run_sweep(options: argparse.Namespace) -> List[Dict[str, Any]]:
     results = []
     for revisions in options.revisions:
         if options.address:
-            server = Server(options.address, options.server_pid)
+            server = Subject(options.address, options.server_pid)
             package = "big-%s-%d-1.0-r0" % (run_id, revisions)
             results.append(sweep_point(server, revisions, package, run_id, options))
         else:
@@ -150,11 +150,8 @@ def write_plot(results: Sequence[Dict[str, Any]], path: str) -> None:
 
 
 def matplotlib_missing() -> bool:
-    """Checked before the sweep, so a missing extra costs no sweep run.
-
-    Looked up, not imported: our servers are forked from this process, and an
-    imported matplotlib would add some 20 MiB to their peak RSS.
-    """
+    """Checked before the sweep, so a missing extra costs no sweep run (looked up,
+    not imported: ``write_plot`` imports it once the sweep is done)."""
     return importlib.util.find_spec("matplotlib") is None
 
 
