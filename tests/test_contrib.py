@@ -4,6 +4,7 @@ container's health check and the systemd units' command lines."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import os
 import re
@@ -40,14 +41,49 @@ def test_contrib_imports_of_prserv_resolve():
             assert hasattr(imported, name), "%s: %s has no %s" % (where, module, name)
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in (CONTRIB / "bench").glob("*.py")
-                                           if not p.name.startswith("_")))     # _x.py: shared helpers
+BENCH = CONTRIB / "bench"
+BENCH_SCRIPTS = sorted(p.name for p in BENCH.iterdir()
+                       if p.suffix in (".py", ".sh") and not p.name.startswith("_"))
+BENCH_HELPERS = sorted(p.name for p in BENCH.glob("_*.py"))     # what the scripts share
+
+
+@pytest.mark.parametrize("script", BENCH_SCRIPTS)
 def test_bench_scripts_start(script):
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "lib"))
-    result = subprocess.run([sys.executable, str(CONTRIB / "bench" / script), "--help"],
+    """Every script in contrib/bench, found there (a new one too), answers --help."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "lib"), PYTHON=sys.executable)
+    runner = ["sh"] if script.endswith(".sh") else [sys.executable]
+    result = subprocess.run(runner + [str(BENCH / script), "--help"],
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage:")
+
+
+def test_bench_readme_names_every_script_and_helper():
+    text = (BENCH / "README.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^- `([\w.]+)`: ", text, re.M))
+    assert set(BENCH_SCRIPTS) - {"targets.sh"} | set(BENCH_HELPERS) <= listed
+    assert "`targets.sh`" in text
+
+
+def top_level_names(path: Path) -> set:
+    """The functions, classes and constants a module defines at its top level."""
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(target.id for target in node.targets if isinstance(target, ast.Name))
+    return names
+
+
+def test_bench_scripts_define_nothing_a_helper_module_holds():
+    """One home for each: a script imports what _servers, _load, _measure, _client and
+    _data define, never writes its own (a percentile, a /proc reader, a launcher)."""
+    shared = {name: helper for helper in BENCH_HELPERS for name in top_level_names(BENCH / helper)}
+    again = sorted("%s defines %s again (%s has it)" % (script, name, shared[name])
+                   for script in BENCH_SCRIPTS if script.endswith(".py")
+                   for name in top_level_names(BENCH / script) if name in shared)
+    assert again == []
 
 
 def test_container_health_check_is_a_valid_prserv_command():
