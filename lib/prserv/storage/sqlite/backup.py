@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
 from ...errors import BackupError, DatabaseBusy, VerificationFailed
+from .errors import translated
 from .files import COPY_SUFFIXES, is_sqlite_file, remove, replacing, same_file
 from .snapshot import OPEN_TIMEOUT_SECONDS, connect_read_only, write_dump
 
@@ -98,14 +99,12 @@ def backup_file(db: str, out: str, sql: bool = False, throttle: Optional[Throttl
     if throttle is not None:
         throttle.attach(conn)
     try:
-        with replacing(out) as temporary:
+        with translated("backup of %s failed" % db, BackupError), replacing(out) as temporary:
             if sql:
                 with open(temporary, "w", encoding="utf-8") as fd:
                     write_dump(conn, fd)
             else:
                 conn.execute("VACUUM INTO ?", (temporary,))     # one read transaction
-    except sqlite3.Error as exc:
-        raise BackupError("backup of %s failed: %s" % (db, exc)) from exc
     finally:
         conn.close()
     return {"source": os.path.abspath(db), "output": os.path.abspath(out), "format": "sql" if sql else "binary",
@@ -132,11 +131,9 @@ def apply_sql(conn: sqlite3.Connection, lines: Iterable[str]) -> int:
     dumps of your own (an ``ATTACH`` in it could write other files)."""
     count = 0
     for statement in sql_statements(lines):
-        try:
-            conn.execute(statement)
-        except sqlite3.Error as exc:
-            raise BackupError("statement %d failed: %s: %s" % (count + 1, exc, statement[:200])) from exc
         count += 1
+        with translated("statement %d failed" % count, BackupError, detail=statement[:200]):
+            conn.execute(statement)
     if conn.in_transaction:
         raise BackupError("the SQL text leaves a transaction open (no COMMIT: a truncated dump?)")
     return count
@@ -144,27 +141,24 @@ def apply_sql(conn: sqlite3.Connection, lines: Iterable[str]) -> int:
 
 def _build(temporary: str, src: str, throttle: Optional[Throttle] = None) -> Dict[str, Any]:
     """Create the database ``temporary`` from ``src`` (binary or SQL) and check it."""
-    try:
+    with translated("cannot create %s" % temporary, BackupError):
         conn = sqlite3.connect(temporary, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise BackupError("cannot create %s: %s" % (temporary, exc)) from exc
     if throttle is not None:
         throttle.attach(conn)
     try:
-        if is_sqlite_file(src):
-            source = connect_read_only(src)
-            try:
-                source.backup(conn)         # nobody else writes the source: one pass
-            finally:
-                source.close()
-        else:
-            conn.execute("PRAGMA synchronous = OFF")    # fsync'd once, before the rename
-            with open(src, encoding="utf-8") as lines:
-                apply_sql(conn, lines)
-        conn.execute("PRAGMA journal_mode = DELETE")    # one file, nothing left beside it
-        return verify_connection(conn, temporary)
-    except sqlite3.Error as exc:
-        raise BackupError("cannot build a database from %s: %s" % (src, exc)) from exc
+        with translated("cannot build a database from %s" % src, BackupError):
+            if is_sqlite_file(src):
+                source = connect_read_only(src)
+                try:
+                    source.backup(conn)         # nobody else writes the source: one pass
+                finally:
+                    source.close()
+            else:
+                conn.execute("PRAGMA synchronous = OFF")    # fsync'd once, before the rename
+                with open(src, encoding="utf-8") as lines:
+                    apply_sql(conn, lines)
+            conn.execute("PRAGMA journal_mode = DELETE")    # one file, nothing left beside it
+            return verify_connection(conn, temporary)
     finally:
         conn.close()
 
@@ -176,17 +170,13 @@ def _check_unused(path: str) -> None:
     a shared lock on it), so this fails while a server has it open, and otherwise
     folds the WAL into the file and removes ``-wal``/``-shm``.
     """
-    try:
+    with translated("cannot replace %s" % path, BackupError, busy=lambda exc: DatabaseBusy(
+            "%s is in use (is a PR server running on it? stop it first): %s" % (path, exc))):
         conn = sqlite3.connect(path, isolation_level=None, timeout=OPEN_TIMEOUT_SECONDS)
         try:
             conn.execute("PRAGMA journal_mode = DELETE").fetchone()
         finally:
             conn.close()
-    except sqlite3.Error as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise DatabaseBusy("%s is in use (is a PR server running on it? stop it first): %s"
-                               % (path, exc)) from exc
-        raise BackupError("cannot replace %s: %s" % (path, exc)) from exc
 
 
 def restore(src: str, dest: str, force: bool = False) -> Dict[str, Any]:
@@ -238,8 +228,7 @@ def journal_mode(db: str) -> str:
     """The database's journal mode (``wal``, ``delete``...), read without changing it."""
     conn = connect_read_only(db)
     try:
-        return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-    except sqlite3.Error as exc:
-        raise BackupError("cannot read database %s: %s" % (db, exc)) from exc
+        with translated("cannot read database %s" % db, BackupError):
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
     finally:
         conn.close()

@@ -12,6 +12,7 @@ import urllib.parse
 
 from ...errors import DatabaseError
 from ...log import logger
+from .errors import translated
 
 BUSY_TIMEOUT_SECONDS = 30.0
 """How long a writer waits for another process's write lock."""
@@ -30,28 +31,26 @@ def open_connection(filename: str, read_only: bool = False, synchronous: str = "
     _prepare_path(filename, read_only)
     uri = "file:%s%s" % (urllib.parse.quote(filename), "?mode=ro" if read_only else "")
     logger.debug("Opening PRServ database '%s'", uri)
-    try:
+    with translated("cannot open database %s" % filename):
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=OPEN_BUSY_TIMEOUT_SECONDS)
-    except sqlite3.Error as exc:
-        raise DatabaseError("cannot open database %s: %s" % (filename, exc)) from exc
     try:
-        conn.execute("PRAGMA synchronous = %s" % synchronous.upper())
-        if exclusive:
-            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-        if not read_only:
-            conn.execute("PRAGMA journal_mode = WAL")
-        if exclusive:
-            conn.execute("BEGIN IMMEDIATE")      # take the lock now
-            conn.execute("COMMIT")
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        conn.execute("PRAGMA busy_timeout = %d" % (BUSY_TIMEOUT_SECONDS * 1000))
-    except sqlite3.Error as exc:
+        with translated("cannot use database %s" % filename, busy=lambda exc: DatabaseError(
+                "database %s is in use by another process%s (%s)" % (
+                    filename, "; a server in a buffered sync mode needs it alone" if exclusive
+                    else " that holds it exclusively (a server in a buffered sync mode?)", exc))):
+            conn.execute("PRAGMA synchronous = %s" % synchronous.upper())
+            if exclusive:
+                conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+            if not read_only:
+                conn.execute("PRAGMA journal_mode = WAL")
+            if exclusive:
+                conn.execute("BEGIN IMMEDIATE")      # take the lock now
+                conn.execute("COMMIT")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            conn.execute("PRAGMA busy_timeout = %d" % (BUSY_TIMEOUT_SECONDS * 1000))
+    except BaseException:
         conn.close()
-        if "locked" in str(exc):
-            raise DatabaseError("database %s is in use by another process%s (%s)" % (
-                filename, "; a server in a buffered sync mode needs it alone" if exclusive
-                else " that holds it exclusively (a server in a buffered sync mode?)", exc)) from exc
-        raise DatabaseError("cannot use database %s: %s" % (filename, exc)) from exc
+        raise
     return conn
 
 

@@ -47,6 +47,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ...errors import DatabaseError
 from ...log import logger
 from ...revision import is_revision
+from .errors import translated
 from .schema import table_exists
 
 NOHIST_TABLE = "PRMAIN_nohist"
@@ -274,7 +275,7 @@ def migrate(conn: sqlite3.Connection, database: str) -> Optional[MigrationSummar
     ``conn`` is in autocommit mode (``isolation_level=None``), outside a
     transaction.  The decision is taken again under the write lock: another
     process may have migrated the file meanwhile."""
-    try:
+    with translated("cannot migrate the tables of an older bitbake in %s" % database):
         conn.execute("BEGIN IMMEDIATE")
         try:
             if not needs_migration(conn):
@@ -287,8 +288,6 @@ def migrate(conn: sqlite3.Connection, database: str) -> Optional[MigrationSummar
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-    except sqlite3.Error as exc:
-        raise DatabaseError("cannot migrate the tables of an older bitbake in %s: %s" % (database, exc)) from exc
     return summary
 
 
@@ -312,14 +311,12 @@ def refuse_unmigrated(conn: sqlite3.Connection, database: str) -> None:
 
 def on_open(conn: sqlite3.Connection, database: str, read_only: bool) -> Optional[MigrationSummary]:
     """What opening a database does: migrate (read-write) or refuse (read-only)."""
-    try:
+    with translated("cannot inspect database %s" % database):
         if read_only:
             refuse_unmigrated(conn, database)
             return None
         if not needs_migration(conn):          # cheap: no write lock taken
             return None
-    except sqlite3.Error as exc:
-        raise DatabaseError("cannot inspect database %s: %s" % (database, exc)) from exc
     summary = migrate(conn, database)
     if summary is not None:
         log_summary(summary)
@@ -332,16 +329,15 @@ def migrated_copy(path: str) -> Optional[str]:
     The file itself is only read."""
     conn = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
     try:
-        if not needs_migration(conn):
-            return None
-        scratch = os.path.join(tempfile.mkdtemp(prefix="prserv-copy-"), "migrated.sqlite3")
-        target = sqlite3.connect(scratch)
-        try:
-            conn.backup(target)
-        finally:
-            target.close()
-        return scratch
-    except sqlite3.Error as exc:
-        raise DatabaseError("cannot read %s: %s" % (path, exc)) from exc
+        with translated("cannot read %s" % path):
+            if not needs_migration(conn):
+                return None
+            scratch = os.path.join(tempfile.mkdtemp(prefix="prserv-copy-"), "migrated.sqlite3")
+            target = sqlite3.connect(scratch)
+            try:
+                conn.backup(target)
+            finally:
+                target.close()
+            return scratch
     finally:
         conn.close()

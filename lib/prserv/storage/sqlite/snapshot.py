@@ -23,8 +23,9 @@ import urllib.parse
 from typing import IO, Callable, Iterator, Optional
 
 from . import files, users
-from ...errors import BackupError, DatabaseBusy, DatabaseError
+from ...errors import BackupError, DatabaseBusy
 from ..engine import DumpSource
+from .errors import DATABASE, translated
 
 OPEN_TIMEOUT_SECONDS = 1.0
 """How long to wait for a lock before reporting a file held exclusively."""
@@ -43,17 +44,15 @@ def connect_read_only(path: str, timeout: float = OPEN_TIMEOUT_SECONDS) -> sqlit
     if not os.path.isfile(path):
         raise BackupError("database %s does not exist" % path)
     uri = "file:%s?mode=ro" % urllib.parse.quote(path)
-    try:
+    with translated("cannot open database %s" % path, BackupError):
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout)
-    except sqlite3.Error as exc:
-        raise BackupError("cannot open database %s: %s" % (path, exc)) from exc
     try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.Error as exc:
+        with translated("cannot read database %s" % path, BackupError, busy=lambda exc: DatabaseBusy(
+                "database %s is in use: %s (%s)" % (path, BUFFERED_HINT, exc))):
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except BaseException:
         conn.close()
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise DatabaseBusy("database %s is in use: %s (%s)" % (path, BUFFERED_HINT, exc)) from exc
-        raise BackupError("cannot read database %s: %s" % (path, exc)) from exc
+        raise
     return conn
 
 
@@ -101,12 +100,10 @@ class SnapshotDump(DumpSource):
 
     def lines(self) -> Iterator[str]:
         """Every line of the dump but the users table's (a dump is sent over the wire)."""
-        try:
+        with DATABASE:
             for line in self.conn.iterdump():
                 if not users.is_secret_line(line):
                     yield line
-        except sqlite3.Error as exc:
-            raise DatabaseError(str(exc)) from exc
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -127,7 +124,7 @@ def open_snapshot(dbfile: str, main: sqlite3.Connection, exclusive: bool,
     closed).  That copy pauses the server for its duration (about 0.5 s per
     million rows).
     """
-    try:
+    with translated("cannot take a snapshot of %s" % dbfile):
         if not exclusive:
             conn = connect_read_only(dbfile)
             try:
@@ -153,7 +150,5 @@ def open_snapshot(dbfile: str, main: sqlite3.Connection, exclusive: bool,
                 raise
         finally:
             files.remove(scratch)
-    except sqlite3.Error as exc:
-        raise DatabaseError("cannot take a snapshot of %s: %s" % (dbfile, exc)) from exc
     return SnapshotDump(copy, "copy of %s (buffered sync mode: the server paused %.3f s to make it)"
                         % (dbfile, time.monotonic() - started))

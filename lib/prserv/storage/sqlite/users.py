@@ -12,8 +12,8 @@ import sqlite3
 import urllib.parse
 from typing import Iterator, List, Optional
 
-from ...errors import DatabaseError
 from ...tokens import UserRecord, record_from_row, row_of
+from .errors import translated
 from .schema import table_exists
 
 TABLE = "prserv_users"
@@ -59,18 +59,15 @@ def is_secret_line(line: str) -> bool:
 def open_file(path: str, writes: bool, timeout: float = 30.0) -> Iterator[sqlite3.Connection]:
     """A connection of its own to the file (``prserv user ... --database``), in one
     write transaction if ``writes`` (the file is created if missing), else read-only."""
-    try:
+    with translated("cannot open %s" % path):
         conn = sqlite3.connect(path if writes else "file:%s?mode=ro" % urllib.parse.quote(path),
                                uri=not writes, timeout=timeout, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise DatabaseError("cannot open %s: %s" % (path, exc)) from None
     try:
-        if writes:
-            conn.execute("BEGIN IMMEDIATE")
-        yield conn
-        if writes:
-            conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        raise DatabaseError("%s: %s" % (path, exc)) from None
+        with translated(path):
+            if writes:
+                conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            if writes:
+                conn.execute("COMMIT")
     finally:
         conn.close()
