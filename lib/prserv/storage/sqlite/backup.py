@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 from ...errors import BackupError, DatabaseBusy, VerificationFailed
 from .errors import translated
 from .files import COPY_SUFFIXES, is_sqlite_file, remove, replacing, same_file
+from .schema import table_names
 from .snapshot import OPEN_TIMEOUT_SECONDS, connect_read_only, write_dump
 
 
@@ -78,10 +79,8 @@ def verify(path: str, throttle: Optional[Throttle] = None) -> Dict[str, Any]:
 def verify_connection(conn: sqlite3.Connection, path: str) -> Dict[str, Any]:
     """``verify`` on an open connection (``path`` only names it in the report)."""
     integrity = [row[0] for row in conn.execute("PRAGMA integrity_check")]
-    names = [row[0] for row in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
-        "ORDER BY name")]
-    tables = {name: conn.execute("SELECT count(*) FROM %s" % _quoted(name)).fetchone()[0] for name in names}
+    tables = {name: conn.execute("SELECT count(*) FROM %s" % _quoted(name)).fetchone()[0]
+              for name in table_names(conn)}
     return {"path": path, "integrity": integrity, "ok": integrity == ["ok"], "tables": tables}
 
 

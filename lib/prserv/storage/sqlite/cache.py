@@ -1,5 +1,5 @@
-"""What one PR table keeps in memory: a few facts per package and per checksum, by a
-byte budget.
+"""The package cache of one PR table: the few facts per package and per checksum a
+request needs, read from the file on first use and kept coherent with its writers.
 
 A request needs a package's largest value and one checksum's smallest and largest
 value; never the whole package.  What it needs is read on first use through an

@@ -46,12 +46,19 @@ def open_connection(filename: str, read_only: bool = False, synchronous: str = "
             if exclusive:
                 conn.execute("BEGIN IMMEDIATE")      # take the lock now
                 conn.execute("COMMIT")
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            read_now(conn)
             conn.execute("PRAGMA busy_timeout = %d" % (BUSY_TIMEOUT_SECONDS * 1000))
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def read_now(conn: sqlite3.Connection) -> None:
+    """Have SQLite read the file now: opening reads nothing, so a file another process
+    holds or a file that is no database fails here, not at the first request.  Inside
+    a read transaction this read takes the transaction's snapshot."""
+    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
 
 def _prepare_path(filename: str, read_only: bool) -> None:

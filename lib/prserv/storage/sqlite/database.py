@@ -1,4 +1,5 @@
-"""One SQLite database file: its connection, its tables, and how writes reach the disk."""
+"""One open SQLite database file (``SQLiteDatabase``): what the engines of its tables
+share -- the connection, its write transactions, the log's checkpoints, a mirror's lock."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Where a database lives on disk: the file, the files SQLite keeps beside it, and
-replacing it whole.
+"""A database's files on disk: the file and what SQLite keeps beside it, handled as one.
 
 A database is the file and, while in use, its ``-wal``/``-shm`` (WAL mode) or
 ``-journal``; a copy or a restore creates, renames and removes them together.

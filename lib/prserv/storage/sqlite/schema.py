@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+from typing import List
 
 from ...errors import DatabaseError
 from ...log import logger
@@ -103,6 +104,13 @@ def create_value_index(conn: sqlite3.Connection, table: str) -> None:
 def _exists(conn: sqlite3.Connection, kind: str, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = ? AND name = ?",
                         (kind, name)).fetchone() is not None
+
+
+def table_names(conn: sqlite3.Connection) -> List[str]:
+    """The file's tables by name, SQLite's own (``sqlite_sequence``...) left out."""
+    return [row[0] for row in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+        "ORDER BY name")]
 
 
 def table_exists(conn: sqlite3.Connection, table: str) -> bool:

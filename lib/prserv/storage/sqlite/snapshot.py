@@ -25,6 +25,7 @@ from typing import IO, Callable, Iterator, Optional
 from . import files, users
 from ...errors import BackupError, DatabaseBusy
 from ..engine import DumpSource
+from .connection import read_now
 from .errors import DATABASE, translated
 
 OPEN_TIMEOUT_SECONDS = 1.0
@@ -49,7 +50,7 @@ def connect_read_only(path: str, timeout: float = OPEN_TIMEOUT_SECONDS) -> sqlit
     try:
         with translated("cannot read database %s" % path, BackupError, busy=lambda exc: DatabaseBusy(
                 "database %s is in use: %s (%s)" % (path, BUFFERED_HINT, exc))):
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            read_now(conn)
     except BaseException:
         conn.close()
         raise
@@ -61,7 +62,7 @@ def pin_snapshot(conn: sqlite3.Connection) -> None:
     sees the database as it was at this moment (WAL mode: other connections keep
     committing meanwhile).  ``BEGIN`` alone takes no snapshot; the first read does."""
     conn.execute("BEGIN")
-    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    read_now(conn)
 
 
 def iter_dump(conn: sqlite3.Connection) -> Iterator[str]:

@@ -1,4 +1,5 @@
-"""Write transactions of one SQLite connection, and group commit.
+"""The write transactions of one SQLite connection (shared by a turn's writes: group
+commit).
 
 Every write runs in a ``BEGIN IMMEDIATE`` transaction: it holds SQLite's write lock,
 and the package caches re-read what other processes committed under it, so
