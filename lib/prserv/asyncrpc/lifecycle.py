@@ -1,4 +1,4 @@
-"""The server's lifecycle: listeners, admission and sessions, from start to stop.
+"""The server's lifecycle: its sessions, from each one's admission to shutdown.
 
 ``AsyncServer`` chooses its listeners (``start_server``), starts them with its
 resources (``start_serving``), admits every connection they accept (``admit``: a

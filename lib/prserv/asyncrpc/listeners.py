@@ -1,4 +1,4 @@
-"""Listeners: the endpoints that accept connections and hand each to the server.
+"""Listeners: endpoints handing each accepted connection to the server.
 
 A listener binds one address (TCP, a unix socket, a websocket), wraps each accepted
 client in its ``Connection`` kind and calls ``handler(connection)`` -- the server's

@@ -1,4 +1,4 @@
-"""The serving process: an event loop, its signals, and the fork that runs it.
+"""The serving process: an event loop with its signals, here or in a forked child.
 
 ``ServingProcess`` (a base of ``AsyncServer``) runs a server's
 ``start_serving`` / ``serve`` in this process (``serve_forever``) or in a forked

@@ -1,4 +1,4 @@
-"""The stream transport: TCP and unix-socket connections.
+"""The stream transport: connections over TCP or a unix socket.
 
 ``StreamConnection`` is an ``asyncio.Protocol`` (``LineProtocol``, which also takes
 a trusted proxy's PROXY header before any line) feeding the sans-I/O
