@@ -30,9 +30,11 @@ from prserv.storage.sqlite.schema import checked_identifier as _checked_identifi
 from prserv.errors import DatabaseError
 
 LIB = Path(__file__).resolve().parent.parent / "lib" / "prserv"
-SQL_METHODS = {"execute", "executemany", "executescript", "fetch", "fetchrow", "fetchval", "_query"}
+SQL_METHODS = {"execute", "executemany", "executescript", "fetch", "fetchrow", "fetchval", "_query",
+               "write_statement", "write_repeated"}
 """sqlite3's and asyncpg's methods that take SQL text, and the PostgreSQL engine's
-``_query``, which passes its text on to one of asyncpg's."""
+``_query``, ``write_statement`` and ``write_repeated``, which pass their text on to
+one of asyncpg's."""
 
 # --------------------------------------------------------------------------- 1a. audit
 
@@ -108,6 +110,9 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     # ``sqlite3 NEW.db < dump.sql`` does -- an operator's file, never request data.
     ("storage/sqlite/backup.py", "verify_connection"): {"_quoted(name)"},
     ("storage/sqlite/backup.py", "apply_sql"): {"statement"},
+    # The PostgreSQL engine's write_statement passes its caller's text on (audited
+    # at each caller, since write_statement is one of SQL_METHODS).
+    ("storage/postgresql/engine.py", "PostgreSQLEngine.write_statement"): {"query"},
 }
 
 
@@ -193,6 +198,8 @@ class _Evaluator:
             return self.is_constant(node.left, seen) and self.is_constant(node.right, seen)
         if isinstance(node, ast.UnaryOp):
             return self.is_constant(node.operand, seen)
+        if _dotted(node) in self.constants:
+            return self.is_constant(self.constants[_dotted(node)], seen)
         if isinstance(node, ast.Tuple):
             return all(self.is_constant(element, seen) for element in node.elts)
         return False
@@ -215,6 +222,8 @@ class _Evaluator:
                 and node.func.attr == "format":
             parts = list(node.args) + [keyword.value for keyword in node.keywords]
             return self.ingredients(node.func.value, seen).union(*(self._piece(p, seen) for p in parts))
+        if _dotted(node) in self.constants:                       # module.CONSTANT
+            return self.ingredients(self.constants[_dotted(node)], seen)
         if isinstance(node, ast.Name) and node.id not in seen:
             values = self._values_of(node.id)
             if values is not None:
@@ -240,12 +249,53 @@ def _module_constants(tree: ast.Module) -> Dict[str, ast.AST]:
     return constants
 
 
+def _dotted(node: ast.AST) -> str:
+    """``module.NAME`` for an attribute of a name, else ''."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        return "%s.%s" % (node.value.id, node.attr)
+    return ""
+
+
+def _imported_constants(tree: ast.Module, path: Path) -> Dict[str, ast.AST]:
+    """The constants a module takes from its package's modules (``from .m import C``
+    as ``C``, ``from . import m`` as ``m.C``), each one that is constant text in its
+    own module standing as a constant here (anything else as it is, to be flagged)."""
+    found: Dict[str, ast.AST] = {}
+    for statement in tree.body:
+        if not (isinstance(statement, ast.ImportFrom) and statement.level):
+            continue
+        base = path.parent
+        for _ in range(statement.level - 1):
+            base = base.parent
+        if statement.module:
+            base = base.joinpath(*statement.module.split("."))
+        for alias in statement.names:
+            name = alias.asname or alias.name
+            module_file = base / (alias.name + ".py")
+            if module_file.exists():                                   # from . import module
+                for constant, value in _checked_constants(module_file).items():
+                    found["%s.%s" % (name, constant)] = value
+            elif base.with_suffix(".py").exists():                     # from .module import NAME
+                constants = _checked_constants(base.with_suffix(".py"))
+                if alias.name in constants:
+                    found[name] = constants[alias.name]
+    return found
+
+
+def _checked_constants(path: Path) -> Dict[str, ast.AST]:
+    """A module's constants, those built only of constant text replaced by ''."""
+    constants = _module_constants(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+    evaluator = _Evaluator(constants, _Function(None))
+    return {name: ast.Constant("") if not evaluator.ingredients(value) else value
+            for name, value in constants.items()}
+
+
 def sql_sites(root: Path = LIB) -> List[Tuple[str, str, int, Set[str]]]:
     """(file, function, line, non-constant pieces) of every execute call under ``root``."""
     sites = []
     for path in sorted(root.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        constants = _module_constants(tree)
+        constants = {**_imported_constants(tree, path), **_module_constants(tree)}
         relative = path.relative_to(root).as_posix()
 
         def visit(node: ast.AST, qualname: List[str], function: _Function) -> None:
@@ -356,16 +406,17 @@ def test_synchronous_and_table_names_are_validated(tmp_path):
     assert isinstance(first, ast.Expr) and ast.unparse(first) == "checked_identifier(name)"
 
 
-@pytest.mark.parametrize("engine, where, clause", [
-    ("sqlite", "' AND '.join(clauses)", "'%s = ?' % column"),
-    ("postgresql", "' AND '.join(clauses) or 'TRUE'", "'%s = $%d' % (column, len(params))")])
-def test_export_where_clause_is_built_from_constant_columns(engine, where, clause):
-    """``where`` in each engine's ``_select``: constant clauses and ``"%s = ?" % column``
-    (``$n`` numbered on PostgreSQL) only, ``column`` from the ``filters`` pairs, which
-    every caller writes as literals."""
-    tree = ast.parse((LIB / "storage" / engine / "engine.py").read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module, selector, filters_at, where, clause", [
+    ("sqlite/engine.py", "_select", 0, "' AND '.join(clauses)", "'%s = ?' % column"),
+    ("postgresql/export.py", "select_batches", 1, "' AND '.join(clauses) or 'TRUE'",
+     "'%s = $%d' % (column, len(params))")])
+def test_export_where_clause_is_built_from_constant_columns(module, selector, filters_at, where, clause):
+    """``where`` in each engine's export selection: constant clauses and ``"%s = ?" %
+    column`` (``$n`` numbered on PostgreSQL) only, ``column`` from the ``filters``
+    pairs, which every caller writes as literals."""
+    tree = ast.parse((LIB / "storage" / module).read_text(encoding="utf-8"))
     select = next(node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-                  and node.name == "_select")
+                  and node.name == selector)
     bindings = _Function(select).bindings
     assert [ast.unparse(v) if v is not _Function.UNKNOWN else None for v in bindings["where"]] == [where]
     appends = [node for node in ast.walk(select) if isinstance(node, ast.Call)
@@ -380,11 +431,11 @@ def test_export_where_clause_is_built_from_constant_columns(engine, where, claus
         assert isinstance(value, ast.List) and all(isinstance(e, ast.Constant) for e in value.elts)
     callers = [node for path in LIB.rglob("*.py")
                for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-               if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-               and node.func.attr == "_select"]
+               if isinstance(node, ast.Call) and (ast.unparse(node.func).rpartition(".")[2] == selector)]
     assert callers
     for call in callers:
-        (filters,) = call.args
+        assert len(call.args) == filters_at + 1, ast.unparse(call)
+        filters = call.args[filters_at]
         assert isinstance(filters, ast.List), ast.unparse(call)
         for pair in filters.elts:
             assert isinstance(pair, ast.Tuple) and isinstance(pair.elts[0], ast.Constant) \

@@ -248,13 +248,13 @@ class PostgreSQLEngine(Engine):
         return await self.retried(lambda: self._on_pooled(lambda connection: getattr(connection, method)(
             query, *args)))
 
-    async def _write(self, query: str, *args: Any, method: str = "fetchrow") -> Any:
+    async def write_statement(self, query: str, *args: Any, method: str = "fetchrow") -> Any:
         """A one-statement write (its own transaction) that is safe to repeat: sent
         again on a new connection while the database is out, never abandoned."""
         return (await self.write_repeated(query, *args, method=method))[0]
 
     async def write_repeated(self, query: str, *args: Any, method: str = "fetchrow") -> Tuple[Any, bool]:
-        """``_write``'s result, and whether the write was sent more than once (then
+        """``write_statement``'s result, and whether the write was sent more than once (then
         an earlier attempt may have stored what the last one found)."""
         attempts = 0
 
@@ -284,7 +284,7 @@ class PostgreSQLEngine(Engine):
         if self.read_only:
             raise ReadOnlyError("database is open read-only")
         columns = list(zip(*rows)) if rows else [(), (), (), ()]
-        status = await self._write(
+        status = await self.write_statement(
             "INSERT INTO prmain (version, pkgarch, checksum, value, key) "
             "SELECT v, p, c, x, string_to_array(x, '.')::numeric[] "
             "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS r (v, p, c, x) "
@@ -318,12 +318,12 @@ class PostgreSQLEngine(Engine):
     async def put_user(self, record: UserRecord) -> None:
         if self.read_only:
             raise ReadOnlyError("database is open read-only")
-        await self._write(users.PUT, *row_of(record), method="execute")
+        await self.write_statement(users.PUT, *row_of(record), method="execute")
 
     async def remove_user(self, username: str) -> bool:
         if self.read_only:
             raise ReadOnlyError("database is open read-only")
-        status = await self._write(users.REMOVE, username, method="execute")
+        status = await self.write_statement(users.REMOVE, username, method="execute")
         return status.split()[-1] == "1"
 
     def answer_gate(self) -> Any:
