@@ -1,8 +1,9 @@
 """The stream transport: connections over TCP or a unix socket.
 
-``StreamConnection`` is an ``asyncio.Protocol`` (``LineProtocol``, which also takes
-a trusted proxy's PROXY header before any line) feeding the sans-I/O
-``LineBuffer`` -- cheaper per request than ``StreamReader.readline``.  A server
+A ``StreamConnection`` reads through ``LineProtocol``, an ``asyncio.Protocol``
+feeding the sans-I/O ``LineBuffer`` -- cheaper per request than
+``StreamReader.readline`` -- that first takes a trusted proxy's PROXY header when
+one is expected.  A server
 pumps messages out of it (``pump_messages``, ``_MessagePump``) straight from
 ``data_received``, so a request that needs no waiting is answered without a task
 switch.  ``open_tcp_connection`` / ``open_unix_connection`` open one as a client.
