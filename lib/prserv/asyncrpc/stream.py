@@ -3,10 +3,10 @@
 A ``StreamConnection`` reads through ``LineProtocol``, an ``asyncio.Protocol``
 feeding the sans-I/O ``LineBuffer`` -- cheaper per request than
 ``StreamReader.readline`` -- that first takes a trusted proxy's PROXY header when
-one is expected.  A server
-pumps messages out of it (``pump_messages``, ``_MessagePump``) straight from
-``data_received``, so a request that needs no waiting is answered without a task
-switch.  ``open_tcp_connection`` / ``open_unix_connection`` open one as a client.
+one is expected.  A server pumps messages out of it (``pump_messages``,
+``_MessagePump``) straight from ``data_received``, so a request that needs no
+waiting is answered without a task switch.  ``open_tcp_connection`` /
+``open_unix_connection`` open one as a client.
 """
 
 from __future__ import annotations
