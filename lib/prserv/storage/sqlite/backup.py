@@ -1,4 +1,4 @@
-"""Offline copies of a database: backups, restores and their verification.
+"""Offline copies of a database (``prserv backup``, ``restore``, ``verify``).
 
 * ``backup_file``: a binary copy made with ``VACUUM INTO`` while a server keeps
   writing.  In WAL mode a reader never blocks the writer, and ``VACUUM INTO``

@@ -1,4 +1,4 @@
-"""A database's files on disk: the file and what SQLite keeps beside it, handled as one.
+"""A database's files on disk, handled as one.
 
 A database is the file and, while in use, its ``-wal``/``-shm`` (WAL mode) or
 ``-journal``; a copy or a restore creates, renames and removes them together.

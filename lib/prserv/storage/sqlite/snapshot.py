@@ -1,4 +1,4 @@
-"""Consistent snapshots of a database in use, and their SQL text.
+"""Consistent snapshots of a database in use.
 
 A snapshot is one SQLite read transaction: in WAL mode a reader never blocks the
 writer, so a server keeps committing while it is read.
