@@ -16,9 +16,11 @@ def create_server(addr, dbpath, upstream=None, read_only=False, **options):
     ``ws://host:port``, or a list of them); nothing is bound until it serves
     (``serve_forever`` / ``serve_as_process``).  ``options``: ``upstream_timeout``
     (seconds, default 10), ``sync_mode``, ``cache_size`` (bytes), ``limits``."""
+    from .runtime.reload import reload_on_sighup
     from .server.prserver import PRServer
 
     server = PRServer(dbpath, read_only=read_only, upstream=upstream, **options)
+    reload_on_sighup(server)                    # its log files reopened on SIGHUP, as before
     for address in [addr] if isinstance(addr, str) else addr:
         server.start_server(address)
     return server
