@@ -13,10 +13,17 @@ from typing import IO, Any, AsyncIterator, Iterable, List, Optional, Tuple, Unio
 from . import messages
 from .asyncrpc import AsyncClient, Client, ConnectionClosedError, InvokeError, ProtocolError
 from .asyncrpc.client import SHARED
+from .asyncrpc import protocol
 from .asyncrpc.protocol import parse_json
 from .dumptext import DumpDecoder
 from .errors import AuthenticationError, InvalidDumpAnswer
 from .log import logger
+
+
+def _error_text(answer: Any) -> str:
+    """What an invoke-error answer says (or the answer itself, for anything else)."""
+    text = protocol.invoke_error_text(answer)
+    return repr(answer) if text is None else text
 
 class PRAsyncClient(AsyncClient):
     def __init__(self, timeout: float = 30, credentials: Optional[Tuple[str, str]] = None,
@@ -40,7 +47,7 @@ class PRAsyncClient(AsyncClient):
             permissions = messages.granted_permissions_of(answer)
             if permissions is None:
                 raise AuthenticationError("%s refused the token of user %s: %.200s"
-                                          % (self.address, user, messages.error_text(answer)))
+                                          % (self.address, user, _error_text(answer)))
             self.permissions = permissions
 
     async def _field(self, request: dict, field: str = messages.VALUE) -> Any:
@@ -145,7 +152,7 @@ class PRAsyncClient(AsyncClient):
             raise ConnectionError("dump from %s failed: %s" % (self.address, exc)) from exc
 
     async def _small_dump(self, answer: Any, fd: IO[str]) -> int:
-        error = messages.invoke_error_of(answer)
+        error = protocol.invoke_error_text(answer)
         if error is not None:
             await self.disconnect()              # the server closes after an invoke-error
             raise InvokeError(error)

@@ -131,23 +131,6 @@ def get_all_users() -> Message:
 # --------------------------------------------------------------------------- answers
 # A builder for each answer the server sends, a parser for each one a client reads.
 
-INVOKE_ERROR = "invoke-error"
-
-
-def invoke_error_of(answer: Any) -> Optional[str]:
-    """What an invoke-error answer says; None if ``answer`` is not one."""
-    if not isinstance(answer, dict) or INVOKE_ERROR not in answer:
-        return None
-    error = answer[INVOKE_ERROR]
-    return str(error.get("message") if isinstance(error, dict) else error)
-
-
-def error_text(answer: Any) -> str:
-    """What an invoke-error answer says (or the answer itself, for anything else)."""
-    text = invoke_error_of(answer)
-    return repr(answer) if text is None else text
-
-
 def value_answer(value: Any) -> Message:
     """get-pr, test-pr, test-package, max-package-pr, import-one (read with
     ``answer_field(answer, VALUE)``)."""
@@ -367,7 +350,7 @@ def auth_answer(username: str, permissions: Iterable[str]) -> Message:
 
 def granted_permissions_of(answer: Any) -> Optional[List[str]]:
     """The permissions an auth answer grants; None if the token was refused."""
-    if not isinstance(answer, dict) or INVOKE_ERROR in answer or not isinstance(answer.get("permissions"), list):
+    if not isinstance(answer, dict) or not isinstance(answer.get("permissions"), list):     # an invoke-error has none
         return None
     return answer["permissions"]
 

@@ -205,4 +205,4 @@ async def _answer_with(connection: Connection, reason: str) -> None:
     if wants_headers:
         await connection.send_lines(protocol.header_block_lines({}))
     await connection.recv_message()
-    await connection.send_message({"invoke-error": {"message": reason}})
+    await connection.send_message(protocol.invoke_error(reason))

@@ -17,6 +17,7 @@ import contextlib
 import logging
 from typing import Any, Deque, Optional, Tuple
 
+from . import protocol
 from .connection import Connection
 from .exceptions import ConnectionClosedError
 
@@ -131,7 +132,7 @@ class HeldAnswers:
     async def _send_error_and_close(self, message: str) -> None:
         try:
             with contextlib.suppress(ConnectionClosedError, OSError):
-                await self.connection.send_message({"invoke-error": {"message": message}})
+                await self.connection.send_message(protocol.invoke_error(message))
             await self.connection.close()
         finally:
             self._sender = None

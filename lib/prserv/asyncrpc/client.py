@@ -35,11 +35,6 @@ SHARED = object()
 """``outages`` default: the process's ``OutageLog`` for the client's logger."""
 
 
-def _invoke_error_text(result: Dict[str, Any]) -> str:
-    error = result["invoke-error"]
-    return str(error.get("message") if isinstance(error, dict) else error)
-
-
 class AsyncClient:
     """Base of protocol clients; subclasses add one coroutine per command."""
 
@@ -160,9 +155,10 @@ class AsyncClient:
             return await self.socket.recv_message()
 
         result = await self._send_wrapper(proc)
-        if isinstance(result, dict) and "invoke-error" in result:
+        error = protocol.invoke_error_text(result)
+        if error is not None:
             await self.disconnect()      # the server closes after an invoke-error
-            raise InvokeError(_invoke_error_text(result))
+            raise InvokeError(error)
         return result
 
     async def invoke_pipelined(self, messages: Iterable[Any], window: int = 64) -> AsyncIterator[Any]:
@@ -192,8 +188,9 @@ class AsyncClient:
                     return
                 result = await socket.recv_message()
                 pending -= 1
-                if isinstance(result, dict) and "invoke-error" in result:
-                    raise InvokeError(_invoke_error_text(result))
+                error = protocol.invoke_error_text(result)
+                if error is not None:
+                    raise InvokeError(error)
                 yield result
         except (OSError, ConnectionClosedError, ProtocolError, asyncio.TimeoutError) as exc:
             await self.disconnect()

@@ -24,7 +24,7 @@ class Limits:
     is dropped as it arrives (at most ``max_line`` bytes are ever held)."""
     max_line: int = DEFAULT_MAX_LINE
     """Bytes of one unchunked line held in memory while it arrives."""
-    max_nesting: int = MAX_REQUEST_NESTING
+    max_depth: int = MAX_REQUEST_NESTING
     """Levels of arrays and objects in one request; deeper is refused unparsed."""
     max_handshake_line: int = 4096
     """Bytes of one connection-setup line (protocol line or header)."""

@@ -39,7 +39,7 @@ class Listener:
         limits = limits or Limits()
         self.max_line = limits.line_limit
         self.max_message = limits.max_message
-        self.max_depth = limits.max_nesting
+        self.max_depth = limits.max_depth
         self.server: Any = None
         self.loop: Optional[asyncio.AbstractEventLoop] = None
         """The loop serving this listener (set as it starts)."""

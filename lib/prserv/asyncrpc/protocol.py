@@ -18,7 +18,7 @@ import functools
 import itertools
 import json
 import re
-from typing import AsyncIterator, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .exceptions import HandshakeError, LineTooLongError, ProtocolError
 
@@ -36,6 +36,24 @@ MAX_REQUEST_NESTING = 64
 """Deepest nesting of arrays and objects a server accepts in one request (a PR
 request nests two deep).  Checked before parsing, so that the answer is the same on
 every Python: ``json`` alone gives up at 1,000 levels on 3.9 but parses 5,000 on 3.13."""
+
+INVOKE_ERROR = "invoke-error"
+
+
+def invoke_error(message: str) -> Dict[str, Dict[str, str]]:
+    """The answer refusing a request: ``{"invoke-error": {"message": message}}``
+    (bitbake's client raises on it; a server closes the connection after it unless
+    the request was only refused, ``RequestRefused``)."""
+    return {INVOKE_ERROR: {"message": message}}
+
+
+def invoke_error_text(answer: Any) -> Optional[str]:
+    """What an invoke-error answer says; None if ``answer`` is not one."""
+    if not isinstance(answer, dict) or INVOKE_ERROR not in answer:
+        return None
+    error = answer[INVOKE_ERROR]
+    return str(error.get("message") if isinstance(error, dict) else error)
+
 
 MAX_HEADERS = 256
 """Most header lines accepted during connection setup."""

@@ -191,7 +191,7 @@ class AsyncServerConnection(Session, HeldAnswers):
         except RequestRefused as exc:
             self._count(started, False)
             self.logger.info("refused: %s", exc)
-            await self._send({"invoke-error": {"message": str(exc)}}, None)
+            await self._send(protocol.invoke_error(str(exc)), None)
             return True
         except (InvokeError, ClientError) as exc:
             self._count(started, False)
@@ -226,7 +226,7 @@ class AsyncServerConnection(Session, HeldAnswers):
     async def _refuse(self, message: str) -> None:
         self.end_reason = "invoke-error: %s" % message
         self.logger.info("invoke-error: %s", message)
-        await self._send({"invoke-error": {"message": message}}, None)
+        await self._send(protocol.invoke_error(message), None)
 
     async def dispatch_message(self, message: Any) -> Any:
         if not isinstance(message, dict):
