@@ -11,7 +11,9 @@ the machine does, so trees compare across sittings.  Each TREE's ``bin/bitbake-p
 ``prbench.py`` sending N and then 2N requests (``--requests`` per client); the
 difference of the two totals divided by N is the count per request (start-up and
 shutdown cancel out).  ``--loop`` is set through ``PRSERV_EVENT_LOOP`` (a tree older
-than that setting runs asyncio anyway).  Prints one line per tree and mode, and a
+than that setting runs asyncio anyway).  Counts still move by a few percent between
+runs: how many answers share a commit depends on timing; compare differences larger
+than that, or repeat.  Prints one line per tree and mode, and a
 JSON line.  Needs valgrind on PATH; slow (a run takes tens of seconds).
 """
 
@@ -66,6 +68,7 @@ def main() -> int:
         print("instructions: valgrind is not on PATH", file=sys.stderr)
         return 1
     os.environ["PRSERV_EVENT_LOOP"] = args.loop
+    os.environ["PYTHONHASHSEED"] = "0"          # the same dict layouts in every run
     found: Dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="prserv-instructions-") as work:
         for n, tree in enumerate(args.trees):
