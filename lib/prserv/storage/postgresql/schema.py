@@ -156,8 +156,11 @@ async def ensure(connection: Any, read_only: bool, shown_url: str) -> None:
                 await connection.execute(statement)
         if version < SCHEMA_VERSION:
             await connection.execute("UPDATE prserv_schema SET version = $1", SCHEMA_VERSION)
+    # Whether the table has rows is asked of the table: the statistics views' row
+    # counts reach them up to a second after a commit (a table filled just now by
+    # ``prserv copy`` read as empty there, and was left to be planned blind).
     never_analyzed = await connection.fetchval(
-        "SELECT last_analyze IS NULL AND last_autoanalyze IS NULL AND n_live_tup + n_dead_tup > 0 "
+        "SELECT last_analyze IS NULL AND last_autoanalyze IS NULL AND EXISTS (SELECT 1 FROM prmain) "
         "FROM pg_stat_user_tables WHERE relname = 'prmain'")
     if never_analyzed:
         await connection.execute("ANALYZE prmain")
