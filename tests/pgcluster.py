@@ -143,6 +143,16 @@ def _quit(pid: Optional[int], how: int = signal.SIGQUIT) -> None:
         time.sleep(0.01)
 
 
+def programs() -> str:
+    """The directory of PostgreSQL's programs the suite uses: the ``pgserver`` wheel's,
+    else ``_find_bin``'s."""
+    try:
+        import pgserver._commands as commands  # type: ignore[import-not-found]
+    except ImportError:
+        return _find_bin()
+    return str(commands.POSTGRES_BIN_PATH)
+
+
 def _find_bin() -> str:
     candidates: List[str] = []
     if os.environ.get("PRSERV_TEST_PG_BIN"):

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import List, Optional
+from typing import List
 
 import pgcluster
 
@@ -68,9 +68,6 @@ class Node:
             raise RuntimeError("psql %r on %s failed: %s" % (command, self.name, result.stderr))
         return result.stdout.strip()
 
-    def running(self) -> bool:
-        return self.run("pg_ctl", "-D", self.data, "status", check=False).returncode == 0
-
 
 class Pair:
     """A primary and its synchronous standby; ``url`` names both, primary first,
@@ -79,7 +76,7 @@ class Pair:
     def __init__(self, database: str = "prserv") -> None:
         self.directory = tempfile.mkdtemp(prefix="prserv-pair-")
         self.database = database
-        bin_dir = pgcluster._find_bin() if not _pgserver_bin() else _pgserver_bin()
+        bin_dir = pgcluster.programs()
         self.primary = Node(bin_dir, self.directory, "primary")
         self.standby = Node(bin_dir, self.directory, "standby")
         self.nodes: List[Node] = [self.primary, self.standby]
@@ -144,10 +141,3 @@ class Pair:
                 node.stop("immediate")
         shutil.rmtree(self.directory, ignore_errors=True)
 
-
-def _pgserver_bin() -> Optional[str]:
-    try:
-        import pgserver._commands as commands  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return str(commands.POSTGRES_BIN_PATH)

@@ -14,8 +14,6 @@ import asyncio
 import logging
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from typing import Dict, List, Tuple
@@ -27,7 +25,7 @@ from prserv.asyncrpc import InvokeError
 from prserv.asyncrpc.limits import Limits
 
 from pgpair import Node, Pair
-from processes import BIN, start_process
+from processes import start_process
 
 V, A = "zlib-1.3-r0", "core2-64"
 CLIENTS = 8

@@ -169,8 +169,7 @@ class Allocator:
             except WriteConflict as conflict:
                 state = conflict.state                  # another writer came first: decide again
             except WriteInterrupted as interrupted:
-                state = interrupted.state or await self.engine.package(version, pkgarch, checksum)
-                gained = _gained(decided_from, state, checksum, history)
+                state, gained = await self._after(interrupted, decided_from, version, pkgarch, checksum, history)
                 if gained is not None:
                     return gained                       # the lost write stored it
         raise PRServiceError("get-pr for %s/%s did not settle after %d rounds"
@@ -223,8 +222,7 @@ class Allocator:
             except WriteConflict:
                 continue                        # someone else wrote: read and decide again
             except WriteInterrupted as interrupted:
-                after = interrupted.state or await self.engine.package(version, pkgarch, checksum)
-                gained = _gained(decided_from, after, checksum, history)
+                _, gained = await self._after(interrupted, decided_from, version, pkgarch, checksum, history)
                 if gained is not None:
                     return gained                       # the lost write stored it
                 continue
@@ -259,22 +257,28 @@ class Allocator:
 
     async def _store_degraded(self, version: str, pkgarch: str, checksum: str, history: bool) -> RevisionKey:
         for _ in range(MAX_DECISION_ROUNDS):
-            scope = None
             try:
                 async with self.engine.write(version, pkgarch, checksum) as scope:
                     # Rows are never removed, so the checksum is still known here.
-                    state = scope.state
-                    key = degraded_value(state.checksum_value(checksum, history), state.max_key, history)
+                    decided_from = scope.state
+                    key = degraded_value(decided_from.checksum_value(checksum, history), decided_from.max_key,
+                                         history)
                     if await scope.store(checksum, key):
                         self.allocations += 1
                 return key
-            except WriteInterrupted as interrupted:
-                after = interrupted.state or await self.engine.package(version, pkgarch, checksum)
-                gained = _gained(scope.state, after, checksum, history) if scope is not None else None
+            except WriteInterrupted as interrupted:     # raised after the scope's state was read
+                _, gained = await self._after(interrupted, decided_from, version, pkgarch, checksum, history)
                 if gained is not None:
                     return gained                       # the lost write stored it
         raise PRServiceError("get-pr for %s/%s did not settle after %d rounds"
                              % (version, pkgarch, MAX_DECISION_ROUNDS))
+
+    async def _after(self, interrupted: WriteInterrupted, decided_from: PackageState, version: str, pkgarch: str,
+                     checksum: str, history: bool) -> Tuple[PackageState, Optional[RevisionKey]]:
+        """After a write whose outcome is unknown: the package as it is now, and the
+        value the checksum gained since ``decided_from`` (its answer), if any."""
+        after = interrupted.state or await self.engine.package(version, pkgarch, checksum)
+        return after, _gained(decided_from, after, checksum, history)
 
     async def close(self) -> None:
         if self.upstream is not None:

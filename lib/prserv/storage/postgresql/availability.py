@@ -34,10 +34,6 @@ class Outage:
         self.gave_up = 0
         """Requests of the current outage answered with an error after the wait."""
 
-    @property
-    def active(self) -> bool:
-        return self.started is not None
-
     def failed(self, exc: BaseException, first_for_request: bool) -> None:
         """A request met ``exc`` (an outage); the first such failure begins the outage."""
         if self.started is None:

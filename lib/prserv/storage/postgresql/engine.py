@@ -87,8 +87,6 @@ class PostgreSQLEngine(Engine):
         self.read_only = read_only
         self.driver = driver()
         self.driver_errors = driver_errors(self.driver)
-        self.outage_wait = outage_wait
-        """Seconds a request waits out an outage (``db_outage_wait``)."""
         self.outage = Outage(self.shown_url, outage_wait, logger, lambda text: hide_in(text, url))
         self.commit_durations = Durations()
         """A write's round trip, which ends with its commit."""
@@ -174,11 +172,11 @@ class PostgreSQLEngine(Engine):
         now = time.monotonic()
         if waiting_since is None:
             waiting_since = now
-        remaining = waiting_since + self.outage_wait - now
+        remaining = waiting_since + self.outage.wait - now
         if remaining <= 0:
             self.outage.gave_up_on()
             raise DatabaseUnavailable("the database %s is unreachable or not the primary, waited %g s "
-                                      "(db_outage_wait): %s" % (self.shown_url, self.outage_wait,
+                                      "(db_outage_wait): %s" % (self.shown_url, self.outage.wait,
                                                                 hide_in(cause(exc), self.url))) from None
         await asyncio.sleep(min(delay, remaining))
         return waiting_since
