@@ -103,18 +103,18 @@ class Pair:
         standby.configure("primary_conninfo = 'host=127.0.0.1 port=%d user=postgres application_name=%s'"
                           % (primary.port, STANDBY_NAME))
         standby.start()
-        self._wait_for(lambda: primary.psql("SELECT count(*) FROM pg_stat_replication WHERE "
+        self.wait_for(lambda: primary.psql("SELECT count(*) FROM pg_stat_replication WHERE "
                                             "application_name = '%s' AND state = 'streaming'"
                                             % STANDBY_NAME) == "1", "the standby to stream")
         primary.psql("ALTER SYSTEM SET synchronous_standby_names = '%s'" % STANDBY_NAME)
         primary.psql("SELECT pg_reload_conf()")
-        self._wait_for(lambda: primary.psql("SELECT sync_state FROM pg_stat_replication WHERE "
+        self.wait_for(lambda: primary.psql("SELECT sync_state FROM pg_stat_replication WHERE "
                                             "application_name = '%s'" % STANDBY_NAME) == "sync",
                        "the standby to be synchronous")
         primary.psql("CREATE DATABASE %s" % self.database)
 
     @staticmethod
-    def _wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    def wait_for(condition, what: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:

@@ -233,6 +233,10 @@ async def test_a_demoted_primary_is_left_for_the_new_one(tmp_path, pair):
         pair.primary.psql("ALTER SYSTEM SET default_transaction_read_only = on")
         pair.primary.psql("ALTER SYSTEM SET synchronous_standby_names = ''")
         pair.primary.psql("SELECT pg_reload_conf()")
+        # pg_reload_conf() only signals the postmaster: until it has read the file (a
+        # fresh session sees it), the server's pooled session could still write there.
+        pair.wait_for(lambda: pair.primary.psql("SHOW default_transaction_read_only") == "on",
+                       "the old primary to be read-only")
         async with await prserv.create_async_client(address) as client:
             for i in range(20, 40):
                 assert await client.getPR(V, A, "k%d" % i) == str(i)
