@@ -37,17 +37,29 @@ def not_below(value: RevisionKey, package_max: RevisionKey) -> RevisionKey:
     return value if value >= package_max else increased(package_max)
 
 
+def standing_value(package_max: Optional[RevisionKey], checksum_value: Optional[RevisionKey],
+                   history: bool) -> Optional[RevisionKey]:
+    """get-pr without upstream when the checksum keeps a value it holds: that value;
+    None when the next value is due (``local_value`` is then ``next_key(package_max)``).
+
+    Split from ``local_value`` because the two outcomes take different paths: a
+    standing value is answered without a write, the next value is stored by
+    ``WriteScope.store_next``, which finds which number is next under the lock."""
+    if package_max is None or checksum_value is None:
+        return None
+    if history or checksum_value >= package_max:
+        return checksum_value
+    return None
+
+
 def local_value(package_max: Optional[RevisionKey], checksum_value: Optional[RevisionKey],
                 history: bool) -> RevisionKey:
     """get-pr without upstream (docs/semantics.md §3).
 
     ``checksum_value`` is the checksum's min (history) or max (no history) value.
     """
-    if package_max is None or checksum_value is None:
-        return next_key(package_max)
-    if history:
-        return checksum_value
-    return not_below(checksum_value, package_max)
+    standing = standing_value(package_max, checksum_value, history)
+    return next_key(package_max) if standing is None else standing
 
 
 def next_child(base: RevisionKey, largest_child: Optional[int]) -> RevisionKey:

@@ -40,7 +40,7 @@ from typing import Dict, Optional, Tuple, Union
 from ..errors import PRServiceError, UpstreamError
 from ..log import logger
 from ..policy import (UPSTREAM_CHECKSUM, UPSTREAM_HAS_PACKAGE, UPSTREAM_MAX, UPSTREAM_MAX_AGAIN,
-                      Facts, Need, chained_value, degraded_value, local_value)
+                      Facts, Need, chained_value, degraded_value, standing_value)
 from ..revision import RevisionKey, key_to_revision, next_key, revision_key
 from ..storage.engine import Engine, PackageState, WriteConflict, WriteInterrupted
 from .upstream import Upstream
@@ -117,8 +117,8 @@ def _gained(before: PackageState, after: PackageState, checksum: str, history: b
     return after.checksum_value(checksum, history)
 
 
-def _local_decision(state: PackageState, checksum: str, history: bool) -> RevisionKey:
-    return local_value(state.max_key, state.checksum_value(checksum, history), history)
+def _standing(state: PackageState, checksum: str, history: bool) -> Optional[RevisionKey]:
+    return standing_value(state.max_key, state.checksum_value(checksum, history), history)
 
 
 class Allocator:
@@ -131,6 +131,25 @@ class Allocator:
         self.allocations = 0
         """Values get-pr stored (new checksums; not imports)."""
 
+    def get_pr_now(self, version: str, pkgarch: str, checksum: str, history: bool,
+                   store: bool = True) -> Optional[str]:
+        """``get_pr`` decided with plain calls when nothing can wait (no upstream, an
+        ``immediate`` engine); None when it has to be awaited."""
+        engine = self.engine.immediate
+        if engine is None or self.upstream is not None:
+            return None
+        state = engine.package_now(version, pkgarch, checksum)
+        standing = standing_value(state.max_key, state.checksum_value(checksum, history), history)
+        if standing is None:
+            if not store:
+                return key_to_revision(next_key(state.max_key))
+            with engine.write_now(version, pkgarch, checksum) as scope:
+                standing = _standing(scope.state, checksum, history)    # re-read under the lock
+                if standing is None:
+                    standing = scope.store_next_now(checksum)
+                    self.allocations += 1
+        return key_to_revision(standing)
+
     async def get_pr(self, version: str, pkgarch: str, checksum: str, history: bool,
                      store: bool = True) -> str:
         """The checksum's value; a new one is stored if ``store`` (a read-only session
@@ -140,38 +159,40 @@ class Allocator:
                 key = await self._chained(version, pkgarch, checksum, history, store)
             return key_to_revision(key)
         state = await self.engine.package(version, pkgarch, checksum)
-        key = _local_decision(state, checksum, history)
-        if not store or state.has_value(checksum, key):
-            return key_to_revision(key)                 # the usual case: nothing to write
-        return key_to_revision(await self._store(version, pkgarch, checksum, history, state))
+        standing = standing_value(state.max_key, state.checksum_value(checksum, history), history)
+        if standing is not None:
+            return key_to_revision(standing)            # the usual case: nothing to write
+        if not store:
+            return key_to_revision(next_key(state.max_key))
+        return key_to_revision(await self._store_next(version, pkgarch, checksum, history, state))
 
-    async def _store(self, version: str, pkgarch: str, checksum: str, history: bool,
-                     state: PackageState) -> RevisionKey:
-        """Decide from ``state`` and store, deciding again while other writers come first."""
+    async def _store_next(self, version: str, pkgarch: str, checksum: str, history: bool,
+                          state: PackageState) -> RevisionKey:
+        """Store the next value for a checksum that ``state`` gives none that stands,
+        deciding again under the write lock, and again while other writers come first.
+
+        Without an upstream a decision has two outcomes (``standing_value``): the
+        checksum's own value, answered as it is, or the package's next value."""
         for attempt in range(MAX_DECISION_ROUNDS):
-            key = _local_decision(state, checksum, history)
-            if state.has_value(checksum, key):
-                return key
             decided_from = state
             try:
                 async with self.engine.write(version, pkgarch, checksum, known=_trusted(state, attempt)) as scope:
                     decided_from = scope.state
-                    key = _local_decision(scope.state, checksum, history)   # re-read under the lock
-                    if scope.state.has_value(checksum, key):
-                        return key
-                    if key == next_key(scope.state.max_key):
-                        key = await scope.store_next(checksum)  # whichever number is next by then
-                        self.allocations += 1
-                        return key
-                    if await scope.store(checksum, key):
-                        self.allocations += 1
-                return key
+                    standing = _standing(scope.state, checksum, history)    # re-read under the lock
+                    if standing is not None:
+                        return standing
+                    key = await scope.store_next(checksum)      # whichever number is next by then
+                    self.allocations += 1
+                    return key
             except WriteConflict as conflict:
                 state = conflict.state                  # another writer came first: decide again
             except WriteInterrupted as interrupted:
                 state, gained = await self._after(interrupted, decided_from, version, pkgarch, checksum, history)
                 if gained is not None:
                     return gained                       # the lost write stored it
+            standing = _standing(state, checksum, history)
+            if standing is not None:
+                return standing
         raise PRServiceError("get-pr for %s/%s did not settle after %d rounds"
                              % (version, pkgarch, MAX_DECISION_ROUNDS))
 
