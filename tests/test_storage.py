@@ -163,3 +163,35 @@ async def test_read_only_is_a_property_of_the_session(tmp_path):
             assert await writer.getPR(V, A, "other") == "0"
     finally:
         await server.stop_serving()
+
+
+def test_the_plain_call_path_decides_as_the_coroutine_path(tmp_path):
+    """``Allocator.get_pr_now`` (SQLite's ``immediate`` face, what a server uses) and
+    ``get_pr`` (every other engine's path) give the same answers and store the same
+    rows, request by request: new checksums, repeats, history, a checksum bumped past
+    others, and answers that store nothing."""
+    from prserv.server.allocator import Allocator
+
+    requests = [("a", False, True), ("b", False, True), ("a", False, True), ("a", True, True),
+                ("c", True, True), ("b", False, True), ("d", False, False), ("b", True, False),
+                ("d", False, True), ("a", False, False), ("e", True, True), ("e", False, True)]
+    outcomes = []
+    for name, immediate in (("now", True), ("awaited", False)):
+        engine = SQLiteEngine(SQLiteDatabase(str(tmp_path / (name + ".sqlite3"))))
+        allocator = Allocator(engine)
+        try:
+            assert (engine.immediate is engine) is True
+            answers = []
+            for checksum, history, write in requests:
+                if immediate:
+                    answers.append(allocator.get_pr_now(V, A, checksum, history, write))
+                else:
+                    answers.append(finish_now(allocator.get_pr(V, A, checksum, history, write)))
+            rows = finish_now(first_batch(engine, True))
+            outcomes.append((answers, rows, allocator.allocations))
+        finally:
+            finish_now(engine.close())
+    assert outcomes[0] == outcomes[1]
+    answers, rows, allocations = outcomes[0]
+    assert answers == ["0", "1", "2", "0", "3", "4", "5", "1", "5", "6", "6", "6"]
+    assert allocations == 7 and len(rows) == 7

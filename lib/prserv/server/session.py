@@ -145,8 +145,11 @@ class PRServerClient(AsyncServerConnection):
         args = fields.arguments(request)
         version, pkgarch, checksum = fields.checksum_fields(args)
         history = fields.flag(args, "history", False)
-        return messages.value_answer(
-            await self.allocator.get_pr(version, pkgarch, checksum, history, store=not self.read_only))
+        store = not self.read_only
+        value = self.allocator.get_pr_now(version, pkgarch, checksum, history, store)
+        if value is None:
+            value = await self.allocator.get_pr(version, pkgarch, checksum, history, store)
+        return messages.value_answer(value)
 
     async def handle_test_pr(self, request: Any) -> Dict[str, Any]:
         args = fields.arguments(request)

@@ -9,6 +9,10 @@ these promises, which the rest of the package relies on:
   whose work never waits (SQLite reads a local file in the calling thread) finishes
   them without suspending, so a request that only reads is answered in one step,
   without a task (``prserv.asyncrpc.eager``).
+* **Plain calls where nothing waits.**  An engine that never waits also offers
+  ``immediate`` (an ``ImmediateEngine``): ``package`` and ``write`` as plain calls.
+  The allocator decides a request with them without creating a coroutine per step
+  -- on SQLite, most of a get-pr's cost beside the wire is that bookkeeping.
 * **Current state, as far as asked.**  ``package()`` gives what a decision needs
   (the package's largest value, one checksum's bounds, one base's largest child)
   with every row any process committed, plus this engine's own writes not yet
@@ -42,7 +46,7 @@ from __future__ import annotations
 
 import abc
 import types
-from typing import (Any, AsyncContextManager, AsyncIterator, Dict, Iterable, Iterator, List, Mapping, NamedTuple,
+from typing import (Any, AsyncContextManager, AsyncIterator, ContextManager, Dict, Iterable, Iterator, List, Mapping, NamedTuple,
                     Optional, Sequence, Tuple)
 
 from ..revision import RevisionKey, next_key, optional_key
@@ -170,6 +174,38 @@ class WriteScope(abc.ABC):
         return key
 
 
+class ImmediateWriteScope(abc.ABC):
+    """``WriteScope`` as plain calls, inside ``with engine.immediate.write_now(...)``."""
+
+    state: PackageState
+
+    @abc.abstractmethod
+    def store_now(self, checksum: str, key: RevisionKey) -> bool:
+        """``WriteScope.store``, without waiting."""
+
+    def store_next_now(self, checksum: str) -> RevisionKey:
+        """``WriteScope.store_next``, without waiting."""
+        key = next_key(self.state.max_key)      # read under the lock here
+        self.store_now(checksum, key)
+        return key
+
+
+class ImmediateEngine(abc.ABC):
+    """What an engine that never waits (it works in the calling thread) offers besides
+    its coroutines: the same reads and writes, with the same meaning and errors, as
+    plain calls."""
+
+    @abc.abstractmethod
+    def package_now(self, version: str, pkgarch: str, checksum: Optional[str] = None,
+                    children_of: Optional[RevisionKey] = None) -> PackageState:
+        """``Engine.package``, without waiting."""
+
+    @abc.abstractmethod
+    def write_now(self, version: str, pkgarch: str, checksum: Optional[str] = None) -> ContextManager[
+            ImmediateWriteScope]:
+        """``Engine.write`` (``with``), without waiting; the scope reads the state itself."""
+
+
 class DumpSource(abc.ABC):
     """One consistent snapshot of the database as SQL text, read line by line."""
 
@@ -217,6 +253,8 @@ class Engine(abc.ABC):
     table_name: str
     commit_durations: Durations
     """How long its commits take (metrics)."""
+    immediate: Optional[ImmediateEngine] = None
+    """This engine's plain-call face, if it never waits."""
 
     def wal_bytes(self) -> Optional[int]:
         """The size of the write-ahead log, where the engine has one of its own (metrics)."""

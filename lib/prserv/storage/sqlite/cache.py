@@ -228,7 +228,8 @@ class PackageCache:
               children_of: Optional[RevisionKey] = None) -> PackageState:
         """What a decision about the package needs: its largest value, ``checksum``'s
         bounds and the largest child of ``children_of``, if asked for."""
-        self.sync()
+        if not self._checked:                   # sync's own first test, without its call
+            self.sync()
         return self.loaded_state(version, pkgarch, checksum, children_of)
 
     def loaded_state(self, version: str, pkgarch: str, checksum: Optional[str] = None,

@@ -15,8 +15,8 @@ from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional,
 
 from ...log import logger
 from ...revision import RevisionKey, key_to_revision, optional_key
-from ..engine import (DumpSource, Engine, FeedPage, MirrorState, MirrorTarget, PackageState, Position,
-                      PositionedRow, Row, WriteScope, package_max_rows)
+from ..engine import (DumpSource, Engine, FeedPage, ImmediateEngine, ImmediateWriteScope, MirrorState,
+                      MirrorTarget, PackageState, Position, PositionedRow, Row, WriteScope, package_max_rows)
 from ...tokens import UserRecord
 from . import feed, snapshot, users
 from .errors import DATABASE, database_error
@@ -30,7 +30,7 @@ CHANGE_POLL_SECONDS = 0.1
 """How often ``wait_for_changes`` looks for commits of other processes."""
 
 
-class SQLiteEngine(Engine, MirrorTarget):
+class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
     """bitbake's PR table (``PRMAIN``, or another name) in an open SQLite file."""
 
     def __init__(self, database: SQLiteDatabase, table: str = PRMAIN, mirror: bool = False) -> None:
@@ -54,6 +54,7 @@ class SQLiteEngine(Engine, MirrorTarget):
                            "a read-write open indexes it once", self.table, database.filename)
         database.transactions.caches.append(self.cache)
         self.commit_durations = database.transactions.commit_durations
+        self.immediate = self
         self._change_waiters: List["asyncio.Future[None]"] = []
         database.transactions.after_commit.append(self._wake_change_waiters)
 
@@ -72,6 +73,10 @@ class SQLiteEngine(Engine, MirrorTarget):
     # ------------------------------------------------------------------ reading
     async def package(self, version: str, pkgarch: str, checksum: Optional[str] = None,
                       children_of: Optional[RevisionKey] = None) -> PackageState:
+        return self.package_now(version, pkgarch, checksum, children_of)
+
+    def package_now(self, version: str, pkgarch: str, checksum: Optional[str] = None,
+                    children_of: Optional[RevisionKey] = None) -> PackageState:
         try:                                    # a request's path: see _WriteScope
             return self.cache.state(version, pkgarch, checksum, children_of)
         except sqlite3.Error as exc:
@@ -104,6 +109,9 @@ class SQLiteEngine(Engine, MirrorTarget):
               children_of: Optional[RevisionKey] = None,
               known: Optional[PackageState] = None) -> "_WriteScope":
         return _WriteScope(self, version, pkgarch, checksum, children_of)   # re-read: cheap here
+
+    def write_now(self, version: str, pkgarch: str, checksum: Optional[str] = None) -> "_WriteScope":
+        return _WriteScope(self, version, pkgarch, checksum, None)
 
     def insert(self, version: str, pkgarch: str, checksum: str, key: RevisionKey) -> bool:
         """Store one row (inside a transaction); False if it already existed."""
@@ -340,9 +348,10 @@ def _wake(waiter: "asyncio.Future[None]") -> None:
         waiter.set_result(None)
 
 
-class _WriteScope(WriteScope):
-    """``async with engine.write(version, pkgarch) as scope``: a write transaction (or
-    a part of the group's shared one) with the package's state re-read under the lock."""
+class _WriteScope(WriteScope, ImmediateWriteScope):
+    """``async with engine.write(version, pkgarch) as scope`` (or ``with
+    engine.write_now(...)``): a write transaction (or a part of the group's shared
+    one) with the package's state re-read under the lock."""
 
     __slots__ = ("engine", "version", "pkgarch", "checksum", "children_of", "state")
 
@@ -356,7 +365,7 @@ class _WriteScope(WriteScope):
 
     # A write request's path: plain ``except`` clauses (free until raised), not the
     # ``with DATABASE`` blocks of the rest of the engine (about 0.15 us each).
-    async def __aenter__(self) -> "_WriteScope":
+    def __enter__(self) -> "_WriteScope":
         transactions = self.engine.db.transactions
         try:
             transactions.enter()
@@ -372,14 +381,23 @@ class _WriteScope(WriteScope):
             raise
         return self
 
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             self.engine.db.transactions.exit(exc_type is None)
         except sqlite3.Error as error:
             raise database_error(error) from error
 
-    async def store(self, checksum: str, key: RevisionKey) -> bool:
+    async def __aenter__(self) -> "_WriteScope":
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def store_now(self, checksum: str, key: RevisionKey) -> bool:
         try:
             return self.engine.insert(self.version, self.pkgarch, checksum, key)
         except sqlite3.Error as exc:
             raise database_error(exc) from exc
+
+    async def store(self, checksum: str, key: RevisionKey) -> bool:
+        return self.store_now(checksum, key)
