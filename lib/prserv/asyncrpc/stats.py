@@ -27,67 +27,71 @@ _bucket = bisect.bisect_left
 
 
 class Durations:
-    """A histogram of durations (``DURATION_BUCKETS``): count, sum, per-bucket counts."""
+    """A histogram of durations (``DURATION_BUCKETS``): count, sum, sum of squares,
+    the longest, per-bucket counts."""
 
-    __slots__ = ("count", "total", "buckets")
+    __slots__ = ("count", "total", "squares", "longest", "buckets")
 
     def __init__(self) -> None:
         self.count = 0
         self.total = 0.0
+        self.squares = 0.0
+        self.longest = 0.0
         self.buckets: List[int] = [0] * (len(DURATION_BUCKETS) + 1)   # the last one: +Inf
 
     def observe(self, seconds: float) -> None:
         self.count += 1
         self.total += seconds
+        self.squares += seconds * seconds
+        if seconds > self.longest:
+            self.longest = seconds
         self.buckets[_bucket(DURATION_BUCKETS, seconds)] += 1
 
 
 class CommandFigures(Durations):
     """One command's answers: their durations and counts by outcome."""
 
-    __slots__ = ("ok", "error")
+    __slots__ = ("error",)
 
     def __init__(self) -> None:
         super().__init__()
-        self.ok = 0
         self.error = 0
+
+    @property
+    def ok(self) -> int:
+        return self.count - self.error
 
 
 class RequestStats:
-    """Every request answered since the start or the last ``reset``."""
+    """Every request answered since the start or the last ``reset``: figures per
+    command only (a request updates one ``CommandFigures``), the totals summed when
+    asked for."""
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        self.num = 0
-        self.total_time = 0.0
-        self.max_time = 0.0
-        self._squares = 0.0
         self.commands: Dict[str, CommandFigures] = {}
 
     def record(self, command: str, seconds: float, ok: bool = True) -> None:
-        self.num += 1
-        self.total_time += seconds
-        self._squares += seconds * seconds
-        if seconds > self.max_time:
-            self.max_time = seconds
         figures = self.commands.get(command)
         if figures is None:
             figures = self.commands[command] = CommandFigures()
-        if ok:
-            figures.ok += 1
-        else:
-            figures.error += 1
         figures.observe(seconds)
+        if not ok:
+            figures.error += 1
 
     def requests(self) -> Dict[str, float]:
         """hashserv's ``requests`` object: num, total_time, max_time, average, stdev."""
-        num = self.num
-        mean = self.total_time / num if num else 0.0
-        variance = (self._squares - num * mean * mean) / (num - 1) if num > 1 else 0.0
-        return {"num": num, "total_time": self.total_time, "max_time": self.max_time,
-                "average": mean, "stdev": math.sqrt(max(variance, 0.0))}
+        every = list(self.commands.values())
+        num = sum(figures.count for figures in every)
+        total = sum(figures.total for figures in every)
+        squares = sum(figures.squares for figures in every)
+        mean = total / num if num else 0.0
+        variance = (squares - num * mean * mean) / (num - 1) if num > 1 else 0.0
+        longest = max((figures.longest for figures in every), default=0.0)
+        return {"num": num, "total_time": total, "max_time": longest, "average": mean,
+                "stdev": math.sqrt(max(variance, 0.0))}
 
     def by_command(self) -> Dict[str, Dict[str, int]]:
         """``{command: {"ok": n, "error": n}}``."""
