@@ -37,7 +37,8 @@ class Connection:
 
     @property
     def last_activity(self) -> float:
-        """``time.monotonic()`` when bytes last arrived (idle-timeout bookkeeping)."""
+        """``time.monotonic()`` when bytes last arrived, or a request that had to wait
+        was done (a long-poll or a long export is not idleness): idle-timeout bookkeeping."""
         return self._last_activity
 
     def stop_receiving(self) -> bool:
@@ -138,5 +139,6 @@ class Connection:
                     outcome = await outcome
                 finally:
                     self._handling = False
+                    self._last_activity = time.monotonic()     # a long request is not idleness
             if not outcome:
                 return

@@ -73,10 +73,6 @@ class AsyncServerConnection(Session, HeldAnswers):
         self.end_reason = "closed by the client"
         self.evicted = False
         self._closer: Optional[asyncio.Task] = None
-        self.last_answered = 0.0
-        """``time.monotonic()`` when a request was last handled: idleness counts from
-        the later of this and the last bytes received (a long-poll or a long export is
-        not idleness, nor is the moment right after it)."""
 
     async def handle_headers(self, headers: Dict[str, str]) -> Dict[str, str]:
         """Headers to answer ``needs-headers: true`` with (none by default)."""
@@ -122,7 +118,7 @@ class AsyncServerConnection(Session, HeldAnswers):
         connection = self.connection
         if not self.setup_done or self.evicted or not self.idle or connection.busy:
             return None
-        return max(connection.last_activity, self.last_answered)
+        return connection.last_activity
 
     def stop_receiving(self) -> None:
         """Server shutdown: take no more requests; close once the answers in flight
@@ -187,7 +183,6 @@ class AsyncServerConnection(Session, HeldAnswers):
         self.command = "unknown"
         try:
             response = await self.dispatch_message(message)
-            self.last_answered = time.monotonic()
         except RequestRefused as exc:
             self._count(started, False)
             self.logger.info("refused: %s", exc)

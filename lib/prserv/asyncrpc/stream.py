@@ -394,6 +394,7 @@ class _MessagePump:
 
     def _delivered(self, outcome: asyncio.Future) -> None:
         self._pending = None
+        self._protocol.last_activity = time.monotonic()    # a long request is not idleness
         if self.finished.done():
             return
         if outcome.cancelled():

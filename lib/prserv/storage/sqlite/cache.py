@@ -254,14 +254,15 @@ class PackageCache:
         if not self.exists:
             package.checksums = {}
             return package
-        (rows,) = self.conn.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM %s WHERE version = ? AND pkgarch = ? LIMIT ?)"
-            % self.table, (version, pkgarch, COMPLETE_ROWS + 1)).fetchone()
-        if rows <= COMPLETE_ROWS:
+        # One query for a small package (nearly all of them, and every package's first
+        # value): its rows, or the first COMPLETE_ROWS + 1 of a large one, which are
+        # then dropped for its maximum.
+        rows = self.conn.execute(
+            "SELECT checksum, value FROM %s WHERE version = ? AND pkgarch = ? LIMIT ?" % self.table,
+            (version, pkgarch, COMPLETE_ROWS + 1)).fetchall()
+        if len(rows) <= COMPLETE_ROWS:
             package.checksums = {}
-            for checksum, value in self.conn.execute(
-                    "SELECT checksum, value FROM %s WHERE version = ? AND pkgarch = ?" % self.table,
-                    (version, pkgarch)):
+            for checksum, value in rows:
                 package.add(checksum, _key_of_stored(value, version, pkgarch))
             return package
         self._read_maximum(package, version, pkgarch)
