@@ -748,7 +748,7 @@ def test_as_json(tmp_path):
         "mirror_audit_interval": {"value": 3600.0, "source": "default"},
         "db_pool_size": {"value": 10, "source": "default"},
         "db_connect_timeout": {"value": 30.0, "source": "default"},
-        "db_lock_timeout": {"value": 10.0, "source": "default"},
+        "db_lock_timeout": {"value": 20.0, "source": "default"},
         "db_outage_wait": {"value": 20.0, "source": "default"},
         "sync_mode": {"value": "immediate", "source": "default"},
         "cache_size": {"value": 64 * 2**20, "source": "default"},

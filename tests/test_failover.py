@@ -29,10 +29,6 @@ from processes import start_process
 
 V, A = "zlib-1.3-r0", "core2-64"
 CLIENTS = 8
-PATIENT = ("--db-lock-timeout", "60")
-"""With fsync and a synchronous standby on a shared test machine, a commit can wait
-seconds for the disk while it holds its package's lock; the writers queued behind it
-would reach the 10 s lock timeout.  These tests are about outages, not lock waits."""
 
 
 def stop(process, sig=signal.SIGTERM):
@@ -125,7 +121,7 @@ def pair():
 
 
 async def test_a_failover_under_load_answers_every_request_and_loses_nothing(tmp_path, pair):
-    server, address, lines = start_process(tmp_path, "-f", pair.url, *PATIENT)
+    server, address, lines = start_process(tmp_path, "-f", pair.url)
     mirror, mirror_address, _ = start_process(tmp_path, "--mirror", address, "--mirror-timeout", "1",
                                               db="mirror.sqlite3")
     try:
@@ -176,7 +172,7 @@ async def _mirror_rows(address: str) -> int:
 
 
 async def test_a_restart_under_load_answers_every_request(tmp_path, pair):
-    server, address, lines = start_process(tmp_path, "-f", pair.url, *PATIENT)
+    server, address, lines = start_process(tmp_path, "-f", pair.url)
     try:
         load = Load(address).start()
         await load.answered(200)

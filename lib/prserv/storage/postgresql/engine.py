@@ -42,10 +42,14 @@ from .writes import CheckedWrite, LockedWrite
 
 DEFAULT_POOL_SIZE = 10
 DEFAULT_CONNECT_TIMEOUT = 30.0
-DEFAULT_LOCK_TIMEOUT = 10.0
 DEFAULT_OUTAGE_WAIT = 20.0
 """Below bitbake's 30 s client timeout: a request that waited this long is still
 answered (with an error) before the build host gives up on the connection."""
+DEFAULT_LOCK_TIMEOUT = DEFAULT_OUTAGE_WAIT
+"""Writers of one package queue on its lock behind a commit, which PostgreSQL holds
+until a synchronous standby has it; a standby can take up to its status interval
+(``wal_receiver_status_interval``, 10 s by default) to say so.  A shorter lock
+timeout turned such a wait into errors for the writers queued behind it."""
 RETRY_FIRST_DELAY = 0.05
 RETRY_MAX_DELAY = 0.5
 """Pauses between a waiting request's attempts, doubling from the first to the
@@ -229,9 +233,9 @@ class PostgreSQLEngine(Engine):
         late.append(True)
         self._slow_commits += 1
         if self._slow_commits == 1:
-            logger.warning("a commit on %s has waited %g s and waits on: PostgreSQL holds every commit while "
-                           "a synchronous standby it needs is missing (synchronous_standby_names)",
-                           self.shown_url, self.slow_commit_seconds)
+            logger.warning("a commit on %s has waited %g s and still waits: PostgreSQL holds a commit until "
+                           "its synchronous standbys have it (synchronous_standby_names), so a missing or slow "
+                           "standby holds it, as does a slow disk", self.shown_url, self.slow_commit_seconds)
 
     def _commit_done_late(self, seconds: float) -> None:
         self._slow_commits -= 1
