@@ -94,26 +94,30 @@ class _Package(PackageState):
         bounds = self.checksums.get(checksum)                  # type: ignore[union-attr]
         return bounds is not None and key in bounds
 
-    def add(self, checksum: str, key: Optional[RevisionKey]) -> None:
-        """Account for a row (``key`` None: a stored value that is not a revision)."""
+    def add(self, checksum: str, key: Optional[RevisionKey]) -> int:
+        """Account for a row (``key`` None: a stored value that is not a revision);
+        returns the bytes the package's estimate grew by."""
         self.has_rows = True
         if key is None:
-            return
+            return 0
         if self.max_key is None or key > self.max_key:
             self.max_key = key
         checksums = self.checksums
         if checksums is None:
-            return
+            return 0
         bounds = checksums.get(checksum)
+        grown = 0
         if bounds is None:
             checksums[checksum] = (key, key)
-            self.size += COMPLETE_CHECKSUM_BYTES + len(checksum)
+            grown = COMPLETE_CHECKSUM_BYTES + len(checksum)
+            self.size += grown
         elif key < bounds[0]:
             checksums[checksum] = (key, bounds[1])
         elif key > bounds[1]:
             checksums[checksum] = (bounds[0], key)
         if key[1:] and self.children.get(key[:-1], -1) < key[-1]:
             self.children[key[:-1]] = key[-1]
+        return grown
 
     def forget_checksums(self, fixed_size: int) -> None:
         """Keep only the maximum from now on (the package grew too large)."""
@@ -203,14 +207,15 @@ class PackageCache:
         grew past ``GROWN_ROWS`` keeps only its maximum from now on)."""
         package = self.entries.peek((version, pkgarch))
         if package is not None:
-            before = package.size
-            package.add(checksum, key)
+            grown = package.add(checksum, key)
             if package.checksums is not None:
-                if package.size - before <= 0 or len(package.checksums) <= GROWN_ROWS:
-                    self.entries.resized(package.size - before)
+                if grown <= 0 or len(package.checksums) <= GROWN_ROWS:
+                    if grown:
+                        self.entries.resized(grown)
                     return                      # complete: no checksum entries of its own
+                before = package.size - grown
                 package.forget_checksums(_package_bytes(version, pkgarch))
-            self.entries.resized(package.size - before)
+                self.entries.resized(package.size - before)
         bounds = self.entries.peek((version, pkgarch, checksum))
         if bounds is not None and key is not None:
             self.entries.replace((version, pkgarch, checksum), _bounds_with(bounds, key))
@@ -341,7 +346,9 @@ class PackageCache:
             self.watermark = rowid
         self._account(version, pkgarch, checksum, key)
         self._touched.append((version, pkgarch, checksum))
-        self.entries.trim()
+        entries = self.entries
+        if entries.size > entries.budget:       # trim's own test, without its call
+            entries.trim()
 
     def begin(self) -> None:
         """A write transaction has started (under the write lock): read what others
