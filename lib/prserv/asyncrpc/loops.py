@@ -2,8 +2,9 @@
 
 uvloop (libuv under asyncio's interface) does the same work with less CPU: for a
 build farm's thousands of short connections a minute that is most of a server's
-cost.  It is optional (``pip install 'prserv[speed]'``) and imported only here, when
-a loop is made: ``lib/prserv`` must stay importable with the standard library alone.
+cost.  ``pip install prserv`` brings it; it is imported only here, when a loop is
+made: ``lib/prserv`` must stay importable with the standard library alone (bitbake's
+copy of it runs on asyncio).
 
 ``event_loop`` choices: ``auto`` (uvloop if it can be imported, else asyncio),
 ``asyncio``, ``uvloop`` (an error without it).

@@ -365,7 +365,7 @@ SETTINGS: Tuple[Setting, ...] = (
             "memory kept about packages and checksums, in bytes (suffix K, M or G); the server's "
             "memory stays under this plus a fixed base, whatever the database's size", metavar="BYTES"),
     Setting("event_loop", "PRSERV_EVENT_LOOP", ("--event-loop",), loops.AUTO, _event_loop,
-            "auto (uvloop when installed: pip install 'prserv[speed]'), asyncio or uvloop",
+            "auto (uvloop when it is installed, as pip install prserv does), asyncio or uvloop",
             metavar="LOOP"),
     Setting("metrics", "PRSERV_METRICS", ("--metrics",), None, _metrics_address,
             "serve Prometheus metrics at http://HOST:PORT/metrics (pip install 'prserv[metrics]')",
