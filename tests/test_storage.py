@@ -195,3 +195,33 @@ def test_the_plain_call_path_decides_as_the_coroutine_path(tmp_path):
     answers, rows, allocations = outcomes[0]
     assert answers == ["0", "1", "2", "0", "3", "4", "5", "1", "5", "6", "6", "6"]
     assert allocations == 7 and len(rows) == 7
+
+
+@pytest.mark.parametrize("path", ["now", "awaited"])
+def test_a_value_another_process_gave_the_checksum_is_found_under_the_write_lock(tmp_path, path):
+    """A server looks at the file for other processes' commits once per event-loop turn
+    (``recheck_later``), so the state a get-pr decides from first can be stale; the
+    write scope reads the file again under the write lock, and the decision is made
+    again from that: a checksum another process has just given a value gets that
+    value, not a second one."""
+    from prserv.server.allocator import Allocator
+
+    filename = str(tmp_path / "shared.sqlite3")
+    here, other = SQLiteEngine(SQLiteDatabase(filename)), SQLiteEngine(SQLiteDatabase(filename))
+    turn_ends = []
+    here.cache.recheck_later = turn_ends.append         # the turn does not end in this test
+    try:
+        def get_pr(engine, checksum):
+            allocator = Allocator(engine)
+            if path == "now":
+                return allocator.get_pr_now(V, A, checksum, False)
+            return finish_now(allocator.get_pr(V, A, checksum, False))
+
+        assert get_pr(here, "first") == "0"             # this turn's one look at the file
+        assert get_pr(other, "c") == "1"                 # another process, committed
+        assert len(turn_ends) == 1                       # so the next read does not look again
+        assert get_pr(here, "c") == "1"
+        assert [row[2:] for row in finish_now(first_batch(here, True))] == [("c", "1"), ("first", "0")]
+    finally:
+        finish_now(here.close())
+        finish_now(other.close())
