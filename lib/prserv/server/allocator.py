@@ -143,8 +143,9 @@ class Allocator:
         if standing is None:
             if not store:
                 return key_to_revision(next_key(state.max_key))
-            with engine.write_now(version, pkgarch, checksum) as scope:
-                standing = _standing(scope.state, checksum, history)    # re-read under the lock
+            with engine.write_now(version, pkgarch, checksum, known=state) as scope:
+                if not scope.unchanged:
+                    standing = _standing(scope.state, checksum, history)    # re-read under the lock
                 if standing is None:
                     standing = scope.store_next_now(checksum)
                     self.allocations += 1

@@ -178,6 +178,9 @@ class ImmediateWriteScope(abc.ABC):
     """``WriteScope`` as plain calls, inside ``with engine.immediate.write_now(...)``."""
 
     state: PackageState
+    unchanged: bool
+    """``state`` is the caller's ``known`` state: nothing changed it while the write
+    lock was taken, so a decision made from it stands."""
 
     @abc.abstractmethod
     def store_now(self, checksum: str, key: RevisionKey) -> bool:
@@ -201,9 +204,11 @@ class ImmediateEngine(abc.ABC):
         """``Engine.package``, without waiting."""
 
     @abc.abstractmethod
-    def write_now(self, version: str, pkgarch: str, checksum: Optional[str] = None) -> ContextManager[
-            ImmediateWriteScope]:
-        """``Engine.write`` (``with``), without waiting; the scope reads the state itself."""
+    def write_now(self, version: str, pkgarch: str, checksum: Optional[str] = None,
+                  known: Optional[PackageState] = None) -> ContextManager[ImmediateWriteScope]:
+        """``Engine.write`` (``with``), without waiting.  ``known``: what ``package_now``
+        returned just before, nothing having run in between; the scope keeps it as its
+        state (``unchanged``) if taking the lock brought nothing new, else reads again."""
 
 
 class DumpSource(abc.ABC):

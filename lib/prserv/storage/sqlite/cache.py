@@ -146,6 +146,11 @@ class PackageCache:
         before the check was made (the loop reads sockets before running
         callbacks).  Write transactions always check."""
         self._checked = False
+        self.changes = 0
+        """Counts what changed this cache's facts other than this connection's own
+        inserts: rows of other connections applied, entries cleared or forgotten.  A
+        write scope compares it across its BEGIN to tell whether a state read just
+        before still holds (``engine._WriteScope``)."""
         self.exists = table_exists(conn, table)
         self.indexed = self.exists and has_value_index(conn, self.table)
         """Whether a large package's maximum is read through ``VALUE_INDEX_DDL`` (else by a
@@ -197,6 +202,7 @@ class PackageCache:
         self._apply(rows)
 
     def _apply(self, rows: Iterable[Tuple[int, str, str, str, Any]]) -> None:
+        self.changes += 1
         for rowid, version, pkgarch, checksum, value in rows:
             self._account(version, pkgarch, checksum, _key_of_stored(value, version, pkgarch))
             if rowid > self.watermark:
@@ -221,6 +227,7 @@ class PackageCache:
             self.entries.replace((version, pkgarch, checksum), _bounds_with(bounds, key))
 
     def clear(self) -> None:
+        self.changes += 1
         self.entries.clear()
 
     @property
@@ -363,6 +370,7 @@ class PackageCache:
 
     def rolled_back(self) -> None:
         """Forget what the transaction wrote (read from the file again when next asked)."""
+        self.changes += 1
         for key in self._touched:                   # (version, pkgarch, checksum)
             self.entries.pop(key[:2])
             self.entries.pop(key)

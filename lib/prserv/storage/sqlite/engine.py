@@ -108,10 +108,11 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
     def write(self, version: str, pkgarch: str, checksum: Optional[str] = None,
               children_of: Optional[RevisionKey] = None,
               known: Optional[PackageState] = None) -> "_WriteScope":
-        return _WriteScope(self, version, pkgarch, checksum, children_of)   # re-read: cheap here
+        return _WriteScope(self, version, pkgarch, checksum, children_of, None)   # re-read: cheap here
 
-    def write_now(self, version: str, pkgarch: str, checksum: Optional[str] = None) -> "_WriteScope":
-        return _WriteScope(self, version, pkgarch, checksum, None)
+    def write_now(self, version: str, pkgarch: str, checksum: Optional[str] = None,
+                  known: Optional[PackageState] = None) -> "_WriteScope":
+        return _WriteScope(self, version, pkgarch, checksum, None, known)
 
     def insert(self, version: str, pkgarch: str, checksum: str, key: RevisionKey) -> bool:
         """Store one row (inside a transaction); False if it already existed."""
@@ -353,27 +354,34 @@ class _WriteScope(WriteScope, ImmediateWriteScope):
     engine.write_now(...)``): a write transaction (or a part of the group's shared
     one) with the package's state re-read under the lock."""
 
-    __slots__ = ("engine", "version", "pkgarch", "checksum", "children_of", "state")
+    __slots__ = ("engine", "version", "pkgarch", "checksum", "children_of", "state", "known", "unchanged")
 
     def __init__(self, engine: SQLiteEngine, version: str, pkgarch: str, checksum: Optional[str],
-                 children_of: Optional[RevisionKey]) -> None:
+                 children_of: Optional[RevisionKey], known: Optional[PackageState]) -> None:
         self.engine = engine
         self.version = version
         self.pkgarch = pkgarch
         self.checksum = checksum
         self.children_of = children_of
+        self.known = known
+        self.unchanged = False
 
     # A write request's path: plain ``except`` clauses (free until raised), not the
     # ``with DATABASE`` blocks of the rest of the engine (about 0.15 us each).
     def __enter__(self) -> "_WriteScope":
         transactions = self.engine.db.transactions
+        cache = self.engine.cache
+        changes = cache.changes
         try:
             transactions.enter()
         except sqlite3.Error as exc:
             raise database_error(exc) from exc
+        if self.known is not None and cache.changes == changes:
+            self.state = self.known             # nothing came in with the lock: still true
+            self.unchanged = True
+            return self
         try:
-            self.state = self.engine.cache.loaded_state(self.version, self.pkgarch, self.checksum,
-                                                        self.children_of)
+            self.state = cache.loaded_state(self.version, self.pkgarch, self.checksum, self.children_of)
         except BaseException as exc:
             transactions.exit(False)
             if isinstance(exc, sqlite3.Error):
