@@ -131,7 +131,7 @@ class HTTPSession(Session):
                 if not self._closed:
                     status = exc.error_status_hint
                     message = ("request line and headers over %d bytes" % MAX_HEAD if status == 431
-                               else "malformed request: %s" % exc)
+                               else "malformed request: %s" % _what(exc))
                     await self._fail(h11, parser, None, status, message)
                 return
             if event is h11.NEED_DATA:
@@ -216,6 +216,12 @@ class HTTPSession(Session):
         data += parser.send(h11.EndOfMessage())
         self.connection.write(data)
         await self.connection.drain()
+
+
+def _what(exc: Exception) -> str:
+    """h11's reason for refusing a request, without the bytes it quotes (they are
+    the client's, maybe long: not for the answer or the log)."""
+    return str(exc).split(": bytearray(", 1)[0][:100]
 
 
 def _allowing(response: Response) -> Response:

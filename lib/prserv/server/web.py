@@ -37,8 +37,12 @@ _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def available() -> bool:
-    """Whether h11 can be imported (checked without importing it)."""
-    return importlib.util.find_spec("h11") is not None
+    """Whether h11 can be imported (checked without importing it; an import hook
+    that refuses it counts as its absence)."""
+    try:
+        return importlib.util.find_spec("h11") is not None
+    except ImportError:
+        return False
 
 
 def endpoint(address: str) -> Tuple[str, int]:
