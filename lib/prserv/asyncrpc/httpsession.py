@@ -30,7 +30,7 @@ from typing import Any, List, Optional, Protocol, Tuple
 
 from .exceptions import ConnectionClosedError
 from .httpstream import HTTPConnection
-from .session import ClientLoggerAdapter, Session
+from .session import Session
 
 MAX_HEAD = 16 * 1024
 """Bytes of a request line with its headers at most (h11's incomplete-event limit)."""
@@ -85,14 +85,9 @@ class HTTPSession(Session):
     """One HTTP client connection: its requests answered in order by ``routes``."""
 
     def __init__(self, connection: HTTPConnection, routes: Routes, logger: logging.Logger) -> None:
-        self.connection = connection
+        self.begin(connection, logger)
+        self.connection: HTTPConnection = connection
         self.routes = routes
-        self.logger = ClientLoggerAdapter(logger, {"address": connection.address})
-        self.opened_at = time.monotonic()
-        self.setup_done = False
-        self.evicted = False
-        self.requests = 0
-        self.end_reason = "closed by the client"
         self._idle_since: Optional[float] = None
         self._stopping = False
         self._closed = False

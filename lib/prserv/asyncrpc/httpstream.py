@@ -34,18 +34,14 @@ class HTTPProtocol(LineProtocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
-        if self._discard:
-            return
-        if self._proxy_parser is not None:
-            rest = self._take_proxy_header(data)
-            if not rest:
-                return
-            data = rest
-        self._received += data
-        if len(self._received) > PAUSE_READING_BYTES and not self._read_paused:
-            self.transport.pause_reading()
-            self._read_paused = True
-        self._wake()
+        if self._discard or self._proxy_parser is not None:
+            data = self._past_proxy_header(data) or b""
+        if data:
+            self._received += data
+            if len(self._received) > PAUSE_READING_BYTES and not self._read_paused:
+                self.transport.pause_reading()
+                self._read_paused = True
+            self._wake()
 
     def stop(self) -> None:
         """Server shutdown: a ``read`` waiting for bytes returns empty at once."""

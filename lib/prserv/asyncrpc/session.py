@@ -87,6 +87,17 @@ class Session(abc.ABC):
     end_reason: str
     """Why the session ended, as the closing line says it."""
 
+    def begin(self, connection: Connection, logger: logging.Logger) -> None:
+        """Set the attributes every session starts with (a subclass's ``__init__``
+        may call it): nothing received yet, not set up."""
+        self.connection = connection
+        self.logger = ClientLoggerAdapter(logger, {"address": connection.address})
+        self.opened_at = time.monotonic()
+        self.setup_done = False
+        self.evicted = False
+        self.requests = 0
+        self.end_reason = "closed by the client"
+
     @abc.abstractmethod
     async def process_requests(self) -> None:
         """Serve the session to its end; close the connection and ``log_closed()``."""

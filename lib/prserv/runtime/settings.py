@@ -218,29 +218,26 @@ def _token_requirements(raw: Any, base: str) -> List[str]:
     return sorted(set(items))
 
 
-def _metrics_address(raw: Any, base: str) -> Optional[str]:
-    """HOST:PORT for /metrics (its library must be installed), or None."""
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return None
-    text = _text(raw, base)
-    try:
-        metrics.endpoint(text)
-    except ValueError as exc:
-        raise _Invalid(str(exc)) from None
-    return text
+def _endpoint(check: Callable[[str], Any]) -> Callable[[Any, str], Optional[str]]:
+    """A parser of an optional listening address that ``check(text)`` accepts (its
+    ``ValueError`` says why not): the address as given, or None."""
+    def parse(raw: Any, base: str) -> Optional[str]:
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        text = _text(raw, base)
+        try:
+            check(text)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+        return text
+    return parse
 
 
-def _http_address(raw: Any, base: str) -> Optional[str]:
-    """HOST:PORT, [V6]:PORT or http://HOST:PORT for the HTTP listener (h11 must be
-    installed; https:// is refused until it exists), or None."""
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return None
-    text = _text(raw, base)
-    try:
-        web.endpoint(text)
-    except ValueError as exc:
-        raise _Invalid(str(exc)) from None
-    return text
+_metrics_address = _endpoint(metrics.endpoint)
+"""HOST:PORT for /metrics (its library must be installed), or None."""
+_http_address = _endpoint(web.endpoint)
+"""HOST:PORT, [V6]:PORT or http://HOST:PORT for the HTTP listener (h11 must be
+installed; https:// is refused until it exists), or None."""
 
 
 def _event_loop(raw: Any, base: str) -> str:

@@ -23,7 +23,7 @@ import re
 from typing import Any, Dict, Optional, Protocol, Tuple
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from ..asyncrpc.address import ADDR_TYPE_TCP, AddressError, parse_address
+from ..asyncrpc.address import parse_tcp_address
 from ..asyncrpc.httpsession import Headers, Response
 from ..storage.postgresql.url import is_url
 from ..version import __version__
@@ -54,15 +54,10 @@ def endpoint(address: str) -> Tuple[str, int]:
         raise ValueError("HTTPS is not available yet: use http://HOST:PORT (behind a TLS proxy if need be)")
     if text.lower().startswith(HTTP_PREFIX):
         text = text[len(HTTP_PREFIX):].rstrip("/")
-    try:
-        kind, args = parse_address(text)
-    except AddressError:
-        kind = None
-    if kind != ADDR_TYPE_TCP:
-        raise ValueError("expected HOST:PORT, [V6]:PORT or http://HOST:PORT")
+    endpoint = parse_tcp_address(text, "expected HOST:PORT, [V6]:PORT or http://HOST:PORT")
     if not available():
         raise ValueError("the HTTP listener needs h11: pip install 'prserv[%s]'" % EXTRA)
-    return str(args[0]), int(args[1])
+    return endpoint
 
 
 class Described(Protocol):
