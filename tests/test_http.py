@@ -327,6 +327,27 @@ async def test_shutdown_closes_an_idle_keep_alive_connection_and_the_listener(st
         await exchange(address, request("GET", STATUS, close=True))
 
 
+async def test_a_client_the_per_address_limit_refuses_is_closed_without_an_answer(start_server, caplog):
+    """The one place left before admission can make room (a newcomer still in its
+    first second): a refused HTTP client is closed, told nothing."""
+    from prserv.asyncrpc.limits import Limits
+
+    server = await start_server(http="127.0.0.1:0", limits=Limits(max_connections_per_address=1))
+    caplog.set_level(logging.WARNING, logger=prserv.logger.name)
+    address = server.http_addresses[0]
+    reader, writer = await asyncio.open_connection(*host_port(address))      # holds the place, no request yet
+    try:
+        await until(lambda: len(server.sessions) == 1)
+        assert await exchange(address, b"") == b""
+        writer.write(request("GET", STATUS, close=True))                    # the first one is still served
+        [answer] = parse_answers(await asyncio.wait_for(reader.read(), 10), ["GET"])
+        assert answer.status == 200
+    finally:
+        writer.close()
+    assert [r.getMessage().split("] ", 1)[1] for r in caplog.records if "refused" in r.getMessage()] == [
+        "refused: too many connections from 127.0.0.1 (max_connections_per_address 1)"]
+
+
 # --------------------------------------------------------------------------- the server process
 
 def test_a_server_process_logs_its_http_address_before_it_reports_ready(tmp_path):

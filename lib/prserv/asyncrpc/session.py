@@ -24,11 +24,11 @@ server uses only what ``Session`` names:
   ``Session.info_line`` when the serving process set one up (``runtime.logs``).
 
 ``rpcsession.AsyncServerConnection`` (JSON lines over a stream or a websocket) is
-one kind of session.  Another kind (HTTP, say) served by the same server brings a
-listener of its own, a ``Connection`` subclass and a ``Session`` subclass, and is
-admitted, evicted, timed out, stopped and logged as this one is.  What is still
-JSON-lines only: ``admission.refuse`` tells a refused client why in the JSON-lines
-protocol.
+one kind of session; ``httpsession.HTTPSession`` (HTTP/1.1, ``--http``) another, with
+a listener of its own (``listeners.HTTPListener``) and a ``Connection`` subclass
+(``httpstream.HTTPConnection``), admitted, evicted, timed out, stopped and logged as
+the first is.  What is still JSON-lines only: ``admission.refuse`` tells a refused
+client why in the JSON-lines protocol (an HTTP client is closed without an answer).
 """
 
 from __future__ import annotations
