@@ -21,12 +21,12 @@ NAMES = ["database", "bind", "read_only", "allow", "allow_write", "allow_write_u
          "tls_certificate", "tls_key", "tls_ca", "upstream",
          "upstream_timeout", "upstream_token", "mirror", "mirror_token", "mirror_timeout",
          "mirror_audit_interval", "db_pool_size", "db_connect_timeout", "db_lock_timeout", "db_outage_wait", "sync_mode",
-         "cache_size", "event_loop", "metrics", "log_file",
+         "cache_size", "event_loop", "metrics", "http", "log_file",
          "log_level", "pidfile", "max_connections", "max_connections_per_address", "idle_timeout",
          "handshake_timeout",
          "max_message_size", "max_handshake_line", "shutdown_timeout"]
 BASE_NAMES = [name for name in NAMES if not name.startswith(("mirror", "db_", "allow", "require_token", "tls_",
-                                                               "trusted_", "metrics", "event_loop"))
+                                                               "trusted_", "metrics", "event_loop", "http"))
               and name != "upstream_token"]
 """The settings a server with an upstream can have (a mirror has none)."""
 
@@ -549,7 +549,7 @@ def test_unknown_key_in_file(tmp_path):
                        "tls_key, tls_ca, upstream, upstream_timeout, "
                        "upstream_token, mirror, mirror_token, mirror_timeout, "
                        "mirror_audit_interval, db_pool_size, db_connect_timeout, db_lock_timeout, "
-                       "db_outage_wait, sync_mode, cache_size, event_loop, metrics, log_file, "
+                       "db_outage_wait, sync_mode, cache_size, event_loop, metrics, http, log_file, "
                        "log_level, pidfile, max_connections, max_connections_per_address, idle_timeout, "
                        "handshake_timeout, "
                        "max_message_size, max_handshake_line, shutdown_timeout" % conf)
@@ -754,6 +754,7 @@ def test_as_json(tmp_path):
         "cache_size": {"value": 64 * 2**20, "source": "default"},
         "event_loop": {"value": "auto", "source": "default"},
         "metrics": {"value": None, "source": "default"},
+        "http": {"value": None, "source": "default"},
         "log_file": {"value": os.path.join(str(tmp_path), "prserv.log"), "source": "default"},
         "log_level": {"value": "WARNING", "source": "file " + conf},
         "pidfile": {"value": None, "source": "default"},

@@ -18,7 +18,7 @@ from prserv.asyncrpc import AsyncServer, AsyncServerConnection
 from prserv.asyncrpc.connection import Connection
 from prserv.asyncrpc.exceptions import ConnectionClosedError
 from prserv.asyncrpc.limits import Limits
-from prserv.asyncrpc.session import ClientLoggerAdapter, Session
+from prserv.asyncrpc.session import Session
 from waiting import until
 
 LOGGER = logging.getLogger("test.seam")
@@ -28,13 +28,8 @@ class EchoSession(Session):
     """Another kind of session: no setup, each line echoed back."""
 
     def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self.logger = ClientLoggerAdapter(LOGGER, {"address": connection.address})
-        self.opened_at = time.monotonic()
+        self.begin(connection, LOGGER)
         self.setup_done = True
-        self.evicted = False
-        self.requests = 0
-        self.end_reason = "closed by the client"
         self.answering = False
 
     async def process_requests(self) -> None:

@@ -53,6 +53,18 @@ def parse_address(addr: str) -> Tuple[int, Tuple[Union[str, int], ...]]:
     return ADDR_TYPE_TCP, (parts[0], port)
 
 
+def parse_tcp_address(addr: str, expected: str = "expected HOST:PORT or [V6ADDR]:PORT") -> Tuple[str, int]:
+    """(host, port) of ``HOST:PORT`` or ``[V6ADDR]:PORT``; ``AddressError(expected)``
+    for any other form (for a listener that can only be TCP)."""
+    try:
+        kind, args = parse_address(addr)
+    except AddressError:
+        kind = None
+    if kind != ADDR_TYPE_TCP:
+        raise AddressError(expected)
+    return str(args[0]), int(args[1])
+
+
 def split_ws_uri(uri: str) -> Tuple[str, int]:
     """Host and port a ``ws://host:port[/path]`` server listens on."""
     rest = uri.split("://", 1)[1].split("/", 1)[0]

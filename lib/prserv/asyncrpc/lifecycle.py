@@ -25,7 +25,9 @@ from .connection import Connection
 from .deadline import within
 from .exceptions import ConnectionClosedError, ServerError
 from .limits import Limits
-from .listeners import Listener, TCPListener, UnixListener, WebsocketListener
+from .httpsession import HTTPSession
+from .httpstream import HTTPConnection
+from .listeners import HTTPListener, Listener, TCPListener, UnixListener, WebsocketListener
 from .process import ServingProcess
 from .proxyproto import ProxyHeaderError
 from .session import Session
@@ -55,6 +57,9 @@ class AsyncServer(ServingProcess):
         self.listeners: List[Listener] = []
         self.address: Optional[str] = None
         self.addresses: List[str] = []
+        self.http_addresses: List[str] = []
+        """The bound addresses of HTTP listeners (``http://HOST:PORT``), kept out of
+        ``addresses``: those are handed to PR clients."""
         self.process = None
         self.sessions: Dict[Session, asyncio.Task] = {}
         """Open client sessions and the task running each."""
@@ -88,6 +93,12 @@ class AsyncServer(ServingProcess):
         self.listeners.append(WebsocketListener(host, port, self.admit, self.logger,
                                                 self.limits, tls=self._server_tls if tls else None,
                                                 forwarded_client=self._forwarded_client))
+
+    def start_http_server(self, host: str, port: int, routes: Any) -> None:
+        """An HTTP/1.1 listener whose requests ``routes`` answers (an
+        ``httpsession.Routes``); h11 must be importable when serving starts."""
+        self.listeners.append(HTTPListener(host, port, routes, self.admit, self.logger, limits=self.limits,
+                                           trusts_proxy=self._trusts_proxy))
 
     def _trusts_proxy(self, host: Optional[str]) -> bool:
         return self.access.is_trusted_proxy(host)
@@ -132,7 +143,8 @@ class AsyncServer(ServingProcess):
             return
         client: Optional[Session] = None
         try:
-            client = self.accept_client(connection)
+            client = (HTTPSession(connection, connection.routes, self.logger)
+                      if isinstance(connection, HTTPConnection) else self.accept_client(connection))
             client.limits = self.limits
             client.stats = self.stats
             self.sessions[client] = connection.task  # type: ignore[assignment]
@@ -230,8 +242,11 @@ class AsyncServer(ServingProcess):
                 await listener.stop()
             await self.close_resources()
             raise
-        self.addresses = [listener.address for listener in self.listeners]
-        self.address = self.addresses[0]
+        self.addresses = [listener.address for listener in self.listeners
+                          if not isinstance(listener, HTTPListener)]
+        self.http_addresses = [listener.address for listener in self.listeners
+                               if isinstance(listener, HTTPListener)]
+        self.address = (self.addresses or self.http_addresses)[0]
         self._serving = True
         interval = self.limits.watch_interval()
         if interval:

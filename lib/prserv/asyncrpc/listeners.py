@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable, Optional, Set
 from .address import format_tcp_address
 from .connection import Connection
 from .deadline import within
+from .httpstream import HTTPConnection, HTTPProtocol
 from .limits import Limits
 from .sockets import bind_unix_socket, set_tcp_listener_options
 from .stream import LineProtocol, StreamConnection
@@ -46,12 +47,15 @@ class Listener:
         self._tasks: Set[asyncio.Task] = set()
 
     def _accepted(self, line_protocol: LineProtocol) -> None:
-        connection = StreamConnection(line_protocol, -1, max_message=self.max_message,
-                                      max_depth=self.max_depth)
+        connection = self._connection(line_protocol)
         self._prepare(connection)
         task = connection.task = line_protocol.loop.create_task(self.handler(connection))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _connection(self, line_protocol: LineProtocol) -> StreamConnection:
+        """The connection an accepted client's protocol is wrapped in."""
+        return StreamConnection(line_protocol, -1, max_message=self.max_message, max_depth=self.max_depth)
 
     def _prepare(self, connection: StreamConnection) -> None:
         """Called for each accepted connection before its session starts."""
@@ -106,6 +110,27 @@ class TCPListener(Listener):
             self.logger.debug("listening on %r", sock.getsockname())
         first = self.server.sockets[0]
         self.address = format_tcp_address(first.getsockname(), first.family)
+
+
+class HTTPListener(TCPListener):
+    """Plain HTTP/1.1 on TCP: each client an ``HTTPConnection`` answered by ``routes``
+    (an ``httpsession.Routes``), admitted by the same handler as every listener's."""
+
+    def __init__(self, host: str, port: int, routes: Any, handler: ConnectionHandler, logger: logging.Logger,
+                 *, limits: Optional[Limits] = None,
+                 trusts_proxy: Optional[Callable[[Optional[str]], bool]] = None) -> None:
+        super().__init__(host, port, handler, logger, limits=limits, trusts_proxy=trusts_proxy)
+        self.routes = routes
+
+    def _protocol_factory(self) -> LineProtocol:
+        return HTTPProtocol(on_connection=self._accepted, loop=self.loop)
+
+    def _connection(self, line_protocol: LineProtocol) -> StreamConnection:
+        return HTTPConnection(line_protocol, self.routes)     # type: ignore[arg-type]
+
+    async def start(self) -> None:
+        await super().start()
+        self.address = "http://" + self.address
 
 
 class UnixListener(Listener):

@@ -24,11 +24,11 @@ server uses only what ``Session`` names:
   ``Session.info_line`` when the serving process set one up (``runtime.logs``).
 
 ``rpcsession.AsyncServerConnection`` (JSON lines over a stream or a websocket) is
-one kind of session.  Another kind (HTTP, say) served by the same server brings a
-listener of its own, a ``Connection`` subclass and a ``Session`` subclass, and is
-admitted, evicted, timed out, stopped and logged as this one is.  What is still
-JSON-lines only: ``admission.refuse`` tells a refused client why in the JSON-lines
-protocol.
+one kind of session; ``httpsession.HTTPSession`` (HTTP/1.1, ``--http``) another, with
+a listener of its own (``listeners.HTTPListener``) and a ``Connection`` subclass
+(``httpstream.HTTPConnection``), admitted, evicted, timed out, stopped and logged as
+the first is.  What is still JSON-lines only: ``admission.refuse`` tells a refused
+client why in the JSON-lines protocol (an HTTP client is closed without an answer).
 """
 
 from __future__ import annotations
@@ -86,6 +86,17 @@ class Session(abc.ABC):
     """Requests received so far (the closing line)."""
     end_reason: str
     """Why the session ended, as the closing line says it."""
+
+    def begin(self, connection: Connection, logger: logging.Logger) -> None:
+        """Set the attributes every session starts with (a subclass's ``__init__``
+        may call it): nothing received yet, not set up."""
+        self.connection = connection
+        self.logger = ClientLoggerAdapter(logger, {"address": connection.address})
+        self.opened_at = time.monotonic()
+        self.setup_done = False
+        self.evicted = False
+        self.requests = 0
+        self.end_reason = "closed by the client"
 
     @abc.abstractmethod
     async def process_requests(self) -> None:

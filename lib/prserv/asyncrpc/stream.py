@@ -99,15 +99,19 @@ class LineProtocol(asyncio.Protocol):
 
     _discard = False
 
+    def _past_proxy_header(self, data: bytes) -> Optional[bytes]:
+        """What of ``data`` comes after a PROXY header still expected (None: nothing, or
+        everything is dropped after a bad header)."""
+        if self._discard:
+            return None
+        return self._take_proxy_header(data)
+
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
-        if self._discard:
-            return
-        if self._proxy_parser is not None:
-            rest = self._take_proxy_header(data)
-            if not rest:
+        if self._discard or self._proxy_parser is not None:
+            data = self._past_proxy_header(data)    # type: ignore[assignment]
+            if not data:
                 return
-            data = rest
         lines = self._buffer.feed(data)
         if lines:
             self._lines.extend(lines)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..access import parse_networks
-from ..server import metrics
+from ..server import metrics, web
 from ..server.session import TOKEN_FOR_DUMP, TOKEN_FOR_MIRROR
 from ..tokens import parse_credentials
 from ..asyncrpc import loops
@@ -218,16 +218,26 @@ def _token_requirements(raw: Any, base: str) -> List[str]:
     return sorted(set(items))
 
 
-def _metrics_address(raw: Any, base: str) -> Optional[str]:
-    """HOST:PORT for /metrics (its library must be installed), or None."""
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return None
-    text = _text(raw, base)
-    try:
-        metrics.endpoint(text)
-    except ValueError as exc:
-        raise _Invalid(str(exc)) from None
-    return text
+def _endpoint(check: Callable[[str], Any]) -> Callable[[Any, str], Optional[str]]:
+    """A parser of an optional listening address that ``check(text)`` accepts (its
+    ``ValueError`` says why not): the address as given, or None."""
+    def parse(raw: Any, base: str) -> Optional[str]:
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        text = _text(raw, base)
+        try:
+            check(text)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+        return text
+    return parse
+
+
+_metrics_address = _endpoint(metrics.endpoint)
+"""HOST:PORT for /metrics (its library must be installed), or None."""
+_http_address = _endpoint(web.endpoint)
+"""HOST:PORT, [V6]:PORT or http://HOST:PORT for the HTTP listener (h11 must be
+installed; https:// is refused until it exists), or None."""
 
 
 def _event_loop(raw: Any, base: str) -> str:
@@ -369,6 +379,10 @@ SETTINGS: Tuple[Setting, ...] = (
             metavar="LOOP"),
     Setting("metrics", "PRSERV_METRICS", ("--metrics",), None, _metrics_address,
             "serve Prometheus metrics at http://HOST:PORT/metrics (pip install 'prserv[metrics]')",
+            metavar="HOST:PORT", shown_default="none"),
+    Setting("http", "PRSERV_HTTP", ("--http",), None, _http_address,
+            "serve the HTTP status API (/api/v1/status) on HOST:PORT, [V6]:PORT or http://HOST:PORT; "
+            "https:// is not available yet (pip install 'prserv[web]')",
             metavar="HOST:PORT", shown_default="none"),
     Setting("log_file", "PRSERV_LOG", ("-l", "--log"), "prserv.log", _log_file,
             "log filename, '-' for stderr", metavar="FILE",

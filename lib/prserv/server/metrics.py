@@ -27,7 +27,7 @@ import importlib.util
 import time
 from typing import Any, Iterator, List, Optional, Protocol, Tuple
 
-from ..asyncrpc.address import ADDR_TYPE_TCP, AddressError, parse_address
+from ..asyncrpc.address import parse_tcp_address
 from ..asyncrpc.stats import DURATION_BUCKETS, ERROR, OK, Durations, RequestStats
 from ..errors import ConfigError
 from ..version import __version__
@@ -44,15 +44,10 @@ def available() -> bool:
 def endpoint(address: str) -> Tuple[str, int]:
     """(host, port) to serve ``/metrics`` on, from ``HOST:PORT``; ``ValueError`` saying
     what is wrong (not such an address, or ``prometheus_client`` not installed)."""
-    try:
-        kind, args = parse_address(address)
-    except AddressError:
-        kind = None
-    if kind != ADDR_TYPE_TCP:
-        raise ValueError("expected HOST:PORT")
+    endpoint = parse_tcp_address(address, "expected HOST:PORT")     # an AddressError is a ValueError
     if not available():
         raise ValueError("metrics need prometheus_client: pip install 'prserv[%s]'" % EXTRA)
-    return str(args[0]), int(args[1])
+    return endpoint
 
 
 class Observed(Protocol):

@@ -23,6 +23,7 @@ from ..storage.postgresql.url import is_url, masked
 from ..storage.syncmode import IMMEDIATE, SyncMode, parse_sync_mode
 from . import metrics as metrics_module
 from . import mirror as mirror_module
+from . import web
 from .allocator import Allocator
 from .dump import DumpStream
 from .session import TOKEN_FOR_DUMP, TOKEN_FOR_MIRROR, PRServerClient
@@ -57,7 +58,7 @@ class PRServer(AsyncServer):
                  mirror_credentials: Optional[Tuple[str, str]] = None,
                  tls_certificate: Optional[str] = None, tls_key: Optional[str] = None,
                  tls_ca: Optional[str] = None, metrics: Optional[str] = None,
-                 event_loop: str = loops.AUTO) -> None:
+                 event_loop: str = loops.AUTO, http: Optional[str] = None) -> None:
         """``cache_size``: bytes of package and checksum facts kept in memory (the
         engine's default when None).  ``mirror``: the address of a server to follow
         (``server.mirror``); the server is then read-only and has no upstream.
@@ -71,7 +72,8 @@ class PRServer(AsyncServer):
         upstream or mirror source is checked against (default: the system's).
         ``metrics``: ``HOST:PORT`` to serve Prometheus metrics on (``server.metrics``).
         ``event_loop``: ``auto`` (uvloop when installed), ``asyncio`` or ``uvloop``, for
-        ``serve_forever`` and ``serve_as_process``."""
+        ``serve_forever`` and ``serve_as_process``.  ``http``: ``HOST:PORT`` (or
+        ``http://HOST:PORT``) of an HTTP listener answering ``server.web``'s routes."""
         super().__init__(logger, limits)
         if access is not None:
             self.access = access
@@ -100,6 +102,11 @@ class PRServer(AsyncServer):
         except ValueError as exc:
             raise ConfigError("metrics %r: %s" % (metrics, exc)) from None
         self.exporter: Optional[metrics_module.Exporter] = None
+        if http:
+            try:
+                self.start_http_server(*web.endpoint(http), web.WebRoutes(self))
+            except ValueError as exc:
+                raise ConfigError("http %r: %s" % (http, exc)) from None
         check_mirror_and_upstream(mirror, upstream)
         self.dbfile = dbfile if is_url(dbfile) else os.path.abspath(dbfile)
         self.shown_database = masked(dbfile) if is_url(dbfile) else self.dbfile
@@ -216,6 +223,8 @@ class PRServer(AsyncServer):
                          ", uvloop" if _running_uvloop() else "")
         if not self.access.open_to_all:
             self.logger.info("access rules: %s", self.access.describe())
+        for http_address in self.http_addresses:
+            self.logger.info("HTTP listener on %s", http_address)
         if self.metrics:
             self.exporter = metrics_module.Exporter(self, *self.metrics)
             self.logger.info("Prometheus metrics on %s", self.exporter.url)

@@ -1,0 +1,230 @@
+"""The HTTP session: HTTP/1.1 requests over an ``HTTPConnection``, parsed by h11.
+
+A kind of ``session.Session`` (the listener seam), admitted, timed out, evicted,
+stopped and logged as a JSON-lines session is.  h11 is sans-I/O: this session feeds
+it the bytes the connection reads and writes the bytes it makes, so the transport,
+the event loop and the limits stay the server's own.  h11 (the ``web`` extra) is
+imported only when a session starts: ``lib/prserv`` imports without it.
+
+What the session decides itself, whatever the routes: GET and HEAD only (any other
+method is 405 with ``Allow``); no request bodies (400, or 405 for another method,
+and the connection is closed: the body is never read); a request line with headers
+over ``MAX_HEAD`` bytes is 431; a malformed request is 400 (both closed too).
+Requests on one connection are answered one after another, in order (keep-alive and
+pipelining); ``Connection: close`` is honoured.  What a request gets otherwise is the
+``Routes``' answer: the server supplies them, so this layer knows no page.
+
+Session attributes as ``session.Session`` documents them: ``setup_done`` once the
+first request has arrived whole (until then the handshake timeout applies);
+``silent_since()`` is when the last answer left, while the next request has not
+arrived whole (so the idle timeout bounds a request that trickles in, too).
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Protocol, Tuple
+
+from .exceptions import ConnectionClosedError
+from .httpstream import HTTPConnection
+from .session import Session
+
+MAX_HEAD = 16 * 1024
+"""Bytes of a request line with its headers at most (h11's incomplete-event limit)."""
+ALLOWED_METHODS = ("GET", "HEAD")
+ALLOW = ", ".join(ALLOWED_METHODS)
+LINGER_SECONDS = 2.0
+"""How long a connection closed after an error answer waits for the client's rest."""
+
+Headers = List[Tuple[str, str]]
+
+
+@dataclass
+class Response:
+    """An answer: status, headers (``Content-Length`` is added), body."""
+
+    status: int
+    headers: Headers = field(default_factory=list)
+    body: bytes = b""
+
+
+class Routes(Protocol):
+    """What answers requests (the server supplies it): every request the session
+    accepts (GET or HEAD, no body) goes to ``handle``; ``error`` shapes the answers
+    the session gives itself (400, 405, 431), so that all errors look alike."""
+
+    async def handle(self, method: str, target: str, headers: Headers) -> Response:
+        """The answer to ``method`` (GET or HEAD: answer as for GET, the session
+        drops a HEAD answer's body) on ``target`` (the request target as sent)."""
+
+    def error(self, status: int, message: str) -> Response:
+        """An error answer with ``status`` saying ``message``."""
+
+
+def import_h11() -> Any:
+    """The h11 module (``ImportError`` without the ``web`` extra)."""
+    import h11
+
+    return h11
+
+
+def head_size(request: Any) -> int:
+    """The size of an h11 ``Request``'s request line with its headers, as h11 keeps
+    them (optional blanks stripped): h11 only limits a head that is still incomplete,
+    so one that arrived whole in a single read is measured here."""
+    size = len(request.method) + len(request.target) + len(request.http_version) + 9
+    for name, value in request.headers:
+        size += len(name) + len(value) + 4
+    return size + 2
+
+
+class HTTPSession(Session):
+    """One HTTP client connection: its requests answered in order by ``routes``."""
+
+    def __init__(self, connection: HTTPConnection, routes: Routes, logger: logging.Logger) -> None:
+        self.begin(connection, logger)
+        self.connection: HTTPConnection = connection
+        self.routes = routes
+        self._idle_since: Optional[float] = None
+        self._stopping = False
+        self._closed = False
+
+    # -- the Session interface
+    def silent_since(self) -> Optional[float]:
+        return None if self._closed else self._idle_since
+
+    def stop_receiving(self) -> None:
+        self._stopping = True
+        self.connection.stop_receiving()
+
+    async def close(self) -> None:
+        self._closed = True
+        await self.connection.close()
+
+    async def process_requests(self) -> None:
+        h11 = import_h11()
+        parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        try:
+            await self._serve(h11, parser)
+        except ConnectionClosedError:
+            if not self._closed:
+                self.end_reason = "connection lost"
+        finally:
+            await self.close()
+            self.log_closed()
+
+    # -- serving
+    async def _serve(self, h11: Any, parser: Any) -> None:
+        request = None
+        while True:
+            try:
+                event = parser.next_event()
+            except h11.RemoteProtocolError as exc:
+                if not self._closed:
+                    status = exc.error_status_hint
+                    message = ("request line and headers over %d bytes" % MAX_HEAD if status == 431
+                               else "malformed request: %s" % _what(exc))
+                    await self._fail(h11, parser, None, status, message)
+                return
+            if event is h11.NEED_DATA:
+                data = await self.connection.read()
+                if self._stopping and parser.their_state is h11.IDLE:
+                    self.end_reason = "server stopping"
+                    return
+                parser.receive_data(data)
+            elif isinstance(event, h11.Request):
+                self.requests += 1
+                self._idle_since = None
+                request = event
+                if await self._refused_at_head(h11, parser, request):
+                    return
+            elif isinstance(event, h11.EndOfMessage):
+                self.setup_done = True
+                response = await self._answer(request)
+                await self._send(h11, parser, request.method, response, close=self._stopping)
+                if parser.our_state is h11.MUST_CLOSE:
+                    self.end_reason = ("server stopping" if self._stopping
+                                       else "closed after an answer (Connection: close)")
+                    return
+                parser.start_next_cycle()
+                self._idle_since = time.monotonic()
+            elif isinstance(event, h11.ConnectionClosed):
+                return
+            else:                       # a body's data: refused at its head, never read
+                await self._fail(h11, parser, request, 400, "unexpected %s" % type(event).__name__)
+                return
+
+    async def _refused_at_head(self, h11: Any, parser: Any, request: Any) -> bool:
+        """Answer and close for a head over the limit or a request with a body."""
+        if head_size(request) > MAX_HEAD:
+            await self._fail(h11, parser, request, 431, "request line and headers over %d bytes" % MAX_HEAD)
+            return True
+        body = False
+        for name, value in request.headers:
+            if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+                body = True
+        if not body:
+            return False
+        method = request.method.decode("latin-1")
+        if method not in ALLOWED_METHODS:
+            await self._fail(h11, parser, request, 405, "method %s not allowed (GET, HEAD only)" % method)
+        else:
+            await self._fail(h11, parser, request, 400, "requests carry no body here")
+        return True
+
+    async def _answer(self, request: Any) -> Response:
+        method = request.method.decode("latin-1")
+        if method not in ALLOWED_METHODS:
+            return _allowing(self.routes.error(405, "method %s not allowed (GET, HEAD only)" % method))
+        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers]
+        try:
+            return await self.routes.handle(method, request.target.decode("latin-1"), headers)
+        except Exception:
+            self.logger.exception("error answering %s %r", method, request.target)
+            return self.routes.error(500, "internal error")
+
+    async def _fail(self, h11: Any, parser: Any, request: Any, status: int, message: str) -> None:
+        """Answer ``status`` and close (lingering: the client reads the answer)."""
+        self.end_reason = "%d: %s" % (status, message)
+        response = self.routes.error(status, message)
+        if status == 405:
+            response = _allowing(response)
+        try:
+            await self._send(h11, parser, request.method if request is not None else b"GET", response,
+                             close=True)
+        except h11.LocalProtocolError:
+            return                      # nothing can be said in this state: just close
+        await self.connection.linger(LINGER_SECONDS)
+
+    async def _send(self, h11: Any, parser: Any, method: bytes, response: Response, close: bool) -> None:
+        headers = list(response.headers)
+        headers.append(("Content-Length", str(len(response.body))))
+        if close:
+            headers.append(("Connection", "close"))
+        data = parser.send(h11.Response(status_code=response.status, headers=headers,
+                                        reason=_reason(response.status)))
+        if method != b"HEAD" and response.body:
+            data += parser.send(h11.Data(data=response.body))
+        data += parser.send(h11.EndOfMessage())
+        self.connection.write(data)
+        await self.connection.drain()
+
+
+def _what(exc: Exception) -> str:
+    """h11's reason for refusing a request, without the bytes it quotes (they are
+    the client's, maybe long: not for the answer or the log)."""
+    return str(exc).split(": bytearray(", 1)[0][:100]
+
+
+def _allowing(response: Response) -> Response:
+    return Response(response.status, response.headers + [("Allow", ALLOW)], response.body)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
