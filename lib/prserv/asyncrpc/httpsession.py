@@ -201,7 +201,8 @@ class HTTPSession(Session):
 
     async def _send(self, h11: Any, parser: Any, method: bytes, response: Response, close: bool) -> None:
         headers = list(response.headers)
-        headers.append(("Content-Length", str(len(response.body))))
+        if response.status != 304:          # a 304's length would be its 200's
+            headers.append(("Content-Length", str(len(response.body))))
         if close:
             headers.append(("Connection", "close"))
         data = parser.send(h11.Response(status_code=response.status, headers=headers,

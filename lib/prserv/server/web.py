@@ -6,6 +6,9 @@ passes on, from what the server already knows.  Routes so far:
 
 * ``GET /api/v1/status``: the server's role, engine, version, upstream and mirror
   source;
+* ``GET /api/v1/history?version=V&pkgarch=A``: every row of one package in numeric
+  value order (``history``), 404 for a package without rows; with an ``ETag`` (a hash
+  of the answer) that ``If-None-Match`` turns into 304;
 * anything else: 404.  A target whose percent-encoding is broken, or does not
   decode to UTF-8, is 400.
 
@@ -17,21 +20,24 @@ needs it.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import re
-from typing import Any, Dict, Optional, Protocol, Tuple
-from urllib.parse import unquote_to_bytes, urlsplit
+from typing import Any, Dict, List, Optional, Protocol, Tuple
+from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 from ..asyncrpc.address import parse_tcp_address
 from ..asyncrpc.httpsession import Headers, Response
 from ..storage.postgresql.url import is_url
 from ..version import __version__
+from .history import history_document, package_rows
 
 EXTRA = "web"
 HTTP_PREFIX = "http://"
 HTTPS_PREFIX = "https://"
 STATUS_PATH = "/api/v1/status"
+HISTORY_PATH = "/api/v1/history"
 JSON_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"))
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -67,6 +73,8 @@ class Described(Protocol):
     mirror: Optional[str]
     upstream: Optional[str]
     dbfile: str
+    engine: Any
+    """The server's ``storage.engine.Engine``."""
 
 
 def request_path(target: str) -> str:
@@ -83,8 +91,37 @@ def request_path(target: str) -> str:
         raise ValueError("the request target's path is not UTF-8") from None
 
 
+def request_query(target: str) -> Dict[str, List[str]]:
+    """The query parameters of a request target, decoded (``ValueError`` if they are
+    not UTF-8); call after ``request_path`` has checked the percent-encoding."""
+    query = target.split("?", 1)[1] if "?" in target else ""
+    return parse_qs(query, keep_blank_values=True, errors="strict")
+
+
+def required(query: Dict[str, List[str]], name: str) -> str:
+    """A query parameter given once, not empty (``ValueError`` saying which)."""
+    values = query.get(name)
+    if not values or values == [""]:
+        raise ValueError("query parameter %r is required" % name)
+    if len(values) > 1:
+        raise ValueError("query parameter %r is given %d times" % (name, len(values)))
+    return values[0]
+
+
 def json_response(status: int, document: Any) -> Response:
     return Response(status, list(JSON_HEADERS), json.dumps(document).encode("utf-8"))
+
+
+def tagged(response: Response, headers: Headers) -> Response:
+    """``response`` with an ``ETag`` (a hash of its body), or 304 without a body when
+    the request's ``If-None-Match`` names that tag already."""
+    tag = '"%s"' % hashlib.sha256(response.body).hexdigest()[:32]
+    for name, value in headers:
+        if name.lower() == "if-none-match" and (value.strip() == "*" or tag in
+                                                 [part.strip() for part in value.split(",")]):
+            return Response(304, [("ETag", tag), ("Cache-Control", "no-cache")])
+    return Response(response.status, [("Content-Type", "application/json"), ("Cache-Control", "no-cache"),
+                                      ("ETag", tag)], response.body)
 
 
 class WebRoutes:
@@ -100,7 +137,20 @@ class WebRoutes:
             return self.error(400, str(exc))
         if path == STATUS_PATH:
             return json_response(200, self.status())
+        if path == HISTORY_PATH:
+            return await self.history(target, headers)
         return self.error(404, "no such resource: %s" % path)
+
+    async def history(self, target: str, headers: Headers) -> Response:
+        try:
+            query = request_query(target)
+            version, pkgarch = required(query, "version"), required(query, "pkgarch")
+        except ValueError as exc:
+            return self.error(400, str(exc))
+        rows = await package_rows(self.server.engine, version, pkgarch)
+        if not rows:
+            return self.error(404, "no package %s/%s" % (version, pkgarch))
+        return tagged(json_response(200, history_document(version, pkgarch, rows)), headers)
 
     def error(self, status: int, message: str) -> Response:
         return json_response(status, {"error": {"message": message}})
