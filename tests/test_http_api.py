@@ -139,3 +139,102 @@ async def _compare(source, mirror) -> None:
     assert from_source.status == from_mirror.status == 200
     assert from_mirror.body == from_source.body
     assert json.loads(from_mirror.body)["latest"] == "11"
+
+
+# --------------------------------------------------------------------------- packages
+
+PACKAGES = [("zlib-1.3-r0", "core2-64"), ("zlib-1.3-r0", "armv7a"), ("zlibx-1.0-r0", "core2-64"),
+            ("Zlib-2.0-r0", "core2-64"), ("a-1.0-r0", "core2-64"), ("\u00e9-1.0-r0", "core2-64"),
+            ("zlib", "core2-64")]
+
+
+async def fill(address: str) -> None:
+    """Each package above gets values 0 .. n-1 (n its place in the list, plus one)."""
+    async with await prserv.create_async_client(address) as client:
+        for n, (version, pkgarch) in enumerate(PACKAGES):
+            for i in range(n + 1):
+                await client.getPR(version, pkgarch, "c%d" % i)
+
+
+def item(version: str, pkgarch: str) -> dict:
+    return {"version": version, "pkgarch": pkgarch, "latest": str(PACKAGES.index((version, pkgarch))),
+            "given": None}
+
+
+async def test_packages_in_byte_order_with_a_literal_prefix_and_a_pkgarch(start_server):
+    server = await start_server(http="127.0.0.1:0")
+    await fill(server.address)
+    address = server.http_addresses[0]
+    every = await get(address, "/api/v1/packages")
+    assert every.status == 200 and every.header["etag"]
+    assert every.json() == {"items": [item(*package) for package in sorted(
+        PACKAGES, key=lambda p: (p[0].encode("utf-8"), p[1].encode("utf-8")))], "next": None}
+    assert [i["version"] for i in every.json()["items"]][:2] == ["Zlib-2.0-r0", "a-1.0-r0"]   # bytes: Z < a
+    assert every.json()["items"][-1]["version"] == "\u00e9-1.0-r0"                          # and z < é
+    zlib = await get(address, "/api/v1/packages?prefix=zlib")
+    assert zlib.json()["items"] == [item("zlib", "core2-64"), item("zlib-1.3-r0", "armv7a"),
+                                    item("zlib-1.3-r0", "core2-64"), item("zlibx-1.0-r0", "core2-64")]
+    narrow = await get(address, "/api/v1/packages?prefix=zlib-&pkgarch=core2-64")
+    assert narrow.json()["items"] == [item("zlib-1.3-r0", "core2-64")]
+    accented = await get(address, "/api/v1/packages?prefix=%C3%A9")
+    assert accented.json()["items"] == [item("\u00e9-1.0-r0", "core2-64")]
+    none = await get(address, "/api/v1/packages?prefix=zz")
+    assert none.json() == {"items": [], "next": None}
+
+
+async def test_paging_neither_repeats_nor_skips_while_values_are_added(start_server):
+    server = await start_server(http="127.0.0.1:0")
+    await fill(server.address)
+    address = server.http_addresses[0]
+    first = await get(address, "/api/v1/packages?prefix=zlib&limit=2")
+    page = first.json()
+    assert page["items"] == [item("zlib", "core2-64"), item("zlib-1.3-r0", "armv7a")]
+    assert page["next"] is not None
+    assert first.header["link"] == '</api/v1/packages?prefix=zlib&limit=2&after=%s>; rel="next"' % page["next"]
+    async with await prserv.create_async_client(server.address) as client:
+        await client.getPR("zlib", "core2-64", "late")             # a value in a package shown
+        await client.getPR("zlib-0", "core2-64", "late")           # a package new since, before the cursor
+        await client.getPR("zlibz", "core2-64", "late")            # and one after it
+    second = (await get(address, "/api/v1/packages?prefix=zlib&limit=2&after=" + page["next"])).json()
+    assert second["items"] == [item("zlib-1.3-r0", "core2-64"), item("zlibx-1.0-r0", "core2-64")]
+    third = (await get(address, "/api/v1/packages?prefix=zlib&limit=2&after=" + second["next"])).json()
+    assert third == {"items": [{"version": "zlibz", "pkgarch": "core2-64", "latest": "0", "given": None}],
+                     "next": None}
+
+
+async def test_packages_refuses_a_bad_limit_or_cursor(start_server):
+    server = await start_server(http="127.0.0.1:0")
+    address = server.http_addresses[0]
+    for query in ("limit=0", "limit=1001", "limit=abc", "limit=1000000000", "limit=-1"):
+        answer = await get(address, "/api/v1/packages?" + query)
+        assert (answer.status, answer.json()) == (400, {"error": {
+            "message": "query parameter 'limit' must be a whole number from 1 to 1000"}}), query
+    for cursor in ("garbage", "W10", "WyJhIl0", "eyJhIjogMX0"):       # not base64 JSON, [], ["a"], {"a": 1}
+        answer = await get(address, "/api/v1/packages?after=" + cursor)
+        assert (answer.status, answer.json()) == (400, {"error": {
+            "message": "query parameter 'after' is not a cursor this server gave"}}), cursor
+    assert (await get(address, "/api/v1/packages?limit=1000")).status == 200
+
+
+def test_the_end_of_a_prefix_is_its_last_character_made_the_next():
+    from prserv.storage.engine import prefix_end
+
+    assert prefix_end("zlib") == "zlic"
+    assert prefix_end("a\U0010ffff") == "b"
+    assert prefix_end("\U0010ffff") is None and prefix_end("") is None
+    assert prefix_end("\ud7ff") == "\ue000"                            # past the surrogates
+    assert all(text.startswith("zlib") == ("zlib" <= text < "zlic")
+               for text in ("zli", "zlib", "zlib\U0010ffff", "zlic", "zlia\U0010ffff", "zlib-1"))
+
+
+async def test_a_prefix_is_literal_text_not_a_pattern(start_server):
+    server = await start_server(http="127.0.0.1:0")
+    versions = ["a%b-1", "axb-1", "a_b-1", "a'b-1", "a*b-1", "a[b-1"]
+    async with await prserv.create_async_client(server.address) as client:
+        for version in versions:
+            await client.getPR(version, "all", "c")
+    address = server.http_addresses[0]
+    for prefix, expected in (("a%25", ["a%b-1"]), ("a_", ["a_b-1"]), ("a%27", ["a'b-1"]), ("a*", ["a*b-1"]),
+                             ("a%5B", ["a[b-1"]), ("a", sorted(versions))):
+        answer = await get(address, "/api/v1/packages?prefix=" + prefix)
+        assert [found["version"] for found in answer.json()["items"]] == expected, prefix

@@ -9,6 +9,12 @@ passes on, from what the server already knows.  Routes so far:
 * ``GET /api/v1/history?version=V&pkgarch=A``: every row of one package in numeric
   value order (``history``), 404 for a package without rows; with an ``ETag`` (a hash
   of the answer) that ``If-None-Match`` turns into 304;
+* ``GET /api/v1/packages?prefix=&pkgarch=&limit=&after=``: packages in (version,
+  pkgarch) byte order with their largest values, those whose version starts with
+  ``prefix`` (literally, case-sensitive); ``limit`` 1 to 1000 (100 by default);
+  ``next`` (and a ``Link: rel="next"`` header) is the opaque cursor ``after`` takes
+  for the page after, the last package shown, so that values added while paging
+  neither repeat nor skip a package;
 * anything else: 404.  A target whose percent-encoding is broken, or does not
   decode to UTF-8, is 400.
 
@@ -20,12 +26,13 @@ needs it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.util
 import json
 import re
 from typing import Any, Dict, List, Optional, Protocol, Tuple
-from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
+from urllib.parse import parse_qs, unquote_to_bytes, urlencode, urlsplit
 
 from ..asyncrpc.address import parse_tcp_address
 from ..asyncrpc.httpsession import Headers, Response
@@ -38,6 +45,9 @@ HTTP_PREFIX = "http://"
 HTTPS_PREFIX = "https://"
 STATUS_PATH = "/api/v1/status"
 HISTORY_PATH = "/api/v1/history"
+PACKAGES_PATH = "/api/v1/packages"
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
 JSON_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"))
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -108,6 +118,43 @@ def required(query: Dict[str, List[str]], name: str) -> str:
     return values[0]
 
 
+def optional(query: Dict[str, List[str]], name: str) -> Optional[str]:
+    """A query parameter given at most once; None when absent or empty."""
+    values = query.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ValueError("query parameter %r is given %d times" % (name, len(values)))
+    return values[0] or None
+
+
+def page_size(query: Dict[str, List[str]]) -> int:
+    text = optional(query, "limit")
+    if text is None:
+        return DEFAULT_LIMIT
+    if not (text.isdigit() and text.isascii()) or not 1 <= int(text) <= MAX_LIMIT:
+        raise ValueError("query parameter 'limit' must be a whole number from 1 to %d" % MAX_LIMIT)
+    return int(text)
+
+
+def cursor(package: Tuple[str, str]) -> str:
+    """The opaque token of a place in a listing (the package shown last)."""
+    return base64.urlsafe_b64encode(json.dumps(list(package)).encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def after_cursor(text: Optional[str]) -> Optional[Tuple[str, str]]:
+    """The package a ``cursor`` names (``ValueError`` for anything else)."""
+    if text is None:
+        return None
+    try:
+        package = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8"))
+    except ValueError:
+        raise ValueError("query parameter 'after' is not a cursor this server gave") from None
+    if not (isinstance(package, list) and len(package) == 2 and all(isinstance(part, str) for part in package)):
+        raise ValueError("query parameter 'after' is not a cursor this server gave")
+    return package[0], package[1]
+
+
 def json_response(status: int, document: Any) -> Response:
     return Response(status, list(JSON_HEADERS), json.dumps(document).encode("utf-8"))
 
@@ -139,6 +186,8 @@ class WebRoutes:
             return json_response(200, self.status())
         if path == HISTORY_PATH:
             return await self.history(target, headers)
+        if path == PACKAGES_PATH:
+            return await self.packages(target, headers)
         return self.error(404, "no such resource: %s" % path)
 
     async def history(self, target: str, headers: Headers) -> Response:
@@ -151,6 +200,27 @@ class WebRoutes:
         if not rows:
             return self.error(404, "no package %s/%s" % (version, pkgarch))
         return tagged(json_response(200, history_document(version, pkgarch, rows)), headers)
+
+    async def packages(self, target: str, headers: Headers) -> Response:
+        try:
+            query = request_query(target)
+            prefix, pkgarch = optional(query, "prefix") or "", optional(query, "pkgarch")
+            limit, after = page_size(query), after_cursor(optional(query, "after"))
+        except ValueError as exc:
+            return self.error(400, str(exc))
+        found = await self.server.engine.packages(prefix, pkgarch, after, limit + 1)
+        shown = found[:limit]
+        following = cursor(shown[-1][:2]) if len(found) > limit else None
+        response = tagged(json_response(200, {
+            "items": [{"version": version, "pkgarch": arch, "latest": latest, "given": None}
+                      for version, arch, latest in shown],
+            "next": following}), headers)
+        if following is not None:
+            parameters = [("prefix", prefix)] if prefix else []
+            parameters += [("pkgarch", pkgarch)] if pkgarch else []
+            parameters += [("limit", str(limit)), ("after", following)]
+            response.headers.append(("Link", '<%s?%s>; rel="next"' % (PACKAGES_PATH, urlencode(parameters))))
+        return response
 
     def error(self, status: int, message: str) -> Response:
         return json_response(status, {"error": {"message": message}})
