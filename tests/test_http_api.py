@@ -238,3 +238,41 @@ async def test_a_prefix_is_literal_text_not_a_pattern(start_server):
                              ("a%5B", ["a[b-1"]), ("a", sorted(versions))):
         answer = await get(address, "/api/v1/packages?prefix=" + prefix)
         assert [found["version"] for found in answer.json()["items"]] == expected, prefix
+
+
+# --------------------------------------------------------------------------- the description
+
+async def test_every_answer_matches_the_openapi_description_and_every_path_is_served(start_server):
+    """The API's description (``/api/v1/openapi.json``) held to real answers: every
+    kind of answer validated against the schema given for its path and status, every
+    path described is served, and every path served is described."""
+    jsonschema = pytest.importorskip("jsonschema")
+    server = await start_server(http="127.0.0.1:0")
+    await fill(server.address)
+    address = server.http_addresses[0]
+    spec = (await get(address, "/api/v1/openapi.json")).json()
+    assert spec["openapi"] == "3.1.0"
+    first = (await get(address, "/api/v1/packages?limit=2")).json()
+    answers = [
+        ("/api/v1/status", "/api/v1/status"),
+        ("/api/v1/history", history_target("zlib-1.3-r0", "core2-64")),
+        ("/api/v1/history", history_target("nothing", "core2-64")),
+        ("/api/v1/history", "/api/v1/history?version=x"),
+        ("/api/v1/packages", "/api/v1/packages"),
+        ("/api/v1/packages", "/api/v1/packages?limit=2&after=" + first["next"]),
+        ("/api/v1/packages", "/api/v1/packages?prefix=none"),
+        ("/api/v1/packages", "/api/v1/packages?limit=0"),
+    ]
+    seen = set()
+    for path, target in answers:
+        answer = await get(address, target)
+        schema = spec["paths"][path]["get"]["responses"][str(answer.status)]["content"]["application/json"]["schema"]
+        jsonschema.Draft202012Validator(schema).validate(answer.json())
+        seen.add((path, answer.status))
+    assert seen == {("/api/v1/status", 200), ("/api/v1/history", 200), ("/api/v1/history", 404),
+                    ("/api/v1/history", 400), ("/api/v1/packages", 200), ("/api/v1/packages", 400)}
+    for path in spec["paths"]:
+        assert (await get(address, path)).status != 404, path
+    from prserv.server import web
+    served = {value for name, value in vars(web).items() if name.endswith("_PATH")}
+    assert served == set(spec["paths"])

@@ -15,6 +15,7 @@ passes on, from what the server already knows.  Routes so far:
   ``next`` (and a ``Link: rel="next"`` header) is the opaque cursor ``after`` takes
   for the page after, the last package shown, so that values added while paging
   neither repeat nor skip a package;
+* ``GET /api/v1/openapi.json``: the API's description (``server.openapi``);
 * anything else: 404.  A target whose percent-encoding is broken, or does not
   decode to UTF-8, is 400.
 
@@ -38,6 +39,7 @@ from ..asyncrpc.address import parse_tcp_address
 from ..asyncrpc.httpsession import Headers, Response
 from ..storage.postgresql.url import is_url
 from ..version import __version__
+from . import openapi
 from .history import history_document, package_rows
 
 EXTRA = "web"
@@ -46,6 +48,7 @@ HTTPS_PREFIX = "https://"
 STATUS_PATH = "/api/v1/status"
 HISTORY_PATH = "/api/v1/history"
 PACKAGES_PATH = "/api/v1/packages"
+OPENAPI_PATH = "/api/v1/openapi.json"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 JSON_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"))
@@ -188,6 +191,8 @@ class WebRoutes:
             return await self.history(target, headers)
         if path == PACKAGES_PATH:
             return await self.packages(target, headers)
+        if path == OPENAPI_PATH:
+            return json_response(200, openapi.document())
         return self.error(404, "no such resource: %s" % path)
 
     async def history(self, target: str, headers: Headers) -> Response:
