@@ -370,15 +370,6 @@ def run_server(tmp_path, *flags: str, env: Optional[Dict[str, str]] = None) -> s
                            *flags], capture_output=True, text=True, env=clean, cwd=str(tmp_path), timeout=60)
 
 
-def test_https_is_refused_for_now_with_exit_2(tmp_path):
-    result = run_server(tmp_path, "--http", "https://127.0.0.1:0")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].endswith(
-        "invalid http 'https://127.0.0.1:0' (from flag --http): HTTPS is not available yet: use "
-        "http://HOST:PORT (behind a TLS proxy if need be)")
-    assert not (tmp_path / "pr.sqlite3").exists()
-
-
 REFUSE_H11 = '''
 import sys
 

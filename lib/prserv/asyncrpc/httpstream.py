@@ -64,7 +64,8 @@ class HTTPProtocol(LineProtocol):
 
 
 class HTTPConnection(StreamConnection):
-    """A TCP connection carrying HTTP/1.1 as bytes (``read``, ``write``, ``drain``).
+    """A TCP connection (plain or TLS) carrying HTTP/1.1 as bytes (``read``, ``write``,
+    ``drain``).
 
     It carries no lines: ``recv_line`` reports the stream closed, so a client the
     connection limits refuse is closed at once (``admission.refuse`` tells only
@@ -76,6 +77,8 @@ class HTTPConnection(StreamConnection):
         super().__init__(http_protocol, -1)
         self._http = http_protocol
         self.routes = routes
+        self.secure = self._transport.get_extra_info("ssl_object") is not None
+        """The connection is HTTPS (what it carries cannot be read on the way)."""
 
     def stop_receiving(self) -> bool:
         self._stop_receiving = True

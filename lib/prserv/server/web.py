@@ -46,18 +46,24 @@ def available() -> bool:
 
 
 def endpoint(address: str) -> Tuple[str, int]:
-    """(host, port) to listen on, from ``HOST:PORT``, ``[V6]:PORT`` or
-    ``http://HOST:PORT``; ``ValueError`` saying what is wrong (another form,
-    ``https://``, or h11 not installed)."""
+    """(host, port) to listen on, from ``HOST:PORT``, ``[V6]:PORT``,
+    ``http://HOST:PORT`` or ``https://HOST:PORT`` (``uses_tls``); ``ValueError``
+    saying what is wrong (another form, or h11 not installed)."""
     text = address.strip()
-    if text.lower().startswith(HTTPS_PREFIX):
-        raise ValueError("HTTPS is not available yet: use http://HOST:PORT (behind a TLS proxy if need be)")
-    if text.lower().startswith(HTTP_PREFIX):
-        text = text[len(HTTP_PREFIX):].rstrip("/")
-    endpoint = parse_tcp_address(text, "expected HOST:PORT, [V6]:PORT or http://HOST:PORT")
+    for prefix in (HTTPS_PREFIX, HTTP_PREFIX):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):].rstrip("/")
+            break
+    endpoint = parse_tcp_address(text, "expected HOST:PORT, [V6]:PORT, http://HOST:PORT or https://HOST:PORT")
     if not available():
         raise ValueError("the HTTP listener needs h11: pip install 'prserv[%s]'" % EXTRA)
     return endpoint
+
+
+def uses_tls(address: str) -> bool:
+    """Whether the listener at ``address`` serves HTTPS (``https://HOST:PORT``), with
+    the server's ``tls_certificate`` and ``tls_key``."""
+    return address.strip().lower().startswith(HTTPS_PREFIX)
 
 
 class Described(Protocol):
