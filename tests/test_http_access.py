@@ -7,16 +7,26 @@ port 0, real sockets, a real TLS client."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import http.client
 import json
+import logging
+import re
+import socket
 import ssl
+import urllib.request
 from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from test_http import (CLOSE, STATUS, assert_json_answer, error, exchange, get, host_port, parse_answers,
-                       request, run_server, status_document)
+import prserv
+from prserv.access import AccessRules, parse_address
+from prserv.server import session
+
+from test_http import (CLOSE, STATUS, assert_json_answer, error, exchange, get, parse_answers, request,
+                       run_server, status_document)
 from test_tls import certificates  # noqa: F401  (a fixture)
+from test_tokens import add_user
 
 pytest.importorskip("h11")
 
@@ -80,3 +90,170 @@ def test_https_without_a_certificate_exits_2(tmp_path):
         "http https://127.0.0.1:0 (from flag --http) needs tls_certificate (and tls_key, unless the key is "
         "in the certificate file)")
     assert not (tmp_path / "pr.sqlite3").exists()
+
+
+# --------------------------------------------------------------------------- who sees what
+
+METRICS = "/metrics"
+CHALLENGE = ("WWW-Authenticate", 'Basic realm="prserv"')
+WRONG = error("unknown user, wrong token or expired token (HTTP Basic: the user name, the token as password)")
+IN_THE_CLEAR = error("credentials are accepted over https only (or over http from this host)")
+NO_METRICS = error("no such resource: /metrics")
+FARM_ONLY = AccessRules(allow_write=["10.0.0.0/8"])
+"""Loopback clients may connect, not write."""
+
+
+def basic(user: str, token: str) -> str:
+    return "Authorization: Basic " + base64.b64encode(("%s:%s" % (user, token)).encode()).decode()
+
+
+async def get_with(address: str, target: str, *headers: str) -> "object":
+    [answer] = parse_answers(await exchange(address, request("GET", target, *headers, close=True)), ["GET"])
+    return answer
+
+
+def scrape(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+@pytest.fixture
+def quick_failures(monkeypatch):
+    """Failed authentications answered at once (the delay has tests of its own)."""
+    monkeypatch.setattr(session, "AUTH_FAILURE_DELAY", 0.01)
+
+
+async def test_metrics_are_served_to_writers_as_the_metrics_flag_serves_them(start_server):
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    server = await start_server(http="127.0.0.1:0", metrics="127.0.0.1:0")       # everyone may write
+    exported = await in_thread(scrape, server.exporter.url)
+    answer = await get_with(server.http_addresses[0], METRICS)
+    assert answer.status == 200
+    assert answer.headers == [("Content-Type", CONTENT_TYPE_LATEST), ("Cache-Control", "no-store"),
+                              ("Content-Length", str(len(answer.body))), CLOSE]
+    # the same text, but for the one HTTP connection open while it was read
+    assert b"prserv_connections_active 0.0\n" in exported
+    assert answer.body == exported.replace(b"prserv_connections_active 0.0\n", b"prserv_connections_active 1.0\n")
+
+
+async def test_metrics_are_404_to_a_client_that_may_not_write(start_server):
+    server = await start_server(http="127.0.0.1:0", access=FARM_ONLY)
+    address = server.http_addresses[0]
+    assert_json_answer(await get_with(address, METRICS), 404, NO_METRICS, CLOSE)
+    assert_json_answer(await get_with(address, STATUS), 200, status_document("read-write"), CLOSE)
+
+
+async def test_a_write_or_admin_token_by_basic_over_http_from_this_host(start_server, quick_failures, caplog):
+    server = await start_server(http="127.0.0.1:0", access=FARM_ONLY)
+    address = server.http_addresses[0]
+    caplog.set_level(logging.INFO, logger=prserv.logger.name)
+    ci, root, reader = (await add_user(server, "ci", ["write"]), await add_user(server, "root", ["admin"]),
+                        await add_user(server, "reader", ["read"]))
+    for user in (ci, root):
+        answer = await get_with(address, METRICS, basic(*user))
+        assert answer.status == 200 and answer.body.startswith(b"# HELP ")
+    assert_json_answer(await get_with(address, METRICS, basic(*reader)), 404, NO_METRICS, CLOSE)
+    assert_json_answer(await get_with(address, STATUS, basic(*reader)), 200, status_document("read-write"), CLOSE)
+    for wrong in (basic("ci", root[1]), basic("nobody", ci[1]), "Authorization: Basic !!!",
+                  "Authorization: Bearer " + ci[1], basic("ci", ci[1]) + "\r\n" + basic("ci", ci[1])):
+        assert_json_answer(await get_with(address, METRICS, wrong), 401, WRONG, CHALLENGE, CLOSE)
+    lines = [r.getMessage() for r in caplog.records if "connection closed after" in r.getMessage()]
+    assert [re.sub(r"^\[Client [^]]+\] | in \d+\.\d s", "", line) for line in lines] == [
+        "connection closed after 1 request: closed after an answer (Connection: close) (user ci)",
+        "connection closed after 1 request: closed after an answer (Connection: close) (user root)",
+        "connection closed after 1 request: closed after an answer (Connection: close) (user reader)",
+        "connection closed after 1 request: closed after an answer (Connection: close) (user reader)",
+        *["connection closed after 1 request: closed after an answer (Connection: close)"] * 5]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "HTTP authentication failed for user 'nobody'" in logged
+    for token in (ci[1], root[1], reader[1]):
+        assert token not in logged
+
+
+def local_address() -> str:
+    """An address of this host that is not loopback (the test skips where none is)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))                 # no packet is sent: the route decides
+        host = probe.getsockname()[0]
+    except OSError:
+        pytest.skip("this host has no address but loopback")
+    finally:
+        probe.close()
+    if parse_address(host).is_loopback:
+        pytest.skip("this host has no address but loopback")
+    return host
+
+
+async def test_credentials_from_elsewhere_only_over_https(start_server, certificates):
+    host = local_address()
+    ca_file, chain, key = certificates
+    plain = await start_server(http="%s:0" % host, access=FARM_ONLY)
+    ci = await add_user(plain, "ci", ["write"])
+    assert_json_answer(await get_with(plain.http_addresses[0], METRICS, basic(*ci)), 403, IN_THE_CLEAR, CLOSE)
+    assert_json_answer(await get_with(plain.http_addresses[0], METRICS, basic("ci", "wrong")), 403, IN_THE_CLEAR,
+                       CLOSE)
+    assert_json_answer(await get_with(plain.http_addresses[0], STATUS), 200, status_document("read-write"), CLOSE)
+    secure = await start_server(db="pr.sqlite3", http="https://%s:0" % host, access=FARM_ONLY,
+                                tls_certificate=chain, tls_key=key)
+
+    def fetch(headers: Dict[str, str]):
+        context = ssl.create_default_context(cafile=ca_file)
+        context.check_hostname = False              # the test's certificate names 127.0.0.1, not this address
+        connection = http.client.HTTPSConnection(host, int(secure.http_addresses[0].rsplit(":", 1)[1]),
+                                                 context=context, timeout=10)
+        try:
+            connection.request("GET", METRICS, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    status, body = await in_thread(fetch, {"Authorization": basic(*ci).split(": ", 1)[1]})
+    assert status == 200 and body.startswith(b"# HELP ")
+    status, body = await in_thread(fetch, {})
+    assert (status, json.loads(body)) == (404, NO_METRICS)
+
+
+# --------------------------------------------------------------------------- trusted proxies
+
+PROXIED = AccessRules(allow=["127.0.0.1", "10.0.0.0/8"], allow_write=["10.1.0.0/16"],
+                      trusted_proxies=["127.0.0.1"])
+"""The test is the trusted proxy; writers are in 10.1/16, readers in the rest of 10/8."""
+
+
+async def test_x_forwarded_for_from_a_trusted_proxy_gives_the_client(start_server):
+    server = await start_server(http="127.0.0.1:0", access=PROXIED)
+    address = server.http_addresses[0]
+    for forwarded, status in (("10.1.2.3", 200), ("10.9.9.9", 404), ("10.1.2.3, 127.0.0.1", 200),
+                              ("10.9.9.9, 10.1.2.3", 200), ("10.1.2.3, 10.9.9.9", 404)):
+        answer = await get_with(address, METRICS, "X-Forwarded-For: " + forwarded)
+        assert answer.status == status, forwarded
+    answer = await get_with(address, METRICS, "X-Forwarded-For: 10.9.9.9", "X-Forwarded-For: 10.1.2.3")
+    assert answer.status == 200                     # several headers: one list, read from the right
+    assert_json_answer(await get_with(address, STATUS, "X-Forwarded-For: 192.0.2.99"), 403,
+                       error("not allowed to connect from 192.0.2.99"), CLOSE)
+    assert_json_answer(await get_with(address, METRICS), 404, NO_METRICS, CLOSE)   # the proxy itself
+
+
+async def test_x_forwarded_for_from_any_other_peer_is_ignored(start_server):
+    rules = AccessRules(allow_write=["10.1.0.0/16"], trusted_proxies=["10.0.0.5"])
+    server = await start_server(http="127.0.0.1:0", access=rules)
+    address = server.http_addresses[0]
+    assert_json_answer(await get_with(address, METRICS, "X-Forwarded-For: 10.1.2.3"), 404, NO_METRICS, CLOSE)
+    assert_json_answer(await get_with(address, STATUS, "X-Forwarded-For: 192.0.2.99"), 200,
+                       status_document("read-write"), CLOSE)
+
+
+async def test_a_proxy_header_from_a_trusted_proxy_gives_the_client(start_server, caplog):
+    server = await start_server(http="127.0.0.1:0", access=PROXIED)
+    address = server.http_addresses[0]
+    caplog.set_level(logging.INFO, logger=prserv.logger.name)
+    for client, status in (("10.1.2.3", 200), ("10.9.9.9", 404)):
+        header = ("PROXY TCP4 %s 10.0.0.10 40000 8586\r\n" % client).encode("ascii")
+        [answer] = parse_answers(await exchange(address, header + request("GET", METRICS, close=True)), ["GET"])
+        assert answer.status == status
+    lines = [r.getMessage() for r in caplog.records if "connection closed after" in r.getMessage()]
+    assert [re.sub(r"via 127\.0\.0\.1:\d+\)\] .*", "via 127.0.0.1)", line) for line in lines] == [
+        "[Client 10.1.2.3:40000 (via 127.0.0.1)", "[Client 10.9.9.9:40000 (via 127.0.0.1)"]

@@ -12,7 +12,11 @@ and the connection is closed: the body is never read); a request line with heade
 over ``MAX_HEAD`` bytes is 431; a malformed request is 400 (both closed too).
 Requests on one connection are answered one after another, in order (keep-alive and
 pipelining); ``Connection: close`` is honoured.  What a request gets otherwise is the
-``Routes``' answer: the server supplies them, so this layer knows no page.
+``Routes``' answer: the server supplies them, so this layer knows no page.  Before a
+request is handed to them the routes say who sends it (``Routes.viewer``: a
+``Viewer``, from the ``Client`` the connection comes from and the request's
+headers), so a page can show more to clients that may write; the user a client
+proved is named in the closing line.
 
 Session attributes as ``session.Session`` documents them: ``setup_done`` once the
 first request has arrived whole (until then the handshake timeout applies);
@@ -26,7 +30,7 @@ import http
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Protocol, Tuple
+from typing import Any, List, Optional, Protocol, Tuple, Union
 
 from .exceptions import ConnectionClosedError
 from .httpstream import HTTPConnection
@@ -51,14 +55,43 @@ class Response:
     body: bytes = b""
 
 
+@dataclass(frozen=True)
+class Client:
+    """Where a connection's requests come from, as the routes judge them."""
+
+    host: Optional[str]
+    """The client's address (behind a trusted proxy, the one its PROXY header names)."""
+    socket_host: Optional[str]
+    """The address this server's socket is connected to (the proxy, if any): the hop
+    that credentials cross in the clear over plain HTTP."""
+    secure: bool
+    """The connection is HTTPS."""
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who sent a request, as far as pages need to know: whether the client may write
+    (it then also sees who was given each value, and ``/metrics``), and the user it
+    proved (None: anonymous)."""
+
+    may_write: bool = False
+    user: Optional[str] = None
+
+
 class Routes(Protocol):
     """What answers requests (the server supplies it): every request the session
-    accepts (GET or HEAD, no body) goes to ``handle``; ``error`` shapes the answers
-    the session gives itself (400, 405, 431), so that all errors look alike."""
+    accepts (GET or HEAD, no body) goes to ``viewer``, then to ``handle``; ``error``
+    shapes the answers the session gives itself (400, 405, 431), so that all errors
+    look alike."""
 
-    async def handle(self, method: str, target: str, headers: Headers) -> Response:
+    async def viewer(self, client: Client, headers: Headers) -> Union[Viewer, Response]:
+        """Who sends a request with ``headers`` from ``client``; or the answer that
+        refuses it (wrong credentials, credentials sent in the clear...)."""
+
+    async def handle(self, method: str, target: str, headers: Headers, viewer: Viewer) -> Response:
         """The answer to ``method`` (GET or HEAD: answer as for GET, the session
-        drops a HEAD answer's body) on ``target`` (the request target as sent)."""
+        drops a HEAD answer's body) on ``target`` (the request target as sent), for
+        ``viewer``."""
 
     def error(self, status: int, message: str) -> Response:
         """An error answer with ``status`` saying ``message``."""
@@ -88,6 +121,7 @@ class HTTPSession(Session):
         self.begin(connection, logger)
         self.connection: HTTPConnection = connection
         self.routes = routes
+        self.client = Client(connection.peer_host, connection.socket_host, connection.secure)
         self._idle_since: Optional[float] = None
         self._stopping = False
         self._closed = False
@@ -181,7 +215,12 @@ class HTTPSession(Session):
             return _allowing(self.routes.error(405, "method %s not allowed (GET, HEAD only)" % method))
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers]
         try:
-            return await self.routes.handle(method, request.target.decode("latin-1"), headers)
+            viewer = await self.routes.viewer(self.client, headers)
+            if isinstance(viewer, Response):
+                return viewer
+            if viewer.user is not None:
+                self.user = viewer.user
+            return await self.routes.handle(method, request.target.decode("latin-1"), headers, viewer)
         except Exception:
             self.logger.exception("error answering %s %r", method, request.target)
             return self.routes.error(500, "internal error")

@@ -6,6 +6,8 @@ passes on, from what the server already knows.  Routes so far:
 
 * ``GET /api/v1/status``: the server's role, engine, version, upstream and mirror
   source;
+* ``GET /metrics``: Prometheus' text, as ``--metrics`` serves it, to clients that
+  may write (``webaccess``); 404 to everyone else (its existence is not advertised);
 * anything else: 404.  A target whose percent-encoding is broken, or does not
   decode to UTF-8, is 400.
 
@@ -20,18 +22,21 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from typing import Any, Dict, Optional, Protocol, Tuple
+from typing import Any, Dict, Optional, Protocol, Tuple, Union
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from ..asyncrpc.address import parse_tcp_address
-from ..asyncrpc.httpsession import Headers, Response
+from ..asyncrpc.httpsession import Client, Headers, Response, Viewer
 from ..storage.postgresql.url import is_url
 from ..version import __version__
+from . import metrics
+from .webaccess import Refusal, viewer_of
 
 EXTRA = "web"
 HTTP_PREFIX = "http://"
 HTTPS_PREFIX = "https://"
 STATUS_PATH = "/api/v1/status"
+METRICS_PATH = "/metrics"
 JSON_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"))
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -98,18 +103,36 @@ class WebRoutes:
 
     def __init__(self, server: Described) -> None:
         self.server = server
+        self._registry: Optional[Any] = None
 
-    async def handle(self, method: str, target: str, headers: Headers) -> Response:
+    async def viewer(self, client: Client, headers: Headers) -> Union[Viewer, Response]:
+        """Who sends the request (``webaccess``), or the answer refusing it."""
+        try:
+            return await viewer_of(self.server, client, headers)       # type: ignore[arg-type]
+        except Refusal as refusal:
+            answer = self.error(refusal.status, refusal.message)
+            return Response(answer.status, answer.headers + refusal.headers, answer.body)
+
+    async def handle(self, method: str, target: str, headers: Headers, viewer: Viewer) -> Response:
         try:
             path = request_path(target)
         except ValueError as exc:
             return self.error(400, str(exc))
         if path == STATUS_PATH:
             return json_response(200, self.status())
+        if path == METRICS_PATH and viewer.may_write and metrics.available():
+            return self.metrics()
         return self.error(404, "no such resource: %s" % path)
 
     def error(self, status: int, message: str) -> Response:
         return json_response(status, {"error": {"message": message}})
+
+    def metrics(self) -> Response:
+        """``/metrics``: the server's figures read now, as ``--metrics`` shows them."""
+        if self._registry is None:
+            self._registry = metrics.registry_of(self.server)      # type: ignore[arg-type]
+        content_type, body = metrics.exposition(self._registry)
+        return Response(200, [("Content-Type", content_type), ("Cache-Control", "no-store")], body)
 
     def status(self) -> Dict[str, Any]:
         """What this server is: role, engine, version, upstream, mirror source."""
