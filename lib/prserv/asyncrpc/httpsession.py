@@ -42,6 +42,8 @@ ALLOWED_METHODS = ("GET", "HEAD")
 ALLOW = ", ".join(ALLOWED_METHODS)
 LINGER_SECONDS = 2.0
 """How long a connection closed after an error answer waits for the client's rest."""
+RETRY_AFTER_SECONDS = 1
+"""When a client the connection limits refused may try again (``Retry-After``)."""
 
 Headers = List[Tuple[str, str]]
 
@@ -239,17 +241,51 @@ class HTTPSession(Session):
         await self.connection.linger(LINGER_SECONDS)
 
     async def _send(self, h11: Any, parser: Any, method: bytes, response: Response, close: bool) -> None:
-        headers = list(response.headers)
-        headers.append(("Content-Length", str(len(response.body))))
-        if close:
-            headers.append(("Connection", "close"))
-        data = parser.send(h11.Response(status_code=response.status, headers=headers,
-                                        reason=_reason(response.status)))
-        if method != b"HEAD" and response.body:
-            data += parser.send(h11.Data(data=response.body))
-        data += parser.send(h11.EndOfMessage())
-        self.connection.write(data)
+        self.connection.write(response_bytes(h11, parser, method, response, close))
         await self.connection.drain()
+
+
+def response_bytes(h11: Any, parser: Any, method: bytes, response: Response, close: bool) -> bytes:
+    """``response`` as h11's ``parser`` writes it (``Content-Length`` added; no body
+    for HEAD; ``Connection: close`` if ``close``)."""
+    headers = list(response.headers)
+    headers.append(("Content-Length", str(len(response.body))))
+    if close:
+        headers.append(("Connection", "close"))
+    data = parser.send(h11.Response(status_code=response.status, headers=headers,
+                                    reason=_reason(response.status)))
+    if method != b"HEAD" and response.body:
+        data += parser.send(h11.Data(data=response.body))
+    data += parser.send(h11.EndOfMessage())
+    return data
+
+
+async def answer_refused(connection: HTTPConnection, reason: str) -> None:
+    """Tell a client the connection limits refuse (``admission.refuse``) why: its first
+    request is answered ``503`` with ``Retry-After`` and the routes' error body, then
+    the connection closes.  A malformed request, or none, gets no answer (the caller
+    bounds the wait)."""
+    h11 = import_h11()
+    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+    while True:
+        try:
+            event = parser.next_event()
+        except h11.RemoteProtocolError:
+            return
+        if event is h11.NEED_DATA:
+            parser.receive_data(await connection.read())
+        elif isinstance(event, h11.Request):
+            break
+        else:
+            return                              # closed before a request
+    answer = connection.routes.error(503, reason)
+    answer = Response(answer.status, answer.headers + [("Retry-After", str(RETRY_AFTER_SECONDS))], answer.body)
+    try:
+        connection.write(response_bytes(h11, parser, event.method, answer, close=True))
+    except h11.LocalProtocolError:
+        return
+    await connection.drain()
+    await connection.linger(LINGER_SECONDS)
 
 
 def _what(exc: Exception) -> str:

@@ -93,9 +93,8 @@ class HTTPConnection(StreamConnection):
     """A TCP connection (plain or TLS) carrying HTTP/1.1 as bytes (``read``, ``write``,
     ``drain``).
 
-    It carries no lines: ``recv_line`` reports the stream closed, so a client the
-    connection limits refuse is closed at once (``admission.refuse`` tells only
-    JSON-lines clients why)."""
+    It carries no lines: ``recv_line`` reports the stream closed (a client the
+    connection limits refuse is answered by ``httpsession.answer_refused``)."""
 
     def __init__(self, http_protocol: HTTPProtocol, routes: Any) -> None:
         """``routes``: what answers this connection's requests (an
