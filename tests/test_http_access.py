@@ -257,3 +257,30 @@ async def test_a_proxy_header_from_a_trusted_proxy_gives_the_client(start_server
     lines = [r.getMessage() for r in caplog.records if "connection closed after" in r.getMessage()]
     assert [re.sub(r"via 127\.0\.0\.1:\d+\)\] .*", "via 127.0.0.1)", line) for line in lines] == [
         "[Client 10.1.2.3:40000 (via 127.0.0.1)", "[Client 10.9.9.9:40000 (via 127.0.0.1)"]
+
+
+# --------------------------------------------------------------------------- the figures
+
+async def test_http_requests_are_counted_in_get_stats_and_metrics(start_server):
+    server = await start_server(http="127.0.0.1:0")
+    address = server.http_addresses[0]
+    data = await exchange(address, request("GET", STATUS) + request("GET", "/x") + request("HEAD", STATUS)
+                          + request("POST", STATUS) + request("GET", STATUS, close=True))
+    assert [a.status for a in parse_answers(data, ["GET", "GET", "HEAD", "POST", "GET"])] == [200, 404, 200, 405,
+                                                                                              200]
+    assert await exchange(address, b"GARBAGE\r\n\r\n") != b""                       # 400, counted too
+    async with await prserv.create_async_client(server.address) as client:
+        stats = await client.get_stats()
+    assert stats["commands"] == {"http GET": {"ok": 2, "error": 1}, "http HEAD": {"ok": 1, "error": 0},
+                                 "http other": {"ok": 0, "error": 2}}
+    assert stats["requests"]["num"] == 6
+    answer = await get_with(address, METRICS)
+    lines = [line for line in answer.body.decode().splitlines() if line.startswith("prserv_requests_total")]
+    assert lines == ['prserv_requests_total{command="get-stats",outcome="ok"} 1.0',
+                     'prserv_requests_total{command="get-stats",outcome="error"} 0.0',
+                     'prserv_requests_total{command="http GET",outcome="ok"} 2.0',
+                     'prserv_requests_total{command="http GET",outcome="error"} 1.0',
+                     'prserv_requests_total{command="http HEAD",outcome="ok"} 1.0',
+                     'prserv_requests_total{command="http HEAD",outcome="error"} 0.0',
+                     'prserv_requests_total{command="http other",outcome="ok"} 0.0',
+                     'prserv_requests_total{command="http other",outcome="error"} 2.0']

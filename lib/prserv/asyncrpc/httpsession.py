@@ -18,6 +18,12 @@ request is handed to them the routes say who sends it (``Routes.viewer``: a
 headers), so a page can show more to clients that may write; the user a client
 proved is named in the closing line.
 
+Every answer, the session's own included, is counted in the server's request
+figures (``Session.stats``: ``get-stats``, ``/metrics``) under ``http GET``, ``http
+HEAD`` or ``http other`` (any other method, or a request too malformed to have
+one: a bounded set of names, whatever clients send), an error if its status is 400
+or above; its time runs from the request read whole (or refused) to its answer made.
+
 Session attributes as ``session.Session`` documents them: ``setup_done`` once the
 first request has arrived whole (until then the handshake timeout applies);
 ``silent_since()`` is when the last answer left, while the next request has not
@@ -42,6 +48,9 @@ ALLOWED_METHODS = ("GET", "HEAD")
 ALLOW = ", ".join(ALLOWED_METHODS)
 LINGER_SECONDS = 2.0
 """How long a connection closed after an error answer waits for the client's rest."""
+COMMANDS = {method.encode("ascii"): "http " + method for method in ALLOWED_METHODS}
+"""The names HTTP requests are counted under in the server's figures, by method."""
+OTHER_COMMAND = "http other"
 RETRY_AFTER_SECONDS = 1
 """When a client the connection limits refused may try again (``Retry-After``)."""
 
@@ -179,7 +188,9 @@ class HTTPSession(Session):
                     return
             elif isinstance(event, h11.EndOfMessage):
                 self.setup_done = True
+                started = time.perf_counter()
                 response = await self._answer(request)
+                self._count(request.method, response.status, started)
                 await self._send(h11, parser, request.method, response, close=self._stopping)
                 if parser.our_state is h11.MUST_CLOSE:
                     self.end_reason = ("server stopping" if self._stopping
@@ -227,8 +238,14 @@ class HTTPSession(Session):
             self.logger.exception("error answering %s %r", method, request.target)
             return self.routes.error(500, "internal error")
 
+    def _count(self, method: Optional[bytes], status: int, started: float) -> None:
+        stats = self.stats
+        if stats is not None:
+            stats.record(COMMANDS.get(method, OTHER_COMMAND), time.perf_counter() - started, status < 400)
+
     async def _fail(self, h11: Any, parser: Any, request: Any, status: int, message: str) -> None:
         """Answer ``status`` and close (lingering: the client reads the answer)."""
+        self._count(request.method if request is not None else None, status, time.perf_counter())
         self.end_reason = "%d: %s" % (status, message)
         response = self.routes.error(status, message)
         if status == 405:
