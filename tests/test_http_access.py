@@ -23,7 +23,7 @@ import prserv
 from prserv.access import AccessRules, parse_address
 from prserv.server import session
 
-from test_http import (CLOSE, STATUS, assert_json_answer, error, exchange, get, parse_answers, request,
+from test_http import (CLOSE, STATUS, assert_json_answer, error, exchange, parse_answers, request,
                        run_server, status_document)
 from test_tls import certificates  # noqa: F401  (a fixture)
 from test_tokens import add_user
