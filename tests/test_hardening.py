@@ -96,6 +96,10 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     # column comes from a literal tuple at the call sites (checked by
     # test_export_where_clause_is_built_from_constant_columns); values are parameters.
     ("storage/sqlite/engine.py", "SQLiteEngine._select"): {"self.table", "where"},
+    # A listing's query takes only flags (which filters apply) and the checked table:
+    # test_listing_queries_are_built_from_flags_only holds both engines' builders to it.
+    ("storage/sqlite/engine.py", "SQLiteEngine._next_package"):
+        {"next_package_query(self.table, end is not None, pkgarch is not None, after is not None)"},
     # ``synchronous`` is compared with OFF/NORMAL/FULL/EXTRA first (a DatabaseError
     # otherwise; checked by test_synchronous_and_table_names_are_validated).
     # (``BUSY_TIMEOUT_SECONDS * 1000`` is a module constant, so not listed.)
@@ -440,6 +444,36 @@ def test_export_where_clause_is_built_from_constant_columns(module, selector, fi
         for pair in filters.elts:
             assert isinstance(pair, ast.Tuple) and isinstance(pair.elts[0], ast.Constant) \
                 and pair.elts[0].value in ("version", "pkgarch", "checksum"), ast.unparse(call)
+
+
+@pytest.mark.parametrize("module, builder", [("sqlite/engine.py", "next_package_query"),
+                                             ("postgresql/listing.py", "packages_query")])
+def test_listing_queries_are_built_from_flags_only(module, builder):
+    """A package listing's SQL (``Engine.packages``) is chosen by flags -- which
+    filters apply -- and, on SQLite, the checked table name: every call passes
+    ``<name> is not None`` comparisons (and ``self.table``), and the builder formats
+    only constants, the table and ``%d`` numbers."""
+    from prserv.storage.postgresql.listing import packages_query
+    from prserv.storage.sqlite.engine import next_package_query
+
+    calls = [node for path in LIB.rglob("*.py")
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Call) and ast.unparse(node.func) == builder]
+    assert len(calls) == 1
+    flags = calls[0].args[1:] if builder == "next_package_query" else calls[0].args
+    if builder == "next_package_query":
+        assert ast.unparse(calls[0].args[0]) == "self.table"
+    assert len(flags) == 3 and all(isinstance(flag, ast.Compare) and ast.unparse(flag).endswith(" is not None")
+                                   for flag in flags), ast.unparse(calls[0])
+    texts = set()
+    for bounded in (False, True):
+        for by_pkgarch in (False, True):
+            for after in (False, True):
+                text = (next_package_query("PRMAIN", bounded, by_pkgarch, after) if builder == "next_package_query"
+                        else packages_query(bounded, by_pkgarch, after))
+                assert "%" not in text and "'" not in text
+                texts.add(text)
+    assert len(texts) == 8
 
 
 # --------------------------------------------------------------------------- 1b. over the wire

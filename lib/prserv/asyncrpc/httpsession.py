@@ -263,10 +263,11 @@ class HTTPSession(Session):
 
 
 def response_bytes(h11: Any, parser: Any, method: bytes, response: Response, close: bool) -> bytes:
-    """``response`` as h11's ``parser`` writes it (``Content-Length`` added; no body
-    for HEAD; ``Connection: close`` if ``close``)."""
+    """``response`` as h11's ``parser`` writes it (``Content-Length`` added but to a
+    304; no body for HEAD; ``Connection: close`` if ``close``)."""
     headers = list(response.headers)
-    headers.append(("Content-Length", str(len(response.body))))
+    if response.status != 304:          # a 304's length would be its 200's
+        headers.append(("Content-Length", str(len(response.body))))
     if close:
         headers.append(("Connection", "close"))
     data = parser.send(h11.Response(status_code=response.status, headers=headers,

@@ -6,12 +6,21 @@ passes on, from what the server already knows.  Routes so far:
 
 * ``GET /api/v1/status``: the server's role, engine, version, upstream and mirror
   source;
+* ``GET /api/v1/history?version=V&pkgarch=A``: every row of one package in numeric
+  value order (``history``), 404 for a package without rows; with an ``ETag`` (a hash
+  of the answer) that ``If-None-Match`` turns into 304;
+* ``GET /api/v1/packages?prefix=&pkgarch=&limit=&after=``: packages in (version,
+  pkgarch) byte order with their largest values, those whose version starts with
+  ``prefix`` (literally, case-sensitive); ``limit`` 1 to 1000 (100 by default);
+  ``next`` (and a ``Link: rel="next"`` header) is the opaque cursor ``after`` takes
+  for the page after, the last package shown, so that values added while paging
+  neither repeat nor skip a package;
 * ``GET /metrics``: Prometheus' text, as ``--metrics`` serves it, to clients that
   may write (``webaccess``); 404 to everyone else (its existence is not advertised);
 * anything else: 404.  A target whose percent-encoding is broken, or does not
   decode to UTF-8, is 400.
 
-Every answer is JSON, errors as ``{"error": {"message": ...}}``, never cached.  Its
+Every answer but ``/metrics``' is JSON, errors as ``{"error": {"message": ...}}``.  Its
 HTTP stack (h11, in the ``web`` extra: ``pip install 'prserv[web]'``) is imported
 only by the session when a client connects: bitbake's copy of ``lib/prserv`` never
 needs it.
@@ -19,24 +28,31 @@ needs it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.util
 import json
 import re
-from typing import Any, Dict, Optional, Protocol, Tuple, Union
-from urllib.parse import unquote_to_bytes, urlsplit
+from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
+from urllib.parse import parse_qs, unquote_to_bytes, urlencode, urlsplit
 
 from ..asyncrpc.address import parse_tcp_address
 from ..asyncrpc.httpsession import Client, Headers, Response, Viewer
 from ..storage.postgresql.url import is_url
 from ..version import __version__
 from . import metrics
+from .history import history_document, package_rows
 from .webaccess import Refusal, viewer_of
 
 EXTRA = "web"
 HTTP_PREFIX = "http://"
 HTTPS_PREFIX = "https://"
 STATUS_PATH = "/api/v1/status"
+HISTORY_PATH = "/api/v1/history"
+PACKAGES_PATH = "/api/v1/packages"
 METRICS_PATH = "/metrics"
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
 JSON_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"))
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
@@ -78,6 +94,8 @@ class Described(Protocol):
     mirror: Optional[str]
     upstream: Optional[str]
     dbfile: str
+    engine: Any
+    """The server's ``storage.engine.Engine``."""
 
 
 def request_path(target: str) -> str:
@@ -94,8 +112,74 @@ def request_path(target: str) -> str:
         raise ValueError("the request target's path is not UTF-8") from None
 
 
+def request_query(target: str) -> Dict[str, List[str]]:
+    """The query parameters of a request target, decoded (``ValueError`` if they are
+    not UTF-8); call after ``request_path`` has checked the percent-encoding."""
+    query = target.split("?", 1)[1] if "?" in target else ""
+    return parse_qs(query, keep_blank_values=True, errors="strict")
+
+
+def required(query: Dict[str, List[str]], name: str) -> str:
+    """A query parameter given once, not empty (``ValueError`` saying which)."""
+    values = query.get(name)
+    if not values or values == [""]:
+        raise ValueError("query parameter %r is required" % name)
+    if len(values) > 1:
+        raise ValueError("query parameter %r is given %d times" % (name, len(values)))
+    return values[0]
+
+
+def optional(query: Dict[str, List[str]], name: str) -> Optional[str]:
+    """A query parameter given at most once; None when absent or empty."""
+    values = query.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ValueError("query parameter %r is given %d times" % (name, len(values)))
+    return values[0] or None
+
+
+def page_size(query: Dict[str, List[str]]) -> int:
+    text = optional(query, "limit")
+    if text is None:
+        return DEFAULT_LIMIT
+    if not (text.isdigit() and text.isascii()) or not 1 <= int(text) <= MAX_LIMIT:
+        raise ValueError("query parameter 'limit' must be a whole number from 1 to %d" % MAX_LIMIT)
+    return int(text)
+
+
+def cursor(package: Tuple[str, str]) -> str:
+    """The opaque token of a place in a listing (the package shown last)."""
+    return base64.urlsafe_b64encode(json.dumps(list(package)).encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def after_cursor(text: Optional[str]) -> Optional[Tuple[str, str]]:
+    """The package a ``cursor`` names (``ValueError`` for anything else)."""
+    if text is None:
+        return None
+    try:
+        package = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8"))
+    except ValueError:
+        raise ValueError("query parameter 'after' is not a cursor this server gave") from None
+    if not (isinstance(package, list) and len(package) == 2 and all(isinstance(part, str) for part in package)):
+        raise ValueError("query parameter 'after' is not a cursor this server gave")
+    return package[0], package[1]
+
+
 def json_response(status: int, document: Any) -> Response:
     return Response(status, list(JSON_HEADERS), json.dumps(document).encode("utf-8"))
+
+
+def tagged(response: Response, headers: Headers) -> Response:
+    """``response`` with an ``ETag`` (a hash of its body), or 304 without a body when
+    the request's ``If-None-Match`` names that tag already."""
+    tag = '"%s"' % hashlib.sha256(response.body).hexdigest()[:32]
+    for name, value in headers:
+        if name.lower() == "if-none-match" and (value.strip() == "*" or tag in
+                                                 [part.strip() for part in value.split(",")]):
+            return Response(304, [("ETag", tag), ("Cache-Control", "no-cache")])
+    return Response(response.status, [("Content-Type", "application/json"), ("Cache-Control", "no-cache"),
+                                      ("ETag", tag)], response.body)
 
 
 class WebRoutes:
@@ -120,9 +204,45 @@ class WebRoutes:
             return self.error(400, str(exc))
         if path == STATUS_PATH:
             return json_response(200, self.status())
+        if path == HISTORY_PATH:
+            return await self.history(target, headers)
+        if path == PACKAGES_PATH:
+            return await self.packages(target, headers)
         if path == METRICS_PATH and viewer.may_write and metrics.available():
             return self.metrics()
         return self.error(404, "no such resource: %s" % path)
+
+    async def history(self, target: str, headers: Headers) -> Response:
+        try:
+            query = request_query(target)
+            version, pkgarch = required(query, "version"), required(query, "pkgarch")
+        except ValueError as exc:
+            return self.error(400, str(exc))
+        rows = await package_rows(self.server.engine, version, pkgarch)
+        if not rows:
+            return self.error(404, "no package %s/%s" % (version, pkgarch))
+        return tagged(json_response(200, history_document(version, pkgarch, rows)), headers)
+
+    async def packages(self, target: str, headers: Headers) -> Response:
+        try:
+            query = request_query(target)
+            prefix, pkgarch = optional(query, "prefix") or "", optional(query, "pkgarch")
+            limit, after = page_size(query), after_cursor(optional(query, "after"))
+        except ValueError as exc:
+            return self.error(400, str(exc))
+        found = await self.server.engine.packages(prefix, pkgarch, after, limit + 1)
+        shown = found[:limit]
+        following = cursor(shown[-1][:2]) if len(found) > limit else None
+        response = tagged(json_response(200, {
+            "items": [{"version": version, "pkgarch": arch, "latest": latest, "given": None}
+                      for version, arch, latest in shown],
+            "next": following}), headers)
+        if following is not None:
+            parameters = [("prefix", prefix)] if prefix else []
+            parameters += [("pkgarch", pkgarch)] if pkgarch else []
+            parameters += [("limit", str(limit)), ("after", following)]
+            response.headers.append(("Link", '<%s?%s>; rel="next"' % (PACKAGES_PATH, urlencode(parameters))))
+        return response
 
     def error(self, status: int, message: str) -> Response:
         return json_response(status, {"error": {"message": message}})

@@ -65,6 +65,26 @@ PositionedRow = Tuple[Position, str, str, str, Optional[str]]
 """One row of the change feed: (position, version, pkgarch, checksum, value)."""
 
 
+PackageSummary = Tuple[str, str, Optional[str]]
+"""One package as a listing shows it: (version, pkgarch, its largest value)."""
+
+
+def prefix_end(prefix: str) -> Optional[str]:
+    """The least string after every string that starts with ``prefix``, in code
+    point order (which is UTF-8's byte order): ``prefix`` with its last character
+    made the next one.  None when no string is after them all (an empty prefix, or
+    one of U+10FFFF only).  ``version >= prefix AND version < prefix_end(prefix)``
+    is a literal prefix match an index can serve."""
+    text = prefix
+    while text:
+        last = ord(text[-1])
+        if last < 0x10FFFF:
+            following = last + 1 if last + 1 != 0xD800 else 0xE000     # past the surrogates
+            return text[:-1] + chr(following)
+        text = text[:-1]
+    return None
+
+
 class FeedPage(NamedTuple):
     """One answer of the change feed (``Engine.changes``)."""
     identity: Optional[str]
@@ -282,6 +302,14 @@ class Engine(abc.ABC):
         (``WriteConflict``), so that a write is one round trip when nothing changed.
         A scope whose connection is lost before its commit is confirmed raises
         ``WriteInterrupted``: the caller reads and decides again."""
+
+    @abc.abstractmethod
+    async def packages(self, prefix: str, pkgarch: Optional[str], after: Optional[Tuple[str, str]],
+                       limit: int) -> List[PackageSummary]:
+        """Up to ``limit`` packages after ``after`` in (version, pkgarch) byte order,
+        those whose version starts with ``prefix`` (literally) and, if given, of
+        ``pkgarch``; each with its largest value.  Each package costs an index seek
+        (and its largest value a bounded read): a page reads what it shows."""
 
     @abc.abstractmethod
     async def has_row(self, version: str, pkgarch: str, value: str,

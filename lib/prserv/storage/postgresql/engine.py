@@ -30,8 +30,8 @@ from ...errors import DatabaseError, DatabaseUnavailable, ReadOnlyError
 from ...log import logger
 from ...revision import RevisionKey
 from ...tokens import UserRecord, record_from_row, row_of
-from ..engine import DumpSource, Engine, FeedPage, PackageState, Position, PositionedRow, Row
-from . import feed, schema, users
+from ..engine import DumpSource, Engine, FeedPage, PackageState, PackageSummary, Position, PositionedRow, Row
+from . import feed, listing, schema, users
 from .availability import Outage
 from .connections import first_connection, in_task, open_pool
 from .errors import cause, database_error, driver, driver_errors, is_outage
@@ -272,6 +272,10 @@ class PostgreSQLEngine(Engine):
                       children_of: Optional[RevisionKey] = None) -> PackageState:
         return state_of(await self._query(STATE, *state_args(version, pkgarch, checksum, children_of),
                                           method="fetchrow"), checksum, children_of)
+
+    async def packages(self, prefix: str, pkgarch: Optional[str], after: Optional[Tuple[str, str]],
+                       limit: int) -> List[PackageSummary]:
+        return await listing.packages(self._query, prefix, pkgarch, after, limit)
 
     async def has_row(self, version: str, pkgarch: str, value: str,
                       checksum: Optional[str] = None) -> bool:

@@ -261,6 +261,16 @@ class PackageCache:
                 state.children = {children_of: largest}
         return state
 
+    def largest(self, version: str, pkgarch: str) -> Optional[RevisionKey]:
+        """The package's largest value, from its entry if it has one, else read (as
+        ``state`` would) without keeping it: a listing must not push out the
+        entries requests use."""
+        self.sync()
+        package = self.entries.peek((version, pkgarch))
+        if package is None:
+            package = self._read_package(version, pkgarch)
+        return package.max_key
+
     def _read_package(self, version: str, pkgarch: str) -> _Package:
         package = _Package(_package_bytes(version, pkgarch))
         if not self.exists:

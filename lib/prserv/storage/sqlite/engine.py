@@ -16,7 +16,8 @@ from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional,
 from ...log import logger
 from ...revision import RevisionKey, key_to_revision, optional_key
 from ..engine import (DumpSource, Engine, FeedPage, ImmediateEngine, ImmediateWriteScope, MirrorState,
-                      MirrorTarget, PackageState, Position, PositionedRow, Row, WriteScope, package_max_rows)
+                      MirrorTarget, PackageState, PackageSummary, Position, PositionedRow, Row, WriteScope,
+                      package_max_rows, prefix_end)
 from ...tokens import UserRecord
 from . import feed, snapshot, users
 from .errors import DATABASE, database_error
@@ -81,6 +82,35 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
             return self.cache.state(version, pkgarch, checksum, children_of)
         except sqlite3.Error as exc:
             raise database_error(exc) from exc
+
+    async def packages(self, prefix: str, pkgarch: Optional[str], after: Optional[Tuple[str, str]],
+                       limit: int) -> List[PackageSummary]:
+        with DATABASE:
+            self.cache.sync()
+            if not self.cache.exists:
+                return []
+            found: List[PackageSummary] = []
+            while len(found) < limit:
+                package = self._next_package(prefix, pkgarch, after)
+                if package is None:
+                    break
+                largest = self.cache.largest(*package)
+                found.append((package[0], package[1], None if largest is None else key_to_revision(largest)))
+                after = package
+        return found
+
+    def _next_package(self, prefix: str, pkgarch: Optional[str],
+                      after: Optional[Tuple[str, str]]) -> Optional[Tuple[str, str]]:
+        """The first (version, pkgarch) after ``after`` that the filters take: one
+        seek of the primary key (a loose index scan, a package at a time)."""
+        end = prefix_end(prefix)
+        params: List[Any] = [prefix]
+        params += [end] if end is not None else []
+        params += [pkgarch] if pkgarch is not None else []
+        params += list(after) if after is not None else []
+        row = self.conn.execute(next_package_query(self.table, end is not None, pkgarch is not None,
+                                                   after is not None), params).fetchone()
+        return None if row is None else (row[0], row[1])
 
     async def has_row(self, version: str, pkgarch: str, value: str,
                       checksum: Optional[str] = None) -> bool:
@@ -342,6 +372,22 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
         """The SQL text dump of the whole database (one snapshot) written to ``fd``."""
         with DATABASE:
             return snapshot.write_dump(self.conn, fd)
+
+
+def next_package_query(table: str, bounded: bool, by_pkgarch: bool, after: bool) -> str:
+    """``_next_package``'s query for the filters given (only the conditions that
+    apply, so that the prefix's end bounds the index range): $1 the prefix, then its
+    end, the pkgarch and the package to start after, as they apply.  Built from
+    constants and the table's checked name only."""
+    taken = ["version >= ?"]
+    if bounded:
+        taken.append("version < ?")
+    if by_pkgarch:
+        taken.append("pkgarch = ?")
+    if after:
+        taken.append("(version, pkgarch) > (?, ?)")
+    return "SELECT version, pkgarch FROM %s WHERE %s ORDER BY version, pkgarch LIMIT 1" % (
+        table, " AND ".join(taken))
 
 
 def _wake(waiter: "asyncio.Future[None]") -> None:
