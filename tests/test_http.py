@@ -327,25 +327,33 @@ async def test_shutdown_closes_an_idle_keep_alive_connection_and_the_listener(st
         await exchange(address, request("GET", STATUS, close=True))
 
 
-async def test_a_client_the_per_address_limit_refuses_is_closed_without_an_answer(start_server, caplog):
-    """The one place left before admission can make room (a newcomer still in its
-    first second): a refused HTTP client is closed, told nothing."""
+async def test_a_client_the_per_address_limit_refuses_gets_503_then_is_closed(start_server, caplog):
+    """The one place left before admission can make room (a newcomer while the holder
+    is still in its first second): the refused HTTP client's request is answered 503
+    with Retry-After and the reason, and its connection closed."""
     from prserv.asyncrpc.limits import Limits
 
     server = await start_server(http="127.0.0.1:0", limits=Limits(max_connections_per_address=1))
     caplog.set_level(logging.WARNING, logger=prserv.logger.name)
     address = server.http_addresses[0]
     reader, writer = await asyncio.open_connection(*host_port(address))      # holds the place, no request yet
+    reason = "too many connections from 127.0.0.1 (max_connections_per_address 1)"
     try:
         await until(lambda: len(server.sessions) == 1)
-        assert await exchange(address, b"") == b""
+        [refused] = parse_answers(await exchange(address, request("GET", STATUS) + request("GET", "/x")),
+                                  ["GET"])                                 # one answer, then closed
+        assert refused.reason == "Service Unavailable"
+        assert_json_answer(refused, 503, error(reason), ("Retry-After", "1"), CLOSE)
+        [head] = parse_answers(await exchange(address, request("HEAD", STATUS)), ["HEAD"])
+        assert head.status == 503 and head.body == b""
+        assert await exchange(address, b"GARBAGE\r\n\r\n") == b""          # malformed: nothing said
         writer.write(request("GET", STATUS, close=True))                    # the first one is still served
         [answer] = parse_answers(await asyncio.wait_for(reader.read(), 10), ["GET"])
         assert answer.status == 200
     finally:
         writer.close()
     assert [r.getMessage().split("] ", 1)[1] for r in caplog.records if "refused" in r.getMessage()] == [
-        "refused: too many connections from 127.0.0.1 (max_connections_per_address 1)"]
+        "refused: " + reason]                                               # once a minute per address
 
 
 # --------------------------------------------------------------------------- the server process
@@ -368,15 +376,6 @@ def run_server(tmp_path, *flags: str, env: Optional[Dict[str, str]] = None) -> s
     clean.update(env or {})
     return subprocess.run([sys.executable, BIN, "-F", "-f", str(tmp_path / "pr.sqlite3"), "--bind", "127.0.0.1:0",
                            *flags], capture_output=True, text=True, env=clean, cwd=str(tmp_path), timeout=60)
-
-
-def test_https_is_refused_for_now_with_exit_2(tmp_path):
-    result = run_server(tmp_path, "--http", "https://127.0.0.1:0")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].endswith(
-        "invalid http 'https://127.0.0.1:0' (from flag --http): HTTPS is not available yet: use "
-        "http://HOST:PORT (behind a TLS proxy if need be)")
-    assert not (tmp_path / "pr.sqlite3").exists()
 
 
 REFUSE_H11 = '''

@@ -21,8 +21,10 @@ idle connections.  So:
   for want of a file descriptor;
 * a refused client is told why where the protocol allows it: its setup is read
   (and a header block sent if it asked for one), and its first request answered
-  with an invoke-error; at most ``REFUSALS_AT_ONCE`` are told at a time, within
-  ``REFUSAL_SECONDS``, the others are closed at once.
+  with an invoke-error (an HTTP client's first request: ``503 Service Unavailable``
+  with ``Retry-After``, ``httpsession.answer_refused``); at most
+  ``REFUSALS_AT_ONCE`` are told at a time, within ``REFUSAL_SECONDS``, the others
+  are closed at once.
 
 A client outside the server's ``allow`` networks (``prserv.access``) is closed at
 once, before its setup, without an answer (``shut_out``).
@@ -42,6 +44,8 @@ from . import protocol
 from .connection import Connection
 from .deadline import within
 from .exceptions import AsyncRPCError
+from .httpsession import answer_refused
+from .httpstream import HTTPConnection
 from .limits import Limits
 from .session import Session
 
@@ -143,7 +147,8 @@ class Admission:
             return
         self.refusing += 1
         try:
-            await within(_answer_with(connection, reason), REFUSAL_SECONDS)
+            answer = answer_refused if isinstance(connection, HTTPConnection) else _answer_with
+            await within(answer(connection, reason), REFUSAL_SECONDS)
         except (AsyncRPCError, OSError, ConnectionError, asyncio.TimeoutError):
             pass
         finally:

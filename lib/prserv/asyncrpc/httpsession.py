@@ -12,7 +12,17 @@ and the connection is closed: the body is never read); a request line with heade
 over ``MAX_HEAD`` bytes is 431; a malformed request is 400 (both closed too).
 Requests on one connection are answered one after another, in order (keep-alive and
 pipelining); ``Connection: close`` is honoured.  What a request gets otherwise is the
-``Routes``' answer: the server supplies them, so this layer knows no page.
+``Routes``' answer: the server supplies them, so this layer knows no page.  Before a
+request is handed to them the routes say who sends it (``Routes.viewer``: a
+``Viewer``, from the ``Client`` the connection comes from and the request's
+headers), so a page can show more to clients that may write; the user a client
+proved is named in the closing line.
+
+Every answer, the session's own included, is counted in the server's request
+figures (``Session.stats``: ``get-stats``, ``/metrics``) under ``http GET``, ``http
+HEAD`` or ``http other`` (any other method, or a request too malformed to have
+one: a bounded set of names, whatever clients send), an error if its status is 400
+or above; its time runs from the request read whole (or refused) to its answer made.
 
 Session attributes as ``session.Session`` documents them: ``setup_done`` once the
 first request has arrived whole (until then the handshake timeout applies);
@@ -26,7 +36,7 @@ import http
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Protocol, Tuple
+from typing import Any, List, Optional, Protocol, Tuple, Union
 
 from .exceptions import ConnectionClosedError
 from .httpstream import HTTPConnection
@@ -38,6 +48,11 @@ ALLOWED_METHODS = ("GET", "HEAD")
 ALLOW = ", ".join(ALLOWED_METHODS)
 LINGER_SECONDS = 2.0
 """How long a connection closed after an error answer waits for the client's rest."""
+COMMANDS = {method.encode("ascii"): "http " + method for method in ALLOWED_METHODS}
+"""The names HTTP requests are counted under in the server's figures, by method."""
+OTHER_COMMAND = "http other"
+RETRY_AFTER_SECONDS = 1
+"""When a client the connection limits refused may try again (``Retry-After``)."""
 
 Headers = List[Tuple[str, str]]
 
@@ -51,14 +66,43 @@ class Response:
     body: bytes = b""
 
 
+@dataclass(frozen=True)
+class Client:
+    """Where a connection's requests come from, as the routes judge them."""
+
+    host: Optional[str]
+    """The client's address (behind a trusted proxy, the one its PROXY header names)."""
+    socket_host: Optional[str]
+    """The address this server's socket is connected to (the proxy, if any): the hop
+    that credentials cross in the clear over plain HTTP."""
+    secure: bool
+    """The connection is HTTPS."""
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who sent a request, as far as pages need to know: whether the client may write
+    (it then also sees who was given each value, and ``/metrics``), and the user it
+    proved (None: anonymous)."""
+
+    may_write: bool = False
+    user: Optional[str] = None
+
+
 class Routes(Protocol):
     """What answers requests (the server supplies it): every request the session
-    accepts (GET or HEAD, no body) goes to ``handle``; ``error`` shapes the answers
-    the session gives itself (400, 405, 431), so that all errors look alike."""
+    accepts (GET or HEAD, no body) goes to ``viewer``, then to ``handle``; ``error``
+    shapes the answers the session gives itself (400, 405, 431), so that all errors
+    look alike."""
 
-    async def handle(self, method: str, target: str, headers: Headers) -> Response:
+    async def viewer(self, client: Client, headers: Headers) -> Union[Viewer, Response]:
+        """Who sends a request with ``headers`` from ``client``; or the answer that
+        refuses it (wrong credentials, credentials sent in the clear...)."""
+
+    async def handle(self, method: str, target: str, headers: Headers, viewer: Viewer) -> Response:
         """The answer to ``method`` (GET or HEAD: answer as for GET, the session
-        drops a HEAD answer's body) on ``target`` (the request target as sent)."""
+        drops a HEAD answer's body) on ``target`` (the request target as sent), for
+        ``viewer``."""
 
     def error(self, status: int, message: str) -> Response:
         """An error answer with ``status`` saying ``message``."""
@@ -88,6 +132,7 @@ class HTTPSession(Session):
         self.begin(connection, logger)
         self.connection: HTTPConnection = connection
         self.routes = routes
+        self.client = Client(connection.peer_host, connection.socket_host, connection.secure)
         self._idle_since: Optional[float] = None
         self._stopping = False
         self._closed = False
@@ -143,7 +188,9 @@ class HTTPSession(Session):
                     return
             elif isinstance(event, h11.EndOfMessage):
                 self.setup_done = True
+                started = time.perf_counter()
                 response = await self._answer(request)
+                self._count(request.method, response.status, started)
                 await self._send(h11, parser, request.method, response, close=self._stopping)
                 if parser.our_state is h11.MUST_CLOSE:
                     self.end_reason = ("server stopping" if self._stopping
@@ -181,13 +228,24 @@ class HTTPSession(Session):
             return _allowing(self.routes.error(405, "method %s not allowed (GET, HEAD only)" % method))
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers]
         try:
-            return await self.routes.handle(method, request.target.decode("latin-1"), headers)
+            viewer = await self.routes.viewer(self.client, headers)
+            if isinstance(viewer, Response):
+                return viewer
+            if viewer.user is not None:
+                self.user = viewer.user
+            return await self.routes.handle(method, request.target.decode("latin-1"), headers, viewer)
         except Exception:
             self.logger.exception("error answering %s %r", method, request.target)
             return self.routes.error(500, "internal error")
 
+    def _count(self, method: Optional[bytes], status: int, started: float) -> None:
+        stats = self.stats
+        if stats is not None:
+            stats.record(COMMANDS.get(method, OTHER_COMMAND), time.perf_counter() - started, status < 400)
+
     async def _fail(self, h11: Any, parser: Any, request: Any, status: int, message: str) -> None:
         """Answer ``status`` and close (lingering: the client reads the answer)."""
+        self._count(request.method if request is not None else None, status, time.perf_counter())
         self.end_reason = "%d: %s" % (status, message)
         response = self.routes.error(status, message)
         if status == 405:
@@ -200,18 +258,52 @@ class HTTPSession(Session):
         await self.connection.linger(LINGER_SECONDS)
 
     async def _send(self, h11: Any, parser: Any, method: bytes, response: Response, close: bool) -> None:
-        headers = list(response.headers)
-        if response.status != 304:          # a 304's length would be its 200's
-            headers.append(("Content-Length", str(len(response.body))))
-        if close:
-            headers.append(("Connection", "close"))
-        data = parser.send(h11.Response(status_code=response.status, headers=headers,
-                                        reason=_reason(response.status)))
-        if method != b"HEAD" and response.body:
-            data += parser.send(h11.Data(data=response.body))
-        data += parser.send(h11.EndOfMessage())
-        self.connection.write(data)
+        self.connection.write(response_bytes(h11, parser, method, response, close))
         await self.connection.drain()
+
+
+def response_bytes(h11: Any, parser: Any, method: bytes, response: Response, close: bool) -> bytes:
+    """``response`` as h11's ``parser`` writes it (``Content-Length`` added but to a
+    304; no body for HEAD; ``Connection: close`` if ``close``)."""
+    headers = list(response.headers)
+    if response.status != 304:          # a 304's length would be its 200's
+        headers.append(("Content-Length", str(len(response.body))))
+    if close:
+        headers.append(("Connection", "close"))
+    data = parser.send(h11.Response(status_code=response.status, headers=headers,
+                                    reason=_reason(response.status)))
+    if method != b"HEAD" and response.body:
+        data += parser.send(h11.Data(data=response.body))
+    data += parser.send(h11.EndOfMessage())
+    return data
+
+
+async def answer_refused(connection: HTTPConnection, reason: str) -> None:
+    """Tell a client the connection limits refuse (``admission.refuse``) why: its first
+    request is answered ``503`` with ``Retry-After`` and the routes' error body, then
+    the connection closes.  A malformed request, or none, gets no answer (the caller
+    bounds the wait)."""
+    h11 = import_h11()
+    parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+    while True:
+        try:
+            event = parser.next_event()
+        except h11.RemoteProtocolError:
+            return
+        if event is h11.NEED_DATA:
+            parser.receive_data(await connection.read())
+        elif isinstance(event, h11.Request):
+            break
+        else:
+            return                              # closed before a request
+    answer = connection.routes.error(503, reason)
+    answer = Response(answer.status, answer.headers + [("Retry-After", str(RETRY_AFTER_SECONDS))], answer.body)
+    try:
+        connection.write(response_bytes(h11, parser, event.method, answer, close=True))
+    except h11.LocalProtocolError:
+        return
+    await connection.drain()
+    await connection.linger(LINGER_SECONDS)
 
 
 def _what(exc: Exception) -> str:

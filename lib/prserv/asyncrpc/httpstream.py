@@ -4,7 +4,9 @@ An HTTP session (``httpsession``) hands bytes to a sans-I/O parser, so its
 connection carries bytes, not lines: ``HTTPProtocol`` buffers what arrives (after a
 trusted proxy's PROXY header, read as ``stream.LineProtocol`` reads it, whose flow
 control and PROXY handling it inherits) and ``HTTPConnection`` reads and writes
-those bytes.  Addresses, the PROXY header and closing are ``StreamConnection``'s, so
+those bytes.  A trusted proxy's PROXY header is optional here: an HTTP proxy tells
+the client by ``X-Forwarded-For`` instead, so a connection whose first bytes cannot
+begin a PROXY header is read as HTTP from the proxy itself.  Addresses, the PROXY header and closing are ``StreamConnection``'s, so
 admission, the access rules and the log see an HTTP client as any TCP client.
 """
 
@@ -16,6 +18,7 @@ from typing import Any, Optional
 
 from .deadline import within
 from .exceptions import ConnectionClosedError
+from .proxyproto import ABSENT, begins_header
 from .stream import READ_BYTES, LineProtocol, StreamConnection
 
 PAUSE_READING_BYTES = 4 * READ_BYTES
@@ -31,6 +34,29 @@ class HTTPProtocol(LineProtocol):
         super().__init__(on_connection=on_connection, loop=loop)
         self._received = bytearray()
         self._stopped = False
+        self._undecided: Optional[bytes] = None
+        """A trusted proxy's first bytes while they may still begin a PROXY header."""
+
+    def expect_proxy_header(self) -> None:
+        """A trusted proxy's connection: a PROXY header may come first (or not)."""
+        super().expect_proxy_header()
+        self._undecided = b""
+
+    def _past_proxy_header(self, data: bytes) -> Optional[bytes]:
+        if self._undecided is not None:
+            seen = self._undecided + data
+            header = begins_header(seen)
+            if header is None:
+                self._undecided = seen
+                return None
+            self._undecided = None
+            if not header:                      # plain HTTP from the proxy itself
+                self._proxy_parser = None
+                if self.proxy_waiter is not None and not self.proxy_waiter.done():
+                    self.proxy_waiter.set_result(ABSENT)
+                return seen
+            data = seen
+        return super()._past_proxy_header(data)
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
@@ -64,11 +90,11 @@ class HTTPProtocol(LineProtocol):
 
 
 class HTTPConnection(StreamConnection):
-    """A TCP connection carrying HTTP/1.1 as bytes (``read``, ``write``, ``drain``).
+    """A TCP connection (plain or TLS) carrying HTTP/1.1 as bytes (``read``, ``write``,
+    ``drain``).
 
-    It carries no lines: ``recv_line`` reports the stream closed, so a client the
-    connection limits refuse is closed at once (``admission.refuse`` tells only
-    JSON-lines clients why)."""
+    It carries no lines: ``recv_line`` reports the stream closed (a client the
+    connection limits refuse is answered by ``httpsession.answer_refused``)."""
 
     def __init__(self, http_protocol: HTTPProtocol, routes: Any) -> None:
         """``routes``: what answers this connection's requests (an
@@ -76,6 +102,13 @@ class HTTPConnection(StreamConnection):
         super().__init__(http_protocol, -1)
         self._http = http_protocol
         self.routes = routes
+        self.secure = self._transport.get_extra_info("ssl_object") is not None
+        """The connection is HTTPS (what it carries cannot be read on the way)."""
+
+    @property
+    def socket_host(self) -> Optional[str]:
+        """The address the socket is connected to (a proxy's, behind one)."""
+        return self._own_host()
 
     def stop_receiving(self) -> bool:
         self._stop_receiving = True

@@ -94,11 +94,14 @@ class AsyncServer(ServingProcess):
                                                 self.limits, tls=self._server_tls if tls else None,
                                                 forwarded_client=self._forwarded_client))
 
-    def start_http_server(self, host: str, port: int, routes: Any) -> None:
+    def start_http_server(self, host: str, port: int, routes: Any, tls: bool = False) -> None:
         """An HTTP/1.1 listener whose requests ``routes`` answers (an
-        ``httpsession.Routes``); h11 must be importable when serving starts."""
+        ``httpsession.Routes``); h11 must be importable when serving starts.
+        ``tls``: HTTPS, with ``tls_context`` (set before serving); its clients' PROXY
+        headers are not read (TLS starts the connection), ``X-Forwarded-For`` is."""
         self.listeners.append(HTTPListener(host, port, routes, self.admit, self.logger, limits=self.limits,
-                                           trusts_proxy=self._trusts_proxy))
+                                           trusts_proxy=None if tls else self._trusts_proxy,
+                                           tls=self._server_tls if tls else None))
 
     def _trusts_proxy(self, host: Optional[str]) -> bool:
         return self.access.is_trusted_proxy(host)
@@ -108,7 +111,7 @@ class AsyncServer(ServingProcess):
 
     def _server_tls(self) -> Any:
         if self.tls_context is None:
-            raise TLSConfigError("a wss:// address needs a TLS certificate and key (tls_certificate, tls_key)")
+            raise TLSConfigError("a wss:// or https:// address needs a TLS certificate and key (tls_certificate, tls_key)")
         return self.tls_context
 
     def start_server(self, addr: str) -> None:

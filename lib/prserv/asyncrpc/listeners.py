@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import Any, Awaitable, Callable, Optional, Set
+from typing import Any, Awaitable, Callable, Dict, Optional, Set
 
 from .address import format_tcp_address
 from .connection import Connection
@@ -101,10 +101,14 @@ class TCPListener(Listener):
         if self.trusts_proxy is not None and self.trusts_proxy(connection.peer_host):
             connection.expect_proxy_header()
 
+    def _server_options(self) -> Dict[str, Any]:
+        """More of ``create_server``'s options (a TLS context)."""
+        return {}
+
     async def start(self) -> None:
         loop = self.loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self._protocol_factory, self.host, self.port,
-                                               reuse_port=self.reuseport or None)
+                                               reuse_port=self.reuseport or None, **self._server_options())
         for sock in self.server.sockets:
             set_tcp_listener_options(sock)
             self.logger.debug("listening on %r", sock.getsockname())
@@ -113,14 +117,25 @@ class TCPListener(Listener):
 
 
 class HTTPListener(TCPListener):
-    """Plain HTTP/1.1 on TCP: each client an ``HTTPConnection`` answered by ``routes``
-    (an ``httpsession.Routes``), admitted by the same handler as every listener's."""
+    """HTTP/1.1 on TCP, plain or over TLS: each client an ``HTTPConnection`` answered
+    by ``routes`` (an ``httpsession.Routes``), admitted by the same handler as every
+    listener's."""
 
     def __init__(self, host: str, port: int, routes: Any, handler: ConnectionHandler, logger: logging.Logger,
                  *, limits: Optional[Limits] = None,
-                 trusts_proxy: Optional[Callable[[Optional[str]], bool]] = None) -> None:
+                 trusts_proxy: Optional[Callable[[Optional[str]], bool]] = None,
+                 tls: Optional[Callable[[], Any]] = None) -> None:
+        """``tls``: gives the server's TLS context when listening starts (HTTPS)."""
         super().__init__(host, port, handler, logger, limits=limits, trusts_proxy=trusts_proxy)
         self.routes = routes
+        self.tls = tls
+        self.handshake_timeout = (limits or Limits()).handshake_timeout
+
+    def _server_options(self) -> Dict[str, Any]:
+        if self.tls is None:
+            return {}
+        # The TLS handshake comes before the connection is handed over: bound it here.
+        return {"ssl": self.tls(), "ssl_handshake_timeout": self.handshake_timeout or None}
 
     def _protocol_factory(self) -> LineProtocol:
         return HTTPProtocol(on_connection=self._accepted, loop=self.loop)
@@ -130,7 +145,7 @@ class HTTPListener(TCPListener):
 
     async def start(self) -> None:
         await super().start()
-        self.address = "http://" + self.address
+        self.address = ("https://" if self.tls is not None else "http://") + self.address
 
 
 class UnixListener(Listener):

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
 __all__ = [
-    "MAX_V1_LINE", "MAX_V2_HEADER", "MAX_V2_PAYLOAD", "ProxyHeader", "ProxyHeaderError",
-    "ProxyHeaderParser", "V1_SIGNATURE", "V2_SIGNATURE",
+    "ABSENT", "MAX_V1_LINE", "MAX_V2_HEADER", "MAX_V2_PAYLOAD", "ProxyHeader", "ProxyHeaderError",
+    "ProxyHeaderParser", "V1_SIGNATURE", "V2_SIGNATURE", "begins_header",
 ]
 
 MAX_V1_LINE = 107
@@ -134,6 +134,20 @@ def _parse(buffer: bytes) -> Optional[Tuple[ProxyHeader, int]]:
     if version == 1:
         return _parse_v1(buffer)
     return _parse_v2(buffer)
+
+
+def begins_header(buffer: bytes) -> Optional[bool]:
+    """Whether a connection's first bytes begin a PROXY header: True once a v1 or v2
+    signature is complete, False once they cannot become one, None while they still
+    could (where a header is optional: the HTTP listener's trusted proxies)."""
+    try:
+        return _detect_version(buffer) is not None or None
+    except ProxyHeaderError:
+        return False
+
+
+ABSENT = ProxyHeader(0, None, None, None, None)
+"""An optional header that was not sent: the connection's own endpoints apply."""
 
 
 def _detect_version(buffer: bytes) -> Optional[int]:

@@ -27,8 +27,8 @@ server uses only what ``Session`` names:
 one kind of session; ``httpsession.HTTPSession`` (HTTP/1.1, ``--http``) another, with
 a listener of its own (``listeners.HTTPListener``) and a ``Connection`` subclass
 (``httpstream.HTTPConnection``), admitted, evicted, timed out, stopped and logged as
-the first is.  What is still JSON-lines only: ``admission.refuse`` tells a refused
-client why in the JSON-lines protocol (an HTTP client is closed without an answer).
+the first is.  ``admission.refuse`` tells a refused client why in its own protocol
+(an invoke-error, or an HTTP ``503``).
 """
 
 from __future__ import annotations

@@ -236,8 +236,8 @@ def _endpoint(check: Callable[[str], Any]) -> Callable[[Any, str], Optional[str]
 _metrics_address = _endpoint(metrics.endpoint)
 """HOST:PORT for /metrics (its library must be installed), or None."""
 _http_address = _endpoint(web.endpoint)
-"""HOST:PORT, [V6]:PORT or http://HOST:PORT for the HTTP listener (h11 must be
-installed; https:// is refused until it exists), or None."""
+"""HOST:PORT, [V6]:PORT, http://HOST:PORT or https://HOST:PORT for the HTTP
+listener (h11 must be installed), or None."""
 
 
 def _event_loop(raw: Any, base: str) -> str:
@@ -318,14 +318,15 @@ SETTINGS: Tuple[Setting, ...] = (
             "unix-socket clients may store values (true/false)", metavar="BOOL"),
     Setting("trusted_proxies", "PRSERV_TRUSTED_PROXIES", ("--trusted-proxy",), [], _networks,
             "proxies whose connections carry the real client's address, which the rules then apply "
-            "to: the PROXY protocol (v1 or v2) on TCP, X-Forwarded-For on websockets; CIDR, repeatable",
+            "to: the PROXY protocol (v1 or v2) on TCP, X-Forwarded-For on websockets and HTTP; CIDR, "
+            "repeatable",
             metavar="CIDR", kind=REPEATED, shown_default="none"),
     Setting("require_token", "PRSERV_REQUIRE_TOKEN", ("--require-token",), [], _token_requirements,
             "what anonymous clients may not do: mirror (pull the change feed; a token with the mirror "
             "permission may), dump-db (an admin token may); repeatable or comma separated",
             metavar="WHAT", kind=REPEATED, shown_default="nothing"),
     Setting("tls_certificate", "PRSERV_TLS_CERTIFICATE", ("--tls-certificate",), None, _optional_path,
-            "PEM certificate chain that wss:// listeners present", metavar="FILE", shown_default="none"),
+            "PEM certificate chain that wss:// and https:// listeners present", metavar="FILE", shown_default="none"),
     Setting("tls_key", "PRSERV_TLS_KEY", ("--tls-key",), None, _optional_path,
             "PEM private key of tls_certificate", metavar="FILE",
             shown_default="in the certificate file"),
@@ -381,8 +382,8 @@ SETTINGS: Tuple[Setting, ...] = (
             "serve Prometheus metrics at http://HOST:PORT/metrics (pip install 'prserv[metrics]')",
             metavar="HOST:PORT", shown_default="none"),
     Setting("http", "PRSERV_HTTP", ("--http",), None, _http_address,
-            "serve the HTTP status API (/api/v1/status) on HOST:PORT, [V6]:PORT or http://HOST:PORT; "
-            "https:// is not available yet (pip install 'prserv[web]')",
+            "serve the HTTP API (/api/v1/status; /metrics to clients that may write) on HOST:PORT, "
+            "[V6]:PORT, http://HOST:PORT or https://HOST:PORT (with tls_certificate) (pip install 'prserv[web]')",
             metavar="HOST:PORT", shown_default="none"),
     Setting("log_file", "PRSERV_LOG", ("-l", "--log"), "prserv.log", _log_file,
             "log filename, '-' for stderr", metavar="FILE",
@@ -572,6 +573,10 @@ def load_config(flags: Optional[Mapping[str, Any]] = None,
     if wss and not values["tls_certificate"].value:
         raise ConfigError("bind %s (from %s) needs tls_certificate (and tls_key, unless the key is in the "
                           "certificate file)" % (wss[0], values["bind"].source))
+    http = values["http"].value
+    if http and web.uses_tls(http) and not values["tls_certificate"].value:
+        raise ConfigError("http %s (from %s) needs tls_certificate (and tls_key, unless the key is in the "
+                          "certificate file)" % (http, values["http"].source))
     check_mirror_and_upstream(values["mirror"].value, values["upstream"].value, sources)
     return Config(values, config_file, lambda: load_config(flags, environ, given_file, cwd))
 

@@ -144,15 +144,31 @@ class Collector:
                     "copied (the mirror stopped applying changes).", value=1 if follower.state == DIVERGED else 0)
 
 
+def registry_of(server: Observed) -> Any:
+    """A ``prometheus_client`` registry holding this server's metrics (``Collector``):
+    what ``--metrics`` serves, and the HTTP listener's ``/metrics``."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector(server))       # type: ignore[arg-type]
+    return registry
+
+
+def exposition(registry: Any) -> Tuple[str, bytes]:
+    """(content type, body) of the registry's metrics in Prometheus' text format."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return CONTENT_TYPE_LATEST, generate_latest(registry)
+
+
 class Exporter:
     """``/metrics`` over HTTP for one server, until ``stop``."""
 
     def __init__(self, server: Observed, host: str, port: int) -> None:
         """``prometheus_client`` must be importable (``available``)."""
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import start_http_server
 
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(Collector(server))       # type: ignore[arg-type]
+        self.registry = registry_of(server)
         try:
             started = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:

@@ -73,7 +73,8 @@ class PRServer(AsyncServer):
         ``metrics``: ``HOST:PORT`` to serve Prometheus metrics on (``server.metrics``).
         ``event_loop``: ``auto`` (uvloop when installed), ``asyncio`` or ``uvloop``, for
         ``serve_forever`` and ``serve_as_process``.  ``http``: ``HOST:PORT`` (or
-        ``http://HOST:PORT``) of an HTTP listener answering ``server.web``'s routes."""
+        ``http://HOST:PORT``, or ``https://HOST:PORT`` with ``tls_certificate``) of an
+        HTTP listener answering ``server.web``'s routes."""
         super().__init__(logger, limits)
         if access is not None:
             self.access = access
@@ -104,7 +105,7 @@ class PRServer(AsyncServer):
         self.exporter: Optional[metrics_module.Exporter] = None
         if http:
             try:
-                self.start_http_server(*web.endpoint(http), web.WebRoutes(self))
+                self.start_http_server(*web.endpoint(http), web.WebRoutes(self), tls=web.uses_tls(http))
             except ValueError as exc:
                 raise ConfigError("http %r: %s" % (http, exc)) from None
         check_mirror_and_upstream(mirror, upstream)

@@ -54,6 +54,26 @@ async def export_pieces(metainfo: Dict[str, Any], batches: AsyncIterator[List[Ro
     yield messages.EXPORT_TAIL
 
 
+async def prove_user(engine: Engine, username: Any, token: Any) -> Optional[tokens.UserRecord]:
+    """The user ``username`` if ``token`` is its valid token; else None, after
+    ``AUTH_FAILURE_DELAY`` seconds (guessing tokens stays slow).  Every way of proving
+    a user (``auth``, HTTP Basic) goes through here."""
+    record = None
+    if isinstance(username, str) and isinstance(token, str) and username and token:
+        record = await engine.get_user(username)
+    if record is None or not tokens.token_matches(record, token, time.time()):
+        await asyncio.sleep(AUTH_FAILURE_DELAY)
+        return None
+    return record
+
+
+def may_write(network_writes: bool, permissions: FrozenSet[str]) -> bool:
+    """Whether a client may store values (where the server does): its address is in
+    ``allow_write`` (``network_writes``), or its token grants ``write`` (``admin``
+    implies it).  The PR session and the HTTP listener ask this one rule."""
+    return network_writes or tokens.WRITE in permissions
+
+
 class SessionOwner(Protocol):
     """What a session needs of its server (``prserv.server.prserver.PRServer``)."""
 
@@ -115,7 +135,7 @@ class PRServerClient(AsyncServerConnection):
         """The client's address is in ``allow_write``."""
         self.permissions: FrozenSet[str] = frozenset()
         """What the client's token grants (``auth``); nothing for an anonymous client."""
-        self.read_only = server.read_only or not self.network_writes
+        self.read_only = server.read_only or not may_write(self.network_writes, self.permissions)
         """This session only reads: get-pr answers without storing, import-one with null
         (a read-only server, or a client whose network and token do not grant writes)."""
 
@@ -246,16 +266,13 @@ class PRServerClient(AsyncServerConnection):
         failure is answered after ``AUTH_FAILURE_DELAY`` seconds and changes nothing."""
         args = fields.arguments(request)
         username, token = args.get("username"), args.get("token")
-        record = None
-        if isinstance(username, str) and isinstance(token, str) and username and token:
-            record = await self.engine.get_user(username)
-        if record is None or not tokens.token_matches(record, token, time.time()):
-            await asyncio.sleep(AUTH_FAILURE_DELAY)
+        record = await prove_user(self.engine, username, token)
+        if record is None:
             self.logger.warning("auth failed for user %.64r", username)
             raise RequestRefused("auth: unknown user, wrong token or expired token")
         self.user = record.username
         self.permissions = record.permissions
-        self.read_only = self.server.read_only or not (self.network_writes or tokens.WRITE in self.permissions)
+        self.read_only = self.server.read_only or not may_write(self.network_writes, self.permissions)
         self.logger.info("authenticated as %s (%s)", record.username, tokens.permissions_text(record.permissions))
         return messages.auth_answer(record.username, record.permissions)
 

@@ -16,10 +16,12 @@ passes on, from what the server already knows.  Routes so far:
   for the page after, the last package shown, so that values added while paging
   neither repeat nor skip a package;
 * ``GET /api/v1/openapi.json``: the API's description (``server.openapi``);
+* ``GET /metrics``: Prometheus' text, as ``--metrics`` serves it, to clients that
+  may write (``webaccess``); 404 to everyone else (its existence is not advertised);
 * anything else: 404.  A target whose percent-encoding is broken, or does not
   decode to UTF-8, is 400.
 
-Every answer is JSON, errors as ``{"error": {"message": ...}}``, never cached.  Its
+Every answer but ``/metrics``' is JSON, errors as ``{"error": {"message": ...}}``.  Its
 HTTP stack (h11, in the ``web`` extra: ``pip install 'prserv[web]'``) is imported
 only by the session when a client connects: bitbake's copy of ``lib/prserv`` never
 needs it.
@@ -32,15 +34,16 @@ import hashlib
 import importlib.util
 import json
 import re
-from typing import Any, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
 from urllib.parse import parse_qs, unquote_to_bytes, urlencode, urlsplit
 
 from ..asyncrpc.address import parse_tcp_address
-from ..asyncrpc.httpsession import Headers, Response
+from ..asyncrpc.httpsession import Client, Headers, Response, Viewer
 from ..storage.postgresql.url import is_url
 from ..version import __version__
-from . import openapi
+from . import metrics, openapi
 from .history import history_document, package_rows
+from .webaccess import Refusal, viewer_of
 
 EXTRA = "web"
 HTTP_PREFIX = "http://"
@@ -49,6 +52,7 @@ STATUS_PATH = "/api/v1/status"
 HISTORY_PATH = "/api/v1/history"
 PACKAGES_PATH = "/api/v1/packages"
 OPENAPI_PATH = "/api/v1/openapi.json"
+METRICS_PATH = "/metrics"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 JSON_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"))
@@ -65,18 +69,24 @@ def available() -> bool:
 
 
 def endpoint(address: str) -> Tuple[str, int]:
-    """(host, port) to listen on, from ``HOST:PORT``, ``[V6]:PORT`` or
-    ``http://HOST:PORT``; ``ValueError`` saying what is wrong (another form,
-    ``https://``, or h11 not installed)."""
+    """(host, port) to listen on, from ``HOST:PORT``, ``[V6]:PORT``,
+    ``http://HOST:PORT`` or ``https://HOST:PORT`` (``uses_tls``); ``ValueError``
+    saying what is wrong (another form, or h11 not installed)."""
     text = address.strip()
-    if text.lower().startswith(HTTPS_PREFIX):
-        raise ValueError("HTTPS is not available yet: use http://HOST:PORT (behind a TLS proxy if need be)")
-    if text.lower().startswith(HTTP_PREFIX):
-        text = text[len(HTTP_PREFIX):].rstrip("/")
-    endpoint = parse_tcp_address(text, "expected HOST:PORT, [V6]:PORT or http://HOST:PORT")
+    for prefix in (HTTPS_PREFIX, HTTP_PREFIX):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):].rstrip("/")
+            break
+    endpoint = parse_tcp_address(text, "expected HOST:PORT, [V6]:PORT, http://HOST:PORT or https://HOST:PORT")
     if not available():
         raise ValueError("the HTTP listener needs h11: pip install 'prserv[%s]'" % EXTRA)
     return endpoint
+
+
+def uses_tls(address: str) -> bool:
+    """Whether the listener at ``address`` serves HTTPS (``https://HOST:PORT``), with
+    the server's ``tls_certificate`` and ``tls_key``."""
+    return address.strip().lower().startswith(HTTPS_PREFIX)
 
 
 class Described(Protocol):
@@ -179,8 +189,17 @@ class WebRoutes:
 
     def __init__(self, server: Described) -> None:
         self.server = server
+        self._registry: Optional[Any] = None
 
-    async def handle(self, method: str, target: str, headers: Headers) -> Response:
+    async def viewer(self, client: Client, headers: Headers) -> Union[Viewer, Response]:
+        """Who sends the request (``webaccess``), or the answer refusing it."""
+        try:
+            return await viewer_of(self.server, client, headers)       # type: ignore[arg-type]
+        except Refusal as refusal:
+            answer = self.error(refusal.status, refusal.message)
+            return Response(answer.status, answer.headers + refusal.headers, answer.body)
+
+    async def handle(self, method: str, target: str, headers: Headers, viewer: Viewer) -> Response:
         try:
             path = request_path(target)
         except ValueError as exc:
@@ -193,6 +212,8 @@ class WebRoutes:
             return await self.packages(target, headers)
         if path == OPENAPI_PATH:
             return json_response(200, openapi.document())
+        if path == METRICS_PATH and viewer.may_write and metrics.available():
+            return self.metrics()
         return self.error(404, "no such resource: %s" % path)
 
     async def history(self, target: str, headers: Headers) -> Response:
@@ -229,6 +250,13 @@ class WebRoutes:
 
     def error(self, status: int, message: str) -> Response:
         return json_response(status, {"error": {"message": message}})
+
+    def metrics(self) -> Response:
+        """``/metrics``: the server's figures read now, as ``--metrics`` shows them."""
+        if self._registry is None:
+            self._registry = metrics.registry_of(self.server)      # type: ignore[arg-type]
+        content_type, body = metrics.exposition(self._registry)
+        return Response(200, [("Content-Type", content_type), ("Cache-Control", "no-store")], body)
 
     def status(self) -> Dict[str, Any]:
         """What this server is: role, engine, version, upstream, mirror source."""
