@@ -365,3 +365,32 @@ async def test_a_commit_waiting_for_a_missing_standby_is_not_cancelled_by_shutdo
     finally:
         if not stopped:
             await server.stop_serving()
+
+
+def test_a_failure_on_a_connection_older_than_the_last_outage_is_its_tail_not_a_new_one():
+    """After an outage ends, a request still on a connection opened before it began
+    can fail once more (CI saw a restart logged as two outages): that is the last
+    outage's tail, not another; a failure on a newer connection, or while connecting,
+    begins one."""
+    from prserv.storage.postgresql.availability import Outage
+
+    logged: List[str] = []
+
+    class Log:
+        def warning(self, message, *args):
+            logged.append("out")
+
+        def info(self, message, *args):
+            logged.append("back")
+
+    outage = Outage("postgresql://db/prserv", 20.0, Log(), lambda text: text)
+    before = time.monotonic()
+    outage.failed(OSError("refused"), True)                    # connecting: no connection
+    assert outage.started is not None and outage.started >= before
+    began = outage.started
+    outage.reached(time.monotonic())                           # a connection opened since
+    assert logged == ["out", "back"] and outage.started is None
+    outage.failed(OSError("reset"), True, opened_at=began - 1.0)
+    assert logged == ["out", "back"] and outage.started is None  # the tail: nothing begins
+    outage.failed(OSError("reset"), True, opened_at=time.monotonic())
+    assert logged == ["out", "back", "out"] and outage.started is not None

@@ -4,7 +4,9 @@
 ends (how long, how many requests waited, how many of them gave up), whatever the
 number of requests caught in it.  It ends with the first success on a connection
 opened since it began: a primary being stopped answers on some of its connections
-for a moment after others were cut.  Which errors are an outage: ``errors``.
+for a moment after others were cut.  For the same reason a failure on a connection
+opened before the last outage began (one still in use when that outage ended) does
+not begin another: it is that outage's tail.  Which errors are an outage: ``errors``.
 """
 
 from __future__ import annotations
@@ -33,9 +35,16 @@ class Outage:
         """Requests that waited during the current outage."""
         self.gave_up = 0
         """Requests of the current outage answered with an error after the wait."""
+        self.last_started: Optional[float] = None
+        """When the last outage that ended had begun."""
 
-    def failed(self, exc: BaseException, first_for_request: bool) -> None:
-        """A request met ``exc`` (an outage); the first such failure begins the outage."""
+    def failed(self, exc: BaseException, first_for_request: bool, opened_at: Optional[float] = None) -> None:
+        """A request met ``exc`` (an outage) on a connection opened at ``opened_at``
+        (None: not known, or no connection); the first such failure begins the
+        outage, unless the connection is older than the last outage."""
+        if self.started is None and opened_at is not None and self.last_started is not None \
+                and opened_at < self.last_started:
+            return                              # the last outage's tail, on a connection from before it
         if self.started is None:
             self.started = time.monotonic()
             self.waited = self.gave_up = 0
@@ -55,7 +64,7 @@ class Outage:
         if self.started is None or opened_at < self.started:
             return
         lasted = time.monotonic() - self.started
-        self.started = None
+        self.last_started, self.started = self.started, None
         self.logger.info("PostgreSQL %s is back after %.1f s; %d request(s) waited for it, %d of them "
                          "answered with an error after %g s", self.shown_url, lasted, self.waited,
                          self.gave_up, self.wait)

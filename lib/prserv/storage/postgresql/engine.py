@@ -34,7 +34,7 @@ from ..engine import DumpSource, Engine, FeedPage, PackageState, PackageSummary,
 from . import feed, listing, schema, users
 from .availability import Outage
 from .connections import first_connection, in_task, open_pool
-from .errors import cause, database_error, driver, driver_errors, is_outage
+from .errors import OPENED_AT, cause, database_error, driver, driver_errors, is_outage
 from .export import max_rows_batches, select_batches
 from .state import STATE, state_args, state_of
 from .url import hide_in, masked
@@ -188,14 +188,19 @@ class PostgreSQLEngine(Engine):
     async def forget_connections(self, exc: BaseException, first_for_request: bool) -> None:
         """An outage: every pooled connection is replaced as it is next used (they
         may all lead to a server that is gone, or to one no longer the primary)."""
-        self.outage.failed(exc, first_for_request)
+        self.outage.failed(exc, first_for_request, getattr(exc, OPENED_AT, None))
         await self.pool.expire_connections()
 
     async def _on_pooled(self, operation: Callable[[Any], Awaitable[T]]) -> T:
         async with self.pool.acquire() as connection:
-            result = await operation(connection)
+            opened_at = connection.opened_at                       # (a closed proxy no longer tells)
+            try:
+                result = await operation(connection)
+            except self.driver_errors as exc:
+                setattr(exc, OPENED_AT, opened_at)                 # for the outage's bookkeeping
+                raise
             if self.outage.started is not None:
-                self.outage.reached(connection.opened_at)
+                self.outage.reached(opened_at)
         return result
 
     async def unabandoned(self, work: Awaitable[T]) -> T:

@@ -26,6 +26,11 @@ OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "25006", "53300"})
 """admin shutdown, crash shutdown, cannot connect now, read-only transaction, too
 many connections; and every state of class 08 (connection exceptions)."""
 
+OPENED_AT = "prserv_connection_opened_at"
+"""The attribute a driver error raised on a pooled connection is given: when that
+connection was opened (``availability.Outage.failed``: a connection older than the
+last outage fails as that outage's tail)."""
+
 
 def driver() -> Any:
     """asyncpg, imported when a URL is opened (``lib/prserv`` imports only the

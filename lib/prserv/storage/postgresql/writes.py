@@ -22,7 +22,7 @@ from typing import Any, Optional
 from ...revision import RevisionKey, key_to_revision, revision_key
 from ..engine import PackageState, WriteConflict, WriteInterrupted, WriteScope
 from .connections import in_task
-from .errors import database_error, is_outage
+from .errors import OPENED_AT, database_error, is_outage
 from .state import STATE, state_args, state_of
 
 INSERT = ("INSERT INTO prmain (version, pkgarch, checksum, value, key) "
@@ -110,6 +110,8 @@ class LockedWrite(WriteScope):
         self.children_of = children_of
         self._connection: Any = None
         self._transaction: Any = None
+        self._opened_at: Optional[float] = None
+        """When the scope's connection was opened (an outage's bookkeeping)."""
 
     @in_task
     async def __aenter__(self) -> "LockedWrite":
@@ -117,19 +119,23 @@ class LockedWrite(WriteScope):
         return self
 
     async def _begin(self) -> None:
+        self._opened_at = None
         try:
             self._connection = await self.engine.pool.acquire()
+            self._opened_at = self._connection.opened_at          # (a closed proxy no longer tells)
             self._transaction = self._connection.transaction()
             await self._transaction.start()
             await self._connection.execute("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))",
                                            self.args[0], self.args[1])
             self.state = state_of(await self._connection.fetchrow(STATE, *self.args), self.checksum,
                                 self.children_of)
-        except BaseException:
+        except BaseException as exc:
+            if self._opened_at is not None and isinstance(exc, self.engine.driver_errors):
+                setattr(exc, OPENED_AT, self._opened_at)
             await self._end(False)
             raise
         if self.engine.outage.started is not None:
-            self.engine.outage.reached(self._connection.opened_at)
+            self.engine.outage.reached(self._opened_at)
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
@@ -160,6 +166,7 @@ class LockedWrite(WriteScope):
         """What a failed statement of the scope becomes: ``WriteInterrupted`` for an
         outage (after which the pool's connections are replaced), else ``DatabaseError``."""
         if is_outage(exc, self.engine.driver):
+            setattr(exc, OPENED_AT, self._opened_at)
             await self.engine.forget_connections(exc, False)     # counted when it waits
             return WriteInterrupted()
         return database_error(exc, self.engine.url)
