@@ -46,6 +46,7 @@ MAX_HEAD = 16 * 1024
 """Bytes of a request line with its headers at most (h11's incomplete-event limit)."""
 ALLOWED_METHODS = ("GET", "HEAD")
 ALLOW = ", ".join(ALLOWED_METHODS)
+ALLOW_HEADER = ("Allow", ALLOW)
 LINGER_SECONDS = 2.0
 """How long a connection closed after an error answer waits for the client's rest."""
 COMMANDS = {method.encode("ascii"): "http " + method for method in ALLOWED_METHODS}
@@ -64,6 +65,10 @@ class Response:
     status: int
     headers: Headers = field(default_factory=list)
     body: bytes = b""
+
+    def with_headers(self, *headers: Tuple[str, str]) -> "Response":
+        """This answer with ``headers`` added after its own."""
+        return Response(self.status, self.headers + list(headers), self.body)
 
 
 @dataclass(frozen=True)
@@ -217,7 +222,7 @@ class HTTPSession(Session):
             return False
         method = request.method.decode("latin-1")
         if method not in ALLOWED_METHODS:
-            await self._fail(h11, parser, request, 405, "method %s not allowed (GET, HEAD only)" % method)
+            await self._fail(h11, parser, request, 405, _not_allowed(method))
         else:
             await self._fail(h11, parser, request, 400, "requests carry no body here")
         return True
@@ -225,7 +230,7 @@ class HTTPSession(Session):
     async def _answer(self, request: Any) -> Response:
         method = request.method.decode("latin-1")
         if method not in ALLOWED_METHODS:
-            return _allowing(self.routes.error(405, "method %s not allowed (GET, HEAD only)" % method))
+            return self.routes.error(405, _not_allowed(method)).with_headers(ALLOW_HEADER)
         headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers]
         try:
             viewer = await self.routes.viewer(self.client, headers)
@@ -249,7 +254,7 @@ class HTTPSession(Session):
         self.end_reason = "%d: %s" % (status, message)
         response = self.routes.error(status, message)
         if status == 405:
-            response = _allowing(response)
+            response = response.with_headers(ALLOW_HEADER)
         try:
             await self._send(h11, parser, request.method if request is not None else b"GET", response,
                              close=True)
@@ -297,7 +302,7 @@ async def answer_refused(connection: HTTPConnection, reason: str) -> None:
         else:
             return                              # closed before a request
     answer = connection.routes.error(503, reason)
-    answer = Response(answer.status, answer.headers + [("Retry-After", str(RETRY_AFTER_SECONDS))], answer.body)
+    answer = answer.with_headers(("Retry-After", str(RETRY_AFTER_SECONDS)))
     try:
         connection.write(response_bytes(h11, parser, event.method, answer, close=True))
     except h11.LocalProtocolError:
@@ -312,8 +317,8 @@ def _what(exc: Exception) -> str:
     return str(exc).split(": bytearray(", 1)[0][:100]
 
 
-def _allowing(response: Response) -> Response:
-    return Response(response.status, response.headers + [("Allow", ALLOW)], response.body)
+def _not_allowed(method: str) -> str:
+    return "method %s not allowed (%s only)" % (method, ALLOW)
 
 
 def _reason(status: int) -> bytes:

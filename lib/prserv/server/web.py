@@ -121,16 +121,6 @@ def request_query(target: str) -> Dict[str, List[str]]:
     return parse_qs(query, keep_blank_values=True, errors="strict")
 
 
-def required(query: Dict[str, List[str]], name: str) -> str:
-    """A query parameter given once, not empty (``ValueError`` saying which)."""
-    values = query.get(name)
-    if not values or values == [""]:
-        raise ValueError("query parameter %r is required" % name)
-    if len(values) > 1:
-        raise ValueError("query parameter %r is given %d times" % (name, len(values)))
-    return values[0]
-
-
 def optional(query: Dict[str, List[str]], name: str) -> Optional[str]:
     """A query parameter given at most once; None when absent or empty."""
     values = query.get(name)
@@ -139,6 +129,14 @@ def optional(query: Dict[str, List[str]], name: str) -> Optional[str]:
     if len(values) > 1:
         raise ValueError("query parameter %r is given %d times" % (name, len(values)))
     return values[0] or None
+
+
+def required(query: Dict[str, List[str]], name: str) -> str:
+    """A query parameter given once, not empty (``ValueError`` saying which)."""
+    value = optional(query, name)
+    if value is None:
+        raise ValueError("query parameter %r is required" % name)
+    return value
 
 
 def page_size(query: Dict[str, List[str]]) -> int:
@@ -180,8 +178,8 @@ def tagged(response: Response, headers: Headers) -> Response:
         if name.lower() == "if-none-match" and (value.strip() == "*" or tag in
                                                  [part.strip() for part in value.split(",")]):
             return Response(304, [("ETag", tag), ("Cache-Control", "no-cache")])
-    return Response(response.status, [("Content-Type", "application/json"), ("Cache-Control", "no-cache"),
-                                      ("ETag", tag)], response.body)
+    kept = [header for header in response.headers if header[0] != "Cache-Control"]
+    return Response(response.status, kept + [("Cache-Control", "no-cache"), ("ETag", tag)], response.body)
 
 
 class WebRoutes:
@@ -196,8 +194,7 @@ class WebRoutes:
         try:
             return await viewer_of(self.server, client, headers)       # type: ignore[arg-type]
         except Refusal as refusal:
-            answer = self.error(refusal.status, refusal.message)
-            return Response(answer.status, answer.headers + refusal.headers, answer.body)
+            return self.error(refusal.status, refusal.message).with_headers(*refusal.headers)
 
     async def handle(self, method: str, target: str, headers: Headers, viewer: Viewer) -> Response:
         try:

@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import abc
 import types
-from typing import (Any, AsyncContextManager, AsyncIterator, ContextManager, Dict, Iterable, Iterator, List, Mapping, NamedTuple,
-                    Optional, Sequence, Tuple)
+from typing import (Any, AsyncContextManager, AsyncIterator, ContextManager, Dict, Iterable, Iterator, List,
+                    Mapping, NamedTuple, Optional, Sequence, Tuple)
 
 from ..revision import RevisionKey, next_key, optional_key
 from ..asyncrpc.stats import Durations

@@ -264,8 +264,7 @@ class PackageCache:
     def largest(self, version: str, pkgarch: str) -> Optional[RevisionKey]:
         """The package's largest value, from its entry if it has one, else read (as
         ``state`` would) without keeping it: a listing must not push out the
-        entries requests use."""
-        self.sync()
+        entries requests use.  The caller has just made the coherence check."""
         package = self.entries.peek((version, pkgarch))
         if package is None:
             package = self._read_package(version, pkgarch)

@@ -376,9 +376,9 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
 
 def next_package_query(table: str, bounded: bool, by_pkgarch: bool, after: bool) -> str:
     """``_next_package``'s query for the filters given (only the conditions that
-    apply, so that the prefix's end bounds the index range): $1 the prefix, then its
-    end, the pkgarch and the package to start after, as they apply.  Built from
-    constants and the table's checked name only."""
+    apply, so that the prefix's end bounds the index range); its parameters: the
+    prefix, then its end, the pkgarch and the package to start after, as they apply.
+    Built from constants and the table's checked name only."""
     taken = ["version >= ?"]
     if bounded:
         taken.append("version < ?")
