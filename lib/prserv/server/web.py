@@ -121,7 +121,20 @@ def request_query(target: str) -> Dict[str, List[str]]:
     return parse_qs(query, keep_blank_values=True, errors="strict")
 
 
-def optional(query: Dict[str, List[str]], name: str) -> Optional[str]:
+Query = Dict[str, List[str]]
+"""A request's query parameters, decoded (``request_query``)."""
+
+
+class HTTPError(Exception):
+    """A request a route cannot answer: ``status`` (400, 404) and why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def optional(query: Query, name: str) -> Optional[str]:
     """A query parameter given at most once; None when absent or empty."""
     values = query.get(name)
     if not values:
@@ -131,7 +144,7 @@ def optional(query: Dict[str, List[str]], name: str) -> Optional[str]:
     return values[0] or None
 
 
-def required(query: Dict[str, List[str]], name: str) -> str:
+def required(query: Query, name: str) -> str:
     """A query parameter given once, not empty (``ValueError`` saying which)."""
     value = optional(query, name)
     if value is None:
@@ -139,7 +152,7 @@ def required(query: Dict[str, List[str]], name: str) -> str:
     return value
 
 
-def page_size(query: Dict[str, List[str]]) -> int:
+def page_size(query: Query) -> int:
     text = optional(query, "limit")
     if text is None:
         return DEFAULT_LIMIT
@@ -199,12 +212,13 @@ class WebRoutes:
     async def handle(self, method: str, target: str, headers: Headers, viewer: Viewer) -> Response:
         try:
             path = request_path(target)
+            request_query(target)
         except ValueError as exc:
             return self.error(400, str(exc))
         if path == STATUS_PATH:
             return json_response(200, self.status())
         if path == HISTORY_PATH:
-            return await self.history(target, headers)
+            return await self.history(target, headers, viewer)
         if path == PACKAGES_PATH:
             return await self.packages(target, headers)
         if path == OPENAPI_PATH:
@@ -213,37 +227,55 @@ class WebRoutes:
             return self.metrics()
         return self.error(404, "no such resource: %s" % path)
 
-    async def history(self, target: str, headers: Headers) -> Response:
+    async def history(self, target: str, headers: Headers, viewer: Viewer) -> Response:
         try:
-            query = request_query(target)
-            version, pkgarch = required(query, "version"), required(query, "pkgarch")
-        except ValueError as exc:
-            return self.error(400, str(exc))
-        rows = await package_rows(self.server.engine, version, pkgarch)
-        if not rows:
-            return self.error(404, "no package %s/%s" % (version, pkgarch))
-        return tagged(json_response(200, history_document(version, pkgarch, rows)), headers)
+            document = await self.history_data(request_query(target), viewer)
+        except HTTPError as exc:
+            return self.error(exc.status, exc.message)
+        return tagged(json_response(200, document), headers)
 
     async def packages(self, target: str, headers: Headers) -> Response:
         try:
-            query = request_query(target)
+            document, following = await self.packages_data(request_query(target))
+        except HTTPError as exc:
+            return self.error(exc.status, exc.message)
+        response = tagged(json_response(200, document), headers)
+        if following is not None:
+            response.headers.append(("Link", '<%s?%s>; rel="next"' % (PACKAGES_PATH, urlencode(following))))
+        return response
+
+    # -- what each route shows, as a document: the JSON API sends it, a page renders it
+    async def history_data(self, query: Query, viewer: Viewer) -> Dict[str, Any]:
+        """``/api/v1/history``'s document (``HTTPError`` 400 or 404)."""
+        try:
+            version, pkgarch = required(query, "version"), required(query, "pkgarch")
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from None
+        rows = await package_rows(self.server.engine, version, pkgarch)
+        if not rows:
+            raise HTTPError(404, "no package %s/%s" % (version, pkgarch))
+        return history_document(version, pkgarch, rows)
+
+    async def packages_data(self, query: Query) -> Tuple[Dict[str, Any], Optional[List[Tuple[str, str]]]]:
+        """``/api/v1/packages``' document, and the query parameters of the page after
+        it (None on the last page); ``HTTPError`` 400."""
+        try:
             prefix, pkgarch = optional(query, "prefix") or "", optional(query, "pkgarch")
             limit, after = page_size(query), after_cursor(optional(query, "after"))
         except ValueError as exc:
-            return self.error(400, str(exc))
+            raise HTTPError(400, str(exc)) from None
         found = await self.server.engine.packages(prefix, pkgarch, after, limit + 1)
         shown = found[:limit]
         following = cursor(shown[-1][:2]) if len(found) > limit else None
-        response = tagged(json_response(200, {
-            "items": [{"version": version, "pkgarch": arch, "latest": latest, "given": None}
-                      for version, arch, latest in shown],
-            "next": following}), headers)
-        if following is not None:
-            parameters = [("prefix", prefix)] if prefix else []
-            parameters += [("pkgarch", pkgarch)] if pkgarch else []
-            parameters += [("limit", str(limit)), ("after", following)]
-            response.headers.append(("Link", '<%s?%s>; rel="next"' % (PACKAGES_PATH, urlencode(parameters))))
-        return response
+        document = {"items": [{"version": version, "pkgarch": arch, "latest": latest, "given": None}
+                              for version, arch, latest, _ in shown],
+                    "next": following}
+        if following is None:
+            return document, None
+        parameters = [("prefix", prefix)] if prefix else []
+        parameters += [("pkgarch", pkgarch)] if pkgarch else []
+        parameters += [("limit", str(limit)), ("after", following)]
+        return document, parameters
 
     def error(self, status: int, message: str) -> Response:
         return json_response(status, {"error": {"message": message}})

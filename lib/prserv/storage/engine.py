@@ -29,6 +29,12 @@ these promises, which the rest of the package relies on:
   ``revision.next_key`` of the largest value *as it is under the write lock* (so
   writers of new checksums on several servers never decide again).  The rule is
   ``revision.next_key``'s, written once (and once in SQL, held to it by a test).
+* **A record of when each value was given.**  Every row a write scope stores is
+  recorded, in the same transaction, with the time it was stored and the scope's
+  ``Giver``: a value is never acknowledged without its record, and a record never
+  outlives a rolled-back value.  ``history``, ``packages`` and ``recent`` read it;
+  ``forget_clients`` erases the addresses and users of old records (times stay).
+  Rows stored before (or by bitbake's server) have none: their time is unknown.
 * **A change feed.**  ``changes()`` gives committed rows after an opaque position
   token, in a stable order, each with its position, and names the history they
   belong to (an identity); ``wait_for_changes()`` returns once something was
@@ -65,8 +71,33 @@ PositionedRow = Tuple[Position, str, str, str, Optional[str]]
 """One row of the change feed: (position, version, pkgarch, checksum, value)."""
 
 
-PackageSummary = Tuple[str, str, Optional[str]]
-"""One package as a listing shows it: (version, pkgarch, its largest value)."""
+PackageSummary = Tuple[str, str, Optional[str], Optional[int]]
+"""One package as a listing shows it: (version, pkgarch, its largest value, when that
+value was first given, in microseconds since the epoch, None if unknown)."""
+
+
+class Giver(NamedTuple):
+    """Whom a value is given to, as the record of when each value was given keeps it:
+    the client's address (the real one behind a trusted proxy) and the user it proved.
+    None where not known or not recorded (``record_clients`` off, an import)."""
+    address: Optional[str] = None
+    user: Optional[str] = None
+
+
+NOBODY = Giver()
+"""A value stored for no client the record names (import-one, a copy)."""
+
+Given = Tuple[Optional[int], Optional[str], Optional[str]]
+"""A row's record: (when it was given, in microseconds since the epoch (UTC), the
+address, the user); None where unknown -- rows stored before the record existed, or by
+another server (bitbake's), have no record at all."""
+
+HistoryRow = Tuple[str, Optional[str], Optional[int], Optional[str], Optional[str]]
+"""One row of a package with its record: (checksum, value, time, address, user)."""
+
+RecentRow = Tuple[Position, str, str, str, Optional[str], Optional[int], Optional[str], Optional[str]]
+"""One row of ``Engine.recent``: (position, version, pkgarch, checksum, value, time,
+address, user)."""
 
 
 def prefix_end(prefix: str) -> Optional[str]:
@@ -225,7 +256,8 @@ class ImmediateEngine(abc.ABC):
 
     @abc.abstractmethod
     def write_now(self, version: str, pkgarch: str, checksum: Optional[str] = None,
-                  known: Optional[PackageState] = None) -> ContextManager[ImmediateWriteScope]:
+                  known: Optional[PackageState] = None,
+                  giver: Giver = NOBODY) -> ContextManager[ImmediateWriteScope]:
         """``Engine.write`` (``with``), without waiting.  ``known``: what ``package_now``
         returned just before, nothing having run in between; the scope keeps it as its
         state (``unchanged``) if taking the lock brought nothing new, else reads again."""
@@ -294,9 +326,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def write(self, version: str, pkgarch: str, checksum: Optional[str] = None,
               children_of: Optional[RevisionKey] = None,
-              known: Optional[PackageState] = None) -> AsyncContextManager[WriteScope]:
+              known: Optional[PackageState] = None, giver: Giver = NOBODY) -> AsyncContextManager[WriteScope]:
         """The package's write scope (``async with``), atomic across processes; its
-        ``state`` is ``package(...)`` read again under the write lock.  ``known``: the
+        ``state`` is ``package(...)`` read again under the write lock.  Each row it
+        stores is recorded as given now to ``giver``.  ``known``: the
         state the caller has just read with the same arguments; an engine whose lock
         costs round trips may take it as the scope's state and check it when storing
         (``WriteConflict``), so that a write is one round trip when nothing changed.
@@ -310,6 +343,32 @@ class Engine(abc.ABC):
         those whose version starts with ``prefix`` (literally) and, if given, of
         ``pkgarch``; each with its largest value.  Each package costs an index seek
         (and its largest value a bounded read): a page reads what it shows."""
+
+    async def history(self, version: str, pkgarch: str) -> List[HistoryRow]:
+        """Every row of the package with its record, in no particular order (an engine
+        without a record gives its rows with none)."""
+        rows: List[HistoryRow] = []
+        async for batch in self.export_batches(version, pkgarch, None, True):
+            rows.extend((checksum, value, None, None, None) for _, _, checksum, value in batch)
+        return rows
+
+    async def recent(self, since: Optional[int], after: Optional[Position], limit: int) -> List[RecentRow]:
+        """Up to ``limit`` rows newest first (the change feed's order, backwards), those
+        before position ``after`` when given; with ``since`` (microseconds since the
+        epoch) only rows recorded as given at or after it.  Reads what it returns: the
+        rows by position, or by the record's time index."""
+        return []
+
+    async def given_since(self, since: int) -> Optional[int]:
+        """How many rows were given at or after ``since`` (an index range, not a table
+        scan), None where the engine keeps no record."""
+        return None
+
+    async def forget_clients(self, before: int) -> int:
+        """Erase the address and user of every record older than ``before``
+        (microseconds since the epoch); their times stay.  Returns how many records
+        changed."""
+        return 0
 
     @abc.abstractmethod
     async def has_row(self, version: str, pkgarch: str, value: str,

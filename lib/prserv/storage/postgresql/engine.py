@@ -30,7 +30,8 @@ from ...errors import DatabaseError, DatabaseUnavailable, ReadOnlyError
 from ...log import logger
 from ...revision import RevisionKey
 from ...tokens import UserRecord, record_from_row, row_of
-from ..engine import DumpSource, Engine, FeedPage, PackageState, PackageSummary, Position, PositionedRow, Row
+from ..engine import (NOBODY, DumpSource, Engine, FeedPage, Giver, PackageState, PackageSummary, Position,
+                      PositionedRow, Row)
 from . import feed, listing, schema, users
 from .availability import Outage
 from .connections import first_connection, in_task, open_pool
@@ -310,7 +311,7 @@ class PostgreSQLEngine(Engine):
     # ------------------------------------------------------------------ writing
     def write(self, version: str, pkgarch: str, checksum: Optional[str] = None,
               children_of: Optional[RevisionKey] = None,
-              known: Optional[PackageState] = None) -> Any:
+              known: Optional[PackageState] = None, giver: Giver = NOBODY) -> Any:
         if self.read_only:
             raise ReadOnlyError("database is open read-only")
         if known is not None:

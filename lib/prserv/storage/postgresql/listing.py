@@ -54,4 +54,4 @@ async def packages(query: Callable[..., Awaitable[Any]], prefix: str, pkgarch: O
     args += list(after) if after is not None else []
     rows = await query(packages_query(end is not None, pkgarch is not None, after is not None), *args, limit,
                        method="fetch")
-    return [(row[0], row[1], row[2]) for row in rows]
+    return [(row[0], row[1], row[2], None) for row in rows]

@@ -95,7 +95,7 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
                 if package is None:
                     break
                 largest = self.cache.largest(*package)
-                found.append((package[0], package[1], None if largest is None else key_to_revision(largest)))
+                found.append((package[0], package[1], None if largest is None else key_to_revision(largest), None))
                 after = package
         return found
 
