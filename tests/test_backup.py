@@ -451,7 +451,7 @@ async def test_dump_command(tmp_path, start_server):
     code, stdout, stderr = await run_cli("dump", "--server", server.address, out)
     assert (code, stderr) == (0, "")
     assert stdout.startswith("dumped %s to %s (sql, " % (server.address, out))
-    assert stdout.endswith("integrity_check: ok\nPRMAIN: 200 rows\nprserv_meta: 1 rows\n")
+    assert stdout.endswith("integrity_check: ok\nPRMAIN: 200 rows\nprserv_PRMAIN_given: 0 rows\nprserv_meta: 1 rows\n")
     expected = io.StringIO()
     table_of(server).dump_db(expected)
     with open(out) as f:

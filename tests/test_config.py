@@ -16,7 +16,8 @@ try:
 except ImportError:  # Python < 3.11: prserv depends on tomli there
     import tomli as tomllib
 
-NAMES = ["database", "bind", "read_only", "allow", "allow_write", "allow_write_unix", "trusted_proxies",
+NAMES = ["database", "bind", "read_only", "allow", "allow_write", "allow_write_unix", "record_clients",
+         "trusted_proxies",
          "require_token",
          "tls_certificate", "tls_key", "tls_ca", "upstream",
          "upstream_timeout", "upstream_token", "mirror", "mirror_token", "mirror_timeout",
@@ -26,7 +27,7 @@ NAMES = ["database", "bind", "read_only", "allow", "allow_write", "allow_write_u
          "handshake_timeout",
          "max_message_size", "max_handshake_line", "shutdown_timeout"]
 BASE_NAMES = [name for name in NAMES if not name.startswith(("mirror", "db_", "allow", "require_token", "tls_",
-                                                               "trusted_", "metrics", "event_loop", "http"))
+                                                               "trusted_", "metrics", "event_loop", "http", "record_"))
               and name != "upstream_token"]
 """The settings a server with an upstream can have (a mirror has none)."""
 
@@ -544,7 +545,8 @@ def test_unknown_key_in_file(tmp_path):
     conf = write(tmp_path / "c.toml", 'database = "x"\ncolour = "red"\n')
     message = config_error(tmp_path, config_file=conf)
     assert message == ("config file %s (from flag --config): unknown setting colour; known: "
-                       "database, bind, read_only, allow, allow_write, allow_write_unix, trusted_proxies, require_token, "
+                       "database, bind, read_only, allow, allow_write, allow_write_unix, record_clients, trusted_proxies, "
+                       "require_token, "
                        "tls_certificate, "
                        "tls_key, tls_ca, upstream, upstream_timeout, "
                        "upstream_token, mirror, mirror_token, mirror_timeout, "
@@ -734,6 +736,7 @@ def test_as_json(tmp_path):
         "allow": {"value": [], "source": "default"},
         "allow_write": {"value": [], "source": "default"},
         "allow_write_unix": {"value": True, "source": "default"},
+        "record_clients": {"value": True, "source": "default"},
         "trusted_proxies": {"value": [], "source": "default"},
         "require_token": {"value": [], "source": "default"},
         "tls_certificate": {"value": None, "source": "default"},

@@ -53,6 +53,10 @@ def test_prdata_creates_directories_wal_and_reference_table(dbpath):
     assert objects == [
         ("table", "PRMAIN", "CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, checksum "
                             "TEXT NOT NULL, value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))"),
+        ("table", "prserv_PRMAIN_given",        # ours: when each value was given, to whom
+         "CREATE TABLE prserv_PRMAIN_given (row INTEGER PRIMARY KEY, given INTEGER NOT NULL, "
+         "address TEXT, user TEXT)"),
+        ("index", "prserv_PRMAIN_given_time", "CREATE INDEX prserv_PRMAIN_given_time ON prserv_PRMAIN_given (given)"),
         ("index", "prserv_PRMAIN_high_values",  # ours: large packages' maxima without reading them
          "CREATE INDEX prserv_PRMAIN_high_values ON PRMAIN (version, pkgarch, CAST(value AS INTEGER)) "
          "WHERE +CAST(value AS INTEGER) >= 256"),

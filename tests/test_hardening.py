@@ -63,6 +63,13 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     # ``self.table`` and ``self.positions`` / ``positions_table(table)`` /
     # ``positions`` ("prserv_%s_positions" % checked_identifier(table)) are checked again.
     ("storage/sqlite/feed.py", "first_row_identity"): {"table"},
+    ("storage/sqlite/record.py", "create"): {"record_table(table)", "time_index(table)"},
+    ("storage/sqlite/record.py", "Record.flush"): {"self.name"},
+    ("storage/sqlite/record.py", "Record.forget_clients"): {"self.name"},
+    ("storage/sqlite/record.py", "Record.history"): {"self.name", "self.table"},
+    ("storage/sqlite/record.py", "Record.first_given"): {"self.name", "self.table"},
+    ("storage/sqlite/record.py", "Record.recent"): {"self.name", "self.table"},
+    ("storage/sqlite/record.py", "Record.given_since"): {"self.name"},
     ("storage/sqlite/feed.py", "open_origin"): {"positions_table(table)"},
     ("storage/sqlite/feed.py", "open_mirror"): {"table", "positions_table(table)"},
     ("storage/sqlite/feed.py", "FeedReader.local_row"): {"self.positions"},

@@ -41,6 +41,28 @@ async def get(address: str, target: str, *headers: str) -> Answer:
     return answer
 
 
+RECORDING_ENGINES = ("sqlite",)
+"""The engines whose servers keep the record of when each value was given."""
+
+
+def records(server) -> bool:
+    return server.engine.__class__.__name__.lower().startswith(RECORDING_ENGINES)
+
+
+def stamped(items: list, earliest: float, latest: float) -> list:
+    """``items`` with each ``given`` checked to be an RFC 3339 UTC time within
+    [earliest, latest] (seconds since the epoch) and replaced by ``"T"``."""
+    from prserv.server.history import parse_rfc3339
+
+    checked = []
+    for found in items:
+        given = found["given"]
+        assert isinstance(given, str) and given.endswith("Z") and len(given) == 27, given
+        assert int(earliest * 1e6) - 1 <= parse_rfc3339(given) <= int(latest * 1e6) + 1, (given, earliest, latest)
+        checked.append(dict(found, given="T"))
+    return checked
+
+
 def history_target(version: str = V, pkgarch: str = A) -> str:
     return "/api/v1/history?version=%s&pkgarch=%s" % (version, pkgarch)
 
@@ -48,22 +70,31 @@ def history_target(version: str = V, pkgarch: str = A) -> str:
 async def test_history_lists_every_row_in_numeric_value_order_with_an_etag(start_server):
     server = await start_server(http="127.0.0.1:0")
     address = server.http_addresses[0]
+    before = time.time()
     async with await prserv.create_async_client(server.address) as client:
         for checksum, value in IMPORTED:
             await client.importone(V, A, checksum, value)
         assert await client.getPR(V, A, "new") == "11"
         assert await client.getPR(V, A, "c9") == "12"          # no history: bumped past 11
+    after = time.time()
     answer = await get(address, history_target())
     assert answer.status == 200
     assert answer.header["content-type"] == "application/json"
-    assert answer.json() == {"version": V, "pkgarch": A, "latest": "12", "history": [
-        {"checksum": "a19", "value": "1.9", "given": None},
-        {"checksum": "a110", "value": "1.10", "given": None},
-        {"checksum": "c9", "value": "9", "given": None},
-        {"checksum": "b10", "value": "10", "given": None},
-        {"checksum": "c10", "value": "10", "given": None},
-        {"checksum": "new", "value": "11", "given": None},
-        {"checksum": "c9", "value": "12", "given": None}]}
+    document = answer.json()
+    imported = {"given": "T", "address": None, "user": None}    # an import names nobody
+    given = {"given": "T", "address": "127.0.0.1", "user": None}
+    if not records(server):
+        given = imported = {"given": None, "address": None, "user": None}
+    else:
+        document["history"] = stamped(document["history"], before, after)
+    assert document == {"version": V, "pkgarch": A, "latest": "12", "history": [
+        dict(imported, checksum="a19", value="1.9"),
+        dict(imported, checksum="a110", value="1.10"),
+        dict(imported, checksum="c9", value="9"),
+        dict(imported, checksum="b10", value="10"),
+        dict(imported, checksum="c10", value="10"),
+        dict(given, checksum="new", value="11"),
+        dict(given, checksum="c9", value="12")]}
     tag = answer.header["etag"]
     assert tag.startswith('"') and tag.endswith('"') and len(tag) == 34
 
@@ -75,7 +106,8 @@ async def test_history_lists_every_row_in_numeric_value_order_with_an_etag(start
         assert await client.getPR(V, A, "newer") == "13"
     changed = await get(address, history_target(), "If-None-Match: %s" % tag)
     assert changed.status == 200 and changed.header["etag"] != tag
-    assert changed.json()["history"][-1] == {"checksum": "newer", "value": "13", "given": None}
+    newest = changed.json()["history"][-1]
+    assert (newest["checksum"], newest["value"], newest["address"]) == ("newer", "13", given["address"])
 
 
 async def test_history_of_an_unknown_package_is_404_and_a_missing_parameter_400(start_server):
@@ -104,9 +136,10 @@ async def test_percent_encoded_names_and_a_legacy_value_last(tmp_path, start_ser
     server = await start_server(db=path, http="127.0.0.1:0")
     target = "/api/v1/history?version=a%20b%26c%3Dd%2F%C3%A9-1.0-r0&pkgarch=" + A
     answer = await get(server.http_addresses[0], target)
+    unknown = {"given": None, "address": None, "user": None}      # stored before the record
     assert answer.json() == {"version": version, "pkgarch": A, "latest": "10", "history": [
-        {"checksum": "y", "value": "2", "given": None}, {"checksum": "z", "value": "10", "given": None},
-        {"checksum": "x", "value": "abc", "given": None}]}
+        dict(unknown, checksum="y", value="2"), dict(unknown, checksum="z", value="10"),
+        dict(unknown, checksum="x", value="abc")]}
 
 
 async def test_a_mirror_answers_the_history_its_source_answers(tmp_path, start_server):
@@ -137,7 +170,8 @@ async def _compare(source, mirror) -> None:
     from_source = await get(source.http_addresses[0], history_target())
     from_mirror = await get(mirror.http_addresses[0], history_target())
     assert from_source.status == from_mirror.status == 200
-    assert from_mirror.body == from_source.body
+    rows = [{key: item[key] for key in ("checksum", "value")} for item in from_source.json()["history"]]
+    assert [{key: item[key] for key in ("checksum", "value")} for item in from_mirror.json()["history"]] == rows
     assert json.loads(from_mirror.body)["latest"] == "11"
 
 
@@ -253,6 +287,7 @@ async def test_every_answer_matches_the_openapi_description_and_every_path_is_se
     spec = (await get(address, "/api/v1/openapi.json")).json()
     assert spec["openapi"] == "3.1.0"
     first = (await get(address, "/api/v1/packages?limit=2")).json()
+    recent = (await get(address, "/api/v1/recent?limit=2")).json()
     answers = [
         ("/api/v1/status", "/api/v1/status"),
         ("/api/v1/history", history_target("zlib-1.3-r0", "core2-64")),
@@ -262,6 +297,9 @@ async def test_every_answer_matches_the_openapi_description_and_every_path_is_se
         ("/api/v1/packages", "/api/v1/packages?limit=2&after=" + first["next"]),
         ("/api/v1/packages", "/api/v1/packages?prefix=none"),
         ("/api/v1/packages", "/api/v1/packages?limit=0"),
+        ("/api/v1/recent", "/api/v1/recent?limit=3"),
+        ("/api/v1/recent", "/api/v1/recent?since=2026-01-01T00:00:00Z&limit=2&after=%s" % recent["next"]),
+        ("/api/v1/recent", "/api/v1/recent?since=yesterday"),
     ]
     seen = set()
     for path, target in answers:
@@ -270,7 +308,8 @@ async def test_every_answer_matches_the_openapi_description_and_every_path_is_se
         jsonschema.Draft202012Validator(schema).validate(answer.json())
         seen.add((path, answer.status))
     assert seen == {("/api/v1/status", 200), ("/api/v1/history", 200), ("/api/v1/history", 404),
-                    ("/api/v1/history", 400), ("/api/v1/packages", 200), ("/api/v1/packages", 400)}
+                    ("/api/v1/history", 400), ("/api/v1/packages", 200), ("/api/v1/packages", 400),
+                    ("/api/v1/recent", 200), ("/api/v1/recent", 400)}
     for path in spec["paths"]:
         assert (await get(address, path)).status != 404, path
     from prserv.server import web

@@ -158,7 +158,8 @@ def build_server(config: Config) -> PRServer:
                                                          config.source("mirror_token"))
                       if config.mirror else None,
                       tls_certificate=config.tls_certificate, tls_key=config.tls_key, tls_ca=config.tls_ca,
-                      metrics=config.metrics, event_loop=config.event_loop, http=config.http)
+                      metrics=config.metrics, event_loop=config.event_loop, http=config.http,
+                      record_clients=config.record_clients)
     reload_on_sighup(server, lambda: access_rules(config.reloaded()))
     for address in config.bind:
         server.start_server(address)

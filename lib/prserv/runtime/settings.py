@@ -316,6 +316,9 @@ SETTINGS: Tuple[Setting, ...] = (
             "read-only server", metavar="CIDR", kind=REPEATED, shown_default="everyone"),
     Setting("allow_write_unix", "PRSERV_ALLOW_WRITE_UNIX", ("--allow-write-unix",), True, _boolean,
             "unix-socket clients may store values (true/false)", metavar="BOOL"),
+    Setting("record_clients", "PRSERV_RECORD_CLIENTS", ("--record-clients",), True, _boolean,
+            "record the address and user each new value is given to, beside its time (true/false; "
+            "times are always recorded; prserv forget-clients erases older ones)", metavar="BOOL"),
     Setting("trusted_proxies", "PRSERV_TRUSTED_PROXIES", ("--trusted-proxy",), [], _networks,
             "proxies whose connections carry the real client's address, which the rules then apply "
             "to: the PROXY protocol (v1 or v2) on TCP, X-Forwarded-For on websockets and HTTP; CIDR, "

@@ -42,7 +42,7 @@ from ..log import logger
 from ..policy import (UPSTREAM_CHECKSUM, UPSTREAM_HAS_PACKAGE, UPSTREAM_MAX, UPSTREAM_MAX_AGAIN,
                       Facts, Need, chained_value, degraded_value, standing_value)
 from ..revision import RevisionKey, key_to_revision, next_key, revision_key
-from ..storage.engine import Engine, PackageState, WriteConflict, WriteInterrupted
+from ..storage.engine import NOBODY, Engine, Giver, PackageState, WriteConflict, WriteInterrupted
 from .upstream import Upstream
 
 MAX_DECISION_ROUNDS = 16
@@ -132,7 +132,7 @@ class Allocator:
         """Values get-pr stored (new checksums; not imports)."""
 
     def get_pr_now(self, version: str, pkgarch: str, checksum: str, history: bool,
-                   store: bool = True) -> Optional[str]:
+                   store: bool = True, giver: Giver = NOBODY) -> Optional[str]:
         """``get_pr`` decided with plain calls when nothing can wait (no upstream, an
         ``immediate`` engine); None when it has to be awaited."""
         engine = self.engine.immediate
@@ -143,7 +143,7 @@ class Allocator:
         if standing is None:
             if not store:
                 return key_to_revision(next_key(state.max_key))
-            with engine.write_now(version, pkgarch, checksum, known=state) as scope:
+            with engine.write_now(version, pkgarch, checksum, known=state, giver=giver) as scope:
                 if not scope.unchanged:
                     standing = _standing(scope.state, checksum, history)    # re-read under the lock
                 if standing is None:
@@ -152,12 +152,13 @@ class Allocator:
         return key_to_revision(standing)
 
     async def get_pr(self, version: str, pkgarch: str, checksum: str, history: bool,
-                     store: bool = True) -> str:
+                     store: bool = True, giver: Giver = NOBODY) -> str:
         """The checksum's value; a new one is stored if ``store`` (a read-only session
-        gets the value it would have been given, and nothing is written)."""
+        gets the value it would have been given, and nothing is written), recorded as
+        given to ``giver``."""
         if self.upstream is not None:
             async with self._locks((version, pkgarch)):
-                key = await self._chained(version, pkgarch, checksum, history, store)
+                key = await self._chained(version, pkgarch, checksum, history, store, giver)
             return key_to_revision(key)
         state = await self.engine.package(version, pkgarch, checksum)
         standing = standing_value(state.max_key, state.checksum_value(checksum, history), history)
@@ -165,10 +166,10 @@ class Allocator:
             return key_to_revision(standing)            # the usual case: nothing to write
         if not store:
             return key_to_revision(next_key(state.max_key))
-        return key_to_revision(await self._store_next(version, pkgarch, checksum, history, state))
+        return key_to_revision(await self._store_next(version, pkgarch, checksum, history, state, giver))
 
     async def _store_next(self, version: str, pkgarch: str, checksum: str, history: bool,
-                          state: PackageState) -> RevisionKey:
+                          state: PackageState, giver: Giver) -> RevisionKey:
         """Store the next value for a checksum that ``state`` gives none that stands,
         deciding again under the write lock, and again while other writers come first.
 
@@ -177,7 +178,8 @@ class Allocator:
         for attempt in range(MAX_DECISION_ROUNDS):
             decided_from = state
             try:
-                async with self.engine.write(version, pkgarch, checksum, known=_trusted(state, attempt)) as scope:
+                async with self.engine.write(version, pkgarch, checksum, known=_trusted(state, attempt),
+                                             giver=giver) as scope:
                     decided_from = scope.state
                     standing = _standing(scope.state, checksum, history)    # re-read under the lock
                     if standing is not None:
@@ -216,7 +218,7 @@ class Allocator:
                              state.children, history, facts)
 
     async def _chained(self, version: str, pkgarch: str, checksum: str, history: bool,
-                       store: bool) -> RevisionKey:
+                       store: bool, giver: Giver) -> RevisionKey:
         facts: Facts = {}
         for attempt in range(MAX_DECISION_ROUNDS):
             state = await self.engine.package(version, pkgarch, checksum, _child_base(facts))
@@ -225,7 +227,7 @@ class Allocator:
                 try:
                     facts[decision.fact] = await self._ask(decision.fact, version, pkgarch, checksum)
                 except UpstreamError as error:
-                    return await self._degraded(version, pkgarch, checksum, history, store, error)
+                    return await self._degraded(version, pkgarch, checksum, history, store, error, giver)
                 state = await self.engine.package(version, pkgarch, checksum, _child_base(facts))
                 decision = self._decide(state, checksum, history, facts)
             if not store or state.has_value(checksum, decision):
@@ -233,7 +235,7 @@ class Allocator:
             decided_from = state
             try:
                 async with self.engine.write(version, pkgarch, checksum, _child_base(facts),
-                                             known=_trusted(state, attempt)) as scope:
+                                             known=_trusted(state, attempt), giver=giver) as scope:
                     decided_from = scope.state
                     decision = self._decide(scope.state, checksum, history, facts)  # under the lock
                     if isinstance(decision, Need):
@@ -263,7 +265,7 @@ class Allocator:
         raise AssertionError("unknown upstream fact %r" % fact)
 
     async def _degraded(self, version: str, pkgarch: str, checksum: str, history: bool,
-                        store: bool, error: UpstreamError) -> RevisionKey:
+                        store: bool, error: UpstreamError, giver: Giver) -> RevisionKey:
         """Answer a locally known checksum from local state alone; else raise ``error``."""
         state = await self.engine.package(version, pkgarch, checksum)
         local = state.checksum_value(checksum, history)
@@ -271,16 +273,17 @@ class Allocator:
             raise error
         key = degraded_value(local, state.max_key, history)
         if store and not state.has_value(checksum, key):
-            key = await self._store_degraded(version, pkgarch, checksum, history)
+            key = await self._store_degraded(version, pkgarch, checksum, history, giver)
         logger.warning("Degraded: upstream %s unavailable, answered %s/%s/%s from local state: %s",
                        self.upstream.address if self.upstream else "-", version, pkgarch, checksum,
                        key_to_revision(key))
         return key
 
-    async def _store_degraded(self, version: str, pkgarch: str, checksum: str, history: bool) -> RevisionKey:
+    async def _store_degraded(self, version: str, pkgarch: str, checksum: str, history: bool,
+                              giver: Giver) -> RevisionKey:
         for _ in range(MAX_DECISION_ROUNDS):
             try:
-                async with self.engine.write(version, pkgarch, checksum) as scope:
+                async with self.engine.write(version, pkgarch, checksum, giver=giver) as scope:
                     # Rows are never removed, so the checksum is still known here.
                     decided_from = scope.state
                     key = degraded_value(decided_from.checksum_value(checksum, history), decided_from.max_key,

@@ -15,6 +15,8 @@ _TEXT = {"type": "string"}
 _VALUE = {"type": ["string", "null"], "description": "a revision value, as bitbake stores it"}
 _GIVEN = {"type": ["string", "null"], "format": "date-time",
           "description": "when the value was given (RFC 3339, UTC); null: not known"}
+_CLIENT = {"type": ["string", "null"], "description": "whom the value was given to (address, or the user "
+           "it proved); present only to clients that may write; null: not recorded"}
 _ERROR = {"type": "object", "required": ["error"], "additionalProperties": False,
           "properties": {"error": {"type": "object", "required": ["message"], "additionalProperties": False,
                                    "properties": {"message": _TEXT}}}}
@@ -26,7 +28,16 @@ _HISTORY = {"type": "object", "required": ["version", "pkgarch", "latest", "hist
             "properties": {"version": _TEXT, "pkgarch": _TEXT, "latest": _VALUE, "history": {
                 "type": "array", "items": {
                     "type": "object", "required": ["checksum", "value", "given"], "additionalProperties": False,
-                    "properties": {"checksum": _TEXT, "value": _VALUE, "given": _GIVEN}}}}}
+                    "properties": {"checksum": _TEXT, "value": _VALUE, "given": _GIVEN,
+                                   "address": _CLIENT, "user": _CLIENT}}}}}
+_RECENT = {"type": "object", "required": ["items", "next"], "additionalProperties": False,
+           "properties": {"next": {"type": ["string", "null"], "description": "the cursor of the next page"},
+                          "items": {"type": "array", "items": {
+                              "type": "object", "additionalProperties": False,
+                              "required": ["version", "pkgarch", "checksum", "value", "given"],
+                              "properties": {"version": _TEXT, "pkgarch": _TEXT, "checksum": _TEXT,
+                                             "value": _VALUE, "given": _GIVEN, "address": _CLIENT,
+                                             "user": _CLIENT}}}}}
 _PACKAGES = {"type": "object", "required": ["items", "next"], "additionalProperties": False,
              "properties": {"next": {"type": ["string", "null"], "description": "the cursor of the next page"},
                             "items": {"type": "array", "items": {
@@ -72,6 +83,14 @@ def document() -> Dict[str, Any]:
                                                                             "maximum": 1000, "default": 100}),
                                _query("after", "the cursor a page gave as next")],
                 "responses": {"200": _json("one page", _PACKAGES), "304": _NOT_MODIFIED, "400": _BAD}}},
+            "/api/v1/recent": {"get": {
+                "summary": "values newest first (the change feed's order, backwards), by pages",
+                "parameters": [_query("since", "only values given at or after this RFC 3339 time",
+                                      schema={"type": "string", "format": "date-time"}),
+                               _query("limit", "values per page", schema={"type": "integer", "minimum": 1,
+                                                                          "maximum": 1000, "default": 100}),
+                               _query("after", "the cursor a page gave as next")],
+                "responses": {"200": _json("one page", _RECENT), "304": _NOT_MODIFIED, "400": _BAD}}},
             "/api/v1/openapi.json": {"get": {"summary": "this document", "responses": {
                 "200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}},
         },

@@ -58,7 +58,8 @@ class PRServer(AsyncServer):
                  mirror_credentials: Optional[Tuple[str, str]] = None,
                  tls_certificate: Optional[str] = None, tls_key: Optional[str] = None,
                  tls_ca: Optional[str] = None, metrics: Optional[str] = None,
-                 event_loop: str = loops.AUTO, http: Optional[str] = None) -> None:
+                 event_loop: str = loops.AUTO, http: Optional[str] = None,
+                 record_clients: bool = True) -> None:
         """``cache_size``: bytes of package and checksum facts kept in memory (the
         engine's default when None).  ``mirror``: the address of a server to follow
         (``server.mirror``); the server is then read-only and has no upstream.
@@ -74,7 +75,8 @@ class PRServer(AsyncServer):
         ``event_loop``: ``auto`` (uvloop when installed), ``asyncio`` or ``uvloop``, for
         ``serve_forever`` and ``serve_as_process``.  ``http``: ``HOST:PORT`` (or
         ``http://HOST:PORT``, or ``https://HOST:PORT`` with ``tls_certificate``) of an
-        HTTP listener answering ``server.web``'s routes."""
+        HTTP listener answering ``server.web``'s routes.  ``record_clients``: the record
+        of when each value was given also names the address and user it was given to."""
         super().__init__(logger, limits)
         if access is not None:
             self.access = access
@@ -113,6 +115,7 @@ class PRServer(AsyncServer):
         self.shown_database = masked(dbfile) if is_url(dbfile) else self.dbfile
         """The database as logs may show it (a URL without its password)."""
         self.postgresql = postgresql
+        self.record_clients = record_clients
         self.mirror = mirror or None
         self.mirror_timeout = mirror_timeout
         self.mirror_audit_interval = mirror_audit_interval

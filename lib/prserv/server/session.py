@@ -23,7 +23,7 @@ from ..asyncrpc.protocol import JSONStream, dumps
 from ..errors import (CatchingUp, DatabaseError, DatabaseUnavailable, InvalidRequestError, InvalidRevisionError,
                       PermissionDenied, PRServiceError)
 from ..revision import key_to_revision
-from ..storage.engine import Engine, Row, feed_digest
+from ..storage.engine import NOBODY, Engine, Giver, Row, feed_digest
 from ..version import __version__
 from . import fields
 from .allocator import Allocator
@@ -85,6 +85,8 @@ class SessionOwner(Protocol):
     require_token: FrozenSet[str]
     """What anonymous clients may not do here: ``TOKEN_FOR_MIRROR``, ``TOKEN_FOR_DUMP``."""
     stats: RequestStats
+    record_clients: bool
+    """The record of when values were given names their clients (address, user)."""
 
     def start_dump(self, session: "PRServerClient") -> DumpStream: ...
 
@@ -131,6 +133,8 @@ class PRServerClient(AsyncServerConnection):
         self.server = server
         self.engine = server.engine
         self.allocator = server.allocator
+        self.giver = Giver(connection.peer_host) if server.record_clients else NOBODY
+        """Whom the record of when values were given names for this client's values."""
         self.network_writes = server.access.may_write(connection.peer_host)
         """The client's address is in ``allow_write``."""
         self.permissions: FrozenSet[str] = frozenset()
@@ -166,9 +170,9 @@ class PRServerClient(AsyncServerConnection):
         version, pkgarch, checksum = fields.checksum_fields(args)
         history = fields.flag(args, "history", False)
         store = not self.read_only
-        value = self.allocator.get_pr_now(version, pkgarch, checksum, history, store)
+        value = self.allocator.get_pr_now(version, pkgarch, checksum, history, store, self.giver)
         if value is None:
-            value = await self.allocator.get_pr(version, pkgarch, checksum, history, store)
+            value = await self.allocator.get_pr(version, pkgarch, checksum, history, store, self.giver)
         return messages.value_answer(value)
 
     async def handle_test_pr(self, request: Any) -> Dict[str, Any]:
@@ -271,6 +275,8 @@ class PRServerClient(AsyncServerConnection):
             self.logger.warning("auth failed for user %.64r", username)
             raise RequestRefused("auth: unknown user, wrong token or expired token")
         self.user = record.username
+        if self.server.record_clients:
+            self.giver = Giver(self.giver.address, record.username)
         self.permissions = record.permissions
         self.read_only = self.server.read_only or not may_write(self.network_writes, self.permissions)
         self.logger.info("authenticated as %s (%s)", record.username, tokens.permissions_text(record.permissions))

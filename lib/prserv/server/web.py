@@ -34,15 +34,16 @@ import hashlib
 import importlib.util
 import json
 import re
-from typing import Any, Dict, List, Optional, Protocol, Tuple, Union
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 from urllib.parse import parse_qs, unquote_to_bytes, urlencode, urlsplit
 
 from ..asyncrpc.address import parse_tcp_address
 from ..asyncrpc.httpsession import Client, Headers, Response, Viewer
+from ..errors import InvalidRequestError
 from ..storage.postgresql.url import is_url
 from ..version import __version__
 from . import metrics, openapi
-from .history import history_document, package_rows
+from .history import history_document, parse_rfc3339, recent_items, rfc3339
 from .webaccess import Refusal, viewer_of
 
 EXTRA = "web"
@@ -51,6 +52,7 @@ HTTPS_PREFIX = "https://"
 STATUS_PATH = "/api/v1/status"
 HISTORY_PATH = "/api/v1/history"
 PACKAGES_PATH = "/api/v1/packages"
+RECENT_PATH = "/api/v1/recent"
 OPENAPI_PATH = "/api/v1/openapi.json"
 METRICS_PATH = "/metrics"
 DEFAULT_LIMIT = 100
@@ -161,22 +163,31 @@ def page_size(query: Query) -> int:
     return int(text)
 
 
-def cursor(package: Tuple[str, str]) -> str:
-    """The opaque token of a place in a listing (the package shown last)."""
-    return base64.urlsafe_b64encode(json.dumps(list(package)).encode("utf-8")).decode("ascii").rstrip("=")
+def cursor(place: Sequence[str]) -> str:
+    """The opaque token of a place in a listing (the package, or the position, shown
+    last)."""
+    return base64.urlsafe_b64encode(json.dumps(list(place)).encode("utf-8")).decode("ascii").rstrip("=")
 
 
-def after_cursor(text: Optional[str]) -> Optional[Tuple[str, str]]:
-    """The package a ``cursor`` names (``ValueError`` for anything else)."""
+def after_cursor(text: Optional[str], parts: int = 2) -> Optional[Tuple[str, ...]]:
+    """The place a ``cursor`` of ``parts`` strings names (``ValueError`` for anything
+    else)."""
     if text is None:
         return None
     try:
-        package = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8"))
+        place = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("utf-8"))
     except ValueError:
         raise ValueError("query parameter 'after' is not a cursor this server gave") from None
-    if not (isinstance(package, list) and len(package) == 2 and all(isinstance(part, str) for part in package)):
+    if not (isinstance(place, list) and len(place) == parts and all(isinstance(part, str) for part in place)):
         raise ValueError("query parameter 'after' is not a cursor this server gave")
-    return package[0], package[1]
+    return tuple(place)
+
+
+def linked(response: Response, path: str, following: Optional[List[Tuple[str, str]]]) -> Response:
+    """``response`` with a ``Link: rel="next"`` header to the page after, if any."""
+    if following is None or response.status != 200:
+        return response
+    return response.with_headers(("Link", '<%s?%s>; rel="next"' % (path, urlencode(following))))
 
 
 def json_response(status: int, document: Any) -> Response:
@@ -221,6 +232,8 @@ class WebRoutes:
             return await self.history(target, headers, viewer)
         if path == PACKAGES_PATH:
             return await self.packages(target, headers)
+        if path == RECENT_PATH:
+            return await self.recent(target, headers, viewer)
         if path == OPENAPI_PATH:
             return json_response(200, openapi.document())
         if path == METRICS_PATH and viewer.may_write and metrics.available():
@@ -239,10 +252,14 @@ class WebRoutes:
             document, following = await self.packages_data(request_query(target))
         except HTTPError as exc:
             return self.error(exc.status, exc.message)
-        response = tagged(json_response(200, document), headers)
-        if following is not None:
-            response.headers.append(("Link", '<%s?%s>; rel="next"' % (PACKAGES_PATH, urlencode(following))))
-        return response
+        return linked(tagged(json_response(200, document), headers), PACKAGES_PATH, following)
+
+    async def recent(self, target: str, headers: Headers, viewer: Viewer) -> Response:
+        try:
+            document, following = await self.recent_data(request_query(target), viewer)
+        except HTTPError as exc:
+            return self.error(exc.status, exc.message)
+        return linked(tagged(json_response(200, document), headers), RECENT_PATH, following)
 
     # -- what each route shows, as a document: the JSON API sends it, a page renders it
     async def history_data(self, query: Query, viewer: Viewer) -> Dict[str, Any]:
@@ -251,10 +268,10 @@ class WebRoutes:
             version, pkgarch = required(query, "version"), required(query, "pkgarch")
         except ValueError as exc:
             raise HTTPError(400, str(exc)) from None
-        rows = await package_rows(self.server.engine, version, pkgarch)
+        rows = await self.server.engine.history(version, pkgarch)
         if not rows:
             raise HTTPError(404, "no package %s/%s" % (version, pkgarch))
-        return history_document(version, pkgarch, rows)
+        return history_document(version, pkgarch, rows, viewer.may_write)
 
     async def packages_data(self, query: Query) -> Tuple[Dict[str, Any], Optional[List[Tuple[str, str]]]]:
         """``/api/v1/packages``' document, and the query parameters of the page after
@@ -264,11 +281,11 @@ class WebRoutes:
             limit, after = page_size(query), after_cursor(optional(query, "after"))
         except ValueError as exc:
             raise HTTPError(400, str(exc)) from None
-        found = await self.server.engine.packages(prefix, pkgarch, after, limit + 1)
+        found = await self.server.engine.packages(prefix, pkgarch, after, limit + 1)   # type: ignore[arg-type]
         shown = found[:limit]
         following = cursor(shown[-1][:2]) if len(found) > limit else None
-        document = {"items": [{"version": version, "pkgarch": arch, "latest": latest, "given": None}
-                              for version, arch, latest, _ in shown],
+        document = {"items": [{"version": version, "pkgarch": arch, "latest": latest, "given": rfc3339(given)}
+                              for version, arch, latest, given in shown],
                     "next": following}
         if following is None:
             return document, None
@@ -276,6 +293,27 @@ class WebRoutes:
         parameters += [("pkgarch", pkgarch)] if pkgarch else []
         parameters += [("limit", str(limit)), ("after", following)]
         return document, parameters
+
+    async def recent_data(self, query: Query, viewer: Viewer) -> Tuple[Dict[str, Any], Optional[List[Tuple[str, str]]]]:
+        """``/api/v1/recent``'s document, newest first, and the query parameters of the
+        page after it (None on the last page); ``HTTPError`` 400."""
+        try:
+            since_text = optional(query, "since")
+            since = None if since_text is None else parse_rfc3339(since_text)
+            limit, after = page_size(query), after_cursor(optional(query, "after"), 1)
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from None
+        try:
+            found = await self.server.engine.recent(since, None if after is None else after[0], limit + 1)
+        except InvalidRequestError:
+            raise HTTPError(400, "query parameter 'after' is not a cursor this server gave") from None
+        shown = found[:limit]
+        following = cursor([shown[-1][0]]) if len(found) > limit else None
+        document = {"items": recent_items(shown, viewer.may_write), "next": following}
+        if following is None:
+            return document, None
+        parameters = [("since", since_text)] if since_text else []
+        return document, parameters + [("limit", str(limit)), ("after", following)]
 
     def error(self, status: int, message: str) -> Response:
         return json_response(status, {"error": {"message": message}})

@@ -13,13 +13,14 @@ import os
 import sqlite3
 from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from ...errors import InvalidRequestError
 from ...log import logger
 from ...revision import RevisionKey, key_to_revision, optional_key
-from ..engine import (DumpSource, Engine, FeedPage, ImmediateEngine, ImmediateWriteScope, MirrorState,
-                      MirrorTarget, PackageState, PackageSummary, Position, PositionedRow, Row, WriteScope,
-                      package_max_rows, prefix_end)
+from ..engine import (NOBODY, DumpSource, Engine, FeedPage, Giver, HistoryRow, ImmediateEngine,
+                      ImmediateWriteScope, MirrorState, MirrorTarget, PackageState, PackageSummary, Position,
+                      PositionedRow, RecentRow, Row, WriteScope, package_max_rows, prefix_end)
 from ...tokens import UserRecord
-from . import feed, snapshot, users
+from . import feed, record, snapshot, users
 from .errors import DATABASE, database_error
 from .cache import PackageCache
 from .schema import PRMAIN, checked_identifier, create_table, create_value_index
@@ -49,11 +50,14 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
                 create_value_index(self.conn, self.table)
                 self._open_feed(mirror)
             self.cache = PackageCache(self.conn, self.table, database.cache_size)
+            self.record = record.Record(self.conn, self.table)
         if self.cache.exists and not self.cache.indexed:
             logger.warning("%s of %s is not indexed by value (a read-only server does not "
                            "create the index): a package's first request reads all of it; "
                            "a read-write open indexes it once", self.table, database.filename)
         database.transactions.caches.append(self.cache)
+        database.transactions.before_commit.append(self.record.flush)
+        database.transactions.after_rollback.append(self.record.discard)
         self.commit_durations = database.transactions.commit_durations
         self.immediate = self
         self._change_waiters: List["asyncio.Future[None]"] = []
@@ -66,6 +70,7 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
                 feed.open_mirror(self.conn, self.table, self.db.filename)
             else:
                 feed.open_origin(self.conn, self.table)
+            record.create(self.conn, self.table)
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
@@ -112,6 +117,32 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
                                                    after is not None), params).fetchone()
         return None if row is None else (row[0], row[1])
 
+    async def history(self, version: str, pkgarch: str) -> List[HistoryRow]:
+        with DATABASE:
+            self.cache.sync()
+            if not self.cache.exists:
+                return []
+            return self.record.history(version, pkgarch)
+
+    async def recent(self, since: Optional[int], after: Optional[Position], limit: int) -> List[RecentRow]:
+        with DATABASE:
+            bound = self._committed_rowid()         # what an answer already acknowledged
+            if not self.cache.exists:
+                return []
+            return self.record.recent(since, None if after is None else _rowid(after), bound, limit)
+
+    async def given_since(self, since: int) -> Optional[int]:
+        with DATABASE:
+            return self.record.given_since(since)
+
+    async def forget_clients(self, before: int) -> int:
+        with DATABASE:
+            with self.db.transactions.scope():
+                changed = self.record.forget_clients(before)
+            if self.db.group is not None:
+                self.db.group.commit()          # durable now, whatever the sync mode
+        return changed
+
     async def has_row(self, version: str, pkgarch: str, value: str,
                       checksum: Optional[str] = None) -> bool:
         with DATABASE:
@@ -137,21 +168,24 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
     # ------------------------------------------------------------------ writing
     def write(self, version: str, pkgarch: str, checksum: Optional[str] = None,
               children_of: Optional[RevisionKey] = None,
-              known: Optional[PackageState] = None) -> "_WriteScope":
-        return _WriteScope(self, version, pkgarch, checksum, children_of, None)   # re-read: cheap here
+              known: Optional[PackageState] = None, giver: Giver = NOBODY) -> "_WriteScope":
+        return _WriteScope(self, version, pkgarch, checksum, children_of, None, giver)   # re-read: cheap here
 
     def write_now(self, version: str, pkgarch: str, checksum: Optional[str] = None,
-                  known: Optional[PackageState] = None) -> "_WriteScope":
-        return _WriteScope(self, version, pkgarch, checksum, None, known)
+                  known: Optional[PackageState] = None, giver: Giver = NOBODY) -> "_WriteScope":
+        return _WriteScope(self, version, pkgarch, checksum, None, known, giver)
 
-    def insert(self, version: str, pkgarch: str, checksum: str, key: RevisionKey) -> bool:
-        """Store one row (inside a transaction); False if it already existed."""
+    def insert(self, version: str, pkgarch: str, checksum: str, key: RevisionKey, giver: Giver = NOBODY) -> bool:
+        """Store one row (inside a transaction) and queue its record; False if it
+        already existed."""
         cursor = self.conn.execute(
             "INSERT OR IGNORE INTO %s (version, pkgarch, checksum, value) VALUES (?, ?, ?, ?)"
             % self.table, (version, pkgarch, checksum, key_to_revision(key)))
         if cursor.rowcount != 1:
             return False
-        self.cache.stored(version, pkgarch, checksum, key, cursor.lastrowid or 0)
+        rowid = cursor.lastrowid or 0
+        self.cache.stored(version, pkgarch, checksum, key, rowid)
+        self.record.add(rowid, giver)
         return True
 
     async def add_rows(self, rows: Sequence[Row]) -> int:
@@ -390,6 +424,13 @@ def next_package_query(table: str, bounded: bool, by_pkgarch: bool, after: bool)
         table, " AND ".join(taken))
 
 
+def _rowid(position: Position) -> int:
+    """The rowid a ``recent`` position names (``InvalidRequestError`` otherwise)."""
+    if not (position.isdigit() and position.isascii()):
+        raise InvalidRequestError("not a position of this database: %.40r" % position)
+    return int(position)
+
+
 def _wake(waiter: "asyncio.Future[None]") -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -400,11 +441,13 @@ class _WriteScope(WriteScope, ImmediateWriteScope):
     engine.write_now(...)``): a write transaction (or a part of the group's shared
     one) with the package's state re-read under the lock."""
 
-    __slots__ = ("engine", "version", "pkgarch", "checksum", "children_of", "state", "known", "unchanged")
+    __slots__ = ("engine", "version", "pkgarch", "checksum", "children_of", "state", "known", "unchanged",
+                 "giver")
 
     def __init__(self, engine: SQLiteEngine, version: str, pkgarch: str, checksum: Optional[str],
-                 children_of: Optional[RevisionKey], known: Optional[PackageState]) -> None:
+                 children_of: Optional[RevisionKey], known: Optional[PackageState], giver: Giver) -> None:
         self.engine = engine
+        self.giver = giver
         self.version = version
         self.pkgarch = pkgarch
         self.checksum = checksum
@@ -449,7 +492,7 @@ class _WriteScope(WriteScope, ImmediateWriteScope):
 
     def store_now(self, checksum: str, key: RevisionKey) -> bool:
         try:
-            return self.engine.insert(self.version, self.pkgarch, checksum, key)
+            return self.engine.insert(self.version, self.pkgarch, checksum, key, self.giver)
         except sqlite3.Error as exc:
             raise database_error(exc) from exc
 

@@ -37,8 +37,13 @@ class Transactions:
         self.caches: List[PackageCache] = []
         self.group: Optional[GroupCommit] = None
         """Set by a server: writes join its shared transaction."""
+        self.before_commit: List[Callable[[], None]] = []
+        """Called inside the transaction just before its COMMIT (the record of when
+        values were given writes its queue); an exception rolls it back."""
         self.after_commit: List[Callable[[], None]] = []
         """Called after each successful COMMIT (the change feed wakes its waiters)."""
+        self.after_rollback: List[Callable[[], None]] = []
+        """Called after each ROLLBACK (the record forgets its queue)."""
         self.commit_durations = Durations()
         """How long each COMMIT took (fsync included)."""
 
@@ -93,6 +98,8 @@ class Transactions:
         """Commit the transaction opened by ``begin``; on failure roll back and raise."""
         started = time.perf_counter()
         try:
+            for hook in self.before_commit:
+                hook()
             self.conn.execute("COMMIT")
         except BaseException:
             self.rollback()
@@ -111,6 +118,8 @@ class Transactions:
             self.conn.execute("ROLLBACK")
         for cache in self.caches:
             cache.rolled_back()
+        for hook in self.after_rollback:
+            hook()
 
 
 class PendingCommit:
