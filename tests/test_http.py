@@ -109,9 +109,18 @@ def error(message: str) -> dict:
     return {"error": {"message": message}}
 
 
-def status_document(role: str, upstream: Optional[str] = None, mirror_of: Optional[str] = None) -> dict:
+def status_document(role: str, upstream: Optional[str] = None, mirror_of: Optional[str] = None,
+                    identity: Optional[str] = None, values: int = 0, given_24h: int = 0,
+                    mirror: Optional[dict] = None, upstream_state: Optional[dict] = None) -> dict:
     return {"role": role, "engine": "sqlite", "version": __version__, "upstream": upstream,
-            "mirror_of": mirror_of}
+            "mirror_of": mirror_of, "identity": identity, "figures": {"values": values, "given_24h": given_24h},
+            "mirror": mirror, "upstream_state": upstream_state}
+
+
+async def status_of(server, role: str, **fields) -> dict:
+    """``status_document`` of ``server``, its history's identity read from its engine."""
+    identity = (await server.engine.changes(None, 0)).identity
+    return status_document(role, identity=identity, **fields)
 
 
 # --------------------------------------------------------------------------- the status API
@@ -122,7 +131,7 @@ async def test_status_of_a_read_write_server(start_server):
     assert server.address == server.addresses[0] and len(server.addresses) == 1    # PR addresses only
     answer = await get(server.http_addresses[0])
     assert answer.reason == "OK"
-    assert_json_answer(answer, 200, status_document("read-write"), CLOSE)
+    assert_json_answer(answer, 200, await status_of(server, "read-write"), CLOSE)
 
 
 async def test_status_of_a_read_only_server_a_chained_one_and_a_mirror(start_server):
@@ -130,17 +139,21 @@ async def test_status_of_a_read_only_server_a_chained_one_and_a_mirror(start_ser
     reader = await start_server(db="source.sqlite3", read_only=True, http="http://127.0.0.1:0")
     chained = await start_server(db="chained.sqlite3", upstream=source.address, http="127.0.0.1:0")
     mirror = await start_server(db="mirror.sqlite3", mirror=source.address, http="127.0.0.1:0")
-    assert_json_answer(await get(reader.http_addresses[0]), 200, status_document("read-only"), CLOSE)
-    assert_json_answer(await get(chained.http_addresses[0]), 200,
-                       status_document("read-write", upstream=source.address), CLOSE)
-    assert_json_answer(await get(mirror.http_addresses[0]), 200,
-                       status_document("mirror", mirror_of=source.address), CLOSE)
+    assert_json_answer(await get(reader.http_addresses[0]), 200, await status_of(reader, "read-only"), CLOSE)
+    assert_json_answer(await get(chained.http_addresses[0]), 200, await status_of(
+        chained, "read-write", upstream=source.address,
+        upstream_state={"address": source.address, "down": False, "ok": 0, "error": 0}), CLOSE)
+    mirrored = (await get(mirror.http_addresses[0])).json()
+    assert mirrored == status_document("mirror", mirror_of=source.address,
+                                       identity=(await source.engine.changes(None, 0)).identity,
+                                       mirror=mirror.mirror_status())
+    assert mirrored["mirror"]["source"] == source.address and mirrored["mirror"]["state"] == "following"
 
 
 async def test_head_has_the_headers_of_get_and_no_body(start_server):
     server = await start_server(http="127.0.0.1:0")
     answer = await get(server.http_addresses[0], method="HEAD")
-    length = str(len(json.dumps(status_document("read-write"))))
+    length = str(len(json.dumps(await status_of(server, "read-write"))))
     assert answer.status == 200
     assert answer.headers == [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
                               ("Content-Length", length), CLOSE]
@@ -156,7 +169,7 @@ async def test_an_unknown_path_is_404_and_bad_percent_encoding_400(start_server)
     assert_json_answer(await get(address, "/api/v1/status?x=%zz"), 400,
                        error("bad percent-encoding in the request target"), CLOSE)
     assert_json_answer(await get(address, "/%ff"), 400, error("the request target's path is not UTF-8"), CLOSE)
-    assert_json_answer(await get(address, "/api/v1/status?whatever=1"), 200, status_document("read-write"), CLOSE)
+    assert_json_answer(await get(address, "/api/v1/status?whatever=1"), 200, await status_of(server, "read-write"), CLOSE)
 
 
 # --------------------------------------------------------------------------- the session's rules
@@ -169,7 +182,7 @@ async def test_another_method_is_405_with_allow_and_the_connection_goes_on(start
     assert_json_answer(post, 405, error("method POST not allowed (GET, HEAD only)"), ALLOW)
     assert post.reason == "Method Not Allowed"
     assert_json_answer(delete, 405, error("method DELETE not allowed (GET, HEAD only)"), ALLOW)
-    assert_json_answer(status, 200, status_document("read-write"), CLOSE)
+    assert_json_answer(status, 200, await status_of(server, "read-write"), CLOSE)
 
 
 async def test_a_request_with_a_body_is_400_and_the_connection_closed(start_server):
@@ -224,7 +237,7 @@ async def test_pipelined_requests_are_answered_in_order_then_connection_close_en
     first, head, status = parse_answers(data, ["GET", "HEAD", "GET"])
     assert_json_answer(first, 404, error("no such resource: /first"))
     assert head.status == 200 and head.body == b""
-    assert_json_answer(status, 200, status_document("read-write"), CLOSE)
+    assert_json_answer(status, 200, await status_of(server, "read-write"), CLOSE)
     closing = [r.getMessage() for r in caplog.records if "connection closed after" in r.getMessage()]
     assert len(closing) == 1
     assert re.fullmatch(r"\[Client 127\.0\.0\.1:\d+\] connection closed after 3 requests in \d+\.\d s: "
@@ -364,7 +377,8 @@ def test_a_server_process_logs_its_http_address_before_it_reports_ready(tmp_path
         http_address = re.search(r"HTTP listener on (http://\S+)", "".join(lines)).group(1)
         assert http_address != "http://" + address
         answer = asyncio.run(get(http_address))
-        assert_json_answer(answer, 200, status_document("read-write"), CLOSE)
+        assert answer.status == 200
+        assert answer.json() == status_document("read-write", identity=answer.json()["identity"])
     finally:
         process.terminate()
         process.wait(15)

@@ -24,7 +24,7 @@ from prserv.access import AccessRules, parse_address
 from prserv.server import session
 
 from test_http import (CLOSE, STATUS, assert_json_answer, error, exchange, parse_answers, request,
-                       run_server, status_document)
+                       run_server, status_of)
 from test_tls import certificates  # noqa: F401  (a fixture)
 from test_tokens import add_user
 
@@ -63,7 +63,7 @@ async def test_https_serves_with_the_servers_certificate(start_server, certifica
     address = server.http_addresses[0]
     assert address.startswith("https://127.0.0.1:")
     status, headers, body = await in_thread(https_get, address, ca_file)
-    document = json.dumps(status_document("read-write")).encode("utf-8")
+    document = json.dumps(await status_of(server, "read-write")).encode("utf-8")
     assert (status, body) == (200, document)
     assert headers == [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
                        ("Content-Length", str(len(document)))]
@@ -141,7 +141,7 @@ async def test_metrics_are_404_to_a_client_that_may_not_write(start_server):
     server = await start_server(http="127.0.0.1:0", access=FARM_ONLY)
     address = server.http_addresses[0]
     assert_json_answer(await get_with(address, METRICS), 404, NO_METRICS, CLOSE)
-    assert_json_answer(await get_with(address, STATUS), 200, status_document("read-write"), CLOSE)
+    assert_json_answer(await get_with(address, STATUS), 200, await status_of(server, "read-write"), CLOSE)
 
 
 async def test_a_write_or_admin_token_by_basic_over_http_from_this_host(start_server, quick_failures, caplog):
@@ -154,7 +154,8 @@ async def test_a_write_or_admin_token_by_basic_over_http_from_this_host(start_se
         answer = await get_with(address, METRICS, basic(*user))
         assert answer.status == 200 and answer.body.startswith(b"# HELP ")
     assert_json_answer(await get_with(address, METRICS, basic(*reader)), 404, NO_METRICS, CLOSE)
-    assert_json_answer(await get_with(address, STATUS, basic(*reader)), 200, status_document("read-write"), CLOSE)
+    assert_json_answer(await get_with(address, STATUS, basic(*reader)), 200, await status_of(server, "read-write"),
+                       CLOSE)
     for wrong in (basic("ci", root[1]), basic("nobody", ci[1]), "Authorization: Basic !!!",
                   "Authorization: Bearer " + ci[1], basic("ci", ci[1]) + "\r\n" + basic("ci", ci[1])):
         assert_json_answer(await get_with(address, METRICS, wrong), 401, WRONG, CHALLENGE, CLOSE)
@@ -194,7 +195,7 @@ async def test_credentials_from_elsewhere_only_over_https(start_server, certific
     assert_json_answer(await get_with(plain.http_addresses[0], METRICS, basic(*ci)), 403, IN_THE_CLEAR, CLOSE)
     assert_json_answer(await get_with(plain.http_addresses[0], METRICS, basic("ci", "wrong")), 403, IN_THE_CLEAR,
                        CLOSE)
-    assert_json_answer(await get_with(plain.http_addresses[0], STATUS), 200, status_document("read-write"), CLOSE)
+    assert_json_answer(await get_with(plain.http_addresses[0], STATUS), 200, await status_of(plain, "read-write"), CLOSE)
     secure = await start_server(db="pr.sqlite3", http="https://%s:0" % host, access=FARM_ONLY,
                                 tls_certificate=chain, tls_key=key)
 
@@ -243,7 +244,7 @@ async def test_x_forwarded_for_from_any_other_peer_is_ignored(start_server):
     address = server.http_addresses[0]
     assert_json_answer(await get_with(address, METRICS, "X-Forwarded-For: 10.1.2.3"), 404, NO_METRICS, CLOSE)
     assert_json_answer(await get_with(address, STATUS, "X-Forwarded-For: 192.0.2.99"), 200,
-                       status_document("read-write"), CLOSE)
+                       await status_of(server, "read-write"), CLOSE)
 
 
 async def test_a_proxy_header_from_a_trusted_proxy_gives_the_client(start_server, caplog):

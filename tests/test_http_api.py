@@ -8,6 +8,7 @@ import asyncio
 import json
 import sqlite3
 import time
+import urllib.parse
 
 import pytest
 
@@ -192,7 +193,21 @@ async def fill(address: str) -> None:
 
 def item(version: str, pkgarch: str) -> dict:
     return {"version": version, "pkgarch": pkgarch, "latest": str(PACKAGES.index((version, pkgarch))),
-            "given": None}
+            "given": "T"}
+
+
+async def listed(server, target: str) -> dict:
+    """The packages page at ``target``, each item's ``given`` checked to be the time
+    its latest value was given (as the package's history says) and replaced by "T"."""
+    page = (await get(server.http_addresses[0], target)).json()
+    for found in page["items"]:
+        query = urllib.parse.urlencode({"version": found["version"], "pkgarch": found["pkgarch"]})
+        history = (await get(server.http_addresses[0], "/api/v1/history?" + query)).json()
+        [row] = [row for row in history["history"] if row["value"] == found["latest"]]
+        assert found["given"] == row["given"]
+        assert (found["given"] is None) != records(server)
+        found["given"] = "T"
+    return page
 
 
 async def test_packages_in_byte_order_with_a_literal_prefix_and_a_pkgarch(start_server):
@@ -201,17 +216,17 @@ async def test_packages_in_byte_order_with_a_literal_prefix_and_a_pkgarch(start_
     address = server.http_addresses[0]
     every = await get(address, "/api/v1/packages")
     assert every.status == 200 and every.header["etag"]
-    assert every.json() == {"items": [item(*package) for package in sorted(
+    assert await listed(server, "/api/v1/packages") == {"items": [item(*package) for package in sorted(
         PACKAGES, key=lambda p: (p[0].encode("utf-8"), p[1].encode("utf-8")))], "next": None}
     assert [i["version"] for i in every.json()["items"]][:2] == ["Zlib-2.0-r0", "a-1.0-r0"]   # bytes: Z < a
     assert every.json()["items"][-1]["version"] == "\u00e9-1.0-r0"                          # and z < é
-    zlib = await get(address, "/api/v1/packages?prefix=zlib")
-    assert zlib.json()["items"] == [item("zlib", "core2-64"), item("zlib-1.3-r0", "armv7a"),
+    zlib = await listed(server, "/api/v1/packages?prefix=zlib")
+    assert zlib["items"] == [item("zlib", "core2-64"), item("zlib-1.3-r0", "armv7a"),
                                     item("zlib-1.3-r0", "core2-64"), item("zlibx-1.0-r0", "core2-64")]
-    narrow = await get(address, "/api/v1/packages?prefix=zlib-&pkgarch=core2-64")
-    assert narrow.json()["items"] == [item("zlib-1.3-r0", "core2-64")]
-    accented = await get(address, "/api/v1/packages?prefix=%C3%A9")
-    assert accented.json()["items"] == [item("\u00e9-1.0-r0", "core2-64")]
+    narrow = await listed(server, "/api/v1/packages?prefix=zlib-&pkgarch=core2-64")
+    assert narrow["items"] == [item("zlib-1.3-r0", "core2-64")]
+    accented = await listed(server, "/api/v1/packages?prefix=%C3%A9")
+    assert accented["items"] == [item("\u00e9-1.0-r0", "core2-64")]
     none = await get(address, "/api/v1/packages?prefix=zz")
     assert none.json() == {"items": [], "next": None}
 
@@ -221,7 +236,7 @@ async def test_paging_neither_repeats_nor_skips_while_values_are_added(start_ser
     await fill(server.address)
     address = server.http_addresses[0]
     first = await get(address, "/api/v1/packages?prefix=zlib&limit=2")
-    page = first.json()
+    page = await listed(server, "/api/v1/packages?prefix=zlib&limit=2")
     assert page["items"] == [item("zlib", "core2-64"), item("zlib-1.3-r0", "armv7a")]
     assert page["next"] is not None
     assert first.header["link"] == '</api/v1/packages?prefix=zlib&limit=2&after=%s>; rel="next"' % page["next"]
@@ -229,10 +244,10 @@ async def test_paging_neither_repeats_nor_skips_while_values_are_added(start_ser
         await client.getPR("zlib", "core2-64", "late")             # a value in a package shown
         await client.getPR("zlib-0", "core2-64", "late")           # a package new since, before the cursor
         await client.getPR("zlibz", "core2-64", "late")            # and one after it
-    second = (await get(address, "/api/v1/packages?prefix=zlib&limit=2&after=" + page["next"])).json()
+    second = await listed(server, "/api/v1/packages?prefix=zlib&limit=2&after=" + page["next"])
     assert second["items"] == [item("zlib-1.3-r0", "core2-64"), item("zlibx-1.0-r0", "core2-64")]
-    third = (await get(address, "/api/v1/packages?prefix=zlib&limit=2&after=" + second["next"])).json()
-    assert third == {"items": [{"version": "zlibz", "pkgarch": "core2-64", "latest": "0", "given": None}],
+    third = await listed(server, "/api/v1/packages?prefix=zlib&limit=2&after=" + second["next"])
+    assert third == {"items": [{"version": "zlibz", "pkgarch": "core2-64", "latest": "0", "given": "T"}],
                      "next": None}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..revision import RevisionKey, key_to_revision, optional_key
@@ -24,6 +25,11 @@ from ..storage.engine import HistoryRow, RecentRow
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?"
                       r"(?:([Zz])|([+-])(\d\d):(\d\d))\Z")
+
+
+def now_us() -> int:
+    """Now, in microseconds since the epoch (as the record keeps times)."""
+    return time.time_ns() // 1000
 
 
 def rfc3339(microseconds: Optional[int]) -> Optional[str]:

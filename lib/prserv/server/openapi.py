@@ -20,10 +20,24 @@ _CLIENT = {"type": ["string", "null"], "description": "whom the value was given 
 _ERROR = {"type": "object", "required": ["error"], "additionalProperties": False,
           "properties": {"error": {"type": "object", "required": ["message"], "additionalProperties": False,
                                    "properties": {"message": _TEXT}}}}
-_STATUS = {"type": "object", "required": ["role", "engine", "version", "upstream", "mirror_of"],
+_COUNT = {"type": ["integer", "null"], "minimum": 0}
+_STATUS = {"type": "object", "additionalProperties": False,
+           "required": ["role", "engine", "version", "upstream", "mirror_of", "identity", "figures", "mirror",
+                        "upstream_state"],
            "properties": {"role": {"enum": ["read-write", "read-only", "mirror"]},
                           "engine": {"enum": ["sqlite", "postgresql"]}, "version": _TEXT,
-                          "upstream": {"type": ["string", "null"]}, "mirror_of": {"type": ["string", "null"]}}}
+                          "upstream": {"type": ["string", "null"]}, "mirror_of": {"type": ["string", "null"]},
+                          "identity": {"type": ["string", "null"],
+                                       "description": "the history this server holds (a mirror: its source's)"},
+                          "figures": {"type": "object", "required": ["values", "given_24h"],
+                                      "additionalProperties": False, "properties": {
+                                          "values": {**_COUNT, "description": "values stored; null: not counted"},
+                                          "given_24h": {**_COUNT, "description": "values given in the last 24 "
+                                                        "hours; null: the database keeps no record"}}},
+                          "mirror": {"type": ["object", "null"],
+                                     "description": "a mirror's state, as mirror-status answers it"},
+                          "upstream_state": {"type": ["object", "null"], "description": "the upstream's address, "
+                                             "whether it is down, and its answers (ok, error)"}}}
 _HISTORY = {"type": "object", "required": ["version", "pkgarch", "latest", "history"], "additionalProperties": False,
             "properties": {"version": _TEXT, "pkgarch": _TEXT, "latest": _VALUE, "history": {
                 "type": "array", "items": {

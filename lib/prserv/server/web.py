@@ -43,7 +43,7 @@ from ..errors import InvalidRequestError
 from ..storage.postgresql.url import is_url
 from ..version import __version__
 from . import metrics, openapi
-from .history import history_document, parse_rfc3339, recent_items, rfc3339
+from .history import history_document, now_us, parse_rfc3339, recent_items, rfc3339
 from .webaccess import Refusal, viewer_of
 
 EXTRA = "web"
@@ -55,6 +55,7 @@ PACKAGES_PATH = "/api/v1/packages"
 RECENT_PATH = "/api/v1/recent"
 OPENAPI_PATH = "/api/v1/openapi.json"
 METRICS_PATH = "/metrics"
+DAY_US = 24 * 3600 * 10**6
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 JSON_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"))
@@ -100,6 +101,10 @@ class Described(Protocol):
     dbfile: str
     engine: Any
     """The server's ``storage.engine.Engine``."""
+    allocator: Any
+    """The server's ``server.allocator.Allocator`` (its ``upstream``)."""
+
+    def mirror_status(self) -> Optional[Dict[str, Any]]: ...
 
 
 def request_path(target: str) -> str:
@@ -227,7 +232,7 @@ class WebRoutes:
         except ValueError as exc:
             return self.error(400, str(exc))
         if path == STATUS_PATH:
-            return json_response(200, self.status())
+            return json_response(200, await self.status())
         if path == HISTORY_PATH:
             return await self.history(target, headers, viewer)
         if path == PACKAGES_PATH:
@@ -325,9 +330,19 @@ class WebRoutes:
         content_type, body = metrics.exposition(self._registry)
         return Response(200, [("Content-Type", content_type), ("Cache-Control", "no-store")], body)
 
-    def status(self) -> Dict[str, Any]:
-        """What this server is: role, engine, version, upstream, mirror source."""
+    async def status(self) -> Dict[str, Any]:
+        """What this server is (role, engine, version, upstream, mirror source, the
+        history's identity), its figures and the state of its sources.  Figures come
+        from what the engine keeps counted or indexed, never a count of the table."""
         server = self.server
+        engine = server.engine
         role = "mirror" if server.mirror else "read-only" if server.read_only else "read-write"
+        upstream = server.allocator.upstream if server.allocator is not None else None
         return {"role": role, "engine": "postgresql" if is_url(server.dbfile) else "sqlite",
-                "version": __version__, "upstream": server.upstream, "mirror_of": server.mirror}
+                "version": __version__, "upstream": server.upstream, "mirror_of": server.mirror,
+                "identity": (await engine.changes(None, 0)).identity,
+                "figures": {"values": await engine.values_stored(),
+                            "given_24h": await engine.given_since(now_us() - DAY_US)},
+                "mirror": server.mirror_status(),
+                "upstream_state": None if upstream is None else {
+                    "address": upstream.address, "down": upstream.is_down, **upstream.outcomes}}

@@ -359,6 +359,11 @@ class Engine(abc.ABC):
         rows by position, or by the record's time index."""
         return []
 
+    async def values_stored(self) -> Optional[int]:
+        """How many values the table holds, from what the engine keeps counted (never a
+        count of the table); None where it keeps no such figure."""
+        return None
+
     async def given_since(self, since: int) -> Optional[int]:
         """How many rows were given at or after ``since`` (an index range, not a table
         scan), None where the engine keeps no record."""

@@ -100,7 +100,9 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
                 if package is None:
                     break
                 largest = self.cache.largest(*package)
-                found.append((package[0], package[1], None if largest is None else key_to_revision(largest), None))
+                latest = None if largest is None else key_to_revision(largest)
+                given = None if latest is None else self.record.first_given(package[0], package[1], latest)
+                found.append((package[0], package[1], latest, given))
                 after = package
         return found
 
@@ -130,6 +132,12 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
             if not self.cache.exists:
                 return []
             return self.record.recent(since, None if after is None else _rowid(after), bound, limit)
+
+    async def values_stored(self) -> Optional[int]:
+        """The largest rowid committed: the rows stored, as long as none was removed
+        (bitbake's server never removes one)."""
+        with DATABASE:
+            return self._committed_rowid()
 
     async def given_since(self, since: int) -> Optional[int]:
         with DATABASE:
