@@ -27,7 +27,7 @@ from __future__ import annotations
 import html
 import re
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import urlencode
 
 from ..oefile import export_lines
@@ -233,7 +233,7 @@ def status_facts(status: Document) -> str:
 def recent_table(items: List[Document], may_write: bool) -> str:
     headings = ["version", "pkgarch", "checksum", "value", "given"] + (["address", "user"] if may_write else [])
     rows = ([package_link(item["version"], item["pkgarch"]), esc(item["pkgarch"]), esc(item["checksum"]),
-             esc(item["value"]), when(item.get("given"))] + giver_cells(item, may_write) for item in items)
+             text_or_unknown(item["value"]), when(item.get("given"))] + giver_cells(item, may_write) for item in items)
     return table(headings, rows, "no values given")
 
 
@@ -260,7 +260,7 @@ def package_page(history: Document, may_write: bool) -> bytes:
     """``/package``: every value of one package, a plot of them, its export lines."""
     version, pkgarch, items = history["version"], history["pkgarch"], history["history"]
     headings = ["#", "checksum", "value", "given"] + (["address", "user"] if may_write else [])
-    rows = (['<span class="muted">%d</span>' % number, esc(item["checksum"]), esc(item["value"]),
+    rows = (['<span class="muted">%d</span>' % number, esc(item["checksum"]), text_or_unknown(item["value"]),
              when(item.get("given"))] + giver_cells(item, may_write) for number, item in enumerate(items, 1))
     body = (facts([("version", esc(version)), ("pkgarch", esc(pkgarch)),
                    ("latest value", text_or_unknown(history.get("latest"))), ("rows", str(len(items)))])
@@ -324,7 +324,7 @@ def plot_points(items: List[Document]) -> Tuple[List[Tuple[float, int, int]], bo
     return points, timed
 
 
-def scale(low: float, high: float, start: float, end: float):
+def scale(low: float, high: float, start: float, end: float) -> Callable[[float], float]:
     """The linear map from [low, high] onto [start, end] (a point range: its middle)."""
     if high == low:
         return lambda value: (start + end) / 2
