@@ -198,6 +198,15 @@ def tagged(response: Response, headers: Headers) -> Response:
     return Response(response.status, kept + [("Cache-Control", "no-cache"), ("ETag", tag)], response.body)
 
 
+def form_values(query: Query, *names: str) -> List[str]:
+    """The parameters a page's form shows again, "" when absent (``HTTPError`` 400
+    for one given twice, as the document's own checks say)."""
+    try:
+        return [optional(query, name) or "" for name in names]
+    except ValueError as exc:
+        raise HTTPError(400, str(exc)) from None
+
+
 class WebRoutes:
     """The routes of one server (``asyncrpc.httpsession.Routes``)."""
 
@@ -257,18 +266,15 @@ class WebRoutes:
         try:
             if path == pages.PACKAGES:
                 document, following = await self.packages_data(query)
-                body = pages.packages_page(document, optional(query, "prefix") or "",
-                                           optional(query, "pkgarch") or "", following)
+                body = pages.packages_page(document, *form_values(query, "prefix", "pkgarch"), following)
             elif path == pages.PACKAGE:
                 body = pages.package_page(await self.history_data(query, viewer), viewer.may_write)
             elif path == pages.RECENT:
                 document, following = await self.recent_data(query, viewer)
-                body = pages.recent_page(document, optional(query, "since") or "", following, viewer.may_write)
+                body = pages.recent_page(document, *form_values(query, "since"), following, viewer.may_write)
             else:
                 recent, _ = await self.recent_data({"limit": [str(pages.HOME_RECENT)]}, viewer)
                 body = pages.home_page(self.status(), recent, viewer.may_write)
-        except ValueError as exc:                   # a parameter given twice
-            return Response(400, list(pages.HEADERS), pages.error_page(400, str(exc)))
         except HTTPError as exc:
             return Response(exc.status, list(pages.HEADERS), pages.error_page(exc.status, exc.message))
         return Response(200, list(pages.HEADERS), body)
