@@ -18,10 +18,13 @@ passes on, from what the server already knows.  Routes so far:
 * ``GET /api/v1/openapi.json``: the API's description (``server.openapi``);
 * ``GET /metrics``: Prometheus' text, as ``--metrics`` serves it, to clients that
   may write (``webaccess``); 404 to everyone else (its existence is not advertised);
+* the HTML pages ``/``, ``/packages``, ``/package``, ``/recent`` and their stylesheet
+  (``server.pages``), each rendered from the document its JSON twin sends, errors as
+  pages;
 * anything else: 404.  A target whose percent-encoding is broken, or does not
   decode to UTF-8, is 400.
 
-Every answer but ``/metrics``' is JSON, errors as ``{"error": {"message": ...}}``.  Its
+Every other answer is JSON, errors as ``{"error": {"message": ...}}``.  Its
 HTTP stack (h11, in the ``web`` extra: ``pip install 'prserv[web]'``) is imported
 only by the session when a client connects: bitbake's copy of ``lib/prserv`` never
 needs it.
@@ -42,7 +45,7 @@ from ..asyncrpc.httpsession import Client, Headers, Response, Viewer
 from ..errors import InvalidRequestError
 from ..storage.postgresql.url import is_url
 from ..version import __version__
-from . import metrics, openapi
+from . import metrics, openapi, pages
 from .history import history_document, now_us, parse_rfc3339, recent_items, rfc3339
 from .webaccess import Refusal, viewer_of
 
@@ -211,6 +214,15 @@ def tagged(response: Response, headers: Headers) -> Response:
     return Response(response.status, kept + [("Cache-Control", "no-cache"), ("ETag", tag)], response.body)
 
 
+def form_values(query: Query, *names: str) -> List[str]:
+    """The parameters a page's form shows again, "" when absent (``HTTPError`` 400
+    for one given twice, as the document's own checks say)."""
+    try:
+        return [optional(query, name) or "" for name in names]
+    except ValueError as exc:
+        raise HTTPError(400, str(exc)) from None
+
+
 class WebRoutes:
     """The routes of one server (``asyncrpc.httpsession.Routes``)."""
 
@@ -243,6 +255,10 @@ class WebRoutes:
             return json_response(200, openapi.document())
         if path == METRICS_PATH and viewer.may_write and metrics.available():
             return self.metrics()
+        if path in pages.ROUTES:
+            return await self.page(path, request_query(target), viewer)
+        if path == pages.STYLESHEET_URL:
+            return tagged(Response(200, list(pages.STYLESHEET_HEADERS), pages.STYLESHEET), headers)
         return self.error(404, "no such resource: %s" % path)
 
     async def history(self, target: str, headers: Headers, viewer: Viewer) -> Response:
@@ -265,6 +281,25 @@ class WebRoutes:
         except HTTPError as exc:
             return self.error(exc.status, exc.message)
         return linked(tagged(json_response(200, document), headers), RECENT_PATH, following)
+
+    async def page(self, path: str, query: Query, viewer: Viewer) -> Response:
+        """An HTML page, rendered from the document its JSON twin sends; an
+        ``HTTPError`` becomes an error page saying the JSON answer's message."""
+        try:
+            if path == pages.PACKAGES:
+                document, following = await self.packages_data(query)
+                body = pages.packages_page(document, *form_values(query, "prefix", "pkgarch"), following)
+            elif path == pages.PACKAGE:
+                body = pages.package_page(await self.history_data(query, viewer), viewer.may_write)
+            elif path == pages.RECENT:
+                document, following = await self.recent_data(query, viewer)
+                body = pages.recent_page(document, *form_values(query, "since"), following, viewer.may_write)
+            else:
+                recent, _ = await self.recent_data({"limit": [str(pages.HOME_RECENT)]}, viewer)
+                body = pages.home_page(await self.status(), recent, viewer.may_write)
+        except HTTPError as exc:
+            return Response(exc.status, list(pages.HEADERS), pages.error_page(exc.status, exc.message))
+        return Response(200, list(pages.HEADERS), body)
 
     # -- what each route shows, as a document: the JSON API sends it, a page renders it
     async def history_data(self, query: Query, viewer: Viewer) -> Dict[str, Any]:
