@@ -12,7 +12,7 @@ import pytest
 import prserv
 from prserv import tokens
 from prserv.client import PRAsyncClient
-from prserv.errors import ReadOnlyError
+from prserv.errors import InvalidRequestError, ReadOnlyError
 from prserv.storage import open_engine
 from prserv.storage.engine import NOBODY, Giver, WriteConflict
 
@@ -119,9 +119,25 @@ async def test_recent_newest_first_by_position_after_and_since(engine, pg_cluste
     assert await engine.recent(3001, None, 10) == rows[1:3]
     assert await engine.recent(10 ** 6, None, 10) == []
     assert await engine.recent(None, None, 0) == []
+    with pytest.raises(InvalidRequestError):
+        await engine.recent(None, "12", 10)
     assert await engine.given_since(3000) == 3
     assert await engine.given_since(0) == 5                                           # unknown times uncounted
     assert await engine.given_since(10 ** 20) == 0                                    # past any time: held
+
+
+async def test_the_feed_can_give_each_row_s_time_in_the_same_read(engine, pg_cluster):
+    from prserv.storage.postgresql import feed
+
+    for i in range(3):
+        await checked_next(engine, V, "c%d" % i, ALICE)
+    await engine.add_rows([(V, A, "copied", "7")])
+    await set_times(pg_cluster, engine, {"c0": 10, "c1": 20, "c2": 30})
+    async with engine.pool.acquire() as connection:
+        plain = await feed.read_page(connection, None, 10, True)
+        timed = await feed.read_page(connection, plain.rows[0][0], 10, True, with_given=True)
+    assert [row[:5] for row in timed.rows] == plain.rows[1:] and timed.pending == plain.pending == 0
+    assert [row[5] for row in timed.rows] == [20, 30, None]
 
 
 async def test_recent_and_given_since_read_the_time_index_with_the_servers_generic_plans(engine, pg_cluster):

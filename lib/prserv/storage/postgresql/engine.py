@@ -291,7 +291,7 @@ class PostgreSQLEngine(Engine):
         """Newest first by ``id``, the order rows were inserted in (``record``): a row of a
         transaction still running is not seen, one committed meanwhile may appear
         below a page already read.  ``after``: a position of this feed (exclusive)."""
-        before = record.before_id(after)
+        before = record.LAST_ID if after is None else feed.position_parts(after)[1]
         if since is None:
             found = await self._query(record.RECENT, before, max(0, limit), method="fetch")
         else:

@@ -21,13 +21,13 @@ from __future__ import annotations
 import datetime
 from typing import Any, List, Optional
 
-from ..engine import HistoryRow, Position, RecentRow
-from .feed import position_parts
+from ..engine import HistoryRow, RecentRow
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _MICROSECOND = datetime.timedelta(microseconds=1)
 LAST_ID = 2 ** 63 - 1
-"""Past every ``id`` (a bigint): the bound of ``recent`` from the newest row on."""
+"""Past every ``id`` (a bigint): the bound of ``recent`` from the newest row on (its
+other bounds are the ``id`` of a feed position, ``feed.position_parts``)."""
 
 HISTORY = ("SELECT checksum, value, given, address, username FROM prmain WHERE version = $1 AND pkgarch = $2 "
            "ORDER BY key, id")
@@ -62,12 +62,6 @@ def moment_of(micros_since_epoch: int) -> datetime.datetime:
 def history_rows(found: Any) -> List[HistoryRow]:
     """``HISTORY``'s rows as the interface gives them."""
     return [(row[0], row[1], micros(row[2]), row[3], row[4]) for row in found]
-
-
-def before_id(after: Optional[Position]) -> int:
-    """The ``id`` bound of ``recent`` (exclusive) after a position (``InvalidRequestError``
-    for one this engine cannot have made)."""
-    return LAST_ID if after is None else position_parts(after)[1]
 
 
 def recent_rows(found: Any) -> List[RecentRow]:
