@@ -1,6 +1,7 @@
 """The PostgreSQL schema, versioned in the database, created and upgraded by servers.
 
-``prmain`` holds bitbake's four columns and three of this project's:
+``prmain`` holds bitbake's four columns, three of this project's, and the record's
+three (version 3, below):
 
 * ``key numeric[]``: the value as numbers (``'1.20'`` -> ``{1,20}``), so that the
   numeric order of x.y.z (``1 < 1.0 < 1.3 < 1.20``) is an index order: a package's
