@@ -181,3 +181,25 @@ def _demotion(directory: str):
         os.setuid(nobody.pw_uid)
 
     return demote
+
+
+async def schema_as_of(url: str, version: int) -> None:
+    """Create prserv's PostgreSQL schema in the empty database ``url`` as a server of
+    schema ``version`` made it: version 1's statements, then the upgrades to
+    ``version`` (``schema.CREATE`` is version 1's statements followed by every upgrade's)."""
+    import asyncpg  # type: ignore[import-not-found]
+
+    from prserv.storage.postgresql import schema
+
+    first = len(schema.CREATE) - sum(len(step) for step in schema.UPGRADES)
+    statements = schema.CREATE[:first] + [statement for step in schema.UPGRADES[:version - 1]
+                                          for statement in step]
+    connection = await asyncpg.connect(url)
+    try:
+        async with connection.transaction():
+            for statement in statements:
+                await connection.execute(statement)
+            await connection.execute("INSERT INTO prserv_schema (version) VALUES ($1)", version)
+            await connection.execute("INSERT INTO prserv_meta (name, value) VALUES ('identity', 'pg-as-of')")
+    finally:
+        await connection.close()

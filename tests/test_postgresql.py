@@ -23,7 +23,7 @@ from prserv.asyncrpc import InvokeError
 from prserv.errors import DatabaseError
 from prserv.storage import open_engine
 
-from pgcluster import Cluster
+from pgcluster import Cluster, schema_as_of
 from processes import BIN, start_process
 
 V, A = "zlib-1.3-r0", "core2-64"
@@ -102,7 +102,7 @@ async def test_the_schema_is_created_once_refused_when_newer_and_indexes_serve_e
     engines = await asyncio.gather(*(open_engine(url) for _ in range(4)))      # side by side
     for engine in engines:
         await engine.close()
-    assert pg_cluster.psql("SELECT version FROM prserv_schema", name).split() == ["2"]
+    assert pg_cluster.psql("SELECT version FROM prserv_schema", name).split() == ["3"]
     pg_cluster.psql("ALTER TABLE prmain SET (autovacuum_enabled = false)", name)     # no statistics
     pg_cluster.psql("INSERT INTO prmain (version, pkgarch, checksum, value, key) SELECT 'p' || (i %% 8), "
                     "'a', 'c' || i, (i / 8)::text || '.' || (i %% 7), ARRAY[i / 8, i %% 7]::numeric[] "
@@ -115,8 +115,8 @@ async def test_the_schema_is_created_once_refused_when_newer_and_indexes_serve_e
     assert "Seq Scan" not in plan, plan
     # The checksum's bounds through its own index, not its package's rows one by one:
     assert plan.count("using prmain_row") == 2 and plan.count("prmain_package_key") == 2, plan
-    pg_cluster.psql("UPDATE prserv_schema SET version = 3", name)
-    with pytest.raises(DatabaseError, match=r"has prserv schema version 3, newer than this server knows \(2\)"):
+    pg_cluster.psql("UPDATE prserv_schema SET version = 4", name)
+    with pytest.raises(DatabaseError, match=r"has prserv schema version 4, newer than this server knows \(3\)"):
         await open_engine(url)
 
 
@@ -407,25 +407,24 @@ async def test_an_older_schema_is_upgraded_in_one_transaction(pg_cluster, monkey
 
     url = pg_cluster.new_database()
     name = url.split("/")[3].split("?")[0]
-    await (await open_engine(url)).close()
-    pg_cluster.psql("DROP TABLE prserv_users; UPDATE prserv_schema SET version = 1", name)   # as version 1 made it
-    await (await open_engine(url)).close()                          # 1 -> 2: the users table
-    assert pg_cluster.psql("SELECT version FROM prserv_schema", name).split() == ["2"]
+    await schema_as_of(url, 1)
+    await (await open_engine(url)).close()                          # 1 -> 2 -> 3: users, the record
+    assert pg_cluster.psql("SELECT version FROM prserv_schema", name).split() == ["3"]
     assert pg_cluster.psql("SELECT count(*) FROM prserv_users", name).split() == ["0"]
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 4)
     monkeypatch.setattr(schema, "UPGRADES", schema.UPGRADES + [["ALTER TABLE prmain ADD COLUMN note text",
                                                                "SELECT 1 / 0"]])
     with pytest.raises(DatabaseError, match="division by zero"):
         await open_engine(url)
-    assert pg_cluster.psql("SELECT version FROM prserv_schema", name).split() == ["2"]
+    assert pg_cluster.psql("SELECT version FROM prserv_schema", name).split() == ["3"]
     assert pg_cluster.psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'prmain' "
                            "AND column_name = 'note'", name).split() == ["0"]       # rolled back whole
-    monkeypatch.setattr(schema, "UPGRADES", schema.UPGRADES[:1] + [["ALTER TABLE prmain ADD COLUMN note text"]])
+    monkeypatch.setattr(schema, "UPGRADES", schema.UPGRADES[:2] + [["ALTER TABLE prmain ADD COLUMN note text"]])
     await (await open_engine(url)).close()
-    assert pg_cluster.psql("SELECT version FROM prserv_schema", name).split() == ["3"]
-    with pytest.raises(DatabaseError, match="version 3; this server needs 4 .a read-write server upgrades"):
-        monkeypatch.setattr(schema, "SCHEMA_VERSION", 4)
-        monkeypatch.setattr(schema, "UPGRADES", [[], [], []])
+    assert pg_cluster.psql("SELECT version FROM prserv_schema", name).split() == ["4"]
+    with pytest.raises(DatabaseError, match="version 4; this server needs 5 .a read-write server upgrades"):
+        monkeypatch.setattr(schema, "SCHEMA_VERSION", 5)
+        monkeypatch.setattr(schema, "UPGRADES", [[], [], [], []])
         await open_engine(url, read_only=True)                       # a reader never upgrades
 
 

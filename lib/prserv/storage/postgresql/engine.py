@@ -30,9 +30,9 @@ from ...errors import DatabaseError, DatabaseUnavailable, ReadOnlyError
 from ...log import logger
 from ...revision import RevisionKey
 from ...tokens import UserRecord, record_from_row, row_of
-from ..engine import (NOBODY, DumpSource, Engine, FeedPage, Giver, PackageState, PackageSummary, Position,
-                      PositionedRow, Row)
-from . import feed, listing, schema, users
+from ..engine import (NOBODY, DumpSource, Engine, FeedPage, Giver, HistoryRow, PackageState, PackageSummary,
+                      Position, PositionedRow, RecentRow, Row)
+from . import feed, listing, record, schema, users
 from .availability import Outage
 from .connections import first_connection, in_task, open_pool
 from .errors import OPENED_AT, cause, database_error, driver, driver_errors, is_outage
@@ -283,6 +283,33 @@ class PostgreSQLEngine(Engine):
                        limit: int) -> List[PackageSummary]:
         return await listing.packages(self._query, prefix, pkgarch, after, limit)
 
+    # ------------------------------------------------------------------ the record (``record``)
+    async def history(self, version: str, pkgarch: str) -> List[HistoryRow]:
+        return record.history_rows(await self._query(record.HISTORY, version, pkgarch, method="fetch"))
+
+    async def recent(self, since: Optional[int], after: Optional[Position], limit: int) -> List[RecentRow]:
+        """Newest first by ``id``, the order rows were inserted in (``record``): a row of a
+        transaction still running is not seen, one committed meanwhile may appear
+        below a page already read.  ``after``: a position of this feed (exclusive)."""
+        before = record.LAST_ID if after is None else feed.position_parts(after)[1]
+        if since is None:
+            found = await self._query(record.RECENT, before, max(0, limit), method="fetch")
+        else:
+            found = await self._query(record.RECENT_SINCE, before, max(0, limit), record.moment_of(since),
+                                      method="fetch")
+        return record.recent_rows(found)
+
+    async def given_since(self, since: int) -> Optional[int]:
+        return await self._query(record.GIVEN_SINCE, record.moment_of(since))
+
+    async def forget_clients(self, before: int) -> int:
+        """One statement, safe to repeat (a repeat after an outage counts only what the
+        lost attempt left)."""
+        if self.read_only:
+            raise ReadOnlyError("database is open read-only")
+        status = await self.write_statement(record.FORGET_CLIENTS, record.moment_of(before), method="execute")
+        return int(status.split()[-1])
+
     async def has_row(self, version: str, pkgarch: str, value: str,
                       checksum: Optional[str] = None) -> bool:
         if checksum is None:
@@ -292,13 +319,15 @@ class PostgreSQLEngine(Engine):
                                  "pkgarch = $2 AND checksum = $3 AND value = $4)", version, pkgarch, checksum, value)
 
     async def add_rows(self, rows: Sequence[Row]) -> int:
-        """(Repeated after an outage, the count leaves out rows the lost attempt added.)"""
+        """(Repeated after an outage, the count leaves out rows the lost attempt added.)
+        The rows have no record (``given`` NULL, not its default): when they were given
+        is unknown here, and the time of the copy is not it."""
         if self.read_only:
             raise ReadOnlyError("database is open read-only")
         columns = list(zip(*rows)) if rows else [(), (), (), ()]
         status = await self.write_statement(
-            "INSERT INTO prmain (version, pkgarch, checksum, value, key) "
-            "SELECT v, p, c, x, string_to_array(x, '.')::numeric[] "
+            "INSERT INTO prmain (version, pkgarch, checksum, value, key, given) "
+            "SELECT v, p, c, x, string_to_array(x, '.')::numeric[], NULL "
             "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS r (v, p, c, x) "
             "ON CONFLICT DO NOTHING", *[list(column) for column in columns], method="execute")
         added = int(status.split()[-1])
@@ -315,8 +344,8 @@ class PostgreSQLEngine(Engine):
         if self.read_only:
             raise ReadOnlyError("database is open read-only")
         if known is not None:
-            return CheckedWrite(self, version, pkgarch, checksum, children_of, known)
-        return LockedWrite(self, version, pkgarch, checksum, children_of)
+            return CheckedWrite(self, version, pkgarch, checksum, children_of, known, giver)
+        return LockedWrite(self, version, pkgarch, checksum, children_of, giver)
 
     # ------------------------------------------------------------------ users
     async def get_user(self, username: str) -> Optional[UserRecord]:

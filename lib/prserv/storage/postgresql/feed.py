@@ -11,6 +11,7 @@ from typing import Any, List, Optional, Tuple
 
 from ...errors import InvalidRequestError
 from ..engine import FeedPage, Position, PositionedRow
+from .record import micros
 
 HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
 """Transactions below this are finished: their rows can be fed without a gap.
@@ -21,6 +22,10 @@ The feed's queries select ``txid::text`` and order by ``prmain.txid``: a bare
 ROWS_AFTER = ("SELECT txid::text, id, version, pkgarch, checksum, value FROM prmain "
               "WHERE (txid, id) > ($1::text::xid8, $2) AND txid < %s ORDER BY prmain.txid, prmain.id LIMIT $3"
               % HORIZON)
+ROWS_AFTER_GIVEN = ("SELECT txid::text, id, version, pkgarch, checksum, value, given FROM prmain "
+                    "WHERE (txid, id) > ($1::text::xid8, $2) AND txid < %s ORDER BY prmain.txid, prmain.id LIMIT $3"
+                    % HORIZON)
+"""``ROWS_AFTER`` with each row's time (``given``, a column of the rows read anyway)."""
 ROWS_BETWEEN = ("SELECT txid::text, id, version, pkgarch, checksum, value FROM prmain "
                 "WHERE (txid, id) > ($1::text::xid8, $2) AND (txid, id) <= ($3::text::xid8, $4) "
                 "AND txid < %s ORDER BY prmain.txid, prmain.id" % HORIZON)
@@ -45,12 +50,23 @@ def positioned(found: Any) -> List[PositionedRow]:
     return [("%s:%d" % (r[0], r[1]), r[2], r[3], r[4], r[5]) for r in found]
 
 
-async def read_page(connection: Any, since: Optional[Position], limit: int, count: bool) -> FeedPage:
+def positioned_given(found: Any) -> List[Tuple[Any, ...]]:
+    """Rows selected as ``ROWS_AFTER_GIVEN`` gives them, positioned, each followed by
+    its time in microseconds since the epoch (None: unknown)."""
+    return [("%s:%d" % (r[0], r[1]), r[2], r[3], r[4], r[5], micros(r[6])) for r in found]
+
+
+async def read_page(connection: Any, since: Optional[Position], limit: int, count: bool,
+                    with_given: bool = False) -> FeedPage:
     """Up to ``limit`` rows after ``since``, whether ``since`` is held here (and its
-    row), and with ``count`` how many more rows are pending."""
+    row), and with ``count`` how many more rows are pending.  ``with_given``: each row
+    followed by its time (``positioned_given``), at no cost but the column."""
     txid, row = position_parts(since)
     identity = await connection.fetchval("SELECT value FROM prserv_meta WHERE name = 'identity'")
-    rows = positioned(await connection.fetch(ROWS_AFTER, txid, row, max(0, limit)))
+    if with_given:
+        rows: List[Any] = positioned_given(await connection.fetch(ROWS_AFTER_GIVEN, txid, row, max(0, limit)))
+    else:
+        rows = positioned(await connection.fetch(ROWS_AFTER, txid, row, max(0, limit)))
     reached, at = True, None
     if since is not None:
         at_row = await connection.fetchrow(

@@ -8,7 +8,9 @@ not what the table holds.  The prefix's end is a bound of the index range only w
 it is in the query text (a prepared ``$n IS NULL OR ...`` would leave it a filter,
 and the last seek of a listing would read to the end of the table), so the query is
 put together from constant pieces for the filters given.  Each package's largest
-value is the last entry of its index range.
+value is the last entry of its index range, and when it was first given the least
+time of the rows holding it (the entries of that key in the same index range: a
+package's largest value is held by one checksum, or a few).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, List, Optional, Tuple
 
 from ..engine import PackageSummary, prefix_end
+from .record import micros
 
 
 def packages_query(bounded: bool, by_pkgarch: bool, after: bool) -> str:
@@ -39,8 +42,10 @@ def packages_query(bounded: bool, by_pkgarch: bool, after: bool) -> str:
             " SELECT next.version, next.pkgarch FROM page, LATERAL (SELECT version, pkgarch FROM prmain"
             " WHERE %s AND (prmain.version, prmain.pkgarch) > (page.version, page.pkgarch)"
             " ORDER BY version, pkgarch LIMIT 1) AS next)"
-            " SELECT page.version, page.pkgarch, (SELECT value FROM prmain WHERE prmain.version = page.version"
-            " AND prmain.pkgarch = page.pkgarch ORDER BY key DESC LIMIT 1) FROM page LIMIT $%d"
+            " SELECT page.version, page.pkgarch, top.value, (SELECT min(given) FROM prmain"
+            " WHERE prmain.version = page.version AND prmain.pkgarch = page.pkgarch AND prmain.key = top.key)"
+            " FROM page, LATERAL (SELECT value, key FROM prmain WHERE prmain.version = page.version"
+            " AND prmain.pkgarch = page.pkgarch ORDER BY key DESC LIMIT 1) AS top LIMIT $%d"
             % (where, first, where, n + 1))
 
 
@@ -54,4 +59,4 @@ async def packages(query: Callable[..., Awaitable[Any]], prefix: str, pkgarch: O
     args += list(after) if after is not None else []
     rows = await query(packages_query(end is not None, pkgarch is not None, after is not None), *args, limit,
                        method="fetch")
-    return [(row[0], row[1], row[2], None) for row in rows]
+    return [(row[0], row[1], row[2], micros(row[3])) for row in rows]

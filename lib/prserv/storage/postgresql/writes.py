@@ -6,7 +6,9 @@ what the decision was made from under the package's advisory lock and inserts on
 if it is unchanged; ``prserv_store_next`` stores the successor of the package's
 largest value as it is under the lock (a sequence's next value).  ``LockedWrite``
 holds a transaction with the lock, reads the state under it, and commits what its
-caller stores.
+caller stores.  Each row is inserted with its record -- ``clock_timestamp()`` as the
+lock's holder inserts it, and the scope's ``Giver`` -- in the row's own statement:
+no round trip more, and no record without its row.
 
 A write once sent is never abandoned (``PostgreSQLEngine.unabandoned``), and one
 whose outcome is unknown is never blindly repeated: the store functions' checks
@@ -20,15 +22,17 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ...revision import RevisionKey, key_to_revision, revision_key
-from ..engine import PackageState, WriteConflict, WriteInterrupted, WriteScope
+from ..engine import NOBODY, Giver, PackageState, WriteConflict, WriteInterrupted, WriteScope
 from .connections import in_task
 from .errors import OPENED_AT, database_error, is_outage
 from .state import STATE, state_args, state_of
 
-INSERT = ("INSERT INTO prmain (version, pkgarch, checksum, value, key) "
-          "VALUES ($1, $2, $3, $4, string_to_array($4, '.')::numeric[]) ON CONFLICT DO NOTHING RETURNING id")
-STORE = "SELECT * FROM prserv_store($1, $2, $3, $4, $5, $6::numeric[], $7::numeric[], $8, $9, $10, $11, $12)"
-STORE_NEXT = "SELECT * FROM prserv_store_next($1, $2, $3, $4, $5)"
+INSERT = ("INSERT INTO prmain (version, pkgarch, checksum, value, key, given, address, username) "
+          "VALUES ($1, $2, $3, $4, string_to_array($4, '.')::numeric[], clock_timestamp(), $5, $6) "
+          "ON CONFLICT DO NOTHING RETURNING id")
+STORE = ("SELECT * FROM prserv_store($1, $2, $3, $4, $5, $6::numeric[], $7::numeric[], $8, $9, $10, $11, $12, "
+         "$13::text, $14::text)")
+STORE_NEXT = "SELECT * FROM prserv_store_next($1, $2, $3, $4, $5, $6::text, $7::text)"
 
 
 def _revision(key: Optional[RevisionKey]) -> Optional[str]:
@@ -44,12 +48,13 @@ class CheckedWrite(WriteScope):
     ``WriteInterrupted`` with it (the caller answers the value the checksum gained)."""
 
     def __init__(self, engine: Any, version: str, pkgarch: str, checksum: Optional[str],
-                 children_of: Optional[RevisionKey], known: PackageState) -> None:
+                 children_of: Optional[RevisionKey], known: PackageState, giver: Giver = NOBODY) -> None:
         self.engine = engine
         self.args = state_args(version, pkgarch, checksum, children_of)
         self.checksum = checksum
         self.children_of = children_of
         self.state = known
+        self.giver = giver
 
     async def __aenter__(self) -> "CheckedWrite":
         return self
@@ -66,7 +71,7 @@ class CheckedWrite(WriteScope):
         row, repeated = await self.engine.write_repeated(
             STORE, version, pkgarch, checksum, key_to_revision(key), True, base, upper, length,
             _revision(state.max_key), _revision(bounds[0] if bounds else None),
-            _revision(bounds[1] if bounds else None), expected_child)
+            _revision(bounds[1] if bounds else None), expected_child, self.giver.address, self.giver.user)
         added, top, low, high, found_child = row
         if added:
             self.engine.note_stored(1)
@@ -83,7 +88,7 @@ class CheckedWrite(WriteScope):
         version, pkgarch = self.args[0], self.args[1]
         row, repeated = await self.engine.write_repeated(
             STORE_NEXT, version, pkgarch, checksum, _revision(bounds[0] if bounds else None),
-            _revision(bounds[1] if bounds else None))
+            _revision(bounds[1] if bounds else None), self.giver.address, self.giver.user)
         stored, top, low, high = row
         if stored is None:
             fresh = state_of((top, low, high, None), checksum, None)
@@ -103,11 +108,12 @@ class LockedWrite(WriteScope):
     ``WriteInterrupted``, and the commit, once sent, is never abandoned."""
 
     def __init__(self, engine: Any, version: str, pkgarch: str, checksum: Optional[str],
-                 children_of: Optional[RevisionKey]) -> None:
+                 children_of: Optional[RevisionKey], giver: Giver = NOBODY) -> None:
         self.engine = engine
         self.args = state_args(version, pkgarch, checksum, children_of)
         self.checksum = checksum
         self.children_of = children_of
+        self.giver = giver
         self._connection: Any = None
         self._transaction: Any = None
         self._opened_at: Optional[float] = None
@@ -175,7 +181,7 @@ class LockedWrite(WriteScope):
     async def store(self, checksum: str, key: RevisionKey) -> bool:
         try:
             added = await self._connection.fetchval(INSERT, self.args[0], self.args[1], checksum,
-                                                    key_to_revision(key))
+                                                    key_to_revision(key), self.giver.address, self.giver.user)
         except self.engine.driver_errors as exc:
             raise await self._lost(exc) from None
         if added is not None:
