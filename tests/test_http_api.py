@@ -42,7 +42,7 @@ async def get(address: str, target: str, *headers: str) -> Answer:
     return answer
 
 
-RECORDING_ENGINES = ("sqlite",)
+RECORDING_ENGINES = ("sqlite", "postgresql")
 """The engines whose servers keep the record of when each value was given."""
 
 

@@ -256,8 +256,6 @@ async def test_a_get_pr_through_a_server_is_recorded_when_it_was_asked(pg_cluste
             after = now_us()
         [(checksum, value, given, address, user)] = await server.engine.history(V, A)
         assert (checksum, value) == ("built", "0") and before <= given <= after
-        # The session passes its Giver to the allocator once main's plumbing lands;
-        # until then the row is recorded as given to nobody.
-        assert (address, user) in ((None, None), ("127.0.0.1", "alice"))
+        assert (address, user) == ("127.0.0.1", "alice")
     finally:
         await server.stop_serving()
