@@ -78,7 +78,7 @@ async def _transfer(src: Engine, dest: Engine, progress: Optional[Progress]) -> 
         valid = [row for row in batch if is_revision(row[3])]
         skipped += len(batch) - len(valid)
         if valid:
-            added += await dest.add_rows(valid)
+            added += await dest.add_rows_given(valid, await src.records_of(valid))
         read += len(batch)
         if progress is not None:
             progress(read)
