@@ -518,3 +518,90 @@ def test_throttle_pauses_inside_one_long_statement(tmp_path):
     backup.Throttle(run=3600.0, pause=0.25, sleep=pauses.append).attach(conn)
     assert conn.execute(count).fetchone() == (100000,) and pauses == []
     assert IDLE_THROTTLE.cpu_share == 0.25
+
+
+# --------------------------------------------------------------------------- the record of when each value was given
+
+def given_rows(path) -> List[tuple]:
+    """Every record with its row: (version, pkgarch, checksum, value, time, address, user)."""
+    conn = sqlite3.connect(str(path))
+    try:
+        return sorted(conn.execute(
+            "SELECT t.version, t.pkgarch, t.checksum, t.value, g.given, g.address, g.user "
+            "FROM PRMAIN AS t JOIN prserv_PRMAIN_given AS g ON g.row = t.rowid"))
+    finally:
+        conn.close()
+
+
+async def recorded_database(tmp_path, start_server) -> Tuple[str, List[tuple]]:
+    """A file whose rows have records: values given to 127.0.0.1 (one to a user) and one
+    imported (a time alone); its records."""
+    db = str(tmp_path / "pr.sqlite3")
+    prefill(db, 3)                                      # rows without a record
+    server = await start_server()
+    async with await prserv.create_async_client(server.address) as client:
+        await client.getPR("g-1.0-r0", "x86", "given")
+        await client.getPR("g-1.0-r0", "x86", "again")
+        await client.importone("g-1.0-r0", "x86", "imported", "7")
+    await server.stop_serving()
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE prserv_PRMAIN_given SET user = 'builder' WHERE given = (SELECT max(given) "
+                     "FROM prserv_PRMAIN_given WHERE address IS NOT NULL)")
+    conn.close()
+    records = given_rows(db)
+    assert len(records) == 3 and {record[5] for record in records} == {"127.0.0.1", None}
+    assert [record[6] for record in records].count("builder") == 1
+    return db, records
+
+
+async def test_backups_dumps_and_restores_keep_the_record(tmp_path, start_server):
+    db, records = await recorded_database(tmp_path, start_server)
+    for name, argv in [("binary", []), ("sql", ["--sql"])]:
+        copy, restored = str(tmp_path / (name + ".copy")), str(tmp_path / (name + ".sqlite3"))
+        code, out, err = await run_cli("backup", db, copy, "--priority", "normal", *argv)
+        assert (code, err) == (0, "") and "prserv_PRMAIN_given: 3 rows" in out
+        code, out, err = await run_cli("restore", copy, restored)
+        assert (code, err) == (0, "") and "prserv_PRMAIN_given: 3 rows" in out
+        assert given_rows(restored) == records, name
+        assert all_rows(restored) == all_rows(db)
+    server = await start_server(read_only=True)            # dump-db over the wire
+    dump, restored = str(tmp_path / "dump.sql"), str(tmp_path / "dumped.sqlite3")
+    code, out, err = await run_cli("dump", "--server", server.address, dump)
+    assert (code, err) == (0, "") and "prserv_PRMAIN_given: 3 rows" in out
+    assert (await run_cli("restore", dump, restored))[0] == 0
+    assert given_rows(restored) == records and all_rows(restored) == all_rows(db)
+
+
+async def test_a_copy_between_sqlite_files_keeps_the_record(tmp_path, start_server):
+    """Exact times, addresses and users; a row the destination held without a record
+    gains the source's, one with a record of its own keeps it; export files do not
+    carry it (they never did)."""
+    db, records = await recorded_database(tmp_path, start_server)
+    copy = str(tmp_path / "copy.sqlite3")
+    code, out, err = await run_cli("copy", db, copy)
+    assert (code, err) == (0, "") and "verified: ok" in out
+    assert given_rows(copy) == records and all_rows(copy) == all_rows(db)
+
+    held = str(tmp_path / "held.sqlite3")
+    conn = sqlite3.connect(held)
+    with conn:
+        conn.execute("CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, checksum TEXT NOT NULL, "
+                     "value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
+        conn.executemany("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)", [record[:4] for record in records])
+        conn.execute("CREATE TABLE prserv_PRMAIN_given (row INTEGER PRIMARY KEY, given INTEGER NOT NULL, "
+                     "address TEXT, user TEXT)")
+        conn.execute("INSERT INTO prserv_PRMAIN_given VALUES (1, 5, 'own', NULL)")
+    conn.close()
+    code, out, err = await run_cli("copy", db, held)
+    assert (code, err) == (0, "") and "6 rows read, 3 added, 3 there already" in out
+    first = sorted(records)[0]
+    assert given_rows(held) == sorted([first[:4] + (5, "own", None)] + [r for r in records if r != first])
+
+    oe = str(tmp_path / "export.conf")
+    server = await start_server(db="copy.sqlite3", read_only=True)
+    code, out, err = await run_cli("export-file", "--server", server.address, oe)
+    assert code == 0
+    with open(oe) as f:
+        text = f.read()
+    assert "127.0.0.1" not in text and "builder" not in text

@@ -58,7 +58,7 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     ("storage/sqlite/engine.py", "SQLiteEngine.has_row"): {"self.table"},
     ("storage/sqlite/engine.py", "SQLiteEngine.column_info"): {"self.table"},  # PRAGMA table_info
     ("storage/sqlite/engine.py", "SQLiteEngine.insert"): {"self.table"},
-    ("storage/sqlite/engine.py", "SQLiteEngine.add_rows"): {"self.table"},
+    ("storage/sqlite/engine.py", "SQLiteEngine._add_rows"): {"self.table"},
     # The change feed (storage/sqlite/feed.py): ``table`` is SQLiteEngine.table (checked);
     # ``self.table`` and ``self.positions`` / ``positions_table(table)`` /
     # ``positions`` ("prserv_%s_positions" % checked_identifier(table)) are checked again.
@@ -70,10 +70,15 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     ("storage/sqlite/record.py", "Record.first_given"): {"self.name", "self.table"},
     ("storage/sqlite/record.py", "Record.recent"): {"self.name", "self.table"},
     ("storage/sqlite/record.py", "Record.given_since"): {"self.name"},
+    # A copy's records (prserv copy): rows found by their primary key, every value bound.
+    ("storage/sqlite/record.py", "Record.keep"): {"self.name", "self.table"},
+    ("storage/sqlite/record.py", "Record.of_rows"): {"self.name", "self.table"},
     ("storage/sqlite/feed.py", "open_origin"): {"positions_table(table)"},
     ("storage/sqlite/feed.py", "open_mirror"): {"table", "positions_table(table)"},
     ("storage/sqlite/feed.py", "FeedReader.local_row"): {"self.positions"},
     ("storage/sqlite/feed.py", "FeedReader.changes"): {"self.table", "self.positions"},
+    # ``self.record`` is record_table(table): "prserv_%s_given" % checked_identifier(table).
+    ("storage/sqlite/feed.py", "FeedReader._timed_rows"): {"self.table", "self.positions", "self.record"},
     ("storage/sqlite/feed.py", "FeedReader.at"): {"self.table"},
     ("storage/sqlite/feed.py", "FeedReader.between"): {"self.table", "self.positions"},
     ("storage/sqlite/feed.py", "FeedReader.count_after"): {"self.table"},

@@ -9,6 +9,7 @@ import json
 import sqlite3
 import time
 import urllib.parse
+from typing import Tuple
 
 import pytest
 
@@ -144,6 +145,8 @@ async def test_percent_encoded_names_and_a_legacy_value_last(tmp_path, start_ser
 
 
 async def test_a_mirror_answers_the_history_its_source_answers(tmp_path, start_server):
+    """The same rows with the same times (the feed carries them), but never an address
+    or a user: those stay at the origin (a public mirror must not publish host names)."""
     source = await start_server(db="source.sqlite3", http="127.0.0.1:0")
     async with await prserv.create_async_client(source.address) as client:
         for checksum, value in IMPORTED:
@@ -153,13 +156,18 @@ async def test_a_mirror_answers_the_history_its_source_answers(tmp_path, start_s
                                   http="127.0.0.1:0")       # a mirror's copy is a SQLite file
     await mirror.start_serving()
     try:
-        await _compare(source, mirror)
+        from_source, from_mirror = await _compare(source, mirror)
     finally:
         await mirror.stop_serving()
+    if records(source):
+        assert all(item["given"] is not None for item in from_source)
+        assert any(item.get("address") == "127.0.0.1" for item in from_source), from_source
+    assert all(item.get("address") is None and item.get("user") is None for item in from_mirror), from_mirror
 
 
-async def _compare(source, mirror) -> None:
-
+async def _compare(source, mirror) -> Tuple[list, list]:
+    """Both histories once the mirror has copied every row: the same checksums, values
+    and times."""
     deadline = time.monotonic() + 10
     while True:                                         # the mirror has copied every row
         async with await prserv.create_async_client(mirror.address) as client:
@@ -171,9 +179,11 @@ async def _compare(source, mirror) -> None:
     from_source = await get(source.http_addresses[0], history_target())
     from_mirror = await get(mirror.http_addresses[0], history_target())
     assert from_source.status == from_mirror.status == 200
-    rows = [{key: item[key] for key in ("checksum", "value")} for item in from_source.json()["history"]]
-    assert [{key: item[key] for key in ("checksum", "value")} for item in from_mirror.json()["history"]] == rows
+    rows = [{key: item[key] for key in ("checksum", "value", "given")} for item in from_source.json()["history"]]
+    assert [{key: item[key] for key in ("checksum", "value", "given")}
+            for item in from_mirror.json()["history"]] == rows
     assert json.loads(from_mirror.body)["latest"] == "11"
+    return from_source.json()["history"], from_mirror.json()["history"]
 
 
 # --------------------------------------------------------------------------- packages

@@ -524,7 +524,15 @@ GOOD_ROW = ["1", V, A, "c", "0"]
     (pull_answer([[str(i), V, A, "c%d" % i, "0"] for i in range(5001)]), "5001 rows where at most 5000"),
     (pull_answer([GOOD_ROW])[:40], "invalid JSON"),                        # truncated
     ("[1, 2]", "the answer is not a JSON object"),
-], ids=["identity", "revision", "short-row", "repeated-position", "oversized", "truncated", "array"])
+    (pull_answer([GOOD_ROW + ["1795657515000000"]]), "a row's time is not null or a count of microseconds"),
+    (pull_answer([GOOD_ROW + [True]]), "a row's time is not null or a count of microseconds"),
+    (pull_answer([GOOD_ROW + [-1]]), "a row's time is not null or a count of microseconds"),
+    (pull_answer([GOOD_ROW + [1.5]]), "a row's time is not null or a count of microseconds"),
+    (pull_answer([GOOD_ROW + [2 ** 63]]), "a row's time is not null or a count of microseconds"),
+    (pull_answer([["1", V, A, "c", "0.x", 5]]), "a row holds a value that is not a revision"),
+    (pull_answer([GOOD_ROW + [5, "10.0.0.1"]]), "a row is not a list of 5 fields"),
+], ids=["identity", "revision", "short-row", "repeated-position", "oversized", "truncated", "array",
+        "time-string", "time-bool", "time-negative", "time-float", "time-huge", "timed-revision", "long-row"])
 async def test_a_source_answering_garbage_has_nothing_applied_and_is_retried(tmp_path, reply, logged):
     peer = ScriptedPeer(lambda request, n: reply)
     garbage = await peer.start()
@@ -555,6 +563,108 @@ async def test_a_position_going_backwards_is_refused_whole(tmp_path):
         await peer.stop()
     assert table(tmp_path / "mirror.sqlite3") == [(V, A, "a", "0"), (V, A, "b", "1")]
     assert any("position '1' is held already (the feed went backwards)" in line for line in lines)
+
+
+# --------------------------------------------------------------------------- when each value was given
+
+def given_records(path):
+    """Each row with its record (rowid order): (version, pkgarch, checksum, value, time,
+    address, user); rows without a record are left out."""
+    conn = sqlite3.connect(str(path))
+    try:
+        return conn.execute("SELECT t.version, t.pkgarch, t.checksum, t.value, g.given, g.address, g.user "
+                            "FROM PRMAIN AS t JOIN prserv_PRMAIN_given AS g ON g.row = t.rowid "
+                            "ORDER BY t.rowid").fetchall()
+    finally:
+        conn.close()
+
+
+def times_only(records):
+    return [record[:5] + (None, None) for record in records]
+
+
+async def copy_into(path, source):
+    """``source``'s feed copied once into the mirror file ``path`` (in this process)."""
+    target = await open_engine(str(path), mirror=True)
+    try:
+        return await mirroring.Follower(source, target, logging.getLogger("test-mirror")).copy()
+    finally:
+        await target.close()
+
+
+async def test_a_mirror_keeps_when_each_value_was_given_but_never_to_whom(tmp_path):
+    """The source's times arrive in the mirror's record, addresses and users do not; a
+    mirror of the mirror gets the same times; the audit's digest is over the rows
+    alone, the same on every side."""
+    fill(tmp_path / "pr.sqlite3", 3)                    # rows bitbake wrote: no record
+    source = prserv.create_server("127.0.0.1:0", str(tmp_path / "pr.sqlite3"))
+    await source.start_serving()
+    try:
+        async with await prserv.create_async_client(source.address) as client:
+            await client.getPR(V, A, "new")
+            await client.importone(V, A, "imported", "7")
+            await client.getPR("other-1.0-r0", A, "o")
+        recorded = given_records(tmp_path / "pr.sqlite3")
+        assert [record[2] for record in recorded] == ["new", "imported", "o"]
+        assert recorded[0][5] == "127.0.0.1" and recorded[1][5] is None
+        assert await copy_into(tmp_path / "m1.sqlite3", source.address) == 6
+        mirror = prserv.create_server("127.0.0.1:0", str(tmp_path / "m1.sqlite3"), mirror=source.address)
+        await mirror.start_serving()
+        try:
+            await wait_for(mirror.address, lambda s: s["state"] == "following")
+            assert await copy_into(tmp_path / "m2.sqlite3", mirror.address) == 6
+            async with await prserv.create_async_client(source.address) as theirs, \
+                    await prserv.create_async_client(mirror.address) as ours:
+                assert await theirs.mirror_audit(None, "6") == await ours.mirror_audit(None, "6")
+                assert (await ours.mirror_pull(None, 10, 0, given=True))["rows"][3:] == [
+                    [str(rowid)] + list(record[:5]) for rowid, record in zip((4, 5, 6), recorded)]
+        finally:
+            await mirror.stop_serving()
+    finally:
+        await source.stop_serving()
+    for copy in ("m1.sqlite3", "m2.sqlite3"):
+        assert table(tmp_path / copy) == table(tmp_path / "pr.sqlite3")
+        assert given_records(tmp_path / copy) == times_only(recorded), copy
+
+
+async def test_a_source_that_predates_times_is_copied_without_any(tmp_path):
+    """A source that ignores ``given`` (a real server whose session drops the field, as
+    a server before it did) sends rows of 5 fields: copied, with unknown times."""
+    from prserv.server.session import PRServerClient
+
+    class OldSession(PRServerClient):
+        async def handle_mirror_pull(self, request):
+            seen.append(dict(request))
+            return await super().handle_mirror_pull({k: v for k, v in request.items() if k != "given"})
+
+    seen = []
+    source = prserv.create_server("127.0.0.1:0", str(tmp_path / "pr.sqlite3"))
+    source.accept_client = lambda connection: OldSession(connection, source)
+    await source.start_serving()
+    try:
+        async with await prserv.create_async_client(source.address) as client:
+            await client.getPR(V, A, "a")
+            await client.getPR(V, A, "b")
+            assert len((await client.mirror_pull(None, 10, 0, given=True))["rows"][0]) == 5
+        assert await copy_into(tmp_path / "mirror.sqlite3", source.address) == 2
+    finally:
+        await source.stop_serving()
+    assert seen[-1]["given"] is True                    # asked, and not answered
+    assert len(given_records(tmp_path / "pr.sqlite3")) == 2
+    assert table(tmp_path / "mirror.sqlite3") == table(tmp_path / "pr.sqlite3")
+    assert given_records(tmp_path / "mirror.sqlite3") == []
+
+
+async def test_a_scripted_source_s_times_are_stored_as_sent_and_unknown_ones_not_at_all(tmp_path):
+    rows = [["1", V, A, "a", "0", 1795657515123456], ["2", V, A, "b", "1", None], ["3", V, A, "c", "2", 0]]
+    peer = ScriptedPeer(lambda request, n: pull_answer(rows))
+    source = await peer.start()
+    try:
+        assert await copy_into(tmp_path / "mirror.sqlite3", source) == 3
+    finally:
+        await peer.stop()
+    assert given_records(tmp_path / "mirror.sqlite3") == [(V, A, "a", "0", 1795657515123456, None, None),
+                                                          (V, A, "c", "2", 0, None, None)]
 
 
 # --------------------------------------------------------------------------- the source's side
@@ -685,7 +795,8 @@ async def test_feed_requests_with_bad_fields_get_an_invoke_error(tmp_path):
                 ({"since": 5}, "mirror-pull: field 'since' must be a position (a string or null), not a number"),
                 ({"limit": 0}, "mirror-pull: field 'limit' must be a number from 1 to 10000"),
                 ({"wait": 121}, "mirror-pull: field 'wait' must be a number from 0 to 120"),
-                ({"count": "yes"}, "mirror-pull: field 'count' must be true or false, not a string")]:
+                ({"count": "yes"}, "mirror-pull: field 'count' must be true or false, not a string"),
+                ({"given": 1}, "mirror-pull: field 'given' must be true or false, not a number")]:
             async with await prserv.create_async_client(server.address) as client:
                 with pytest.raises(InvokeError) as info:
                     await client.invoke({"mirror-pull": request})
@@ -696,6 +807,10 @@ async def test_feed_requests_with_bad_fields_get_an_invoke_error(tmp_path):
             await client.getPR(V, A, "b")
             answer = await client.mirror_audit(None, "2", rows=True)
             assert answer["count"] == 2 and answer["rows"] == [["1", V, A, "a", "0"], ["2", V, A, "b", "1"]]
+            assert (await client.mirror_pull(None, 10, 0))["rows"] == answer["rows"]     # as a mirror before times
+            timed = (await client.mirror_pull(None, 10, 0, given=True))["rows"]
+            assert [row[:5] for row in timed] == answer["rows"]
+            assert all(type(row[5]) is int and row[5] > 1.7e15 for row in timed)
             assert answer["digest"] == (await client.mirror_audit(None, "2"))["digest"]
             assert await client.mirror_status() is None
     finally:

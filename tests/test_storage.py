@@ -95,6 +95,52 @@ async def test_the_feed_gives_committed_rows_only_in_commit_order(dbpath):
         await engine.close()
 
 
+async def test_the_feed_gives_each_rows_time_when_asked_and_unknown_ones_as_none(dbpath):
+    """``given``: rows of six fields, the record's time last (None for a row stored by
+    another server); an engine without ``feed_times`` is read through ``read_feed``
+    with unknown times; the rows themselves are the same either way."""
+    from prserv.storage.engine import read_feed
+
+    other = sqlite3.connect(dbpath, isolation_level=None)
+    other.execute("CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, checksum TEXT NOT NULL, "
+                  "value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
+    other.execute("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)", (V, A, "bitbake", "0"))
+    engine = await open_engine(dbpath)
+    try:
+        await store(engine, "c1", (1,))
+        await asyncio.sleep(0)                                  # committed
+        plain = (await engine.changes(None, 10)).rows
+        timed = (await engine.changes(None, 10, given=True)).rows
+        assert [row[:5] for row in timed] == plain == [("1", V, A, "bitbake", "0"), ("2", V, A, "c1", "1")]
+        assert timed[0][5] is None and type(timed[1][5]) is int
+        assert (await engine.history(V, A))[1][2] == timed[1][5]
+        assert (await read_feed(engine, None, 10, given=True)).rows == timed
+        assert (await read_feed(engine, None, 10)).rows == plain
+        engine.feed_times = False                               # as an engine that cannot yet
+        assert (await read_feed(engine, "1", 10, given=True)).rows == [plain[1] + (None,)]
+    finally:
+        other.close()
+        await engine.close()
+
+
+async def test_a_copy_reads_and_keeps_each_rows_record(tmp_path):
+    source = await open_engine(str(tmp_path / "a.sqlite3"))
+    target = await open_engine(str(tmp_path / "b.sqlite3"))
+    try:
+        async with source.write(V, A, giver=prserv.storage.engine.Giver("10.0.0.1", "ci")) as scope:
+            await scope.store("c", (0,))
+        await asyncio.sleep(0)
+        rows = [(V, A, "c", "0"), (V, A, "none", "1")]
+        records = await source.records_of(rows)
+        assert records[1] is None and records[0][1:] == ("10.0.0.1", "ci") and type(records[0][0]) is int
+        assert await target.add_rows_given(rows, records) == 2
+        assert await target.add_rows_given(rows, [(5, None, None), (6, "x", None)]) == 0
+        assert await target.records_of(rows) == [records[0], (6, "x", None)]   # kept; gained
+    finally:
+        await source.close()
+        await target.close()
+
+
 async def test_waiting_for_changes_wakes_on_this_processes_commit(dbpath):
     engine = await open_engine(dbpath)
     try:

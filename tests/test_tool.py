@@ -335,7 +335,7 @@ def test_help_texts_are_plain_text_with_each_default_once(monkeypatch):
     constants: RST markup (``this``) showed as it is written."""
     monkeypatch.setenv("COLUMNS", "100")
     helps = dict((name, parser.format_help()) for name, parser in _parsers())
-    assert len(helps) == 27, sorted(helps)
+    assert len(helps) == 28, sorted(helps)
     assert [name for name, text in helps.items() if "``" in text] == []
     # one "(default: ...)" per option; options are the lines starting with "  -"
     for name, text in helps.items():
@@ -414,7 +414,8 @@ def test_each_commands_help_lists_the_exit_statuses_its_code_can_return(monkeypa
         assert set(declared.codes) == expected, name
         assert _listed_statuses(parser.format_help()) == sorted(expected), name
         checked[name] = sorted(expected)
-    assert len(checked) == 25
+    assert len(checked) == 26
+    assert checked["prserv forget-clients"] == [0, 2, 141]
     assert checked["prserv mirror-status"] == [0, 1, 2, 3, 4, 141]
     assert checked["prserv backup"] == [0, 2, 4, 6, 141]
     assert checked["bitbake-prserv"] == [0, 1, 2, 141]
@@ -450,3 +451,85 @@ def test_every_command_that_talks_to_a_server_exits_3_when_it_is_unreachable(tmp
         code, out, err = cli("--server", closed, "--timeout", "5", *name.split(), *argv)
         assert (code, out) == (exits.EXIT_UNREACHABLE, ""), (name, err)
         assert ("cannot reach the PR server at %s: " % closed) in err, (name, err)
+
+
+# --------------------------------------------------------------------------- forget-clients
+
+def clients_recorded(path):
+    """checksum -> (time, address, user) of every record."""
+    import sqlite3
+
+    conn = sqlite3.connect(str(path))
+    try:
+        return {checksum: (given, address, user) for checksum, given, address, user in conn.execute(
+            "SELECT t.checksum, g.given, g.address, g.user FROM PRMAIN AS t "
+            "JOIN prserv_PRMAIN_given AS g ON g.row = t.rowid")}
+    finally:
+        conn.close()
+
+
+def test_forget_clients_erases_old_addresses_and_users_while_the_server_runs(tmp_path, process_servers, cli):
+    import time
+
+    from prserv.server.history import rfc3339
+
+    db = tmp_path / "pr.sqlite3"
+    server = process_servers("127.0.0.1:0", str(db))
+    with prserv.create_client(server.address) as client:
+        client.getPR("v", "a", "old")
+        client.importone("v", "a", "imported", "7")
+        time.sleep(0.01)
+        cut = int(time.time() * 1e6)
+        time.sleep(0.01)
+        client.getPR("v", "a", "new")
+    before = clients_recorded(db)
+    assert before["old"][1] == before["new"][1] == "127.0.0.1" and before["imported"][1:] == (None, None)
+    code, out, err = cli("forget-clients", "--before", rfc3339(cut), str(db))
+    assert (code, err) == (0, "")
+    assert out == "%s: erased the address and user of 1 record of values given before %s\n" % (db, rfc3339(cut))
+    after = clients_recorded(db)
+    assert after == dict(before, old=(before["old"][0], None, None))        # the time stays
+    assert cli("forget-clients", "--before", rfc3339(cut), str(db))[1].count(" 0 records ") == 1
+    with prserv.create_client(server.address) as client:                   # the server goes on
+        assert client.getPR("v", "a", "later") == "9"
+    code, out, err = cli("--json", "forget-clients", "--before", "2999-01-01", str(db))
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {"database": str(db), "before": "2999-01-01T00:00:00.000000Z", "changed": 2}
+    final = clients_recorded(db)
+    assert {record[1:] for record in final.values()} == {(None, None)}
+    assert {checksum: final[checksum][0] for checksum in after} == {checksum: after[checksum][0] for checksum in after}
+
+
+def test_forget_clients_refuses_bad_dates_and_missing_files_and_leaves_a_mirror_a_mirror(
+        tmp_path, process_servers, cli):
+    import sqlite3
+
+    db, mirror = tmp_path / "pr.sqlite3", tmp_path / "mirror.sqlite3"
+    for date in ("yesterday", "2026-02-30", "2026-02-03T10:00:00"):
+        code, out, err = cli("forget-clients", "--before", date, str(db))
+        assert (code, out) == (exits.EXIT_USAGE, "") and err.startswith("prserv: --before: "), err
+    assert "expected a date (2026-12-06, midnight UTC) or an RFC 3339 time" in cli(
+        "forget-clients", "--before", "yesterday", str(db))[2]
+    code, out, err = cli("forget-clients", "--before", "2026-01-01", str(db))
+    assert (code, out, err) == (exits.EXIT_USAGE, "", "prserv: no database file %s\n" % db)
+    server = process_servers("127.0.0.1:0", str(db))
+    with prserv.create_client(server.address) as client:
+        client.getPR("v", "a", "c")
+    assert cli("mirror", server.address, str(mirror))[0] == 0
+    code, out, err = cli("--json", "forget-clients", "--before", "2999-01-01", str(mirror))
+    assert (code, json.loads(out)["changed"]) == (0, 0)
+    conn = sqlite3.connect(str(mirror))
+    try:
+        assert conn.execute("SELECT value FROM prserv_meta WHERE name = 'PRMAIN.role'").fetchone() == ("mirror",)
+        assert conn.execute("SELECT count(*) FROM prserv_PRMAIN_given WHERE address IS NULL").fetchone() == (1,)
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_forget_clients_on_a_postgresql_url_masks_its_password(pg_cluster, cli):
+    url = pg_cluster.new_database()
+    code, out, err = cli("--json", "forget-clients", "--before", "2026-01-01", url)
+    summary = json.loads(out)
+    assert (code, err) == (0, "") and isinstance(summary["changed"], int)
+    assert summary["database"] == prserv.storage.postgresql.url.masked(url)

@@ -86,10 +86,11 @@ class PRAsyncClient(AsyncClient):
         return await self._field(messages.is_readonly(), messages.READONLY)
 
     async def mirror_pull(self, since: Optional[str], limit: int, wait: float,
-                          count: bool = False) -> Any:
+                          count: bool = False, given: bool = False) -> Any:
         """The source's change feed after ``since`` (the whole answer, unchecked: a
-        mirror validates it)."""
-        return await self.invoke(messages.mirror_pull(since, limit, wait, count))
+        mirror validates it); ``given``: each row with its time, where the source
+        gives them."""
+        return await self.invoke(messages.mirror_pull(since, limit, wait, count, given))
 
     async def mirror_audit(self, after: Optional[str], until: str, rows: bool = False) -> Any:
         return await self.invoke(messages.mirror_audit(after, until, rows))

@@ -88,8 +88,14 @@ def dump_db() -> Message:
     return {DUMP_DB: {}}
 
 
-def mirror_pull(since: Optional[str], limit: int, wait: float, count: bool = False) -> Message:
-    return {MIRROR_PULL: {"since": since, "limit": limit, "wait": wait, "count": count}}
+def mirror_pull(since: Optional[str], limit: int, wait: float, count: bool = False,
+                given: bool = False) -> Message:
+    """``given``: ask for each row's time (sent only then: the request of a mirror that
+    does not ask stays as it was)."""
+    request = {"since": since, "limit": limit, "wait": wait, "count": count}
+    if given:
+        request["given"] = True
+    return {MIRROR_PULL: request}
 
 
 def mirror_audit(after: Optional[str], until: str, rows: bool = False) -> Message:
@@ -201,6 +207,8 @@ FEED_FIELDS = ("identity", "origin", "complete", "reached", "at", "rows", "pendi
 """The fields of a mirror-pull answer (those of ``storage.engine.FeedPage``)."""
 MAX_POSITION_LENGTH = 200
 MAX_IDENTITY_LENGTH = 200
+MAX_TIME = 2 ** 63 - 1
+"""The largest time a feed row may carry (microseconds; a 64-bit signed integer)."""
 
 
 def mirror_pull_answer(page: Any) -> Message:
@@ -214,7 +222,9 @@ def mirror_pull_answer(page: Any) -> Message:
 
 class FeedAnswer:
     """A ``mirror-pull`` answer, checked (``SourceError`` if it is not valid):
-    ``FEED_FIELDS`` as attributes, ``at`` and each row a tuple."""
+    ``FEED_FIELDS`` as attributes, ``at`` and each row a tuple -- of 6 fields when the
+    source sent the row's time (``storage.engine.TimedRow``), else of 5 (a source that
+    predates times ignores the request's ``given``)."""
 
     __slots__ = FEED_FIELDS
 
@@ -239,7 +249,7 @@ class FeedAnswer:
             raise SourceError("rows is not a list")
         if len(rows) > limit:
             raise SourceError("%d rows where at most %d were asked for" % (len(rows), limit))
-        self.rows: List[Tuple[str, ...]] = [_positioned_row(row) for row in rows]
+        self.rows: List[Tuple[Any, ...]] = [_positioned_row(row) for row in rows]
         if len({row[0] for row in self.rows}) != len(self.rows):
             raise SourceError("a position appears twice in one answer")
         if self.rows and self.identity is None:
@@ -250,9 +260,12 @@ def _short_text(value: Any, longest: int) -> bool:
     return isinstance(value, str) and 0 < len(value) <= longest
 
 
-def _positioned_row(value: Any) -> Tuple[str, ...]:
-    """A feed row ``[position, version, pkgarch, checksum, value]`` as a tuple (checked
-    field by field in one expression first: this runs for every row copied)."""
+def _positioned_row(value: Any) -> Tuple[Any, ...]:
+    """A feed row ``[position, version, pkgarch, checksum, value]``, or the same with
+    the time it was given last (``_timed_row``), as a tuple (checked field by field in
+    one expression first: this runs for every row copied)."""
+    if type(value) is list and len(value) == 6:
+        return _timed_row(value)
     if type(value) is list and len(value) == 5:
         position, version, pkgarch, checksum, revision = value
         if type(position) is str and type(version) is str and type(pkgarch) is str \
@@ -260,6 +273,15 @@ def _positioned_row(value: Any) -> Tuple[str, ...]:
                 and pkgarch and checksum and len(position) <= MAX_POSITION_LENGTH and is_revision(revision):
             return position, version, pkgarch, checksum, revision
     return feed_row(value, 5, "a row")
+
+
+def _timed_row(value: List[Any]) -> Tuple[Any, ...]:
+    """A feed row with its time: microseconds since the epoch (a non-negative integer
+    that a database's 64-bit integer holds, not a boolean) or null for unknown."""
+    given = value[5]
+    if given is not None and (type(given) is not int or not 0 <= given <= MAX_TIME):
+        raise SourceError("a row's time is not null or a count of microseconds: %.100r" % (value,))
+    return _positioned_row(value[:5]) + (given,)
 
 
 def feed_row(value: Any, length: int, what: str) -> Tuple[str, ...]:

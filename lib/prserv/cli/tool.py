@@ -2,8 +2,8 @@
 
 The subcommands come from the modules beside this one: ``requests`` (one request
 each), ``oefiles`` (OpenEmbedded's export files), ``config`` (server settings),
-``migrate``, ``backup``.  This module builds the parser and maps what went wrong
-to an exit code (``output``).
+``migrate``, ``backup``, ``copydb``, ``forget``, ``mirror``, ``users``.  This module
+builds the parser and maps what went wrong to an exit code (``output``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..errors import AuthenticationError, ConfigError, DatabaseError
 from ..log import logger
 from ..runtime.settings import environment_host
 from ..version import __version__
-from . import backup, config, copydb, migrate, mirror, oefiles, requests, users
+from . import backup, config, copydb, forget, migrate, mirror, oefiles, requests, users
 from .output import (EXIT_CODES_HELP, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, Failure, Output,
                      ending_quietly_on_closed_stdout)
 
@@ -29,8 +29,8 @@ One subcommand per request (get-pr, test-pr, test-package, max-package-pr,
 import-one, export, ping, is-readonly, stats), plus export-file / import-file in
 OpenEmbedded's bitbake-prserv-tool text format, config --show for the server
 settings, migrate for databases of bitbake <= 2.8, backup, restore, dump and copy
-for copies of a database, mirror, mirror-status and mirror-reset for publishing
-mirrors, and user add, user list, user remove, user new-token for users and their
+for copies of a database, forget-clients for the addresses and users recorded with
+old values, mirror, mirror-status and mirror-reset for publishing mirrors, and user add, user list, user remove, user new-token for users and their
 tokens.  A client proves a user when PRSERV_TOKEN (USER:TOKEN) or a ~/.netrc entry
 for the server's host holds one.  --json prints one JSON document for scripts.
 Exit codes tell apart what a script needs to know (each command's --help lists its
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.set_defaults(handler=handler)
         return sub
 
-    for module in (requests, oefiles, config, migrate, backup, copydb, mirror, users):
+    for module in (requests, oefiles, config, migrate, backup, copydb, forget, mirror, users):
         module.add_commands(command)
     return parser
 

@@ -7,6 +7,12 @@ revisions are left out and counted.  Afterwards both sides are read again in the
 same order and compared row by row: the count and an order-independent digest of
 the source's rows, and of the same rows found in the destination, must agree.
 
+The record of when each value was given goes along (``Engine.records_of``,
+``add_rows_given``, in the batch's transaction): a row the destination lacked, or
+held without a record, gets the source's time, address and user.  An engine without
+a record (PostgreSQL, until it has one) gives and keeps none.  Export files never
+carry it.
+
 A SQLite file of bitbake <= 2.8 (``PRMAIN_nohist``) is migrated on a scratch copy,
 never in place: a copy leaves its source as it was.
 """
@@ -78,7 +84,7 @@ async def _transfer(src: Engine, dest: Engine, progress: Optional[Progress]) -> 
         valid = [row for row in batch if is_revision(row[3])]
         skipped += len(batch) - len(valid)
         if valid:
-            added += await dest.add_rows(valid)
+            added += await dest.add_rows_given(valid, await src.records_of(valid))
         read += len(batch)
         if progress is not None:
             progress(read)

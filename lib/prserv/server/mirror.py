@@ -3,7 +3,9 @@
 A mirror pulls what its source committed after the position it holds
 (``mirror-pull``, a long-poll: the source answers as soon as something is
 committed), checks the answer, and stores the rows together with the position
-after them in one transaction (``storage.engine.MirrorTarget``).  So a mirror
+after them in one transaction (``storage.engine.MirrorTarget``).  It asks for the
+time each row was given (``given``), which it keeps as the row's record; a source
+that predates times sends rows without, and those times stay unknown.  So a mirror
 killed at any moment restarts where its file says, and no row is skipped or
 stored twice.
 
@@ -179,7 +181,7 @@ class Follower:
                 self._last_count = time.monotonic()
             started = time.monotonic()
             answer = FeedAnswer(await within(client.mirror_pull(
-                held.position, PULL_ROWS, self.timeout / 2 if wait and drained else 0, count),
+                held.position, PULL_ROWS, self.timeout / 2 if wait and drained else 0, count, given=True),
                 self.timeout), PULL_ROWS)
             self._contact()
             if not self._same_history(held, answer):

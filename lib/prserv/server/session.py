@@ -23,7 +23,7 @@ from ..asyncrpc.protocol import JSONStream, dumps
 from ..errors import (CatchingUp, DatabaseError, DatabaseUnavailable, InvalidRequestError, InvalidRevisionError,
                       PermissionDenied, PRServiceError)
 from ..revision import key_to_revision
-from ..storage.engine import NOBODY, Engine, Giver, Row, feed_digest
+from ..storage.engine import NOBODY, Engine, Giver, Row, feed_digest, read_feed
 from ..version import __version__
 from . import fields
 from .allocator import Allocator
@@ -232,16 +232,18 @@ class PRServerClient(AsyncServerConnection):
     async def handle_mirror_pull(self, request: Any) -> Dict[str, Any]:
         """The change feed after ``since`` (``docs/protocol.md`` §5.4); waits up to
         ``wait`` seconds for a commit when nothing is new (ended at once by a
-        shutdown)."""
+        shutdown).  ``given``: each row ends with its time (never its address or
+        user: a public mirror must not publish who asked)."""
         args = fields.arguments(request)
         self._require_if_configured(TOKEN_FOR_MIRROR, tokens.MIRROR)
         since = fields.position(args, "since")
         limit = int(fields.bounded_number(args, "limit", 1, MAX_PULL_ROWS, MAX_PULL_ROWS))
         wait = fields.bounded_number(args, "wait", 0, MAX_PULL_WAIT, 0)
         count = fields.flag(args, "count", False)
-        page = await self.engine.changes(since, limit, count)
+        given = fields.flag(args, "given", False)
+        page = await read_feed(self.engine, since, limit, count, given)
         if not page.rows and wait > 0 and await self.server.wait_for_changes(since, wait):
-            page = await self.engine.changes(since, limit, count)
+            page = await read_feed(self.engine, since, limit, count, given)
         return messages.mirror_pull_answer(page)
 
     async def handle_mirror_audit(self, request: Any) -> Dict[str, Any]:

@@ -36,7 +36,8 @@ these promises, which the rest of the package relies on:
   ``forget_clients`` erases the addresses and users of old records (times stay).
   Rows stored before (or by bitbake's server) have none: their time is unknown.
 * **A change feed.**  ``changes()`` gives committed rows after an opaque position
-  token, in a stable order, each with its position, and names the history they
+  token, in a stable order, each with its position (and, when asked, the time its
+  record says it was given: never the address or user), and names the history they
   belong to (an identity); ``wait_for_changes()`` returns once something was
   committed past a position.  Only the engine knows what a position is (a rowid
   for SQLite): callers store and return it unread.  A database that is a mirror of
@@ -69,6 +70,12 @@ returns it: an export of millions of rows builds nothing more per row."""
 
 PositionedRow = Tuple[Position, str, str, str, Optional[str]]
 """One row of the change feed: (position, version, pkgarch, checksum, value)."""
+
+TimedRow = Tuple[Position, str, str, str, Optional[str], Optional[int]]
+"""One row of the change feed with when it was given: (position, version, pkgarch,
+checksum, value, time in microseconds since the epoch or None if unknown).  The time
+only: a row's address and user never leave the database that recorded them (a public
+mirror must not publish internal host names)."""
 
 
 PackageSummary = Tuple[str, str, Optional[str], Optional[int]]
@@ -128,7 +135,8 @@ class FeedPage(NamedTuple):
     """The feed has reached the position asked after (always for the beginning)."""
     at: Optional[Row]
     """The row at that position, if it still exists."""
-    rows: List[PositionedRow]
+    rows: List[Any]
+    """``PositionedRow``s, or ``TimedRow``s when asked for times."""
     pending: Optional[int]
     """Rows after these, when counted."""
 
@@ -296,9 +304,11 @@ class MirrorTarget(abc.ABC):
         """Forget the copy (the next follow starts afresh); returns the rows removed."""
 
     @abc.abstractmethod
-    async def apply_changes(self, identity: str, rows: Sequence[PositionedRow], complete: bool) -> None:
+    async def apply_changes(self, identity: str, rows: Sequence[Any], complete: bool) -> None:
         """Store ``rows`` (validated by the caller) and the last one's position in one
-        transaction; ``complete``: the copy has reached the source's end.
+        transaction; ``complete``: the copy has reached the source's end.  Rows are
+        ``PositionedRow``s or ``TimedRow``s: a known time is stored as the row's record
+        (no address, no user), in the same transaction.
         ``DivergedError`` / ``SourceError`` (nothing stored) if they cannot follow."""
 
 
@@ -393,14 +403,34 @@ class Engine(abc.ABC):
         """Store rows as they are (values already checked), skipping those held already,
         in one transaction; returns how many were added.  For copying a database."""
 
+    async def add_rows_given(self, rows: Sequence[Row], given: Sequence[Optional[Given]]) -> int:
+        """``add_rows``, keeping each row's record: ``given[i]`` (None, or a time of None:
+        no record) becomes the record of ``rows[i]`` unless the row has one here already,
+        in the same transaction.  For a copy that keeps the record; an engine without a
+        record stores the rows alone."""
+        return await self.add_rows(rows)
+
+    async def records_of(self, rows: Sequence[Row]) -> List[Optional[Given]]:
+        """The record of each of ``rows`` (None where it has none, or the row is not
+        held), for a copy that keeps the record.  An engine without one has none."""
+        return [None] * len(rows)
+
     @abc.abstractmethod
     async def column_info(self) -> List[Dict[str, Any]]:
         """The table's columns (name, type, notnull, dflt_value, pk), for exports."""
 
+    feed_times: bool = False
+    """``changes`` takes ``given``: the feed can carry when each row was given.  Read the
+    feed through ``read_feed``, which asks an engine without it (yet) for its rows
+    alone and gives them with unknown times."""
+
     @abc.abstractmethod
-    async def changes(self, since: Optional[Position], limit: int, count: bool = False) -> FeedPage:
+    async def changes(self, since: Optional[Position], limit: int, count: bool = False,
+                      given: bool = False) -> FeedPage:
         """Up to ``limit`` committed rows after ``since`` (None: the beginning), in a
-        stable order, each with its position; ``count``: also count the rest.
+        stable order, each with its position; ``count``: also count the rest;
+        ``given`` (engines with ``feed_times``): each row a ``TimedRow``, with the time
+        its record says it was given (None: unknown).
         ``InvalidRequestError`` for a position this engine cannot have made."""
 
     @abc.abstractmethod
@@ -446,6 +476,19 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Flush and release the database."""
+
+
+async def read_feed(engine: Engine, since: Optional[Position], limit: int, count: bool = False,
+                    given: bool = False) -> FeedPage:
+    """``engine.changes``; with ``given``, rows are ``TimedRow``s whatever the engine: one
+    without ``feed_times`` (an engine that does not read its record with the feed yet)
+    gives its rows with unknown times, which a mirror stores as no record."""
+    if not given:
+        return await engine.changes(since, limit, count)
+    if engine.feed_times:
+        return await engine.changes(since, limit, count, given=True)
+    page = await engine.changes(since, limit, count)
+    return page._replace(rows=[tuple(row) + (None,) for row in page.rows])
 
 
 class RowDigest:

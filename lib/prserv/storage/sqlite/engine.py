@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional,
 from ...errors import InvalidRequestError
 from ...log import logger
 from ...revision import RevisionKey, key_to_revision, optional_key
-from ..engine import (NOBODY, DumpSource, Engine, FeedPage, Giver, HistoryRow, ImmediateEngine,
+from ..engine import (NOBODY, DumpSource, Engine, FeedPage, Given, Giver, HistoryRow, ImmediateEngine,
                       ImmediateWriteScope, MirrorState, MirrorTarget, PackageState, PackageSummary, Position,
                       PositionedRow, RecentRow, Row, WriteScope, package_max_rows, prefix_end)
 from ...tokens import UserRecord
@@ -34,6 +34,8 @@ CHANGE_POLL_SECONDS = 0.1
 
 class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
     """bitbake's PR table (``PRMAIN``, or another name) in an open SQLite file."""
+
+    feed_times = True
 
     def __init__(self, database: SQLiteDatabase, table: str = PRMAIN, mirror: bool = False) -> None:
         """``mirror``: the file is written only by a mirror (``feed`` explains what
@@ -197,13 +199,26 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
         return True
 
     async def add_rows(self, rows: Sequence[Row]) -> int:
+        return self._add_rows(rows, None)
+
+    async def add_rows_given(self, rows: Sequence[Row], given: Sequence[Optional[Given]]) -> int:
+        return self._add_rows(rows, given)
+
+    def _add_rows(self, rows: Sequence[Row], given: Optional[Sequence[Optional[Given]]]) -> int:
+        """The rows, then the records they bring (``Record.keep``), in one transaction."""
         with DATABASE, self.db.transactions.scope():
             before = self.conn.total_changes
             self.conn.executemany("INSERT OR IGNORE INTO %s (version, pkgarch, checksum, value) "
                                   "VALUES (?, ?, ?, ?)" % self.table, rows)
             added = self.conn.total_changes - before
+            if given is not None:
+                self.record.keep(rows, given)
         self.cache.clear()                      # re-read on demand: a bulk copy, not a request
         return added
+
+    async def records_of(self, rows: Sequence[Row]) -> List[Optional[Given]]:
+        with DATABASE:
+            return self.record.of_rows(rows)
 
     def wal_bytes(self) -> Optional[int]:
         """Safe from any thread: a ``stat`` of the ``-wal`` file (0 when there is none)."""
@@ -320,20 +335,31 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
             self.cache.sync_now()
         return self.cache.committed_watermark
 
-    async def changes(self, since: Optional[Position], limit: int, count: bool = False) -> FeedPage:
+    async def changes(self, since: Optional[Position], limit: int, count: bool = False,
+                      given: bool = False) -> FeedPage:
         with DATABASE:
             bound = self._committed_rowid()
             if not self.cache.exists:
                 return FeedPage(None, True, True, since is None, None, [], 0 if count else None)
             state = feed.read_state(self.conn, self.table)
             reached, at = (True, None) if since is None else self.feed.at(since, bound, state)
-            rows = self.feed.changes(since, limit, bound, state) if reached else []
+            rows = self._feed_rows(since, limit, bound, state, given) if reached else []
             pending = None
             if count and reached:
                 pending = self.feed.count_after(rows[-1][0] if rows else since, bound, state)
             mirror = self.feed.is_mirror(state)
             return FeedPage(feed.identity_of(self.conn, self.table, state), not mirror,
                             state.complete or not mirror, reached, at, rows or [], pending)
+
+    def _feed_rows(self, since: Optional[Position], limit: int, bound: int, state: feed.FeedState,
+                   given: bool) -> Optional[List[Any]]:
+        """The feed's rows, each with its time when ``given`` (unknown, None, on a file
+        without the record: one only a read-only server of this version opened)."""
+        recorded = given and self.record.exists()
+        rows = self.feed.changes(since, limit, bound, state, times=recorded)
+        if given and not recorded and rows:
+            return [tuple(row) + (None,) for row in rows]
+        return rows
 
     async def rows_between(self, after: Optional[Position], until: Position) -> Optional[List[PositionedRow]]:
         with DATABASE:
@@ -378,11 +404,13 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
                 at = self.feed.at(state.position, self._committed_rowid(), state)[1]
             return MirrorState(state.identity, state.position, state.complete, at)
 
-    async def apply_changes(self, identity: str, rows: Sequence[PositionedRow], complete: bool) -> None:
+    async def apply_changes(self, identity: str, rows: Sequence[Any], complete: bool) -> None:
         with DATABASE:
             with self.db.transactions.scope():
                 rowids = feed.apply(self.conn, self.table, identity, rows, complete)
-                for rowid, (_, version, pkgarch, checksum, value) in zip(rowids, rows):
+                self.record.add_copied((rowid, row[5]) for rowid, row in zip(rowids, rows) if len(row) > 5)
+                for rowid, row in zip(rowids, rows):
+                    version, pkgarch, checksum, value = row[1:5]
                     key = optional_key(value)
                     if key is not None:
                         self.cache.stored(version, pkgarch, checksum, key, rowid)

@@ -16,7 +16,9 @@ Every table belongs to one *history*, named by an identity kept in ``prserv_meta
   -> position), so a mirror serves the origin's identity and positions, and a
   mirror of it can fail over to another mirror of the same origin.  The position
   reached, the origin's identity and whether a first copy completed are stored in
-  the same transaction as the rows.
+  the same transaction as the rows.  A row's time in the source's feed, when known,
+  becomes its record here (``record``: address and user NULL, as they never leave
+  the origin), so that a mirror of it passes the time on.
 
 A mirror's file opened read-write as an ordinary database (disaster recovery)
 becomes an origin of its own, with a new identity: its new rows have no position
@@ -28,11 +30,12 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import uuid
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from ...errors import DatabaseError, DivergedError, InvalidRequestError, SourceError
 from ...log import logger
 from ..engine import Position, PositionedRow, Row
+from .record import record_table
 from .schema import checked_identifier, table_exists
 
 META_DDL = "CREATE TABLE IF NOT EXISTS prserv_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
@@ -125,6 +128,7 @@ class FeedReader:
         self.conn = conn
         self.table = checked_identifier(table)
         self.positions = positions_table(table)
+        self.record = record_table(table)
 
     def is_mirror(self, state: FeedState) -> bool:
         return state.role == MIRROR
@@ -144,12 +148,15 @@ class FeedReader:
         raise InvalidRequestError("not a position of this database: %r" % (position,))
 
     def changes(self, since: Optional[Position], limit: int, bound: int,
-                state: FeedState) -> Optional[List[PositionedRow]]:
+                state: FeedState, times: bool = False) -> Optional[List[Any]]:
         """Up to ``limit`` rows after ``since`` with rowid <= ``bound``; None if this
-        mirror does not hold ``since``."""
+        mirror does not hold ``since``.  ``times`` (the record's table exists): each
+        row ends with the time its record holds (``TimedRow``)."""
         after = self.local_row(since, state)
         if after is None:
             return None
+        if times:
+            return self._timed_rows(after, bound, limit, state)
         if self.is_mirror(state):
             return self.conn.execute(
                 "SELECT m.position, t.version, t.pkgarch, t.checksum, t.value FROM %s AS m "
@@ -159,6 +166,21 @@ class FeedReader:
             "SELECT rowid, version, pkgarch, checksum, value FROM %s "
             "WHERE rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?" % self.table,
             (after, bound, max(0, limit)))]
+
+    def _timed_rows(self, after: int, bound: int, limit: int, state: FeedState) -> List[Any]:
+        """``changes`` with each row's time (None where the row has no record): the
+        record is keyed by the rowid, as the feed is, so it is one join more."""
+        params = (after, bound, max(0, limit))
+        if self.is_mirror(state):
+            return self.conn.execute(
+                "SELECT m.position, t.version, t.pkgarch, t.checksum, t.value, g.given FROM %s AS m "
+                "JOIN %s AS t ON t.rowid = m.row LEFT JOIN %s AS g ON g.row = m.row "
+                "WHERE m.row > ? AND m.row <= ? ORDER BY m.row LIMIT ?"
+                % (self.positions, self.table, self.record), params).fetchall()
+        return [(str(rowid),) + tuple(rest) for rowid, *rest in self.conn.execute(
+            "SELECT t.rowid, t.version, t.pkgarch, t.checksum, t.value, g.given FROM %s AS t "
+            "LEFT JOIN %s AS g ON g.row = t.rowid WHERE t.rowid > ? AND t.rowid <= ? "
+            "ORDER BY t.rowid LIMIT ?" % (self.table, self.record), params)]
 
     def at(self, position: Position, bound: int, state: FeedState) -> Tuple[bool, Optional[Row]]:
         """(whether the feed has reached ``position``, the row there if it still exists)."""
@@ -206,10 +228,12 @@ class FeedReader:
                                  % self.table, (after, bound)).fetchone()[0]
 
 
-def apply(conn: sqlite3.Connection, table: str, identity: str, rows: Sequence[PositionedRow],
-          complete: bool) -> List[int]:
+def apply(conn: sqlite3.Connection, table: str, identity: str, rows: Sequence[Any],
+          complete: bool) -> range:
     """Store a source's rows and the position after them (inside the caller's write
     transaction, which must roll back on an exception).  Returns the new rowids.
+    ``rows``: ``PositionedRow``s or ``TimedRow``s (their times are the caller's: it
+    queues their records).
 
     ``DivergedError`` if the file follows another history or already holds a row;
     ``SourceError`` if a position is already held (the feed went backwards).  Rows go
@@ -223,7 +247,7 @@ def apply(conn: sqlite3.Connection, table: str, identity: str, rows: Sequence[Po
     before = conn.execute("SELECT max(rowid) FROM %s" % table).fetchone()[0] or 0
     try:
         conn.executemany("INSERT INTO %s (version, pkgarch, checksum, value) VALUES (?, ?, ?, ?)" % table,
-                         [row[1:] for row in rows])
+                         [row[1:5] for row in rows])
     except sqlite3.IntegrityError:
         raise DivergedError("the source sent a row this mirror already holds: %s"
                             % _first_held(conn, table, rows)) from None
@@ -245,9 +269,9 @@ def apply(conn: sqlite3.Connection, table: str, identity: str, rows: Sequence[Po
     return rowids
 
 
-def _first_held(conn: sqlite3.Connection, table: str, rows: Sequence[PositionedRow]) -> str:
+def _first_held(conn: sqlite3.Connection, table: str, rows: Sequence[Any]) -> str:
     """The first of ``rows`` the table holds already, for the error message."""
-    for _, version, pkgarch, checksum, value in rows:
+    for version, pkgarch, checksum, value in (row[1:5] for row in rows):
         if conn.execute("SELECT 1 FROM %s WHERE version = ? AND pkgarch = ? AND checksum = ? AND value = ?"
                         % table, (version, pkgarch, checksum, value)).fetchone():
             return "%s %s %s = %s" % (version, pkgarch, checksum, value)

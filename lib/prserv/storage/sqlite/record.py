@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
-from ..engine import Giver, HistoryRow, RecentRow
+from ..engine import Given, Giver, HistoryRow, RecentRow, Row
 from .schema import checked_identifier, table_exists
 
 RECORD_DDL = ("CREATE TABLE IF NOT EXISTS %s (row INTEGER PRIMARY KEY, given INTEGER NOT NULL, "
@@ -78,6 +78,25 @@ class Record:
         """Queue the record of a row stored now, in the open transaction."""
         self.queued.append((row, now_us(), giver.address, giver.user))
 
+    def add_copied(self, times: Iterable[Tuple[int, Optional[int]]]) -> None:
+        """Queue the records of rows a mirror copied, (rowid, time at the source): the
+        time only -- no address or user ever leaves the origin; a row of unknown time
+        gets no record."""
+        self.queued.extend((row, given, None, None) for row, given in times if given is not None)
+
+    def keep(self, rows: Sequence[Row], given: Sequence[Optional[Given]]) -> None:
+        """Give each held row of ``rows`` that has no record here the one it had in the
+        database copied (inside the copy's write transaction): one statement, each
+        row found by its primary key."""
+        entries = [tuple(record) + tuple(row) for row, record in zip(rows, given)
+                   if record is not None and record[0] is not None]
+        if entries:
+            self.flush_if_writing()
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO %s (row, given, address, user) SELECT rowid, ?, ?, ? FROM %s "
+                "WHERE version = ? AND pkgarch = ? AND checksum = ? AND value = ?" % (self.name, self.table),
+                entries)
+
     def flush(self) -> None:
         """Write the queued records (inside the open transaction: before COMMIT)."""
         if self.queued:
@@ -110,6 +129,17 @@ class Record:
             "SELECT t.checksum, t.value, g.given, g.address, g.user FROM %s AS t LEFT JOIN %s AS g "
             "ON g.row = t.rowid WHERE t.version = ? AND t.pkgarch = ?" % (self.table, self.name),
             (version, pkgarch)).fetchall()
+
+    def of_rows(self, rows: Sequence[Row]) -> List[Optional[Given]]:
+        """The record of each row (None where it has none), each found by its primary
+        key: what a copy carries over."""
+        if not self.exists():
+            return [None] * len(rows)
+        self.flush_if_writing()
+        query = ("SELECT g.given, g.address, g.user FROM %s AS t JOIN %s AS g ON g.row = t.rowid "
+                 "WHERE t.version = ? AND t.pkgarch = ? AND t.checksum = ? AND t.value = ?"
+                 % (self.table, self.name))
+        return [self.conn.execute(query, tuple(row)).fetchone() for row in rows]
 
     def first_given(self, version: str, pkgarch: str, value: str) -> Optional[int]:
         """When ``value`` was first given in the package (None: unknown)."""
