@@ -605,3 +605,18 @@ async def test_a_copy_between_sqlite_files_keeps_the_record(tmp_path, start_serv
     with open(oe) as f:
         text = f.read()
     assert "127.0.0.1" not in text and "builder" not in text
+
+
+async def test_a_copy_through_postgresql_and_back_keeps_the_record(tmp_path, start_server, pg_cluster):
+    """SQLite -> PostgreSQL -> SQLite: every time, address and user arrives as it was
+    (PostgreSQL keeps times to the microsecond); a row PostgreSQL held without a time
+    gains the copied one."""
+    pytest.importorskip("asyncpg")
+    db, records = await recorded_database(tmp_path, start_server)
+    url = pg_cluster.new_database()
+    code, out, err = await run_cli("copy", db, url)
+    assert (code, err) == (0, "") and "verified: ok" in out
+    back = str(tmp_path / "back.sqlite3")
+    code, out, err = await run_cli("copy", url, back)
+    assert (code, err) == (0, "") and "verified: ok" in out
+    assert given_rows(back) == records and all_rows(back) == all_rows(db)

@@ -30,7 +30,7 @@ from ...errors import DatabaseError, DatabaseUnavailable, ReadOnlyError
 from ...log import logger
 from ...revision import RevisionKey
 from ...tokens import UserRecord, record_from_row, row_of
-from ..engine import (NOBODY, DumpSource, Engine, FeedPage, Giver, HistoryRow, PackageState, PackageSummary,
+from ..engine import (NOBODY, DumpSource, Engine, FeedPage, Given, Giver, HistoryRow, PackageState, PackageSummary,
                       Position, PositionedRow, RecentRow, Row)
 from . import feed, listing, record, schema, users
 from .availability import Outage
@@ -84,6 +84,7 @@ class PostgreSQLEngine(Engine):
     """The PR table of a PostgreSQL database (``open`` creates one)."""
 
     table_name = "PRMAIN"
+    feed_times = True
 
     def __init__(self, url: str, pool: Any, read_only: bool, outage_wait: float = DEFAULT_OUTAGE_WAIT) -> None:
         self.url = url
@@ -334,6 +335,23 @@ class PostgreSQLEngine(Engine):
         self.note_stored(added)
         return added
 
+    async def add_rows_given(self, rows: Sequence[Row], given: Sequence[Optional[Given]]) -> int:
+        """``add_rows`` with each row's record, in one statement: a row held without a
+        time gains the one given (``record.ADD_ROWS_GIVEN``)."""
+        if self.read_only:
+            raise ReadOnlyError("database is open read-only")
+        columns = [list(column) for column in zip(*rows)] if rows else [[], [], [], []]
+        status = await self.write_statement(record.ADD_ROWS_GIVEN, *columns, *record.given_columns(given),
+                                            method="execute")
+        added = int(status.split()[-1])
+        self.note_stored(added)
+        return added
+
+    async def records_of(self, rows: Sequence[Row]) -> List[Optional[Given]]:
+        columns = [list(column) for column in zip(*rows)] if rows else [[], [], [], []]
+        found = await self._query(record.RECORDS_OF, *columns, method="fetch")
+        return record.records_in_order(found, len(rows))
+
     async def column_info(self) -> List[Dict[str, Any]]:
         return [dict(column) for column in COLUMN_INFO]
 
@@ -401,9 +419,10 @@ class PostgreSQLEngine(Engine):
 
     # ------------------------------------------------------------------ change feed
     @in_task
-    async def changes(self, since: Optional[Position], limit: int, count: bool = False) -> FeedPage:
+    async def changes(self, since: Optional[Position], limit: int, count: bool = False,
+                      given: bool = False) -> FeedPage:
         return await self.retried(lambda: self._on_pooled(
-            lambda connection: feed.read_page(connection, since, limit, count)))
+            lambda connection: feed.read_page(connection, since, limit, count, given)))
 
     async def rows_between(self, after: Optional[Position], until: Position) -> Optional[List[PositionedRow]]:
         start, end = feed.position_parts(after), feed.position_parts(until)

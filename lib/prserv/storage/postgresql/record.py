@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, List, Optional
 
-from ..engine import HistoryRow, RecentRow
+from ..engine import Given, HistoryRow, RecentRow
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 _MICROSECOND = datetime.timedelta(microseconds=1)
@@ -39,6 +39,42 @@ RECENT_SINCE = ("SELECT txid::text, id, version, pkgarch, checksum, value, given
 GIVEN_SINCE = "SELECT count(*) FROM prmain WHERE given >= $1"
 FORGET_CLIENTS = ("UPDATE prmain SET address = NULL, username = NULL WHERE given < $1 "
                   "AND (address IS NOT NULL OR username IS NOT NULL)")
+
+
+_ROWS = "unnest($1::text[], $2::text[], $3::text[], $4::text[])"
+ADD_ROWS_GIVEN = (
+    "WITH r AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], "
+    "$6::text[], $7::text[]) AS r (v, p, c, x, g, a, u)), "
+    "kept AS (UPDATE prmain SET given = r.g, address = r.a, username = r.u FROM r WHERE prmain.version = r.v "
+    "AND prmain.pkgarch = r.p AND prmain.checksum = r.c AND prmain.value = r.x AND prmain.given IS NULL "
+    "AND r.g IS NOT NULL RETURNING 1) "
+    "INSERT INTO prmain (version, pkgarch, checksum, value, key, given, address, username) "
+    "SELECT v, p, c, x, string_to_array(x, '.')::numeric[], g, a, u FROM r ON CONFLICT DO NOTHING")
+"""Copied rows with their records, one statement: new rows are inserted with theirs, a
+row held without a time gains the one given (both see the statement's snapshot)."""
+RECORDS_OF = ("SELECT r.n, t.given, t.address, t.username FROM " + _ROWS + " WITH ORDINALITY AS r (v, p, c, x, n) "
+              "JOIN prmain AS t ON t.version = r.v AND t.pkgarch = r.p AND t.checksum = r.c AND t.value = r.x "
+              "WHERE t.given IS NOT NULL")
+
+
+def given_columns(given: Any) -> List[List[Any]]:
+    """The time, address and user columns of ``ADD_ROWS_GIVEN`` for each row's record
+    (None, or a record without a time: none)."""
+    columns: List[List[Any]] = [[], [], []]
+    for record in given:
+        known = record is not None and record[0] is not None
+        columns[0].append(moment_of(record[0]) if known else None)      # type: ignore[index]
+        columns[1].append(record[1] if known else None)                 # type: ignore[index]
+        columns[2].append(record[2] if known else None)                 # type: ignore[index]
+    return columns
+
+
+def records_in_order(found: Any, count: int) -> List[Optional[Given]]:
+    """``RECORDS_OF``'s rows as one record (or None) per row asked about, in order."""
+    records: List[Optional[Given]] = [None] * count
+    for n, given, address, username in found:
+        records[n - 1] = (micros(given), address, username)
+    return records
 
 
 def micros(moment: Optional[datetime.datetime]) -> Optional[int]:
