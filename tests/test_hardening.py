@@ -63,6 +63,9 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     # ``self.table`` and ``self.positions`` / ``positions_table(table)`` /
     # ``positions`` ("prserv_%s_positions" % checked_identifier(table)) are checked again.
     ("storage/sqlite/feed.py", "first_row_identity"): {"table"},
+    ("storage/sqlite/counting.py", "PackageCounter._add_new"): {"self.table"},
+    ("storage/sqlite/counting.py", "PackageCounter._next_package"): {"self.table"},
+    ("storage/sqlite/counting.py", "PackageCounter._existed"): {"self.table"},
     ("storage/sqlite/record.py", "create"): {"record_table(table)", "time_index(table)"},
     ("storage/sqlite/record.py", "Record.flush"): {"self.name"},
     ("storage/sqlite/record.py", "Record.forget_clients"): {"self.name"},

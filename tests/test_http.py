@@ -110,10 +110,11 @@ def error(message: str) -> dict:
 
 
 def status_document(role: str, upstream: Optional[str] = None, mirror_of: Optional[str] = None,
-                    identity: Optional[str] = None, values: int = 0, given_24h: int = 0,
+                    identity: Optional[str] = None, packages: int = 0, values: int = 0, given_24h: int = 0,
                     mirror: Optional[dict] = None, upstream_state: Optional[dict] = None) -> dict:
     return {"role": role, "engine": "sqlite", "version": __version__, "upstream": upstream,
-            "mirror_of": mirror_of, "identity": identity, "figures": {"values": values, "given_24h": given_24h},
+            "mirror_of": mirror_of, "identity": identity, "figures": {"packages": packages, "values": values,
+                                                               "given_24h": given_24h},
             "mirror": mirror, "upstream_state": upstream_state}
 
 

@@ -159,7 +159,7 @@ async def test_get_pr_records_the_address_and_the_user_import_one_the_time_only(
     assert us(before) <= times[2] <= times[1] <= times[0] <= us(after)
     assert recent["next"] is None
     status = (await get(server.http_addresses[0], "/api/v1/status")).json()
-    assert status["figures"] == {"values": 3, "given_24h": 3}
+    assert status["figures"] == {"packages": 1, "values": 3, "given_24h": 3}
 
 
 async def test_record_clients_off_records_times_only(start_server):
@@ -214,3 +214,37 @@ async def test_a_viewer_that_may_not_write_sees_times_but_not_whom(start_server)
     assert sorted(item) == ["checksum", "given", "pkgarch", "value", "version"]
     [row] = (await get(address, "/api/v1/history?version=%s&pkgarch=%s" % (V, A))).json()["history"]
     assert sorted(row) == ["checksum", "given", "value"]
+
+
+# --------------------------------------------------------------------------- the package count
+
+def test_the_package_count_is_walked_in_steps_and_counts_a_package_new_during_the_walk_once(tmp_path):
+    """A table of 1,201 packages (bitbake's rows, no record) counted 500 seeks per
+    call: unknown for two calls, then exact; packages stored meanwhile -- before and
+    after the walk's place, and into a package already walked -- each count once."""
+    from prserv.storage.sqlite import counting
+
+    path = str(tmp_path / "pr.sqlite3")
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, checksum TEXT NOT NULL, "
+                 "value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
+    conn.executemany("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)",
+                     [("p%04d" % n, "x", "c%d" % i, str(i)) for n in range(1201) for i in range(2)])
+    conn.commit()
+    counter = counting.PackageCounter(conn, "PRMAIN")
+
+    def add(version: str) -> int:
+        conn.execute("INSERT INTO PRMAIN VALUES (?, 'x', 'late', '9')", (version,))
+        conn.commit()
+        return conn.execute("SELECT max(rowid) FROM PRMAIN").fetchone()[0]
+
+    assert counter.count(2402) is None                          # 500 packages walked
+    committed = add("p0001-new")                                # before the walk's place: not walked again
+    committed = add("p9999-new")                                # after it: walked, but new since the start
+    committed = add("p0005")                                    # a package walked already
+    assert counter.count(committed) is None                     # 1,000
+    assert counter.count(committed) == 1201 + 2                 # done: the new ones come from the rows after
+    committed = add("q-new")
+    assert counter.count(committed) == 1204
+    assert counter.count(committed) == 1204
+    conn.close()

@@ -29,8 +29,11 @@ _STATUS = {"type": "object", "additionalProperties": False,
                           "upstream": {"type": ["string", "null"]}, "mirror_of": {"type": ["string", "null"]},
                           "identity": {"type": ["string", "null"],
                                        "description": "the history this server holds (a mirror: its source's)"},
-                          "figures": {"type": "object", "required": ["values", "given_24h"],
+                          "figures": {"type": "object", "required": ["packages", "values", "given_24h"],
                                       "additionalProperties": False, "properties": {
+                                          "packages": {**_COUNT, "description": "packages stored; null: not "
+                                                       "counted (yet: a large table is counted over several "
+                                                       "views)"},
                                           "values": {**_COUNT, "description": "values stored; null: not counted"},
                                           "given_24h": {**_COUNT, "description": "values given in the last 24 "
                                                         "hours; null: the database keeps no record"}}},

@@ -376,7 +376,7 @@ class WebRoutes:
         return {"role": role, "engine": "postgresql" if is_url(server.dbfile) else "sqlite",
                 "version": __version__, "upstream": server.upstream, "mirror_of": server.mirror,
                 "identity": (await engine.changes(None, 0)).identity,
-                "figures": {"values": await engine.values_stored(),
+                "figures": {"packages": await engine.packages_stored(), "values": await engine.values_stored(),
                             "given_24h": await engine.given_since(now_us() - DAY_US)},
                 "mirror": server.mirror_status(),
                 "upstream_state": None if upstream is None else {

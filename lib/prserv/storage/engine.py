@@ -374,6 +374,11 @@ class Engine(abc.ABC):
         count of the table); None where it keeps no such figure."""
         return None
 
+    async def packages_stored(self) -> Optional[int]:
+        """How many packages the table holds, where the engine keeps that figure (or
+        takes it a small step at a time: None until it has it)."""
+        return None
+
     async def given_since(self, since: int) -> Optional[int]:
         """How many rows were given at or after ``since`` (an index range, not a table
         scan), None where the engine keeps no record."""

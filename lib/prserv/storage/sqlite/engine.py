@@ -20,7 +20,7 @@ from ..engine import (NOBODY, DumpSource, Engine, FeedPage, Given, Giver, Histor
                       ImmediateWriteScope, MirrorState, MirrorTarget, PackageState, PackageSummary, Position,
                       PositionedRow, RecentRow, Row, WriteScope, package_max_rows, prefix_end)
 from ...tokens import UserRecord
-from . import feed, record, snapshot, users
+from . import counting, feed, record, snapshot, users
 from .errors import DATABASE, database_error
 from .cache import PackageCache
 from .schema import PRMAIN, checked_identifier, create_table, create_value_index
@@ -53,6 +53,7 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
                 self._open_feed(mirror)
             self.cache = PackageCache(self.conn, self.table, database.cache_size)
             self.record = record.Record(self.conn, self.table)
+            self.counter = counting.PackageCounter(self.conn, self.table)
         if self.cache.exists and not self.cache.indexed:
             logger.warning("%s of %s is not indexed by value (a read-only server does not "
                            "create the index): a package's first request reads all of it; "
@@ -140,6 +141,13 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
         (bitbake's server never removes one)."""
         with DATABASE:
             return self._committed_rowid()
+
+    async def packages_stored(self) -> Optional[int]:
+        with DATABASE:
+            committed = self._committed_rowid()
+            if not self.cache.exists:
+                return 0
+            return self.counter.count(committed)
 
     async def given_since(self, since: int) -> Optional[int]:
         with DATABASE:
