@@ -56,7 +56,6 @@ def test_prdata_creates_directories_wal_and_reference_table(dbpath):
         ("table", "prserv_PRMAIN_given",        # ours: when each value was given, to whom
          "CREATE TABLE prserv_PRMAIN_given (row INTEGER PRIMARY KEY, given INTEGER NOT NULL, "
          "address TEXT, user TEXT)"),
-        ("index", "prserv_PRMAIN_given_time", "CREATE INDEX prserv_PRMAIN_given_time ON prserv_PRMAIN_given (given)"),
         ("index", "prserv_PRMAIN_high_values",  # ours: large packages' maxima without reading them
          "CREATE INDEX prserv_PRMAIN_high_values ON PRMAIN (version, pkgarch, CAST(value AS INTEGER)) "
          "WHERE +CAST(value AS INTEGER) >= 256"),

@@ -248,3 +248,39 @@ def test_the_package_count_is_walked_in_steps_and_counts_a_package_new_during_th
     assert counter.count(committed) == 1204
     assert counter.count(committed) == 1204
     conn.close()
+
+
+async def test_since_is_a_binary_search_over_rows_that_agrees_with_reading_every_record(tmp_path, monkeypatch):
+    """Records with gaps (rows stored without a record in between) and equal times: the
+    first record given since T, and the count since T, as reading every record says,
+    for every T around each time; forget_clients in slices of 7 rows changes exactly
+    the records older than T."""
+    from prserv.storage.sqlite import engine as sqlite_engine
+
+    path = str(tmp_path / "pr.sqlite3")
+    engine = await open_engine(path)
+    try:
+        await store(engine, "first", (0,))
+        await asyncio.sleep(0)
+        conn = sqlite3.connect(path)
+        with conn:
+            conn.execute("DELETE FROM prserv_PRMAIN_given")
+            rows = []
+            for n in range(1, 60):
+                conn.execute("INSERT INTO PRMAIN VALUES (?, ?, ?, ?)", (V, A, "c%d" % n, str(n)))
+                if n % 5:                                       # every fifth row has no record
+                    rows.append((conn.execute("SELECT max(rowid) FROM PRMAIN").fetchone()[0], 1000 + n // 3))
+            conn.executemany("INSERT INTO prserv_PRMAIN_given VALUES (?, ?, '10.0.0.1', 'u')", rows)
+        conn.close()
+        for since in range(995, 1025):
+            expected = [row for row, given in rows if given >= since]
+            assert engine.record.first_since(since) == (expected[0] if expected else None), since
+            assert await engine.given_since(since) == len(expected), since
+        monkeypatch.setattr(sqlite_engine, "FORGET_SLICE", 7)
+        assert await engine.forget_clients(1010) == len([1 for _, given in rows if given < 1010])
+        assert await engine.forget_clients(1010) == 0
+        kept = [row for row in records_in_file(path).values() if row[2] is not None]
+        assert sorted((row[2] >= 1010, row[3]) for row in kept) == sorted(
+            (given >= 1010, "10.0.0.1" if given >= 1010 else None) for _, given in rows)
+    finally:
+        await engine.close()

@@ -366,7 +366,7 @@ class Engine(abc.ABC):
         """Up to ``limit`` rows newest first (the change feed's order, backwards), those
         before position ``after`` when given; with ``since`` (microseconds since the
         epoch) only rows recorded as given at or after it.  Reads what it returns: the
-        rows by position, or by the record's time index."""
+        rows by position, from the first row given since then."""
         return []
 
     async def values_stored(self) -> Optional[int]:

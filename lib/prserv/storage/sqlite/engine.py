@@ -29,6 +29,8 @@ from .database import SQLiteDatabase
 EXPORT_BATCH_ROWS = 2000
 """Rows fetched per query while exporting (and per batch handed on)."""
 CHANGE_POLL_SECONDS = 0.1
+FORGET_SLICE = 20000
+"""Records ``forget_clients`` changes per transaction at most."""
 """How often ``wait_for_changes`` looks for commits of other processes."""
 
 
@@ -154,11 +156,19 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
             return self.record.given_since(since)
 
     async def forget_clients(self, before: int) -> int:
+        """In slices of ``FORGET_SLICE`` rows, each its own transaction (durable at
+        once, whatever the sync mode), so that writers never wait long for it; every
+        record is looked at, times out of order too."""
         with DATABASE:
-            with self.db.transactions.scope():
-                changed = self.record.forget_clients(before)
-            if self.db.group is not None:
-                self.db.group.commit()          # durable now, whatever the sync mode
+            start, end = self.record.row_range()
+        changed = 0
+        for low in range(start, end, FORGET_SLICE):
+            with DATABASE:
+                with self.db.transactions.scope():
+                    changed += self.record.forget_clients(before, (low, min(low + FORGET_SLICE, end)))
+                if self.db.group is not None:
+                    self.db.group.commit()
+            await asyncio.sleep(0)              # a server's other requests between slices
         return changed
 
     async def has_row(self, version: str, pkgarch: str, value: str,
