@@ -3,8 +3,8 @@
 
     web.py [--db /tmp/webbench/prserv.sqlite3] [--rows 10000000] [--routes PRESETS]
            [--url NAME=TARGET[#walk]] [--requests 300] [--rounds 5] [--round-seconds 5]
-           [--browse-rate 50] [--hit-clients 32] [--cache-size BYTES] [--tree CHECKOUT]
-           [--phases routes,mix]
+           [--browse-rate 50] [--hit-clients 32] [--no-control] [--cache-size BYTES]
+           [--tree CHECKOUT] [--phases routes,mix]
 
 1. database: ``--db`` is generated once in bitbake's schema if it does not exist
    (``generate``: about 120k packages of sizes from 1 to 5,000 rows, 0.5% of them of
@@ -20,10 +20,13 @@
    A route the server does not serve (404 on its first request) is reported as such
    and left out, so the presets work before the HTML pages exist;
 3. mix: the PR protocol's "hit" load (``prbench.py --mode hit``, core 1) in
-   ``--rounds`` pairs of rounds, alternately without and with a paced browsing
-   client (``--browse-rate`` pages per second, a mix of the served routes): the
-   median hit p99 of each kind of round and their ratio (issue 27's target: at most
-   1.2), and the pages' own latency under that load.
+   ``--rounds`` rounds of three runs each, in an order rotated from round to round:
+   without browsing, with a paced client (``--browse-rate`` pages per second, on a
+   fixed schedule, each page timed from its slot) browsing ``/api/v1/status`` only
+   (a control: the client and the HTTP stack, with pages that cost nothing), and
+   with it browsing a mix of the served routes: the median hit p99 of each kind
+   and their ratios to the rounds without (issue 27's target: at most 1.2), and
+   the pages' own latency under that load.
 
 Routes (``--routes``, comma separated presets; ``--url NAME=TARGET`` adds one, with
 ``{version}``, ``{pkgarch}`` (a random 1,000-row package) and ``{prefix}`` (the
@@ -33,6 +36,7 @@ Routes (``--routes``, comma separated presets; ``--url NAME=TARGET`` adds one, w
     api-history     /api/v1/history?version={version}&pkgarch={pkgarch}
     page-package    /package?version={version}&pkgarch={pkgarch}
     api-packages    /api/v1/packages?prefix={prefix}&limit=100   (walked)
+    api-packages-arch  the same, &pkgarch=allarch (5% of the packages)  (walked)
     page-packages   /packages?prefix={prefix}&limit=100          (walked)
     api-recent      /api/v1/recent?limit=100                     (walked)
     page-recent     /recent?limit=100                            (walked)
@@ -153,6 +157,8 @@ def generate(path: str, rows: int, seed: int = 27) -> Dict[str, Any]:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     exact = [(version_of(n), archs[n]) for n, size in enumerate(sizes) if size == EXACT_ROWS]
+    if not exact:                                   # a small database (a smoke run): its largest
+        exact = [(version_of(n), archs[n]) for n, size in enumerate(sizes) if size == max(sizes)]
     return {"rows": written, "packages": len(sizes), "exact_packages": exact,
             "largest_package": max(sizes), "median_package": sorted(sizes)[len(sizes) // 2],
             "generate_s": round(time.monotonic() - started, 1), "db_mib": round(os.path.getsize(path) / 2**20)}
@@ -165,6 +171,7 @@ PRESETS: Dict[str, Tuple[str, bool]] = {
     "api-history": ("/api/v1/history?version={version}&pkgarch={pkgarch}", False),
     "page-package": ("/package?version={version}&pkgarch={pkgarch}", False),
     "api-packages": ("/api/v1/packages?prefix={prefix}&limit=100", True),
+    "api-packages-arch": ("/api/v1/packages?prefix={prefix}&pkgarch=allarch&limit=100", True),
     "page-packages": ("/packages?prefix={prefix}&limit=100", True),
     "api-recent": ("/api/v1/recent?limit=100", True),
     "page-recent": ("/recent?limit=100", True),
@@ -370,11 +377,22 @@ class PacedBrowsing(threading.Thread):
         self.join()
 
 
-def hit_round(server: Server, http_address: Tuple[str, int], routes: List[Route], browse: bool,
+KINDS = ("none", "status", "pages")
+"""The kinds of hit rounds: without browsing; browsing ``/api/v1/status`` only (a
+control: what a paced HTTP client and the HTTP stack cost, with pages that cost the
+server nothing); browsing the measured routes."""
+
+
+def hit_round(server: Server, http_address: Tuple[str, int], routes: List[Route], kind: str,
               args: argparse.Namespace, n: int) -> Dict[str, Any]:
-    """One round of the hit load (``prbench.py --mode hit`` on core 1), with or without
-    the paced browsing client beside it."""
-    browsing = PacedBrowsing(http_address, routes, args.browse_rate) if browse else None
+    """One round of the hit load (``prbench.py --mode hit`` on core 1), with the paced
+    browsing client of ``kind`` beside it (``KINDS``)."""
+    browsing = None
+    if kind == "status":
+        control = Route("status", PRESETS["status"][0], False, [], 1, 1, random.Random(n))
+        browsing = PacedBrowsing(http_address, [control], args.browse_rate)
+    elif kind == "pages":
+        browsing = PacedBrowsing(http_address, routes, args.browse_rate)
     before = cpu_seconds(server.pid)
     load = _load.start(pinned(1, _load.command(server.wait_serving(), "hit", "--clients", str(args.hit_clients),
                                                "--duration", str(args.round_seconds), "--prefix", "webhit")))
@@ -387,7 +405,7 @@ def hit_round(server: Server, http_address: Tuple[str, int], routes: List[Route]
             browsing.stop()
     cpu = cpu_used(before, cpu_seconds(server.pid))
     r = done.result
-    row = {"round": n, "browsing": browse, "hit_rps": r["rps"], "hit_p50_ms": r["p50_ms"],
+    row = {"round": n, "browsing": kind, "hit_rps": r["rps"], "hit_p50_ms": r["p50_ms"],
            "hit_p99_ms": r["p99_ms"], "hit_errors": r["errors"],
            "server_us_per_hit": us_per_request(cpu, r)}
     if browsing:
@@ -477,10 +495,12 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300, help="requests per route (default: %(default)s)")
     parser.add_argument("--walk-pages", type=int, default=10, help="pages per walk (default: %(default)s)")
     parser.add_argument("--phases", default="routes,mix", help="routes, mix or both (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=5, help="pairs of hit rounds (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of hit runs (default: %(default)s)")
     parser.add_argument("--round-seconds", type=float, default=5.0, help="(default: %(default)s)")
     parser.add_argument("--hit-clients", type=int, default=32, help="prbench.py --clients (default: %(default)s)")
     parser.add_argument("--browse-rate", type=float, default=50.0, help="pages per second (default: %(default)s)")
+    parser.add_argument("--no-control", dest="control", action="store_false",
+                        help="leave out the rounds browsing /api/v1/status only")
     parser.add_argument("--cache-size", default=None, help="the server's --cache-size (default: its own, 64M)")
     parser.add_argument("--tree", type=Path, default=ROOT, help="the checkout whose server runs (default: this one)")
     parser.add_argument("--start-timeout", type=float, default=600.0,
@@ -521,22 +541,32 @@ def main() -> int:
         if "mix" in phases and served:
             print("\nhit p99 without and with browsing (%s pages/s over %s), %d rounds of %s s:" % (
                 args.browse_rate, ",".join(r.name for r in served), args.rounds, args.round_seconds), flush=True)
+            kinds = [k for k in KINDS if k != "status" or args.control]
             rounds = []
             print(MIX_LINE % tuple(MIX_COLUMNS))
             for n in range(args.rounds):
-                for browse in ((False, True) if n % 2 == 0 else (True, False)):
-                    rounds.append(hit_round(server, http_address, served, browse, args, n))
+                for kind in kinds[n % len(kinds):] + kinds[:n % len(kinds)]:     # rotated each round
+                    rounds.append(hit_round(server, http_address, served, kind, args, n))
                     print(MIX_LINE % tuple(rounds[-1].get(c, "-") for c in MIX_COLUMNS), flush=True)
-            pages = [s for r in rounds for s in r.pop("_page_samples", [])]
-            without = statistics.median(r["hit_p99_ms"] for r in rounds if not r["browsing"])
-            with_ = statistics.median(r["hit_p99_ms"] for r in rounds if r["browsing"])
+            pages = [s for r in rounds if r["browsing"] == "pages" for s in r.pop("_page_samples", [])]
+            median = {kind: statistics.median(r["hit_p99_ms"] for r in rounds if r["browsing"] == kind)
+                      for kind in kinds}
+            without, with_ = median["none"], median["pages"]
             result["mix"] = {"rounds": rounds, "hit_p99_without_ms": without, "hit_p99_with_ms": with_,
                              "ratio": round(with_ / without, 2),
                              "pages_p50_ms": percentile_ms(pages, 0.5), "pages_p99_ms": percentile_ms(pages, 0.99),
                              "pages_max_ms": percentile_ms(pages, 1.0)}
+            for r in rounds:
+                r.pop("_page_samples", None)
+            if args.control:
+                result["mix"].update(hit_p99_control_ms=median["status"],
+                                     control_ratio=round(median["status"] / without, 2))
             result["memory_after_mix"] = memory(server.pid)
             print("median hit p99: without %.3f ms, with browsing %.3f ms: ratio %.2f (target <= 1.2)" % (
                 without, with_, with_ / without))
+            if args.control:
+                print("control, browsing /api/v1/status only: %.3f ms: ratio %.2f" % (
+                    median["status"], median["status"] / without))
             print("pages under the hit load: p50 %(pages_p50_ms)s ms, p99 %(pages_p99_ms)s ms, max "
                   "%(pages_max_ms)s ms" % result["mix"])
             print("server RSS after: %(rss_mib)s MiB, peak %(hwm_mib)s MiB" % result["memory_after_mix"])
