@@ -66,7 +66,7 @@ def test_web_bench_smoke_run(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "lib"))
     result = subprocess.run([sys.executable, str(BENCH / "web.py"), "--db", str(tmp_path / "web.sqlite3"),
                              "--rows", "3000", "--requests", "5", "--walk-pages", "2", "--rounds", "1",
-                             "--round-seconds", "0.3", "--hit-clients", "4",
+                             "--round-seconds", "0.2", "--hit-clients", "4",
                              "--routes", "status,api-history,api-packages,page-recent",
                              "--url", "nowhere=/no/such/page"],
                             capture_output=True, text=True, env=env, timeout=60)
