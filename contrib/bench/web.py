@@ -57,6 +57,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -310,10 +311,16 @@ def measure_route(route: Route, address: Tuple[str, int], requests: int, pid: in
     errors: Dict[int, int] = {}
     before = cpu_seconds(pid)
     started = time.perf_counter()
+    failure = None
     try:
         for i in range(requests):
             target = route.next_target()
-            status, response, body, seconds = browser.get(target)
+            try:
+                status, response, body, seconds = browser.get(target)
+            except (OSError, http.client.HTTPException) as exc:
+                failure = "%s: %s" % (target, exc)
+                print("  %s: no answer for %s" % (route.name, failure), file=sys.stderr)
+                break
             if i == 0 and status == 404:
                 return {"route": route.name, "served": False, "status": 404, "target": target,
                         "message": message_of(body)}
@@ -328,7 +335,9 @@ def measure_route(route: Route, address: Tuple[str, int], requests: int, pid: in
         browser.close()
     elapsed = time.perf_counter() - started
     cpu = cpu_used(before, cpu_seconds(pid))
-    return {"route": route.name, "served": True, "requests": len(samples), "walks": route.walks,
+    if not samples:
+        return {"route": route.name, "served": False, "status": None, "target": target, "message": failure}
+    return {"route": route.name, "served": True, "failure": failure, "requests": len(samples), "walks": route.walks,
             "rps": round(len(samples) / elapsed, 1), "first_ms": round(samples[0] * 1e3, 3),
             "p50_ms": percentile_ms(samples, 0.5), "p99_ms": percentile_ms(samples, 0.99),
             "max_ms": percentile_ms(samples, 1.0), "server_us_per_req": us_per(cpu, len(samples)),
@@ -362,10 +371,15 @@ class PacedBrowsing(threading.Thread):
                     self.late += now - slot > self.interval
                 route = self.routes[i % len(self.routes)]
                 target = route.next_target()
-                status, response, body, _ = browser.get(target)
-                self.samples.append(time.perf_counter() - slot)
-                self.errors += status != 200
-                route.answered(target, response, body)
+                try:
+                    status, response, body, _ = browser.get(target)
+                except (OSError, http.client.HTTPException):
+                    self.errors += 1                # counted; the next page reconnects
+                    route.current = None
+                else:
+                    self.samples.append(time.perf_counter() - slot)
+                    self.errors += status != 200
+                    route.answered(target, response, body)
                 slot += self.interval
                 i += 1
         finally:
@@ -516,8 +530,8 @@ def main() -> int:
           "%(largest_package)d), %(db_mib)d MiB; generated in %(generate_s)s s, first read-write open "
           "%(first_open_s)s s" % dict(described), "(reused)" if described["reused"] else "")
     print("1,000-row packages: %d" % len(exact))
-    if len(os.sched_getaffinity(0)) > 1:
-        os.sched_setaffinity(0, {1})                  # the server is on core 0
+    if shutil.which("taskset") and len(os.sched_getaffinity(0)) > 1:
+        os.sched_setaffinity(0, {1})                  # the server is on core 0 (taskset: pinned)
     routes = routes_of(args.routes, args.url, exact, described["packages"], args.walk_pages, args.seed)
     server, http_address = start_server(args)
     try:
@@ -535,8 +549,13 @@ def main() -> int:
             print("\nroutes, %d requests each on one keep-alive connection:" % args.requests)
             table([m for m in measured if m["served"]], ROUTE_COLUMNS)
             for m in measured:
-                if not m["served"]:
+                if not m["served"] and m["status"] == 404:
                     print("%s: 404, not served by this server (%s: %s)" % (m["route"], m["target"], m["message"]))
+                elif not m["served"]:
+                    print("%s: no answer (%s)" % (m["route"], m["message"]))
+                elif m["failure"]:
+                    print("%s: stopped after %d requests: no answer for %s" % (m["route"], m["requests"],
+                                                                                m["failure"]))
             print("server RSS after: %(rss_mib)s MiB, peak %(hwm_mib)s MiB" % result["memory_after_routes"])
         if "mix" in phases and served:
             print("\nhit p99 without and with browsing (%s pages/s over %s), %d rounds of %s s:" % (
