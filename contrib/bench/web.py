@@ -256,7 +256,8 @@ def routes_of(names: str, urls: List[str], exact: List[Tuple[str, str]], package
         target, _, walk = target.partition("#")
         if not name or not target.startswith("/"):
             raise SystemExit("--url takes NAME=/TARGET[#walk], not %r" % text)
-        routes.append(Route(name, target, walk == "walk", exact, packages, pages, random.Random("%s-%s" % (seed, name))))
+        routes.append(Route(name, target, walk == "walk", exact, packages, pages,
+                            random.Random("%s-%s" % (seed, name))))
     return routes
 
 
