@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import os
 import re
 import shlex
@@ -56,6 +57,29 @@ def test_bench_scripts_start(script):
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage:")
+
+
+def test_web_bench_smoke_run(tmp_path):
+    """web.py end to end on a tiny database: generated, opened once, its routes measured
+    (those not served reported as 404, not a crash) and one pair of hit rounds."""
+    pytest.importorskip("h11", reason="the HTTP listener needs the web extra")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "lib"))
+    result = subprocess.run([sys.executable, str(BENCH / "web.py"), "--db", str(tmp_path / "web.sqlite3"),
+                             "--rows", "3000", "--requests", "5", "--walk-pages", "2", "--rounds", "1",
+                             "--round-seconds", "0.2", "--hit-clients", "4",
+                             "--routes", "status,api-history,api-packages,page-recent",
+                             "--url", "nowhere=/no/such/page"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["rows"] == 3000 and report["first_open_s"] > 0
+    routes = {route["route"]: route for route in report["routes"]}
+    assert all(routes[name]["served"] and not routes[name]["errors"]
+               for name in ("status", "api-history", "api-packages"))
+    assert routes["nowhere"] == dict(routes["nowhere"], served=False, status=404)
+    assert "404, not served" in result.stdout
+    assert [r["browsing"] for r in report["mix"]["rounds"]] == ["none", "status", "pages"]
+    assert report["mix"]["ratio"] > 0 and report["mix"]["control_ratio"] > 0
 
 
 def test_bench_readme_names_every_script_and_helper():
