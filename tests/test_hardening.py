@@ -51,6 +51,7 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     # ``self._by_value()`` is ``self.table``, or that and INDEXED BY value_index_name
     # (a constant pattern around checked_identifier(self.table)); ``indexed_values()``
     # formats the integer constant VALUE_INDEX_FROM with %d.
+    ("storage/sqlite/cache.py", "PackageCache.largest"): {"self.table", "self._by_value()", "indexed_values()"},
     ("storage/sqlite/cache.py", "PackageCache._read_maximum"):
         {"self.table", "self._by_value()", "indexed_values()"},
     ("storage/sqlite/cache.py", "PackageCache._largest_child"):
@@ -73,7 +74,8 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     ("storage/sqlite/record.py", "Record.flush"): {"self.name"},
     ("storage/sqlite/record.py", "Record.forget_clients"): {"self.name"},
     ("storage/sqlite/record.py", "Record.history"): {"self.name", "self.table"},
-    ("storage/sqlite/record.py", "Record.first_given"): {"self.name", "self.table"},
+    ("storage/sqlite/record.py", "Record.first_given"): {"self.name", "self.table", "value_index_name(self.table)",
+                                                         "indexed_values()"},
     ("storage/sqlite/record.py", "Record.recent"): {"self.name", "self.table"},
     ("storage/sqlite/record.py", "Record.given_since"): {"self.name"},
     # A copy's records (prserv copy): rows found by their primary key, every value bound.
@@ -116,8 +118,10 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     ("storage/sqlite/engine.py", "SQLiteEngine._select"): {"self.table", "where"},
     # A listing's query takes only flags (which filters apply) and the checked table:
     # test_listing_queries_are_built_from_flags_only holds both engines' builders to it.
-    ("storage/sqlite/engine.py", "SQLiteEngine._next_package"):
-        {"next_package_query(self.table, end is not None, pkgarch is not None, after is not None)"},
+    ("storage/sqlite/listing.py", "_packages"): {"table"},
+    ("storage/sqlite/listing.py", "_of_pkgarch"): {"table"},
+    ("storage/sqlite/listing.py", "_first_version"): {"table"},
+    ("storage/sqlite/listing.py", "_next_version"): {"table"},
     # ``synchronous`` is compared with OFF/NORMAL/FULL/EXTRA first (a DatabaseError
     # otherwise; checked by test_synchronous_and_table_names_are_validated).
     # (``BUSY_TIMEOUT_SECONDS * 1000`` is a module constant, so not listed.)
@@ -464,31 +468,26 @@ def test_export_where_clause_is_built_from_constant_columns(module, selector, fi
                 and pair.elts[0].value in ("version", "pkgarch", "checksum"), ast.unparse(call)
 
 
-@pytest.mark.parametrize("module, builder", [("sqlite/engine.py", "next_package_query"),
-                                             ("postgresql/listing.py", "packages_query")])
+@pytest.mark.parametrize("module, builder", [("postgresql/listing.py", "packages_query")])
 def test_listing_queries_are_built_from_flags_only(module, builder):
-    """A package listing's SQL (``Engine.packages``) is chosen by flags -- which
-    filters apply -- and, on SQLite, the checked table name: every call passes
-    ``<name> is not None`` comparisons (and ``self.table``), and the builder formats
-    only constants, the table and ``%d`` numbers."""
+    """PostgreSQL's package listing's SQL (``Engine.packages``) is chosen by flags --
+    which filters apply: every call passes ``<name> is not None`` comparisons, and the
+    builder formats only constants and ``%d`` numbers.  (SQLite's listing queries are
+    constants around the checked table name, held by the audit above.)"""
     from prserv.storage.postgresql.listing import packages_query
-    from prserv.storage.sqlite.engine import next_package_query
 
     calls = [node for path in LIB.rglob("*.py")
              for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
              if isinstance(node, ast.Call) and ast.unparse(node.func) == builder]
     assert len(calls) == 1
-    flags = calls[0].args[1:] if builder == "next_package_query" else calls[0].args
-    if builder == "next_package_query":
-        assert ast.unparse(calls[0].args[0]) == "self.table"
+    flags = calls[0].args
     assert len(flags) == 3 and all(isinstance(flag, ast.Compare) and ast.unparse(flag).endswith(" is not None")
                                    for flag in flags), ast.unparse(calls[0])
     texts = set()
     for bounded in (False, True):
         for by_pkgarch in (False, True):
             for after in (False, True):
-                text = (next_package_query("PRMAIN", bounded, by_pkgarch, after) if builder == "next_package_query"
-                        else packages_query(bounded, by_pkgarch, after))
+                text = packages_query(bounded, by_pkgarch, after)
                 assert "%" not in text and "'" not in text
                 texts.add(text)
     assert len(texts) == 8

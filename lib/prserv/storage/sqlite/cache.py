@@ -262,13 +262,30 @@ class PackageCache:
         return state
 
     def largest(self, version: str, pkgarch: str) -> Optional[RevisionKey]:
-        """The package's largest value, from its entry if it has one, else read (as
-        ``state`` would) without keeping it: a listing must not push out the
-        entries requests use.  The caller has just made the coherence check."""
+        """The package's largest value, from its entry if it has one, else read without
+        keeping it (a listing must not push out the entries requests use) and without
+        reading the package into Python: the rows of its largest leading number only,
+        found by one seek of ``VALUE_INDEX_DDL`` for a large package, by SQLite's own
+        ``max`` over the package's rows for a small one.  The caller has just made the
+        coherence check."""
         package = self.entries.peek((version, pkgarch))
-        if package is None:
-            package = self._read_package(version, pkgarch)
-        return package.max_key
+        if package is not None:
+            return package.max_key
+        parameters = (version, pkgarch, version, pkgarch)
+        if self.indexed:
+            high = _largest_key(self.conn.execute(
+                "SELECT value FROM %s WHERE version = ? AND pkgarch = ? AND %s AND CAST(value AS INTEGER) = "
+                "(SELECT max(CAST(value AS INTEGER)) FROM %s WHERE version = ? AND pkgarch = ? AND %s)"
+                % (self._by_value(), indexed_values(), self._by_value(), indexed_values()), parameters))
+            if high is not None:
+                return high
+        low = _largest_key(self.conn.execute(
+            "SELECT value FROM %s WHERE version = ? AND pkgarch = ? AND CAST(value AS INTEGER) = "
+            "(SELECT max(CAST(value AS INTEGER)) FROM %s WHERE version = ? AND pkgarch = ?)"
+            % (self.table, self.table), parameters))
+        if low is not None:
+            return low
+        return self._read_package(version, pkgarch).max_key     # no revision leads: read it all
 
     def _read_package(self, version: str, pkgarch: str) -> _Package:
         package = _Package(_package_bytes(version, pkgarch))
@@ -392,6 +409,12 @@ class PackageCache:
         """The largest rowid known committed: rows above it, if any, belong to this
         connection's open transaction."""
         return self._mark if self._writing else self.watermark
+
+
+def _largest_key(values: Iterable[Tuple[Any, ...]]) -> Optional[RevisionKey]:
+    """The largest of ``values`` (rows of one column) that is a revision, if any."""
+    keys = [key for key in (optional_key(value) for (value,) in values) if key is not None]
+    return max(keys) if keys else None
 
 
 def _package_bytes(version: str, pkgarch: str) -> int:

@@ -18,9 +18,9 @@ from ...log import logger
 from ...revision import RevisionKey, key_to_revision, optional_key
 from ..engine import (NOBODY, DumpSource, Engine, FeedPage, Given, Giver, HistoryRow, ImmediateEngine,
                       ImmediateWriteScope, MirrorState, MirrorTarget, PackageState, PackageSummary, Position,
-                      PositionedRow, RecentRow, Row, WriteScope, package_max_rows, prefix_end)
+                      PositionedRow, RecentRow, Row, WriteScope, package_max_rows)
 from ...tokens import UserRecord
-from . import counting, feed, record, snapshot, users
+from . import counting, feed, listing, record, snapshot, users
 from .errors import DATABASE, database_error
 from .cache import PackageCache
 from .schema import PRMAIN, checked_identifier, create_table, create_value_index
@@ -29,6 +29,9 @@ from .database import SQLiteDatabase
 EXPORT_BATCH_ROWS = 2000
 """Rows fetched per query while exporting (and per batch handed on)."""
 CHANGE_POLL_SECONDS = 0.1
+LISTING_STEPS = 10
+"""Seeks a package listing makes before it lets the event loop run other requests."""
+STOP = object()
 FORGET_SLICE = 20000
 """Records ``forget_clients`` changes per transaction at most."""
 """How often ``wait_for_changes`` looks for commits of other processes."""
@@ -95,34 +98,32 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
 
     async def packages(self, prefix: str, pkgarch: Optional[str], after: Optional[Tuple[str, str]],
                        limit: int) -> List[PackageSummary]:
-        with DATABASE:
-            self.cache.sync()
-            if not self.cache.exists:
-                return []
-            found: List[PackageSummary] = []
-            while len(found) < limit:
-                package = self._next_package(prefix, pkgarch, after)
-                if package is None:
-                    break
-                largest = self.cache.largest(*package)
-                latest = None if largest is None else key_to_revision(largest)
-                given = None if latest is None else self.record.first_given(package[0], package[1], latest)
-                found.append((package[0], package[1], latest, given))
-                after = package
-        return found
+        """A seek per step (``listing.walk``); every ``LISTING_STEPS`` steps the event
+        loop runs the other requests waiting (this method alone suspends: a page must
+        not hold the loop for its whole length)."""
+        found: List[PackageSummary] = []
+        steps = listing.walk(self.conn, self.table, prefix, pkgarch, after)
+        while True:
+            with DATABASE:
+                self.cache.sync()
+                if not self.cache.exists:
+                    return found
+                for _ in range(LISTING_STEPS):
+                    package = next(steps, STOP)
+                    if package is STOP:
+                        return found
+                    if package is not None:
+                        found.append(self._summary(*package))       # type: ignore[misc]
+                        if len(found) >= limit:
+                            return found
+            await asyncio.sleep(0)
 
-    def _next_package(self, prefix: str, pkgarch: Optional[str],
-                      after: Optional[Tuple[str, str]]) -> Optional[Tuple[str, str]]:
-        """The first (version, pkgarch) after ``after`` that the filters take: one
-        seek of the primary key (a loose index scan, a package at a time)."""
-        end = prefix_end(prefix)
-        params: List[Any] = [prefix]
-        params += [end] if end is not None else []
-        params += [pkgarch] if pkgarch is not None else []
-        params += list(after) if after is not None else []
-        row = self.conn.execute(next_package_query(self.table, end is not None, pkgarch is not None,
-                                                   after is not None), params).fetchone()
-        return None if row is None else (row[0], row[1])
+    def _summary(self, version: str, pkgarch: str) -> PackageSummary:
+        """A package as a listing shows it: its largest value and when that was given."""
+        largest = self.cache.largest(version, pkgarch)
+        latest = None if largest is None else key_to_revision(largest)
+        given = None if latest is None else self.record.first_given(version, pkgarch, latest, self.cache.indexed)
+        return version, pkgarch, latest, given
 
     async def history(self, version: str, pkgarch: str) -> List[HistoryRow]:
         with DATABASE:
@@ -460,22 +461,6 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
         """The SQL text dump of the whole database (one snapshot) written to ``fd``."""
         with DATABASE:
             return snapshot.write_dump(self.conn, fd)
-
-
-def next_package_query(table: str, bounded: bool, by_pkgarch: bool, after: bool) -> str:
-    """``_next_package``'s query for the filters given (only the conditions that
-    apply, so that the prefix's end bounds the index range); its parameters: the
-    prefix, then its end, the pkgarch and the package to start after, as they apply.
-    Built from constants and the table's checked name only."""
-    taken = ["version >= ?"]
-    if bounded:
-        taken.append("version < ?")
-    if by_pkgarch:
-        taken.append("pkgarch = ?")
-    if after:
-        taken.append("(version, pkgarch) > (?, ?)")
-    return "SELECT version, pkgarch FROM %s WHERE %s ORDER BY version, pkgarch LIMIT 1" % (
-        table, " AND ".join(taken))
 
 
 def _rowid(position: Position) -> int:

@@ -32,7 +32,7 @@ import time
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from ..engine import Given, Giver, HistoryRow, RecentRow, Row
-from .schema import checked_identifier, table_exists
+from .schema import checked_identifier, indexed_values, is_indexed, table_exists, value_index_name
 
 RECORD_DDL = ("CREATE TABLE IF NOT EXISTS %s (row INTEGER PRIMARY KEY, given INTEGER NOT NULL, "
               "address TEXT, user TEXT)")
@@ -151,15 +151,26 @@ class Record:
                  % (self.table, self.name))
         return [self.conn.execute(query, tuple(row)).fetchone() for row in rows]
 
-    def first_given(self, version: str, pkgarch: str, value: str) -> Optional[int]:
-        """When ``value`` was first given in the package (None: unknown)."""
+    def first_given(self, version: str, pkgarch: str, value: str, indexed: bool) -> Optional[int]:
+        """When ``value`` was first given in the package (None: unknown).  A value the
+        table's value index holds (``indexed``: the index exists and the value's
+        leading number is in it) is found through it, not by reading the package (the
+        unary ``+`` keeps SQLite from seeking the primary key by value instead)."""
         if not self.exists():
             return None
         self.flush_if_writing()
-        row = self.conn.execute(
-            "SELECT min(g.given) FROM %s AS t JOIN %s AS g ON g.row = t.rowid "
-            "WHERE t.version = ? AND t.pkgarch = ? AND t.value = ?" % (self.table, self.name),
-            (version, pkgarch, value)).fetchone()
+        number = int(value.split(".", 1)[0])
+        if indexed and is_indexed(number):
+            row = self.conn.execute(
+                "SELECT min(g.given) FROM %s AS t INDEXED BY %s JOIN %s AS g ON g.row = t.rowid "
+                "WHERE t.version = ? AND t.pkgarch = ? AND %s AND CAST(value AS INTEGER) = ? AND +t.value = ?"
+                % (self.table, value_index_name(self.table), self.name, indexed_values()),
+                (version, pkgarch, number, value)).fetchone()
+        else:
+            row = self.conn.execute(
+                "SELECT min(g.given) FROM %s AS t JOIN %s AS g ON g.row = t.rowid "
+                "WHERE t.version = ? AND t.pkgarch = ? AND t.value = ?" % (self.table, self.name),
+                (version, pkgarch, value)).fetchone()
         return row[0]
 
     def recent(self, since: Optional[int], before: Optional[int], bound: int, limit: int) -> List[RecentRow]:
