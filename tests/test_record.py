@@ -218,12 +218,13 @@ async def test_a_viewer_that_may_not_write_sees_times_but_not_whom(start_server)
 
 # --------------------------------------------------------------------------- the package count
 
-def test_the_package_count_is_walked_in_steps_and_counts_a_package_new_during_the_walk_once(tmp_path):
+def test_the_package_count_is_walked_in_steps_and_counts_a_package_new_during_the_walk_once(tmp_path, monkeypatch):
     """A table of 1,201 packages (bitbake's rows, no record) counted 500 seeks per
-    call: unknown for two calls, then exact; packages stored meanwhile -- before and
+    call (set so here; the engine takes 50): unknown for two calls, then exact; packages stored meanwhile -- before and
     after the walk's place, and into a package already walked -- each count once."""
     from prserv.storage.sqlite import counting
 
+    monkeypatch.setattr(counting, "STEP", 500)
     path = str(tmp_path / "pr.sqlite3")
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, checksum TEXT NOT NULL, "
@@ -284,3 +285,35 @@ async def test_since_is_a_binary_search_over_rows_that_agrees_with_reading_every
             (given >= 1010, "10.0.0.1" if given >= 1010 else None) for _, given in rows)
     finally:
         await engine.close()
+
+
+async def test_a_server_counts_many_packages_between_requests_and_then_keeps_the_count(start_server, tmp_path):
+    """130 packages: the status' first answer does not know (one step of 50 done), the
+    engine's task counts the rest between requests, and a package added later counts."""
+    path = str(tmp_path / "many.sqlite3")
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, checksum TEXT NOT NULL, "
+                 "value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
+    conn.executemany("INSERT INTO PRMAIN VALUES (?, 'x', 'c', '0')", [("p%03d" % n,) for n in range(130)])
+    conn.commit()
+    conn.close()
+    server = await start_server(db=path, http="127.0.0.1:0")
+    address = server.http_addresses[0]
+    first = (await get(address, "/api/v1/status")).json()["figures"]
+    assert first == {"packages": None, "values": 130, "given_24h": 0}
+    figures = {}
+
+    async def counted() -> bool:
+        figures.update((await get(address, "/api/v1/status")).json()["figures"])
+        return figures["packages"] is not None
+
+    for _ in range(200):
+        if await counted():
+            break
+        await asyncio.sleep(0.01)
+    assert figures == {"packages": 130, "values": 130, "given_24h": 0}
+    async with await prserv.create_async_client(server.address) as client:
+        await client.getPR("new-1.0", "x", "c")
+        await client.getPR("p000", "x", "c2")
+    assert (await get(address, "/api/v1/status")).json()["figures"] == {"packages": 131, "values": 132,
+                                                                         "given_24h": 2}

@@ -3,9 +3,9 @@
 bitbake's table has no count of packages, and counting them is a walk of the primary
 key: one seek per package (a loose index scan), about a second for a hundred thousand
 packages -- too long for the event loop the SQLite engine runs on.  So the count is
-taken a slice at a time (``STEP`` seeks per call, a few milliseconds), each call
-going on where the last stopped, and the figure is unknown (None) until the walk is
-done.  From then on only the rows committed since are read (by rowid, a range): a
+taken a slice at a time (``STEP`` seeks per call, about a millisecond), each call
+going on where the last stopped -- the engine makes the calls from a task of its own,
+between other requests -- and the figure is unknown (None) until the walk is done.  From then on only the rows committed since are read (by rowid, a range): a
 package is new if none of its rows is at or below the rowid already counted.
 
 The walk counts a package only if it has a row at or below the rowid reached when the
@@ -21,7 +21,7 @@ from typing import Optional, Tuple
 
 from .schema import checked_identifier
 
-STEP = 500
+STEP = 50
 """Seeks (packages walked, or new rows read) per call at most."""
 
 
@@ -43,12 +43,15 @@ class PackageCounter:
         """Every package with a row at or below this rowid is counted (once done)."""
         self._packages = 0
 
-    def count(self, committed: int) -> Optional[int]:
+    def count(self, committed: int, walk: bool = True) -> Optional[int]:
         """The number of packages in the rows up to rowid ``committed`` (what is
-        committed), or None while the first walk is not done: one more step of it."""
+        committed), or None while the first walk is not done: one more step of it
+        (unless not ``walk``)."""
         if committed < self._counted:
             self._begin()                               # the table shrank: count afresh
         if not self._done:
+            if not walk:
+                return None
             self._walk(committed)
             if not self._done:
                 return None

@@ -13,7 +13,7 @@ import os
 import sqlite3
 from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ...errors import InvalidRequestError
+from ...errors import DatabaseError, InvalidRequestError
 from ...log import logger
 from ...revision import RevisionKey, key_to_revision, optional_key
 from ..engine import (NOBODY, DumpSource, Engine, FeedPage, Given, Giver, HistoryRow, ImmediateEngine,
@@ -32,6 +32,8 @@ CHANGE_POLL_SECONDS = 0.1
 LISTING_STEPS = 10
 """Seeks a package listing makes before it lets the event loop run other requests."""
 STOP = object()
+COUNT_PAUSE = 0.005
+"""Seconds between the steps of the first count of packages (``counting.STEP`` each)."""
 FORGET_SLICE = 20000
 """Records ``forget_clients`` changes per transaction at most."""
 """How often ``wait_for_changes`` looks for commits of other processes."""
@@ -68,6 +70,7 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
         database.transactions.after_rollback.append(self.record.discard)
         self.commit_durations = database.transactions.commit_durations
         self.immediate = self
+        self._counting: Optional["asyncio.Future[None]"] = None
         self._change_waiters: List["asyncio.Future[None]"] = []
         database.transactions.after_commit.append(self._wake_change_waiters)
 
@@ -146,11 +149,26 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
             return self._committed_rowid()
 
     async def packages_stored(self) -> Optional[int]:
+        """The count kept up to date (``counting``): one step of it here (a table of a
+        few packages is counted at once), the rest by a task of the engine's, a step at
+        a time between other requests."""
         with DATABASE:
-            committed = self._committed_rowid()
             if not self.cache.exists:
                 return 0
-            return self.counter.count(committed)
+            known = self.counter.count(self._committed_rowid(), walk=self._counting is None)
+        if known is None and self._counting is None:
+            self._counting = asyncio.ensure_future(self._count_packages())
+        return known
+
+    async def _count_packages(self) -> None:
+        try:
+            while True:
+                with DATABASE:
+                    if self.counter.count(self._committed_rowid()) is not None:
+                        return
+                await asyncio.sleep(COUNT_PAUSE)
+        except DatabaseError as exc:
+            logger.warning("counting the packages of %s stopped: %s", self.table, exc)
 
     async def given_since(self, since: int) -> Optional[int]:
         with DATABASE:
@@ -278,6 +296,8 @@ class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
             self.db.group.commit()
 
     async def close(self) -> None:
+        if self._counting is not None:
+            self._counting.cancel()
         self.db.close()
 
     # ------------------------------------------------------------------ export
