@@ -376,3 +376,27 @@ def test_times_givers_and_figures_are_rendered_when_the_documents_have_them():
     following = [("since", "2026-12-06T00:00:00Z"), ("after", "abc")]
     assert ('<a href="/recent?since=2026-12-06T00%3A00%3A00Z&amp;after=abc" rel="next">'
             in pages.recent_page(recent, "2026-12-06T00:00:00Z", following, False).decode())
+
+
+def test_a_plot_marks_each_row_up_to_200_and_times_read_fast_as_the_pattern_reads_them():
+    from prserv.server import history as history_module
+
+    def document(rows: int) -> dict:
+        return {"version": "v", "pkgarch": "a", "latest": str(rows - 1), "history": [
+            {"checksum": "c%d" % i, "value": str(i), "given": "2026-12-06T10:%02d:00.000001Z" % (i % 60)}
+            for i in range(rows)]}
+
+    assert pages.package_page(document(200), False).count(b'<circle class="mark"') == 200
+    many = pages.package_page(document(201), False)
+    assert b'<circle class="mark"' not in many and b"201 values, marked where there are 200 at most" in many
+    for text in ("2026-12-06T10:00:00.123456Z", "1970-01-01T00:00:00.000000Z", "2026-02-29T00:00:00.000000Z",
+                 "2026-12-06T10:00:00.12345xZ", "2026-12-06T24:00:00.000000Z", "9999-12-31T23:59:59.999999Z"):
+        try:
+            fast = history_module.parse_rfc3339(text)
+        except ValueError as exc:
+            fast = str(exc)
+        try:
+            slow = history_module.parse_rfc3339(" " + text)          # not the fast path's form
+        except ValueError as exc:
+            slow = str(exc).replace(repr(" " + text)[:40], repr(text)[:40])
+        assert fast == slow, text

@@ -130,7 +130,10 @@ def parse_time(given: Optional[str]) -> Optional[datetime]:
 
 
 def when(given: Optional[str]) -> str:
-    """A time as a page shows it: to the second, in UTC, or "unknown"."""
+    """A time as a page shows it: to the second, in UTC, or "unknown".  The documents'
+    own form (``2026-12-06T10:00:00.123456Z``) is cut, not parsed."""
+    if isinstance(given, str) and len(given) == 27 and given.endswith("Z") and given[10] == "T":
+        return '<time datetime="%s">%s %s UTC</time>' % (esc(given), esc(given[:10]), esc(given[11:19]))
     moment = parse_time(given)
     if moment is None:
         return '<span class="muted">unknown</span>' if given is None else esc(given)
@@ -305,6 +308,11 @@ def leading_number(value: Any) -> Optional[int]:
     return int(head) if head.isdigit() and head.isascii() else None
 
 
+MAX_MARKS = 200
+"""Rows a plot marks one by one at most (each mark names its checksum: a thousand of
+them would weigh more than the table); above, the steps alone."""
+
+
 def plot_points(items: List[Document]) -> Tuple[List[Tuple[float, int, int]], bool]:
     """(x, y, row index) per row with a number, and whether x is time: the given
     times when every row has one, else the rows' order."""
@@ -340,12 +348,13 @@ def step_plot(items: List[Document]) -> str:
     path += "".join(" H%.1f V%.1f" % (to_x(x), to_y(y)) for x, y, _ in ordered[1:])
     marks = "".join('<circle class="mark" cx="%.1f" cy="%.1f" r="3.5" fill="#0a58ca"><title>%s</title></circle>'
                     % (to_x(x), to_y(y), esc("%s: %s" % (items[i]["checksum"], items[i]["value"])))
-                    for x, y, i in points)
+                    for x, y, i in points) if len(points) <= MAX_MARKS else ""
     return ('<figure class="plot"><svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" width="%d" '
             'height="%d" role="img" aria-label="values of the package">%s<path d="%s" fill="none" '
             'stroke="#0a58ca" stroke-width="1.5"/>%s</svg><figcaption>%s</figcaption></figure>'
             % (PLOT_WIDTH, PLOT_HEIGHT, PLOT_WIDTH, PLOT_HEIGHT, plot_axes(xs, ys, timed), path, marks,
-               "value (leading number) by time given" if timed else "value (leading number) by row"))
+               ("value (leading number) by time given" if timed else "value (leading number) by row")
+               + ("" if marks else "; %d values, marked where there are %d at most" % (len(points), MAX_MARKS))))
 
 
 def plot_axes(xs: List[float], ys: List[int], timed: bool) -> str:
