@@ -400,3 +400,15 @@ def test_a_plot_marks_each_row_up_to_200_and_times_read_fast_as_the_pattern_read
         except ValueError as exc:
             slow = str(exc).replace(repr(" " + text)[:40], repr(text)[:40])
         assert fast == slow, text
+
+
+def test_a_large_package_page_is_made_in_parts_that_are_the_page():
+    """1,000 rows: the head and plot, five parts of 200 rows, the export lines; joined,
+    they are the page (the server answers other requests between the parts)."""
+    items = [{"checksum": "c%d" % i, "value": str(i), "given": None} for i in range(1000)]
+    document = {"version": "v", "pkgarch": "a", "latest": "999", "history": items}
+    parts = list(pages.package_parts(document, False))
+    assert len(parts) == 1 + 1 + 5 + 1
+    assert b"".join(parts) == pages.package_page(document, False)
+    assert all(part.count(b"<tr><td>") == 200 for part in parts[2:7])
+    assert Page(b"".join(parts)).data_rows[-1][:3] == ["1000", "c999", "999"]

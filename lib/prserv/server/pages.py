@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import html
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urlencode
 
 from ..oefile import export_lines
@@ -148,11 +148,24 @@ def text_or_unknown(value: Any) -> str:
 def table(headings: Sequence[str], rows: Iterable[Sequence[str]], empty: str = "nothing yet") -> str:
     """A table in a horizontally scrolling wrapper (a phone shows it whole);
     ``headings`` are plain text, cells are HTML made by the caller."""
-    body = "".join("<tr>%s</tr>" % "".join("<td>%s</td>" % cell for cell in row) for row in rows)
+    body = table_rows(rows)
     if not body:
         return '<p class="muted">%s</p>' % esc(empty)
+    return table_head(headings) + body + TABLE_END
+
+
+TABLE_END = "</tbody></table></div>"
+
+
+def table_head(headings: Sequence[str]) -> str:
+    """A table's start, to its headings (``table``)."""
     head = "".join('<th scope="col">%s</th>' % esc(heading) for heading in headings)
-    return '<div class="scroll"><table><thead><tr>%s</tr></thead><tbody>%s</tbody></table></div>' % (head, body)
+    return '<div class="scroll"><table><thead><tr>%s</tr></thead><tbody>' % head
+
+
+def table_rows(rows: Iterable[Sequence[str]]) -> str:
+    """Rows of a table: cells are HTML made by the caller."""
+    return "".join("<tr>%s</tr>" % "".join("<td>%s</td>" % cell for cell in row) for row in rows)
 
 
 def pager(path: str, following: Parameters) -> str:
@@ -254,19 +267,42 @@ def packages_page(page: Document, prefix: str, pkgarch: str, following: Paramete
     return document("Packages" + (" starting with %s" % prefix if prefix else ""), body)
 
 
+ROWS_PER_PART = 200
+"""Table rows ``package_parts`` renders in one part."""
+
+
 def package_page(history: Document, may_write: bool) -> bytes:
     """``/package``: every value of one package, a plot of them, its export lines."""
+    return b"".join(package_parts(history, may_write))
+
+
+def package_parts(history: Document, may_write: bool) -> Iterator[bytes]:
+    """``package_page`` in parts of about a millisecond's work each (the plot, the
+    table ``ROWS_PER_PART`` rows at a time, the export lines): the server lets other
+    requests run between them, so that a package of thousands of rows does not hold
+    it."""
     version, pkgarch, items = history["version"], history["pkgarch"], history["history"]
+    head, tail = document("%s / %s" % (version, pkgarch), "\0").split(b"\0")
+    yield head + (facts([("version", esc(version)), ("pkgarch", esc(pkgarch)),
+                         ("latest value", text_or_unknown(history.get("latest"))), ("rows", str(len(items)))])
+                  + "<h2>Values</h2>").encode("utf-8")
+    yield step_plot(items).encode("utf-8")
     headings = ["#", "checksum", "value", "given"] + (["address", "user"] if may_write else [])
-    rows = (['<span class="muted">%d</span>' % number, esc(item["checksum"]), text_or_unknown(item["value"]),
-             when(item.get("given"))] + giver_cells(item, may_write) for number, item in enumerate(items, 1))
-    body = (facts([("version", esc(version)), ("pkgarch", esc(pkgarch)),
-                   ("latest value", text_or_unknown(history.get("latest"))), ("rows", str(len(items)))])
-            + "<h2>Values</h2>" + step_plot(items) + table(headings, rows)
-            + "<h2>Export-file lines</h2>" + export_block(version, pkgarch, items)
-            + "<p>%s \u00b7 %s</p>" % (link(PACKAGES, [("prefix", version)], "packages starting with this version"),
-                                       link(HOME, [], "home")))
-    return document("%s / %s" % (version, pkgarch), body)
+    if not items:
+        yield table(headings, []).encode("utf-8")
+    for start in range(0, len(items), ROWS_PER_PART):
+        rows = (['<span class="muted">%d</span>' % number, esc(item["checksum"]), text_or_unknown(item["value"]),
+                 when(item.get("given"))] + giver_cells(item, may_write)
+                for number, item in enumerate(items[start:start + ROWS_PER_PART], start + 1))
+        part = table_rows(rows)
+        if start == 0:
+            part = table_head(headings) + part
+        if start + ROWS_PER_PART >= len(items):
+            part += TABLE_END
+        yield part.encode("utf-8")
+    yield ("<h2>Export-file lines</h2>" + export_block(version, pkgarch, items)
+           + "<p>%s \u00b7 %s</p>" % (link(PACKAGES, [("prefix", version)], "packages starting with this version"),
+                                      link(HOME, [], "home"))).encode("utf-8") + tail
 
 
 def export_block(version: str, pkgarch: str, items: List[Document]) -> str:

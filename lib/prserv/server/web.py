@@ -32,12 +32,13 @@ needs it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import importlib.util
 import json
 import re
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Union
 from urllib.parse import parse_qs, unquote_to_bytes, urlencode, urlsplit
 
 from ..asyncrpc.address import parse_tcp_address
@@ -191,6 +192,15 @@ def after_cursor(text: Optional[str], parts: int = 2) -> Optional[Tuple[str, ...
     return tuple(place)
 
 
+async def rendered(parts: Iterable[bytes]) -> bytes:
+    """A page made of ``parts``, other requests answered between them."""
+    made = []
+    for part in parts:
+        made.append(part)
+        await asyncio.sleep(0)
+    return b"".join(made)
+
+
 def linked(response: Response, path: str, following: Optional[List[Tuple[str, str]]]) -> Response:
     """``response`` with a ``Link: rel="next"`` header to the page after, if any."""
     if following is None or response.status != 200:
@@ -290,7 +300,7 @@ class WebRoutes:
                 document, following = await self.packages_data(query)
                 body = pages.packages_page(document, *form_values(query, "prefix", "pkgarch"), following)
             elif path == pages.PACKAGE:
-                body = pages.package_page(await self.history_data(query, viewer), viewer.may_write)
+                body = await rendered(pages.package_parts(await self.history_data(query, viewer), viewer.may_write))
             elif path == pages.RECENT:
                 document, following = await self.recent_data(query, viewer)
                 body = pages.recent_page(document, *form_values(query, "since"), following, viewer.may_write)
