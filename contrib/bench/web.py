@@ -445,10 +445,20 @@ def free_port() -> int:
 
 def start_server(args: argparse.Namespace) -> Tuple[Server, Tuple[str, int]]:
     """The server of ``--tree`` on ``--db`` with an HTTP listener, pinned to core 0,
-    once it serves; and the HTTP listener's address."""
+    once it serves; and the HTTP listener's address.  With ``--web-server read-only``
+    the HTTP listener is a second server's, read-only on the same database, on core 0
+    too but at the lowest CPU priority (``nice 19``): the pages off the event loop
+    that answers get-pr."""
     http_address = ("127.0.0.1", free_port())
-    flags = ["--http", "%s:%d" % http_address] + (["--cache-size", args.cache_size] if args.cache_size else [])
-    server = Server(args.tree, args.db, "server", *flags, cpu=0)
+    cache = ["--cache-size", args.cache_size] if args.cache_size else []
+    if args.web_server == "read-only":
+        server = Server(args.tree, args.db, "server", *cache, cpu=0)
+        server.wait_serving(args.start_timeout)
+        web = Server(args.tree, args.db, "web", "--read-only", "--http", "%s:%d" % http_address, *cache, cpu=0)
+        web.wait_serving(args.start_timeout)
+        os.setpriority(os.PRIO_PROCESS, web.pid, 19)
+        return server, http_address
+    server = Server(args.tree, args.db, "server", "--http", "%s:%d" % http_address, *cache, cpu=0)
     server.wait_serving(args.start_timeout)
     return server, http_address
 
@@ -514,6 +524,9 @@ def main() -> int:
     parser.add_argument("--round-seconds", type=float, default=5.0, help="(default: %(default)s)")
     parser.add_argument("--hit-clients", type=int, default=32, help="prbench.py --clients (default: %(default)s)")
     parser.add_argument("--browse-rate", type=float, default=50.0, help="pages per second (default: %(default)s)")
+    parser.add_argument("--web-server", choices=("same", "read-only"), default="same",
+                        help="who serves the pages: the server answering get-pr (same), or a second, "
+                             "read-only server on the same database at nice 19 (default: %(default)s)")
     parser.add_argument("--no-control", dest="control", action="store_false",
                         help="leave out the rounds browsing /api/v1/status only")
     parser.add_argument("--cache-size", default=None, help="the server's --cache-size (default: its own, 64M)")
