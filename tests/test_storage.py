@@ -97,10 +97,7 @@ async def test_the_feed_gives_committed_rows_only_in_commit_order(dbpath):
 
 async def test_the_feed_gives_each_rows_time_when_asked_and_unknown_ones_as_none(dbpath):
     """``given``: rows of six fields, the record's time last (None for a row stored by
-    another server); an engine without ``feed_times`` is read through ``read_feed``
-    with unknown times; the rows themselves are the same either way."""
-    from prserv.storage.engine import read_feed
-
+    another server); the rows themselves are the same either way."""
     other = sqlite3.connect(dbpath, isolation_level=None)
     other.execute("CREATE TABLE PRMAIN (version TEXT NOT NULL, pkgarch TEXT NOT NULL, checksum TEXT NOT NULL, "
                   "value TEXT, PRIMARY KEY (version, pkgarch, checksum, value))")
@@ -114,10 +111,7 @@ async def test_the_feed_gives_each_rows_time_when_asked_and_unknown_ones_as_none
         assert [row[:5] for row in timed] == plain == [("1", V, A, "bitbake", "0"), ("2", V, A, "c1", "1")]
         assert timed[0][5] is None and type(timed[1][5]) is int
         assert (await engine.history(V, A))[1][2] == timed[1][5]
-        assert (await read_feed(engine, None, 10, given=True)).rows == timed
-        assert (await read_feed(engine, None, 10)).rows == plain
-        engine.feed_times = False                               # as an engine that cannot yet
-        assert (await read_feed(engine, "1", 10, given=True)).rows == [plain[1] + (None,)]
+        assert (await engine.changes("1", 10, given=True)).rows == timed[1:]
     finally:
         other.close()
         await engine.close()

@@ -23,7 +23,7 @@ from ..asyncrpc.protocol import JSONStream, dumps
 from ..errors import (CatchingUp, DatabaseError, DatabaseUnavailable, InvalidRequestError, InvalidRevisionError,
                       PermissionDenied, PRServiceError)
 from ..revision import key_to_revision
-from ..storage.engine import NOBODY, Engine, Giver, Row, feed_digest, read_feed
+from ..storage.engine import NOBODY, Engine, Giver, Row, feed_digest
 from ..version import __version__
 from . import fields
 from .allocator import Allocator
@@ -241,9 +241,9 @@ class PRServerClient(AsyncServerConnection):
         wait = fields.bounded_number(args, "wait", 0, MAX_PULL_WAIT, 0)
         count = fields.flag(args, "count", False)
         given = fields.flag(args, "given", False)
-        page = await read_feed(self.engine, since, limit, count, given)
+        page = await self.engine.changes(since, limit, count, given)
         if not page.rows and wait > 0 and await self.server.wait_for_changes(since, wait):
-            page = await read_feed(self.engine, since, limit, count, given)
+            page = await self.engine.changes(since, limit, count, given)
         return messages.mirror_pull_answer(page)
 
     async def handle_mirror_audit(self, request: Any) -> Dict[str, Any]:

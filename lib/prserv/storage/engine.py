@@ -424,18 +424,13 @@ class Engine(abc.ABC):
     async def column_info(self) -> List[Dict[str, Any]]:
         """The table's columns (name, type, notnull, dflt_value, pk), for exports."""
 
-    feed_times: bool = False
-    """``changes`` takes ``given``: the feed can carry when each row was given.  Read the
-    feed through ``read_feed``, which asks an engine without it (yet) for its rows
-    alone and gives them with unknown times."""
-
     @abc.abstractmethod
     async def changes(self, since: Optional[Position], limit: int, count: bool = False,
                       given: bool = False) -> FeedPage:
         """Up to ``limit`` committed rows after ``since`` (None: the beginning), in a
         stable order, each with its position; ``count``: also count the rest;
-        ``given`` (engines with ``feed_times``): each row a ``TimedRow``, with the time
-        its record says it was given (None: unknown).
+        ``given``: each row a ``TimedRow``, with the time its record says it was given
+        (None: unknown).
         ``InvalidRequestError`` for a position this engine cannot have made."""
 
     @abc.abstractmethod
@@ -481,19 +476,6 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Flush and release the database."""
-
-
-async def read_feed(engine: Engine, since: Optional[Position], limit: int, count: bool = False,
-                    given: bool = False) -> FeedPage:
-    """``engine.changes``; with ``given``, rows are ``TimedRow``s whatever the engine: one
-    without ``feed_times`` (an engine that does not read its record with the feed yet)
-    gives its rows with unknown times, which a mirror stores as no record."""
-    if not given:
-        return await engine.changes(since, limit, count)
-    if engine.feed_times:
-        return await engine.changes(since, limit, count, given=True)
-    page = await engine.changes(since, limit, count)
-    return page._replace(rows=[tuple(row) + (None,) for row in page.rows])
 
 
 class RowDigest:

@@ -84,7 +84,6 @@ class PostgreSQLEngine(Engine):
     """The PR table of a PostgreSQL database (``open`` creates one)."""
 
     table_name = "PRMAIN"
-    feed_times = True
 
     def __init__(self, url: str, pool: Any, read_only: bool, outage_wait: float = DEFAULT_OUTAGE_WAIT) -> None:
         self.url = url

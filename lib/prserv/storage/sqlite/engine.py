@@ -42,7 +42,6 @@ FORGET_SLICE = 20000
 class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
     """bitbake's PR table (``PRMAIN``, or another name) in an open SQLite file."""
 
-    feed_times = True
 
     def __init__(self, database: SQLiteDatabase, table: str = PRMAIN, mirror: bool = False) -> None:
         """``mirror``: the file is written only by a mirror (``feed`` explains what
