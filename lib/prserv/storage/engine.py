@@ -354,20 +354,17 @@ class Engine(abc.ABC):
         ``pkgarch``; each with its largest value.  Each package costs an index seek
         (and its largest value a bounded read): a page reads what it shows."""
 
+    @abc.abstractmethod
     async def history(self, version: str, pkgarch: str) -> List[HistoryRow]:
-        """Every row of the package with its record, in no particular order (an engine
-        without a record gives its rows with none)."""
-        rows: List[HistoryRow] = []
-        async for batch in self.export_batches(version, pkgarch, None, True):
-            rows.extend((checksum, value, None, None, None) for _, _, checksum, value in batch)
-        return rows
+        """Every row of the package with its record (None where a row has none), in no
+        particular order."""
 
+    @abc.abstractmethod
     async def recent(self, since: Optional[int], after: Optional[Position], limit: int) -> List[RecentRow]:
         """Up to ``limit`` rows newest first (the change feed's order, backwards), those
         before position ``after`` when given; with ``since`` (microseconds since the
         epoch) only rows recorded as given at or after it.  Reads what it returns: the
         rows by position, from the first row given since then."""
-        return []
 
     async def values_stored(self) -> Optional[int]:
         """How many values the table holds, from what the engine keeps counted (never a
@@ -379,16 +376,17 @@ class Engine(abc.ABC):
         takes it a small step at a time: None until it has it)."""
         return None
 
+    @abc.abstractmethod
     async def given_since(self, since: int) -> Optional[int]:
-        """How many rows were given at or after ``since`` (an index range, not a table
-        scan), None where the engine keeps no record."""
-        return None
+        """How many rows were given at or after ``since`` (a range of the record, not a
+        table scan), None where the database has no record (a read-only open of a file
+        no server of this version wrote)."""
 
+    @abc.abstractmethod
     async def forget_clients(self, before: int) -> int:
         """Erase the address and user of every record older than ``before``
         (microseconds since the epoch); their times stay.  Returns how many records
         changed."""
-        return 0
 
     @abc.abstractmethod
     async def has_row(self, version: str, pkgarch: str, value: str,
@@ -408,17 +406,16 @@ class Engine(abc.ABC):
         """Store rows as they are (values already checked), skipping those held already,
         in one transaction; returns how many were added.  For copying a database."""
 
+    @abc.abstractmethod
     async def add_rows_given(self, rows: Sequence[Row], given: Sequence[Optional[Given]]) -> int:
         """``add_rows``, keeping each row's record: ``given[i]`` (None, or a time of None:
         no record) becomes the record of ``rows[i]`` unless the row has one here already,
-        in the same transaction.  For a copy that keeps the record; an engine without a
-        record stores the rows alone."""
-        return await self.add_rows(rows)
+        in the same transaction.  For a copy that keeps the record."""
 
+    @abc.abstractmethod
     async def records_of(self, rows: Sequence[Row]) -> List[Optional[Given]]:
         """The record of each of ``rows`` (None where it has none, or the row is not
-        held), for a copy that keeps the record.  An engine without one has none."""
-        return [None] * len(rows)
+        held), for a copy that keeps the record."""
 
     @abc.abstractmethod
     async def column_info(self) -> List[Dict[str, Any]]:
