@@ -127,6 +127,7 @@ async def test_a_copy_reads_and_keeps_each_rows_record(tmp_path):
         rows = [(V, A, "c", "0"), (V, A, "none", "1")]
         records = await source.records_of(rows)
         assert records[1] is None and records[0][1:] == ("10.0.0.1", "ci") and type(records[0][0]) is int
+        assert await source.records_of(rows[::-1]) == records[::-1]             # not in key order: one by one
         assert await target.add_rows_given(rows, records) == 2
         assert await target.add_rows_given(rows, [(5, None, None), (6, "x", None)]) == 0
         assert await target.records_of(rows) == [records[0], (6, "x", None)]   # kept; gained

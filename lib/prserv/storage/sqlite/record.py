@@ -141,15 +141,24 @@ class Record:
             (version, pkgarch)).fetchall()
 
     def of_rows(self, rows: Sequence[Row]) -> List[Optional[Given]]:
-        """The record of each row (None where it has none), each found by its primary
-        key: what a copy carries over."""
-        if not self.exists():
+        """The record of each row (None where it has none): what a copy carries over.
+        Rows in primary-key order (an export's batch) are read as one range of the
+        key; others one by one."""
+        if not self.exists() or not rows:
             return [None] * len(rows)
         self.flush_if_writing()
+        keys = [tuple(row) for row in rows]
+        if all(None not in key for key in keys) and all(keys[n] < keys[n + 1] for n in range(len(keys) - 1)):
+            found = {tuple(record[:4]): tuple(record[4:]) for record in self.conn.execute(
+                "SELECT t.version, t.pkgarch, t.checksum, t.value, g.given, g.address, g.user FROM %s AS t "
+                "JOIN %s AS g ON g.row = t.rowid WHERE (t.version, t.pkgarch, t.checksum, t.value) >= (?, ?, ?, ?) "
+                "AND (t.version, t.pkgarch, t.checksum, t.value) <= (?, ?, ?, ?)" % (self.table, self.name),
+                keys[0] + keys[-1])}
+            return [found.get(key) for key in keys]           # type: ignore[misc]
         query = ("SELECT g.given, g.address, g.user FROM %s AS t JOIN %s AS g ON g.row = t.rowid "
                  "WHERE t.version = ? AND t.pkgarch = ? AND t.checksum = ? AND t.value = ?"
                  % (self.table, self.name))
-        return [self.conn.execute(query, tuple(row)).fetchone() for row in rows]
+        return [self.conn.execute(query, key).fetchone() for key in keys]
 
     def first_given(self, version: str, pkgarch: str, value: str, indexed: bool) -> Optional[int]:
         """When ``value`` was first given in the package (None: unknown).  A value the
