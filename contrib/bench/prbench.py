@@ -54,6 +54,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import signal
 import socket
 import struct
@@ -257,9 +258,11 @@ def summarize(options: argparse.Namespace, stats: Sequence[ClientStats], seconds
 class RunControl:
     """Decides when a client stops: after N requests, at a deadline, or on a signal."""
 
-    def __init__(self, requests: int, duration: Optional[float]) -> None:
+    def __init__(self, requests: int, duration: Optional[float], interval: float = 0.0) -> None:
         self.requests = requests
         self.duration = duration
+        self.interval = interval
+        """Seconds between one client's requests (``--rate``); 0: each as soon as the last is answered."""
         self.deadline = math.inf
         self.stopped = threading.Event()
 
@@ -484,12 +487,20 @@ async def open_persistent(target: Target) -> ReplyProtocol:
 async def persistent_client(target: Target, workload: Workload, client: int,
                             control: RunControl, stats: ClientStats,
                             connection: ReplyProtocol) -> None:
-    """One client on one connection; reconnects after the server closed it."""
+    """One client on one connection; reconnects after the server closed it.  Paced
+    (``control.interval``), request ``i`` is due at a fixed time, and its latency counts
+    from then: a late answer delays the next request, whose wait is counted too."""
     i = 0
+    first = time.perf_counter() + control.interval * random.random()     # clients spread out
     try:
         while control.more(i):
             package, checksum, request = workload.next_request(client, i)
             started = time.perf_counter()
+            if control.interval:
+                due = first + i * control.interval
+                if due > started:
+                    await asyncio.sleep(due - started)
+                started = due
             try:
                 line = await connection.ask(request)
             except ConnectionError:
@@ -560,6 +571,9 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--prefix", default="pkg", help="package names <prefix><n>-1.0-r0")
     parser.add_argument("--pkgarch", default="core2-64")
     parser.add_argument("--history", action="store_true", help='send "history": true')
+    parser.add_argument("--rate", type=float, default=None,
+                        help="requests per second in all, paced over the clients (each request due at a fixed "
+                             "time, its latency counted from then); default: each client asks again at once")
     options = parser.parse_args(argv)
     if options.package is not None:
         if options.packages not in (None, 1):
@@ -571,6 +585,8 @@ def parse_arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--clients, --packages and --requests must be >= 1")
     if options.duration is not None and options.duration <= 0:
         parser.error("--duration must be > 0")
+    if options.rate is not None and (options.rate <= 0 or options.mode == "conn"):
+        parser.error("--rate must be > 0, and paces new, hit and mixed only")
     return options
 
 
@@ -580,7 +596,8 @@ def run(options: argparse.Namespace) -> Dict[str, Any]:
     workload = Workload(options.mode, options.packages, options.prefix, options.pkgarch,
                         options.history, os.urandom(6).hex(), options.package)
     primed = prime(target, workload, options.clients) if options.mode in PRIMED_MODES else 0
-    control = RunControl(options.requests, options.duration)
+    control = RunControl(options.requests, options.duration,
+                         options.clients / options.rate if options.rate else 0.0)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, control.stop)
     stats = [ClientStats() for _ in range(options.clients)]

@@ -409,8 +409,9 @@ def hit_round(server: Server, http_address: Tuple[str, int], routes: List[Route]
     elif kind == "pages":
         browsing = PacedBrowsing(http_address, routes, args.browse_rate)
     before = cpu_seconds(server.pid)
+    pace = ["--rate", str(args.hit_rate)] if args.hit_rate else []
     load = _load.start(pinned(1, _load.command(server.wait_serving(), "hit", "--clients", str(args.hit_clients),
-                                               "--duration", str(args.round_seconds), "--prefix", "webhit")))
+                                               "--duration", str(args.round_seconds), "--prefix", "webhit", *pace)))
     if browsing:
         browsing.start()
     try:
@@ -524,6 +525,9 @@ def main() -> int:
     parser.add_argument("--round-seconds", type=float, default=5.0, help="(default: %(default)s)")
     parser.add_argument("--hit-clients", type=int, default=32, help="prbench.py --clients (default: %(default)s)")
     parser.add_argument("--browse-rate", type=float, default=50.0, help="pages per second (default: %(default)s)")
+    parser.add_argument("--hit-rate", type=float, default=None,
+                        help="hits per second in all, paced (prbench.py --rate): a load the server keeps up "
+                             "with, whose p99 shows what a page makes a hit wait (default: as fast as answered)")
     parser.add_argument("--web-server", choices=("same", "read-only"), default="same",
                         help="who serves the pages: the server answering get-pr (same), or a second, "
                              "read-only server on the same database at nice 19 (default: %(default)s)")

@@ -38,6 +38,7 @@ import hashlib
 import importlib.util
 import json
 import re
+import time
 from typing import Any, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple, Union
 from urllib.parse import parse_qs, unquote_to_bytes, urlencode, urlsplit
 
@@ -60,6 +61,9 @@ RECENT_PATH = "/api/v1/recent"
 OPENAPI_PATH = "/api/v1/openapi.json"
 METRICS_PATH = "/metrics"
 DAY_US = 24 * 3600 * 10**6
+FIGURE_SECONDS = 5.0
+"""How long the status' count of the last 24 hours' values is shown before it is
+counted again."""
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 JSON_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"))
@@ -239,6 +243,7 @@ class WebRoutes:
     def __init__(self, server: Described) -> None:
         self.server = server
         self._registry: Optional[Any] = None
+        self._given_24h: Optional[Tuple[float, Optional[int]]] = None
 
     async def viewer(self, client: Client, headers: Headers) -> Union[Viewer, Response]:
         """Who sends the request (``webaccess``), or the answer refusing it."""
@@ -375,6 +380,14 @@ class WebRoutes:
         content_type, body = metrics.exposition(self._registry)
         return Response(200, [("Content-Type", content_type), ("Cache-Control", "no-store")], body)
 
+    async def given_24h(self) -> Optional[int]:
+        """Values given in the last 24 hours, counted at most every ``FIGURE_SECONDS``
+        (the count reads the day's records: not on every view of a busy status)."""
+        now = time.monotonic()
+        if self._given_24h is None or now - self._given_24h[0] >= FIGURE_SECONDS:
+            self._given_24h = (now, await self.server.engine.given_since(now_us() - DAY_US))
+        return self._given_24h[1]
+
     async def status(self) -> Dict[str, Any]:
         """What this server is (role, engine, version, upstream, mirror source, the
         history's identity), its figures and the state of its sources.  Figures come
@@ -387,7 +400,7 @@ class WebRoutes:
                 "version": __version__, "upstream": server.upstream, "mirror_of": server.mirror,
                 "identity": (await engine.changes(None, 0)).identity,
                 "figures": {"packages": await engine.packages_stored(), "values": await engine.values_stored(),
-                            "given_24h": await engine.given_since(now_us() - DAY_US)},
+                            "given_24h": await self.given_24h()},
                 "mirror": server.mirror_status(),
                 "upstream_state": None if upstream is None else {
                     "address": upstream.address, "down": upstream.is_down, **upstream.outcomes}}

@@ -124,7 +124,8 @@ class Record:
         """(the first record's row, past the last one's); (0, 0) without records."""
         if not self.exists():
             return 0, 0
-        first, last = self.conn.execute("SELECT min(row), max(row) FROM %s" % self.name).fetchone()
+        first, last = self.conn.execute("SELECT (SELECT min(row) FROM %s), (SELECT max(row) FROM %s)"
+                                        % (self.name, self.name)).fetchone()     # each one seek
         return (0, 0) if first is None else (first, last + 1)
 
     # -- reading
