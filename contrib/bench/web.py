@@ -436,6 +436,26 @@ def hit_round(server: Server, http_address: Tuple[str, int], routes: List[Route]
 
 # --------------------------------------------------------------------------- the server
 
+def quiet_browser() -> None:
+    """This process (its browsing client) on core 0 beside the server, at the lowest
+    CPU priority (``idle``): the server takes the core whenever it has work, and the load
+    generator keeps core 1 to itself -- so a browsing client does not slow the
+    clients whose latency is measured (the control then shows what is left)."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})
+    idle(0)
+
+
+def idle(pid: int) -> None:
+    """Process ``pid`` (0: this one) at the lowest CPU priority there is: Linux's
+    ``SCHED_IDLE`` where it has it (any other process on the core goes first, at once),
+    else ``nice 19``."""
+    if hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.setpriority(os.PRIO_PROCESS, pid, 19)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now (for ``--http``, whose address a server at
     WARNING level does not log)."""
@@ -448,8 +468,8 @@ def start_server(args: argparse.Namespace) -> Tuple[Server, Tuple[str, int]]:
     """The server of ``--tree`` on ``--db`` with an HTTP listener, pinned to core 0,
     once it serves; and the HTTP listener's address.  With ``--web-server read-only``
     the HTTP listener is a second server's, read-only on the same database, on core 0
-    too but at the lowest CPU priority (``nice 19``): the pages off the event loop
-    that answers get-pr."""
+    too but at the lowest CPU priority (``idle``): the pages off the event loop that
+    answers get-pr."""
     http_address = ("127.0.0.1", free_port())
     cache = ["--cache-size", args.cache_size] if args.cache_size else []
     if args.web_server == "read-only":
@@ -457,7 +477,7 @@ def start_server(args: argparse.Namespace) -> Tuple[Server, Tuple[str, int]]:
         server.wait_serving(args.start_timeout)
         web = Server(args.tree, args.db, "web", "--read-only", "--http", "%s:%d" % http_address, *cache, cpu=0)
         web.wait_serving(args.start_timeout)
-        os.setpriority(os.PRIO_PROCESS, web.pid, 19)
+        idle(web.pid)
         return server, http_address
     server = Server(args.tree, args.db, "server", "--http", "%s:%d" % http_address, *cache, cpu=0)
     server.wait_serving(args.start_timeout)
@@ -528,9 +548,13 @@ def main() -> int:
     parser.add_argument("--hit-rate", type=float, default=None,
                         help="hits per second in all, paced (prbench.py --rate): a load the server keeps up "
                              "with, whose p99 shows what a page makes a hit wait (default: as fast as answered)")
+    parser.add_argument("--quiet-browser", action="store_true",
+                        help="run the browsing client on the server's core at the lowest CPU priority, not beside the load "
+                             "generator (for the mix: the control then measures the pages' own cost)")
     parser.add_argument("--web-server", choices=("same", "read-only"), default="same",
                         help="who serves the pages: the server answering get-pr (same), or a second, "
-                             "read-only server on the same database at nice 19 (default: %(default)s)")
+                             "read-only server on the same database at the lowest CPU priority (default: "
+                             "%(default)s)")
     parser.add_argument("--no-control", dest="control", action="store_false",
                         help="leave out the rounds browsing /api/v1/status only")
     parser.add_argument("--cache-size", default=None, help="the server's --cache-size (default: its own, 64M)")
@@ -579,6 +603,8 @@ def main() -> int:
             print("\nhit p99 without and with browsing (%s pages/s over %s), %d rounds of %s s:" % (
                 args.browse_rate, ",".join(r.name for r in served), args.rounds, args.round_seconds), flush=True)
             kinds = [k for k in KINDS if k != "status" or args.control]
+            if args.quiet_browser:
+                quiet_browser()
             rounds = []
             print(MIX_LINE % tuple(MIX_COLUMNS))
             for n in range(args.rounds):
