@@ -17,9 +17,9 @@ pkgarchs, checksums, users: anything):
 * links are built with ``urlencode``, so a version with ``&`` or ``#`` in it
   still names its package.
 
-Fields the documents may not carry yet (``given``, ``address``, ``user``, the
-status' ``identity``, ``figures``, ``mirror``, ``upstream_state``) are shown when
-present; an unknown time reads "unknown".
+A time the record does not know (``given`` null) reads "unknown"; the address and
+user columns are there only when the documents carry them (viewers that may write);
+the status' ``mirror`` and ``upstream_state`` are shown key by key, whatever they hold.
 """
 
 from __future__ import annotations
