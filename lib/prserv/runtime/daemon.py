@@ -40,6 +40,7 @@ from .credentials import credentials_for
 from .logs import configure_logging
 from .reload import reload_on_sighup
 from .settings import STDERR_LOG, Config, limits_of
+from . import webprocess
 
 PIDPREFIX = "/tmp/PRServer_%s_%s.pid"
 READY_TIMEOUT = 60.0
@@ -158,8 +159,9 @@ def build_server(config: Config) -> PRServer:
                                                          config.source("mirror_token"))
                       if config.mirror else None,
                       tls_certificate=config.tls_certificate, tls_key=config.tls_key, tls_ca=config.tls_ca,
-                      metrics=config.metrics, event_loop=config.event_loop, http=config.http,
-                      record_clients=config.record_clients)
+                      metrics=config.metrics, event_loop=config.event_loop,
+                      http=None if webprocess.wanted(config) else config.http,
+                      record_clients=config.record_clients, shown_as=webprocess.shown_as())
     reload_on_sighup(server, lambda: access_rules(config.reloaded()))
     for address in config.bind:
         server.start_server(address)
@@ -191,13 +193,16 @@ def run_foreground(config: Config, ready: Callable[[List[str]], None]) -> None:
     server = build_server(config)
     pidfile = config.pidfile
     listening = False
+    http_process: Optional[webprocess.HTTPProcess] = None
 
     def started() -> None:
-        nonlocal listening
+        nonlocal listening, http_process
         if pidfile:
             write_pidfile(pidfile)
         listening = True
         ready(server.addresses)
+        webprocess.report_listening(server.http_addresses)
+        http_process = _start_http_process(config, log_file)
 
     if pidfile and clear_stale_pidfile(pidfile)[0] is not None:
         raise DaemonError("pidfile %s names a running server" % pidfile)
@@ -208,8 +213,19 @@ def run_foreground(config: Config, ready: Callable[[List[str]], None]) -> None:
             raise
         raise DaemonError("cannot start the server: %s" % exc) from exc
     finally:
+        if http_process is not None:
+            http_process.stop()
         if pidfile and listening:
             remove_pidfile(pidfile)
+
+
+def _start_http_process(config: Config, log_file: str) -> Optional[webprocess.HTTPProcess]:
+    """The child serving ``config.http``, started (None: this process serves it, if anyone)."""
+    if not webprocess.wanted(config):
+        return None
+    child = webprocess.HTTPProcess(config, log_file)
+    child.start()
+    return child
 
 
 def start_daemon(config: Config, pidfile: str) -> List[str]:
@@ -224,16 +240,21 @@ def start_daemon(config: Config, pidfile: str) -> List[str]:
 def _daemon_main(config: Config, pidfile: str, ready: Callable[[List[str]], None]) -> None:
     configure_logging(config.log_file, config.log_level)
     server = build_server(config)
+    http_process: Optional[webprocess.HTTPProcess] = None
 
     def listening() -> None:
+        nonlocal http_process
         write_pidfile(pidfile)
         logger.info("%s (daemon pid %d, pidfile %s)", describe(config, server.addresses),
                     os.getpid(), pidfile)
         ready(server.addresses)
+        http_process = _start_http_process(config, config.log_file)
 
     try:
         server.serve_forever(ready=listening)
     finally:
+        if http_process is not None:
+            http_process.stop()
         remove_pidfile(pidfile)
 
 

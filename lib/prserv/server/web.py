@@ -112,6 +112,11 @@ class Described(Protocol):
     allocator: Any
     """The server's ``server.allocator.Allocator`` (its ``upstream``)."""
 
+    shown_as: Optional[Dict[str, Any]]
+    """What the status says of the server's role, upstream and mirror source when
+    they are another server's (``role``, ``upstream``, ``mirror_of``: the server this
+    one serves the pages of), else None."""
+
     def mirror_status(self) -> Optional[Dict[str, Any]]: ...
 
 
@@ -396,8 +401,11 @@ class WebRoutes:
         engine = server.engine
         role = "mirror" if server.mirror else "read-only" if server.read_only else "read-write"
         upstream = server.allocator.upstream if server.allocator is not None else None
-        return {"role": role, "engine": "postgresql" if is_url(server.dbfile) else "sqlite",
-                "version": __version__, "upstream": server.upstream, "mirror_of": server.mirror,
+        described = {"role": role, "upstream": server.upstream, "mirror_of": server.mirror}
+        if server.shown_as is not None:
+            described.update(server.shown_as)
+        return {"role": described["role"], "engine": "postgresql" if is_url(server.dbfile) else "sqlite",
+                "version": __version__, "upstream": described["upstream"], "mirror_of": described["mirror_of"],
                 "identity": (await engine.changes(None, 0)).identity,
                 "figures": {"packages": await engine.packages_stored(), "values": await engine.values_stored(),
                             "given_24h": await self.given_24h()},
