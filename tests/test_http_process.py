@@ -68,6 +68,28 @@ async def test_the_pages_come_from_an_idle_child_that_is_restarted_and_stopped_w
     assert not any(is_running(child) for _, child, _ in children(lines))
 
 
+async def test_the_child_shows_the_server_s_upstream_and_asks_it_for_the_upstream_s_state(tmp_path):
+    upstream, upstream_address, _ = start_process(tmp_path, db="upstream.sqlite3")
+    try:
+        process, address, lines = start_process(tmp_path, "-u", upstream_address, "--http", "127.0.0.1:0",
+                                                 "--http-process", "true")
+        try:
+            await until(lambda: len(children(lines)) == 1, 30, lambda: lines)
+            http_address = children(lines)[0][0]
+            async with await prserv.create_async_client(address) as client:
+                await client.getPR("zlib-1.3-r0", "core2-64", "c1")
+            status = (await get(http_address)).json()
+            assert (status["role"], status["upstream"], status["mirror"]) == ("read-write", upstream_address, None)
+            state = status["upstream_state"]
+            assert state["address"] == upstream_address and state["ok"] >= 1 and state["error"] == 0
+        finally:
+            process.terminate()
+            process.wait(30)
+    finally:
+        upstream.terminate()
+        upstream.wait(30)
+
+
 def test_the_child_gets_the_access_tls_and_limit_settings_and_shows_the_server_s_role(tmp_path, monkeypatch):
     monkeypatch.setenv("PRSERV_MIRROR", "ignored:1")
     config = load_config({"database": str(tmp_path / "pr.sqlite3"), "http": "127.0.0.1:0", "http_process": True,
@@ -82,7 +104,8 @@ def test_the_child_gets_the_access_tls_and_limit_settings_and_shows_the_server_s
                           ("--trusted-proxy", "10.9.0.1/32"), ("--idle-timeout", "7.0"), ("--log", "-")):
         assert argv[argv.index(option) + 1] == value
     assert "--mirror" not in argv and "--upstream" not in argv
-    environ = webprocess.child_environ(config, 9)
+    environ = webprocess.child_environ(config, 9, "unix:///private/server.sock")
     assert "PRSERV_MIRROR" not in environ
-    assert webprocess.shown_as(environ) == {"role": "mirror", "upstream": None, "mirror_of": "source:8585"}
+    assert webprocess.shown_as(environ) == {"role": "mirror", "upstream": None, "mirror_of": "source:8585",
+                                            "parent": "unix:///private/server.sock"}
     assert webprocess.shown_as({}) is None

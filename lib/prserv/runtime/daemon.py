@@ -193,16 +193,17 @@ def run_foreground(config: Config, ready: Callable[[List[str]], None]) -> None:
     server = build_server(config)
     pidfile = config.pidfile
     listening = False
-    http_process: Optional[webprocess.HTTPProcess] = None
+    http_process = _http_process(server, config, log_file)
 
     def started() -> None:
-        nonlocal listening, http_process
+        nonlocal listening
         if pidfile:
             write_pidfile(pidfile)
         listening = True
         ready(server.addresses)
         webprocess.report_listening(server.http_addresses)
-        http_process = _start_http_process(config, log_file)
+        if http_process is not None:
+            http_process.start()
 
     if pidfile and clear_stale_pidfile(pidfile)[0] is not None:
         raise DaemonError("pidfile %s names a running server" % pidfile)
@@ -219,12 +220,13 @@ def run_foreground(config: Config, ready: Callable[[List[str]], None]) -> None:
             remove_pidfile(pidfile)
 
 
-def _start_http_process(config: Config, log_file: str) -> Optional[webprocess.HTTPProcess]:
-    """The child serving ``config.http``, started (None: this process serves it, if anyone)."""
+def _http_process(server: PRServer, config: Config, log_file: str) -> Optional[webprocess.HTTPProcess]:
+    """The child that will serve ``config.http``, its private listener added to
+    ``server`` (None: this process serves it, if anyone)."""
     if not webprocess.wanted(config):
         return None
     child = webprocess.HTTPProcess(config, log_file)
-    child.start()
+    server.start_server(child.parent_address)
     return child
 
 
@@ -240,15 +242,15 @@ def start_daemon(config: Config, pidfile: str) -> List[str]:
 def _daemon_main(config: Config, pidfile: str, ready: Callable[[List[str]], None]) -> None:
     configure_logging(config.log_file, config.log_level)
     server = build_server(config)
-    http_process: Optional[webprocess.HTTPProcess] = None
+    http_process = _http_process(server, config, config.log_file)
 
     def listening() -> None:
-        nonlocal http_process
         write_pidfile(pidfile)
         logger.info("%s (daemon pid %d, pidfile %s)", describe(config, server.addresses),
                     os.getpid(), pidfile)
         ready(server.addresses)
-        http_process = _start_http_process(config, config.log_file)
+        if http_process is not None:
+            http_process.start()
 
     try:
         server.serve_forever(ready=listening)

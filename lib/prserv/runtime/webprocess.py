@@ -11,8 +11,9 @@ access, TLS, limit and log settings, and puts it at the idle CPU priority
 shutdown it gets SIGTERM, then SIGKILL.
 
 The child's status describes the server it serves the pages of: its role, upstream
-and mirror source come in ``PRSERV_WEB_*`` variables (``shown_as``).  (What changes
-while it runs -- a mirror's state, an upstream's -- is not shown by the child yet.)
+and mirror source come in ``PRSERV_WEB_*`` variables (``shown_as``); what changes
+while it runs (a mirror's state, an upstream's) it asks the server over a private
+unix socket in the same temporary directory (``server.parentstate``).
 The child reports its HTTP addresses through a pipe (``report_listening``) and ends
 itself when the server that started it is gone (``watch_parent``).
 """
@@ -40,6 +41,7 @@ UPSTREAM_ENV = "PRSERV_WEB_UPSTREAM"
 MIRROR_OF_ENV = "PRSERV_WEB_MIRROR_OF"
 REPORT_FD_ENV = "PRSERV_WEB_REPORT_FD"
 PARENT_ENV = "PRSERV_WEB_PARENT"
+PARENT_ADDRESS_ENV = "PRSERV_WEB_PARENT_ADDRESS"
 CHILD_SETTINGS = ("allow", "allow_write", "allow_write_unix", "trusted_proxies", "tls_certificate", "tls_key",
                   "cache_size", "event_loop", "db_pool_size", "db_connect_timeout", "db_lock_timeout",
                   "db_outage_wait", "log_level", "max_connections", "max_connections_per_address",
@@ -53,6 +55,13 @@ STOP_TIMEOUT = 5.0
 FIRST_BACKOFF, MAX_BACKOFF = 0.5, 30.0
 STEADY_SECONDS = 60.0
 """A child that ran this long before exiting is restarted after the first back-off."""
+_OWN_PROCESS_GROUP: Dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else \
+    {"preexec_fn": os.setpgrp}
+"""The child in a process group of its own (a terminal's Ctrl-C reaches the server
+only, which stops it) but in the server's session: Linux's autogroup schedules each
+session as one entity, so a child in a session of its own would compete with the
+server as an equal whatever its own policy, and ``SCHED_IDLE`` would not keep it out
+of the get-pr latency."""
 LIB = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BOOT = "import sys; sys.path.insert(0, %r); from prserv.cli.bitbake_prserv import main; sys.exit(main())"
 """The program: this copy of ``bitbake-prserv`` (``lib/prserv`` wherever it is)."""
@@ -67,7 +76,7 @@ def shown_as(environ: Optional[Mapping[str, str]] = None) -> Optional[Dict[str, 
     if ROLE_ENV not in environ:
         return None
     return {"role": environ[ROLE_ENV], "upstream": environ.get(UPSTREAM_ENV) or None,
-            "mirror_of": environ.get(MIRROR_OF_ENV) or None}
+            "mirror_of": environ.get(MIRROR_OF_ENV) or None, "parent": environ.get(PARENT_ADDRESS_ENV) or None}
 
 
 def report_listening(http_addresses: List[str], environ: Optional[Mapping[str, str]] = None) -> None:
@@ -121,14 +130,14 @@ def child_argv(config: Config, log_file: str, socket_path: str) -> List[str]:
     return argv
 
 
-def child_environ(config: Config, report_fd: int) -> Dict[str, str]:
+def child_environ(config: Config, report_fd: int, parent_address: Optional[str] = None) -> Dict[str, str]:
     """The child's environment: this one without the settings (its flags say them
     all) and with what its status shows."""
     names = {setting.env for setting in SETTINGS} | {CONFIG_ENV}
     environ = {key: value for key, value in os.environ.items() if key not in names}
     environ.update({ROLE_ENV: role_of(config), UPSTREAM_ENV: config.upstream or "",
                     MIRROR_OF_ENV: config.mirror or "", REPORT_FD_ENV: str(report_fd),
-                    PARENT_ENV: str(os.getpid())})
+                    PARENT_ENV: str(os.getpid()), PARENT_ADDRESS_ENV: parent_address or ""})
     return environ
 
 
@@ -149,6 +158,9 @@ class HTTPProcess:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._directory = tempfile.mkdtemp(prefix="prserv-http-")
+        self.parent_address = "unix://" + os.path.join(self._directory, "server.sock")
+        """Where the server answers the child's questions (``server.parentstate``): a
+        listener the caller adds to the server before it serves."""
         self._thread = threading.Thread(target=self._supervise, name="prserv-http-process", daemon=True)
 
     @property
@@ -172,7 +184,8 @@ class HTTPProcess:
                 logger.warning("HTTP process (pid %d) did not stop within %g s: killed", process.pid, timeout)
                 process.kill()
                 process.wait()
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
         shutil.rmtree(self._directory, ignore_errors=True)
 
     def _supervise(self) -> None:
@@ -201,8 +214,8 @@ class HTTPProcess:
                 try:
                     self.process = subprocess.Popen(
                         child_argv(self.config, self.log_file, socket_path),
-                        env=child_environ(self.config, write_fd), pass_fds=(write_fd,),
-                        stdin=subprocess.DEVNULL, start_new_session=True)
+                        env=child_environ(self.config, write_fd, self.parent_address), pass_fds=(write_fd,),
+                        stdin=subprocess.DEVNULL, **_OWN_PROCESS_GROUP)
                 except OSError as exc:
                     logger.error("HTTP process: cannot start: %s", exc)
                     return None
