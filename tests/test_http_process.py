@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 from typing import List, Tuple
 
@@ -66,6 +67,30 @@ async def test_the_pages_come_from_an_idle_child_that_is_restarted_and_stopped_w
         process.wait(30)
     assert process.returncode == 0
     assert not any(is_running(child) for _, child, _ in children(lines))
+
+
+async def test_sighup_replaces_the_child_with_one_of_the_settings_read_again(tmp_path):
+    conf = tmp_path / "prserv.toml"
+    conf.write_text('allow = ["127.0.0.0/8"]\n')
+    process, address, lines = start_process(tmp_path, "--config", str(conf), "--http", "127.0.0.1:0",
+                                             "--http-process", "true")
+    try:
+        await until(lambda: len(children(lines)) == 1, 30, lambda: lines)
+        http_address, pid, _ = children(lines)[0]
+        assert (await get(http_address)).status == 200
+        conf.write_text('allow = ["10.0.0.0/8"]\n')
+        process.send_signal(signal.SIGHUP)
+        await until(lambda: len(children(lines)) == 2, 30, lambda: lines)
+        assert "HTTP process (pid %d) replaced to reload its settings" % pid in "".join(lines)
+        assert "exited" not in "".join(lines)
+        http_address = children(lines)[1][0]
+        with pytest.raises((ConnectionError, OSError, AssertionError, ValueError)):
+            answer = await get(http_address)            # 127.0.0.1 is no longer allowed: closed at once
+            assert answer.status == 200
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert process.returncode == 0
 
 
 async def test_the_child_shows_the_server_s_upstream_and_asks_it_for_the_upstream_s_state(tmp_path):

@@ -30,7 +30,7 @@ import time
 from typing import Callable, List, Optional, Tuple
 
 from ..access import AccessRules
-from ..errors import DaemonError
+from ..errors import ConfigError, DaemonError
 from ..log import logger
 from ..server.prserver import PRServer
 from ..storage.postgresql.url import is_url, masked
@@ -227,7 +227,16 @@ def _http_process(server: PRServer, config: Config, log_file: str) -> Optional[w
         return None
     child = webprocess.HTTPProcess(config, log_file)
     server.start_server(child.parent_address)
+    server.on_reload.append(lambda: _renew(server, child, config))
     return child
+
+
+def _renew(server: PRServer, child: webprocess.HTTPProcess, config: Config) -> None:
+    """SIGHUP: the HTTP child started again with the settings as they are now."""
+    try:
+        child.renew(config.reloaded())
+    except ConfigError as exc:
+        server.logger.error("SIGHUP: the HTTP process keeps its settings: %s", exc)
 
 
 def start_daemon(config: Config, pidfile: str) -> List[str]:

@@ -157,6 +157,7 @@ class HTTPProcess:
         self.starts = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._renewing = False
         self._directory = tempfile.mkdtemp(prefix="prserv-http-")
         self.parent_address = "unix://" + os.path.join(self._directory, "server.sock")
         """Where the server answers the child's questions (``server.parentstate``): a
@@ -170,6 +171,21 @@ class HTTPProcess:
 
     def start(self) -> None:
         self._thread.start()
+
+    def renew(self, config: Config) -> None:
+        """Replace the child by one with ``config``'s settings (SIGHUP: the access
+        rules, log files); at once, without a back-off.  Settings without an HTTP
+        child (``wanted`` false) take effect at the next start of the server."""
+        if not wanted(config):
+            logger.warning("SIGHUP: http or http_process changed: the HTTP process keeps its settings "
+                           "until the server is restarted")
+            return
+        with self._lock:
+            self.config = config
+            process = self.process
+            self._renewing = process is not None and process.poll() is None
+        if self._renewing:
+            process.terminate()
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM the child, SIGKILL it after ``timeout``, and wait for it."""
@@ -196,6 +212,12 @@ class HTTPProcess:
             code = None if process is None else process.wait()
             if self._stopping.is_set():
                 return
+            with self._lock:
+                renewing, self._renewing = self._renewing, False
+            if renewing:
+                logger.info("HTTP process (pid %d) replaced to reload its settings", process.pid)
+                delay = 0.0
+                continue
             delay = FIRST_BACKOFF if time.monotonic() - started >= STEADY_SECONDS else \
                 min(MAX_BACKOFF, max(FIRST_BACKOFF, delay * 2))
             logger.warning("HTTP process%s exited (status %s); restarting it in %g s",
