@@ -115,6 +115,38 @@ async def test_the_child_shows_the_server_s_upstream_and_asks_it_for_the_upstrea
         upstream.wait(30)
 
 
+async def test_a_mirror_s_child_shows_the_mirror_s_state_and_the_rows_it_copied(tmp_path):
+    source, source_address, _ = start_process(tmp_path, db="source.sqlite3")
+    try:
+        mirror, _, lines = start_process(tmp_path, "--mirror", source_address, "--http", "127.0.0.1:0",
+                                         "--http-process", "true", db="mirror.sqlite3")
+        try:
+            await until(lambda: len(children(lines)) == 1, 30, lambda: lines)
+            http_address = children(lines)[0][0]
+            async with await prserv.create_async_client(source_address) as client:
+                value = await client.getPR("zlib-1.3-r0", "core2-64", "c1")
+            seen: List[object] = []
+
+            async def copied() -> bool:
+                seen[:] = [(await get(http_address, "/api/v1/recent")).json()]
+                return [(i["version"], i["value"]) for i in seen[0]["items"]] == [("zlib-1.3-r0", value)]
+
+            for _ in range(300):
+                if await copied():
+                    break
+                await asyncio.sleep(0.05)
+            assert await copied(), seen
+            status = (await get(http_address)).json()
+            assert (status["role"], status["mirror_of"]) == ("mirror", source_address)
+            assert status["mirror"]["source"] == source_address and status["mirror"]["complete"] is True
+        finally:
+            mirror.terminate()
+            mirror.wait(30)
+    finally:
+        source.terminate()
+        source.wait(30)
+
+
 def test_the_child_gets_the_access_tls_and_limit_settings_and_shows_the_server_s_role(tmp_path, monkeypatch):
     monkeypatch.setenv("PRSERV_MIRROR", "ignored:1")
     config = load_config({"database": str(tmp_path / "pr.sqlite3"), "http": "127.0.0.1:0", "http_process": True,
