@@ -71,7 +71,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urljoin
 import _load
 from _data import DDL, checksum
 from _measure import cpu_seconds, cpu_used, percentile_ms, status_mib, us_per, us_per_request
-from _servers import ROOT, Server, pinned
+from _servers import ROOT, Server, pinned, stop_all
 
 ARCHS = (("core2-64", 50), ("cortexa57", 20), ("armv7at2hf-neon", 15), ("qemux86_64", 10), ("allarch", 5))
 """The pkgarchs of generated packages, with their weights."""
@@ -657,6 +657,7 @@ def main() -> int:
             print("server RSS after: %(rss_mib)s MiB, peak %(hwm_mib)s MiB" % result["memory_after_mix"])
     finally:
         server.stop()
+        stop_all()                  # the read-only web server too (--web-server read-only)
     print(json.dumps(result))
     return 0
 
