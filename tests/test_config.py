@@ -22,7 +22,7 @@ NAMES = ["database", "bind", "read_only", "allow", "allow_write", "allow_write_u
          "tls_certificate", "tls_key", "tls_ca", "upstream",
          "upstream_timeout", "upstream_token", "mirror", "mirror_token", "mirror_timeout",
          "mirror_audit_interval", "db_pool_size", "db_connect_timeout", "db_lock_timeout", "db_outage_wait", "sync_mode",
-         "cache_size", "event_loop", "metrics", "http", "log_file",
+         "cache_size", "event_loop", "metrics", "http", "http_process", "log_file",
          "log_level", "pidfile", "max_connections", "max_connections_per_address", "idle_timeout",
          "handshake_timeout",
          "max_message_size", "max_handshake_line", "shutdown_timeout"]
@@ -551,7 +551,7 @@ def test_unknown_key_in_file(tmp_path):
                        "tls_key, tls_ca, upstream, upstream_timeout, "
                        "upstream_token, mirror, mirror_token, mirror_timeout, "
                        "mirror_audit_interval, db_pool_size, db_connect_timeout, db_lock_timeout, "
-                       "db_outage_wait, sync_mode, cache_size, event_loop, metrics, http, log_file, "
+                       "db_outage_wait, sync_mode, cache_size, event_loop, metrics, http, http_process, log_file, "
                        "log_level, pidfile, max_connections, max_connections_per_address, idle_timeout, "
                        "handshake_timeout, "
                        "max_message_size, max_handshake_line, shutdown_timeout" % conf)
@@ -758,6 +758,7 @@ def test_as_json(tmp_path):
         "event_loop": {"value": "auto", "source": "default"},
         "metrics": {"value": None, "source": "default"},
         "http": {"value": None, "source": "default"},
+        "http_process": {"value": False, "source": "default"},
         "log_file": {"value": os.path.join(str(tmp_path), "prserv.log"), "source": "default"},
         "log_level": {"value": "WARNING", "source": "file " + conf},
         "pidfile": {"value": None, "source": "default"},

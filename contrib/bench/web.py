@@ -71,7 +71,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urljoin
 import _load
 from _data import DDL, checksum
 from _measure import cpu_seconds, cpu_used, percentile_ms, status_mib, us_per, us_per_request
-from _servers import ROOT, Server, pinned
+from _servers import ROOT, Server, pinned, stop_all
 
 ARCHS = (("core2-64", 50), ("cortexa57", 20), ("armv7at2hf-neon", 15), ("qemux86_64", 10), ("allarch", 5))
 """The pkgarchs of generated packages, with their weights."""
@@ -469,7 +469,8 @@ def start_server(args: argparse.Namespace) -> Tuple[Server, Tuple[str, int]]:
     once it serves; and the HTTP listener's address.  With ``--web-server read-only``
     the HTTP listener is a second server's, read-only on the same database, on core 0
     too but at the lowest CPU priority (``idle``): the pages off the event loop that
-    answers get-pr."""
+    answers get-pr.  With ``--web-server process`` the server starts that second
+    process itself (``--http-process true``; its child inherits core 0)."""
     http_address = ("127.0.0.1", free_port())
     cache = ["--cache-size", args.cache_size] if args.cache_size else []
     if args.web_server == "read-only":
@@ -479,9 +480,29 @@ def start_server(args: argparse.Namespace) -> Tuple[Server, Tuple[str, int]]:
         web.wait_serving(args.start_timeout)
         idle(web.pid)
         return server, http_address
+    if args.web_server == "process":
+        server = Server(args.tree, args.db, "server", "--http", "%s:%d" % http_address, "--http-process", "true",
+                        *cache, cpu=0)
+        server.wait_serving(args.start_timeout)
+        wait_listening(http_address, args.start_timeout)
+        return server, http_address
     server = Server(args.tree, args.db, "server", "--http", "%s:%d" % http_address, *cache, cpu=0)
     server.wait_serving(args.start_timeout)
     return server, http_address
+
+
+def wait_listening(address: Tuple[str, int], timeout: float) -> None:
+    """Return once ``address`` accepts a connection (the server's HTTP child has
+    started: ``--web-server process``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(address, 1.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("nothing listens on %s:%d after %g s" % (address + (timeout,)))
+            time.sleep(0.05)
 
 
 def prepared(args: argparse.Namespace) -> Dict[str, Any]:
@@ -551,9 +572,10 @@ def main() -> int:
     parser.add_argument("--quiet-browser", action="store_true",
                         help="run the browsing client on the server's core at the lowest CPU priority, not beside the load "
                              "generator (for the mix: the control then measures the pages' own cost)")
-    parser.add_argument("--web-server", choices=("same", "read-only"), default="same",
-                        help="who serves the pages: the server answering get-pr (same), or a second, "
-                             "read-only server on the same database at the lowest CPU priority (default: "
+    parser.add_argument("--web-server", choices=("same", "read-only", "process"), default="same",
+                        help="who serves the pages: the server answering get-pr (same), a second, "
+                             "read-only server on the same database at the lowest CPU priority (read-only), "
+                             "or the server's own HTTP child process (process: --http-process true) (default: "
                              "%(default)s)")
     parser.add_argument("--no-control", dest="control", action="store_false",
                         help="leave out the rounds browsing /api/v1/status only")
@@ -635,6 +657,7 @@ def main() -> int:
             print("server RSS after: %(rss_mib)s MiB, peak %(hwm_mib)s MiB" % result["memory_after_mix"])
     finally:
         server.stop()
+        stop_all()                  # the read-only web server too (--web-server read-only)
     print(json.dumps(result))
     return 0
 

@@ -30,7 +30,7 @@ import time
 from typing import Callable, List, Optional, Tuple
 
 from ..access import AccessRules
-from ..errors import DaemonError
+from ..errors import ConfigError, DaemonError
 from ..log import logger
 from ..server.prserver import PRServer
 from ..storage.postgresql.url import is_url, masked
@@ -40,6 +40,7 @@ from .credentials import credentials_for
 from .logs import configure_logging
 from .reload import reload_on_sighup
 from .settings import STDERR_LOG, Config, limits_of
+from . import webprocess
 
 PIDPREFIX = "/tmp/PRServer_%s_%s.pid"
 READY_TIMEOUT = 60.0
@@ -158,8 +159,9 @@ def build_server(config: Config) -> PRServer:
                                                          config.source("mirror_token"))
                       if config.mirror else None,
                       tls_certificate=config.tls_certificate, tls_key=config.tls_key, tls_ca=config.tls_ca,
-                      metrics=config.metrics, event_loop=config.event_loop, http=config.http,
-                      record_clients=config.record_clients)
+                      metrics=config.metrics, event_loop=config.event_loop,
+                      http=None if webprocess.wanted(config) else config.http,
+                      record_clients=config.record_clients, shown_as=webprocess.shown_as())
     reload_on_sighup(server, lambda: access_rules(config.reloaded()))
     for address in config.bind:
         server.start_server(address)
@@ -191,6 +193,7 @@ def run_foreground(config: Config, ready: Callable[[List[str]], None]) -> None:
     server = build_server(config)
     pidfile = config.pidfile
     listening = False
+    http_process = _http_process(server, config, log_file)
 
     def started() -> None:
         nonlocal listening
@@ -198,6 +201,9 @@ def run_foreground(config: Config, ready: Callable[[List[str]], None]) -> None:
             write_pidfile(pidfile)
         listening = True
         ready(server.addresses)
+        webprocess.report_listening(server.http_addresses)
+        if http_process is not None:
+            http_process.start()
 
     if pidfile and clear_stale_pidfile(pidfile)[0] is not None:
         raise DaemonError("pidfile %s names a running server" % pidfile)
@@ -208,8 +214,29 @@ def run_foreground(config: Config, ready: Callable[[List[str]], None]) -> None:
             raise
         raise DaemonError("cannot start the server: %s" % exc) from exc
     finally:
+        if http_process is not None:
+            http_process.stop()
         if pidfile and listening:
             remove_pidfile(pidfile)
+
+
+def _http_process(server: PRServer, config: Config, log_file: str) -> Optional[webprocess.HTTPProcess]:
+    """The child that will serve ``config.http``, its private listener added to
+    ``server`` (None: this process serves it, if anyone)."""
+    if not webprocess.wanted(config):
+        return None
+    child = webprocess.HTTPProcess(config, log_file)
+    server.start_server(child.parent_address)
+    server.on_reload.append(lambda: _renew(server, child, config))
+    return child
+
+
+def _renew(server: PRServer, child: webprocess.HTTPProcess, config: Config) -> None:
+    """SIGHUP: the HTTP child started again with the settings as they are now."""
+    try:
+        child.renew(config.reloaded())
+    except ConfigError as exc:
+        server.logger.error("SIGHUP: the HTTP process keeps its settings: %s", exc)
 
 
 def start_daemon(config: Config, pidfile: str) -> List[str]:
@@ -224,16 +251,21 @@ def start_daemon(config: Config, pidfile: str) -> List[str]:
 def _daemon_main(config: Config, pidfile: str, ready: Callable[[List[str]], None]) -> None:
     configure_logging(config.log_file, config.log_level)
     server = build_server(config)
+    http_process = _http_process(server, config, config.log_file)
 
     def listening() -> None:
         write_pidfile(pidfile)
         logger.info("%s (daemon pid %d, pidfile %s)", describe(config, server.addresses),
                     os.getpid(), pidfile)
         ready(server.addresses)
+        if http_process is not None:
+            http_process.start()
 
     try:
         server.serve_forever(ready=listening)
     finally:
+        if http_process is not None:
+            http_process.stop()
         remove_pidfile(pidfile)
 
 

@@ -43,3 +43,17 @@ def lower_priority(priority: str, blocks_writers: bool) -> str:
         return "niceness %d" % IDLE_FALLBACK_NICENESS
     os.nice(LOW_NICENESS)
     return "niceness %d" % LOW_NICENESS
+
+
+def idle_process(pid: int) -> str:
+    """Run process ``pid`` only on CPU time nothing else wants (``SCHED_IDLE``),
+    else at niceness 19 where that policy is missing or refused; return which.
+    (Threads the process starts afterwards inherit the policy.)"""
+    if hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+            return "idle"
+        except OSError:
+            pass
+    os.setpriority(os.PRIO_PROCESS, pid, IDLE_FALLBACK_NICENESS)
+    return "niceness %d" % IDLE_FALLBACK_NICENESS

@@ -59,7 +59,7 @@ class PRServer(AsyncServer):
                  tls_certificate: Optional[str] = None, tls_key: Optional[str] = None,
                  tls_ca: Optional[str] = None, metrics: Optional[str] = None,
                  event_loop: str = loops.AUTO, http: Optional[str] = None,
-                 record_clients: bool = True) -> None:
+                 record_clients: bool = True, shown_as: Optional[Dict[str, Any]] = None) -> None:
         """``cache_size``: bytes of package and checksum facts kept in memory (the
         engine's default when None).  ``mirror``: the address of a server to follow
         (``server.mirror``); the server is then read-only and has no upstream.
@@ -76,7 +76,9 @@ class PRServer(AsyncServer):
         ``serve_forever`` and ``serve_as_process``.  ``http``: ``HOST:PORT`` (or
         ``http://HOST:PORT``, or ``https://HOST:PORT`` with ``tls_certificate``) of an
         HTTP listener answering ``server.web``'s routes.  ``record_clients``: the record
-        of when each value was given also names the address and user it was given to."""
+        of when each value was given also names the address and user it was given to.
+        ``shown_as``: the role, upstream and mirror source the HTTP status shows instead
+        of this server's (a read-only server serving another's pages: ``runtime.webprocess``)."""
         super().__init__(logger, limits)
         if access is not None:
             self.access = access
@@ -105,6 +107,7 @@ class PRServer(AsyncServer):
         except ValueError as exc:
             raise ConfigError("metrics %r: %s" % (metrics, exc)) from None
         self.exporter: Optional[metrics_module.Exporter] = None
+        self.shown_as = shown_as
         if http:
             try:
                 self.start_http_server(*web.endpoint(http), web.WebRoutes(self), tls=web.uses_tls(http))

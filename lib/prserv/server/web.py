@@ -48,6 +48,7 @@ from ..errors import InvalidRequestError
 from ..storage.postgresql.url import is_url
 from ..version import __version__
 from . import metrics, openapi, pages
+from .parentstate import ParentState
 from .history import history_document, now_us, parse_rfc3339, recent_items, rfc3339
 from .webaccess import Refusal, viewer_of
 
@@ -111,6 +112,12 @@ class Described(Protocol):
     """The server's ``storage.engine.Engine``."""
     allocator: Any
     """The server's ``server.allocator.Allocator`` (its ``upstream``)."""
+
+    shown_as: Optional[Dict[str, Any]]
+    """What the status says of the server's role, upstream and mirror source when
+    they are another server's (``role``, ``upstream``, ``mirror_of``: the server this
+    one serves the pages of; ``parent``: that server's private address, asked for the
+    state of its mirror and upstream, ``parentstate``), else None."""
 
     def mirror_status(self) -> Optional[Dict[str, Any]]: ...
 
@@ -244,6 +251,7 @@ class WebRoutes:
         self.server = server
         self._registry: Optional[Any] = None
         self._given_24h: Optional[Tuple[float, Optional[int]]] = None
+        self._parent: Optional[ParentState] = None
 
     async def viewer(self, client: Client, headers: Headers) -> Union[Viewer, Response]:
         """Who sends the request (``webaccess``), or the answer refusing it."""
@@ -396,11 +404,19 @@ class WebRoutes:
         engine = server.engine
         role = "mirror" if server.mirror else "read-only" if server.read_only else "read-write"
         upstream = server.allocator.upstream if server.allocator is not None else None
-        return {"role": role, "engine": "postgresql" if is_url(server.dbfile) else "sqlite",
-                "version": __version__, "upstream": server.upstream, "mirror_of": server.mirror,
+        described = {"role": role, "upstream": server.upstream, "mirror_of": server.mirror}
+        mirror_state = server.mirror_status()
+        upstream_state = None if upstream is None else {
+            "address": upstream.address, "down": upstream.is_down, **upstream.outcomes}
+        if server.shown_as is not None:
+            described.update({key: server.shown_as.get(key) for key in described})
+            if server.shown_as.get("parent"):
+                if self._parent is None:
+                    self._parent = ParentState(server.shown_as["parent"])
+                mirror_state, upstream_state = await self._parent.read()
+        return {"role": described["role"], "engine": "postgresql" if is_url(server.dbfile) else "sqlite",
+                "version": __version__, "upstream": described["upstream"], "mirror_of": described["mirror_of"],
                 "identity": (await engine.changes(None, 0)).identity,
                 "figures": {"packages": await engine.packages_stored(), "values": await engine.values_stored(),
                             "given_24h": await self.given_24h()},
-                "mirror": server.mirror_status(),
-                "upstream_state": None if upstream is None else {
-                    "address": upstream.address, "down": upstream.is_down, **upstream.outcomes}}
+                "mirror": mirror_state, "upstream_state": upstream_state}

@@ -1,0 +1,280 @@
+"""The HTTP listener in a child process (``http_process``), supervised by the server.
+
+The pages read the database, and on the event loop answering get-pr every page
+delays the answers queued behind it (contrib/bench/web.py: 50 pages/s raise the
+get-pr p99 several times).  With ``http_process`` the server does not listen for
+HTTP itself: once it serves, ``HTTPProcess`` starts the same program in the
+foreground, read-only on the same database, with the HTTP listener and only a
+private unix socket for PR requests (in a temporary directory), the server's
+access, TLS, limit and log settings, and puts it at the idle CPU priority
+(``priority.idle_process``).  It is restarted, after a back-off, if it exits; at
+shutdown it gets SIGTERM, then SIGKILL.
+
+The child's status describes the server it serves the pages of: its role, upstream
+and mirror source come in ``PRSERV_WEB_*`` variables (``shown_as``); what changes
+while it runs (a mirror's state, an upstream's) it asks the server over a private
+unix socket in the same temporary directory (``server.parentstate``).
+The child reports its HTTP addresses through a pipe (``report_listening``) and ends
+itself when the server that started it is gone (``watch_parent``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Dict, List, Mapping, Optional
+
+from ..log import logger
+from .priority import idle_process
+from .settings import CONFIG_ENV, REPEATED, SETTINGS, SETTINGS_BY_NAME, SWITCH, Config
+
+ROLE_ENV = "PRSERV_WEB_ROLE"
+UPSTREAM_ENV = "PRSERV_WEB_UPSTREAM"
+MIRROR_OF_ENV = "PRSERV_WEB_MIRROR_OF"
+REPORT_FD_ENV = "PRSERV_WEB_REPORT_FD"
+PARENT_ENV = "PRSERV_WEB_PARENT"
+PARENT_ADDRESS_ENV = "PRSERV_WEB_PARENT_ADDRESS"
+CHILD_SETTINGS = ("allow", "allow_write", "allow_write_unix", "trusted_proxies", "tls_certificate", "tls_key",
+                  "cache_size", "event_loop", "db_pool_size", "db_connect_timeout", "db_lock_timeout",
+                  "db_outage_wait", "log_level", "max_connections", "max_connections_per_address",
+                  "idle_timeout", "handshake_timeout", "max_message_size", "max_handshake_line",
+                  "shutdown_timeout", "record_clients")
+"""The server's settings the child gets as they are."""
+READY_TIMEOUT = 60.0
+"""Seconds a child has to report that it listens."""
+STOP_TIMEOUT = 5.0
+"""Seconds a child has after SIGTERM before SIGKILL."""
+FIRST_BACKOFF, MAX_BACKOFF = 0.5, 30.0
+STEADY_SECONDS = 60.0
+"""A child that ran this long before exiting is restarted after the first back-off."""
+_OWN_PROCESS_GROUP: Dict[str, Any] = {"process_group": 0} if sys.version_info >= (3, 11) else \
+    {"preexec_fn": os.setpgrp}
+"""The child in a process group of its own (a terminal's Ctrl-C reaches the server
+only, which stops it) but in the server's session: Linux's autogroup schedules each
+session as one entity, so a child in a session of its own would compete with the
+server as an equal whatever its own policy, and ``SCHED_IDLE`` would not keep it out
+of the get-pr latency."""
+LIB = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BOOT = "import sys; sys.path.insert(0, %r); from prserv.cli.bitbake_prserv import main; sys.exit(main())"
+"""The program: this copy of ``bitbake-prserv`` (``lib/prserv`` wherever it is)."""
+
+
+# --------------------------------------------------------------------------- in the child
+
+def shown_as(environ: Optional[Mapping[str, str]] = None) -> Optional[Dict[str, Any]]:
+    """What the status shows of the server whose pages this process serves (None:
+    this process serves its own)."""
+    environ = os.environ if environ is None else environ
+    if ROLE_ENV not in environ:
+        return None
+    return {"role": environ[ROLE_ENV], "upstream": environ.get(UPSTREAM_ENV) or None,
+            "mirror_of": environ.get(MIRROR_OF_ENV) or None, "parent": environ.get(PARENT_ADDRESS_ENV) or None}
+
+
+def report_listening(http_addresses: List[str], environ: Optional[Mapping[str, str]] = None) -> None:
+    """Tell the server that started this process where it listens (nothing if none did)."""
+    environ = os.environ if environ is None else environ
+    if REPORT_FD_ENV not in environ:
+        return
+    fd = int(environ[REPORT_FD_ENV])
+    try:
+        os.write(fd, (json.dumps({"http": http_addresses}) + "\n").encode())
+    finally:
+        os.close(fd)
+    watch_parent(int(environ.get(PARENT_ENV, "0")))
+
+
+def watch_parent(parent: int, interval: float = 1.0) -> None:
+    """SIGTERM this process once ``parent`` is no longer its parent (the server was
+    killed without stopping it)."""
+    if parent <= 0:
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="prserv-parent-watch", daemon=True).start()
+
+
+# --------------------------------------------------------------------------- in the server
+
+def role_of(config: Config) -> str:
+    return "mirror" if config.mirror else "read-only" if config.read_only else "read-write"
+
+
+def child_argv(config: Config, log_file: str, socket_path: str) -> List[str]:
+    """The child's command line."""
+    argv = [sys.executable, "-c", BOOT % LIB, "-F", "-f", config.database, "-r",
+            "--bind", "unix://" + socket_path, "--http", config.http, "--http-process", "false",
+            "--log", log_file]
+    for name in CHILD_SETTINGS:
+        setting, value = SETTINGS_BY_NAME[name], getattr(config, name)
+        option = setting.options[-1]
+        if setting.kind == REPEATED:
+            for item in value:
+                argv += [option, str(item)]
+        elif setting.kind == SWITCH:
+            argv += [option] if value else []
+        elif value is not None:
+            argv += [option, ("true" if value else "false") if isinstance(value, bool) else str(value)]
+    return argv
+
+
+def child_environ(config: Config, report_fd: int, parent_address: Optional[str] = None) -> Dict[str, str]:
+    """The child's environment: this one without the settings (its flags say them
+    all) and with what its status shows."""
+    names = {setting.env for setting in SETTINGS} | {CONFIG_ENV}
+    environ = {key: value for key, value in os.environ.items() if key not in names}
+    environ.update({ROLE_ENV: role_of(config), UPSTREAM_ENV: config.upstream or "",
+                    MIRROR_OF_ENV: config.mirror or "", REPORT_FD_ENV: str(report_fd),
+                    PARENT_ENV: str(os.getpid()), PARENT_ADDRESS_ENV: parent_address or ""})
+    return environ
+
+
+def wanted(config: Config) -> bool:
+    return bool(config.http and config.http_process)
+
+
+class HTTPProcess:
+    """The child serving ``config.http``: started by ``start``, kept running by a
+    thread, ended by ``stop``."""
+
+    def __init__(self, config: Config, log_file: str) -> None:
+        self.config = config
+        self.log_file = log_file
+        self.process: Optional[subprocess.Popen] = None
+        self.addresses: List[str] = []
+        self.starts = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._renewing = False
+        self._directory = tempfile.mkdtemp(prefix="prserv-http-")
+        self.parent_address = "unix://" + os.path.join(self._directory, "server.sock")
+        """Where the server answers the child's questions (``server.parentstate``): a
+        listener the caller adds to the server before it serves."""
+        self._thread = threading.Thread(target=self._supervise, name="prserv-http-process", daemon=True)
+
+    @property
+    def pid(self) -> Optional[int]:
+        process = self.process
+        return None if process is None else process.pid
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def renew(self, config: Config) -> None:
+        """Replace the child by one with ``config``'s settings (SIGHUP: the access
+        rules, log files); at once, without a back-off.  Settings without an HTTP
+        child (``wanted`` false) take effect at the next start of the server."""
+        if not wanted(config):
+            logger.warning("SIGHUP: http or http_process changed: the HTTP process keeps its settings "
+                           "until the server is restarted")
+            return
+        with self._lock:
+            self.config = config
+            process = self.process
+            self._renewing = process is not None and process.poll() is None
+        if self._renewing:
+            process.terminate()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM the child, SIGKILL it after ``timeout``, and wait for it."""
+        self._stopping.set()
+        with self._lock:
+            process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("HTTP process (pid %d) did not stop within %g s: killed", process.pid, timeout)
+                process.kill()
+                process.wait()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+    def _supervise(self) -> None:
+        delay = 0.0
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            process = self._spawn()
+            code = None if process is None else process.wait()
+            if self._stopping.is_set():
+                return
+            with self._lock:
+                renewing, self._renewing = self._renewing, False
+            if renewing:
+                logger.info("HTTP process (pid %d) replaced to reload its settings", process.pid)
+                delay = 0.0
+                continue
+            delay = FIRST_BACKOFF if time.monotonic() - started >= STEADY_SECONDS else \
+                min(MAX_BACKOFF, max(FIRST_BACKOFF, delay * 2))
+            logger.warning("HTTP process%s exited (status %s); restarting it in %g s",
+                           "" if process is None else " (pid %d)" % process.pid, code, delay)
+            self._stopping.wait(delay)
+
+    def _spawn(self) -> Optional[subprocess.Popen]:
+        """Start a child and wait for its report; None if it could not start."""
+        read_fd, write_fd = os.pipe()
+        try:
+            with self._lock:
+                if self._stopping.is_set():
+                    return None
+                self.starts += 1
+                socket_path = os.path.join(self._directory, "pr-%d.sock" % self.starts)
+                try:
+                    self.process = subprocess.Popen(
+                        child_argv(self.config, self.log_file, socket_path),
+                        env=child_environ(self.config, write_fd, self.parent_address), pass_fds=(write_fd,),
+                        stdin=subprocess.DEVNULL, **_OWN_PROCESS_GROUP)
+                except OSError as exc:
+                    logger.error("HTTP process: cannot start: %s", exc)
+                    return None
+            process = self.process
+            priority = idle_process(process.pid)
+            os.close(write_fd)
+            write_fd = -1
+            report = _read_report(read_fd, READY_TIMEOUT)
+            if report is None:
+                if process.poll() is None:
+                    logger.error("HTTP process (pid %d) did not report within %g s: killed",
+                                 process.pid, READY_TIMEOUT)
+                    process.kill()
+                return process
+            self.addresses = report.get("http", [])
+            for address in self.addresses:
+                logger.info("HTTP listener on %s (process %d, %s priority)", address, process.pid, priority)
+            return process
+        finally:
+            os.close(read_fd)
+            if write_fd >= 0:
+                os.close(write_fd)
+
+
+def _read_report(fd: int, timeout: float) -> Optional[Dict[str, Any]]:
+    """The child's report line; None if it exited or said nothing in time."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            return None
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return None
+        data += chunk
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None

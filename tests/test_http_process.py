@@ -1,0 +1,168 @@
+"""``--http-process true``: the HTTP listener in a child process of the server (the
+same program, read-only on the same database, at ``SCHED_IDLE``), supervised by it:
+started once the server serves, restarted when it dies, stopped with the server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+from typing import List, Tuple
+
+import pytest
+
+import prserv
+from prserv.runtime import webprocess
+from prserv.runtime.settings import load_config
+
+from processes import start_process
+from test_http import get
+from waiting import until
+
+pytest.importorskip("h11")
+
+LISTENING = re.compile(r"HTTP listener on (http://\S+) \(process (\d+), (idle|niceness 19) priority\)")
+
+
+def children(lines: List[str]) -> List[Tuple[str, int, str]]:
+    """(address, pid, priority) of every child the server's log announced, in order."""
+    return [(m.group(1), int(m.group(2)), m.group(3)) for m in LISTENING.finditer("".join(lines))]
+
+
+def is_running(pid: int) -> bool:
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def test_the_pages_come_from_an_idle_child_that_is_restarted_and_stopped_with_the_server(tmp_path):
+    process, address, lines = start_process(tmp_path, "--http", "127.0.0.1:0", "--http-process", "true")
+    try:
+        await until(lambda: len(children(lines)) == 1, 30, lambda: lines)
+        http_address, pid, priority = children(lines)[0]
+        assert pid != process.pid
+        assert http_address != "http://" + address
+        if hasattr(os, "SCHED_IDLE"):
+            assert priority == "idle" and os.sched_getscheduler(pid) == os.SCHED_IDLE
+        status = (await get(http_address)).json()
+        assert (status["role"], status["upstream"], status["mirror_of"]) == ("read-write", None, None)
+
+        async with await prserv.create_async_client(address) as client:
+            value = await client.getPR("zlib-1.3-r0", "core2-64", "c1")
+        recent = (await get(http_address, "/api/v1/recent")).json()
+        assert [(i["version"], i["value"]) for i in recent["items"]] == [("zlib-1.3-r0", value)]
+
+        os.kill(pid, 9)
+        await until(lambda: len(children(lines)) == 2, 30, lambda: lines)
+        http_address, new_pid, _ = children(lines)[1]
+        assert new_pid != pid
+        assert "HTTP process (pid %d) exited" % pid in "".join(lines)
+        assert (await get(http_address)).json()["role"] == "read-write"
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert process.returncode == 0
+    assert not any(is_running(child) for _, child, _ in children(lines))
+
+
+async def test_sighup_replaces_the_child_with_one_of_the_settings_read_again(tmp_path):
+    conf = tmp_path / "prserv.toml"
+    conf.write_text('allow = ["127.0.0.0/8"]\n')
+    process, address, lines = start_process(tmp_path, "--config", str(conf), "--http", "127.0.0.1:0",
+                                             "--http-process", "true")
+    try:
+        await until(lambda: len(children(lines)) == 1, 30, lambda: lines)
+        http_address, pid, _ = children(lines)[0]
+        assert (await get(http_address)).status == 200
+        conf.write_text('allow = ["10.0.0.0/8"]\n')
+        process.send_signal(signal.SIGHUP)
+        await until(lambda: len(children(lines)) == 2, 30, lambda: lines)
+        assert "HTTP process (pid %d) replaced to reload its settings" % pid in "".join(lines)
+        assert "exited" not in "".join(lines)
+        http_address = children(lines)[1][0]
+        with pytest.raises((ConnectionError, OSError, AssertionError, ValueError)):
+            answer = await get(http_address)            # 127.0.0.1 is no longer allowed: closed at once
+            assert answer.status == 200
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert process.returncode == 0
+
+
+async def test_the_child_shows_the_server_s_upstream_and_asks_it_for_the_upstream_s_state(tmp_path):
+    upstream, upstream_address, _ = start_process(tmp_path, db="upstream.sqlite3")
+    try:
+        process, address, lines = start_process(tmp_path, "-u", upstream_address, "--http", "127.0.0.1:0",
+                                                 "--http-process", "true")
+        try:
+            await until(lambda: len(children(lines)) == 1, 30, lambda: lines)
+            http_address = children(lines)[0][0]
+            async with await prserv.create_async_client(address) as client:
+                await client.getPR("zlib-1.3-r0", "core2-64", "c1")
+            status = (await get(http_address)).json()
+            assert (status["role"], status["upstream"], status["mirror"]) == ("read-write", upstream_address, None)
+            state = status["upstream_state"]
+            assert state["address"] == upstream_address and state["ok"] >= 1 and state["error"] == 0
+        finally:
+            process.terminate()
+            process.wait(30)
+    finally:
+        upstream.terminate()
+        upstream.wait(30)
+
+
+async def test_a_mirror_s_child_shows_the_mirror_s_state_and_the_rows_it_copied(tmp_path):
+    source, source_address, _ = start_process(tmp_path, db="source.sqlite3")
+    try:
+        mirror, _, lines = start_process(tmp_path, "--mirror", source_address, "--http", "127.0.0.1:0",
+                                         "--http-process", "true", db="mirror.sqlite3")
+        try:
+            await until(lambda: len(children(lines)) == 1, 30, lambda: lines)
+            http_address = children(lines)[0][0]
+            async with await prserv.create_async_client(source_address) as client:
+                value = await client.getPR("zlib-1.3-r0", "core2-64", "c1")
+            seen: List[object] = []
+
+            async def copied() -> bool:
+                seen[:] = [(await get(http_address, "/api/v1/recent")).json()]
+                return [(i["version"], i["value"]) for i in seen[0]["items"]] == [("zlib-1.3-r0", value)]
+
+            for _ in range(300):
+                if await copied():
+                    break
+                await asyncio.sleep(0.05)
+            assert await copied(), seen
+            status = (await get(http_address)).json()
+            assert (status["role"], status["mirror_of"]) == ("mirror", source_address)
+            assert status["mirror"]["source"] == source_address and status["mirror"]["complete"] is True
+        finally:
+            mirror.terminate()
+            mirror.wait(30)
+    finally:
+        source.terminate()
+        source.wait(30)
+
+
+def test_the_child_gets_the_access_tls_and_limit_settings_and_shows_the_server_s_role(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRSERV_MIRROR", "ignored:1")
+    config = load_config({"database": str(tmp_path / "pr.sqlite3"), "http": "127.0.0.1:0", "http_process": True,
+                          "allow": ["10.0.0.0/8"], "allow_write": ["10.1.0.0/16"], "trusted_proxies": ["10.9.0.1"],
+                          "mirror": "source:8585", "idle_timeout": 7},
+                         environ={})
+    argv = webprocess.child_argv(config, "-", str(tmp_path / "pr.sock"))
+    assert argv[argv.index("-f") + 1] == str(tmp_path / "pr.sqlite3") and "-r" in argv
+    assert argv[argv.index("--bind") + 1] == "unix://%s" % (tmp_path / "pr.sock")
+    assert argv[argv.index("--http-process") + 1] == "false"
+    for option, value in (("--allow", "10.0.0.0/8"), ("--allow-write", "10.1.0.0/16"),
+                          ("--trusted-proxy", "10.9.0.1/32"), ("--idle-timeout", "7.0"), ("--log", "-")):
+        assert argv[argv.index(option) + 1] == value
+    assert "--mirror" not in argv and "--upstream" not in argv
+    environ = webprocess.child_environ(config, 9, "unix:///private/server.sock")
+    assert "PRSERV_MIRROR" not in environ
+    assert webprocess.shown_as(environ) == {"role": "mirror", "upstream": None, "mirror_of": "source:8585",
+                                            "parent": "unix:///private/server.sock"}
+    assert webprocess.shown_as({}) is None
