@@ -54,7 +54,7 @@ def records(server) -> bool:
 def stamped(items: list, earliest: float, latest: float) -> list:
     """``items`` with each ``given`` checked to be an RFC 3339 UTC time within
     [earliest, latest] (seconds since the epoch) and replaced by ``"T"``."""
-    from prserv.server.history import parse_rfc3339
+    from prserv.timestamps import parse_rfc3339
 
     checked = []
     for found in items:

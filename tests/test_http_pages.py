@@ -379,7 +379,7 @@ def test_times_givers_and_figures_are_rendered_when_the_documents_have_them():
 
 
 def test_a_plot_marks_each_row_up_to_200_and_times_read_fast_as_the_pattern_reads_them():
-    from prserv.server import history as history_module
+    from prserv import timestamps as history_module
 
     def document(rows: int) -> dict:
         return {"version": "v", "pkgarch": "a", "latest": str(rows - 1), "history": [

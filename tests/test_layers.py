@@ -26,7 +26,7 @@ PACKAGE = "prserv"
 LAYERS: List[Tuple[str, Set[str]]] = [
     ("pure", {"prserv.errors", "prserv.log", "prserv.version", "prserv.revision", "prserv.policy",
               "prserv.oefile", "prserv.messages", "prserv.dumptext", "prserv.access",
-              "prserv.tokens"}),
+              "prserv.tokens", "prserv.timestamps"}),
     ("asyncrpc", {"prserv.asyncrpc.*"}),
     ("client", {"prserv.client"}),
     ("storage", {"prserv.storage.*"}),

@@ -12,7 +12,7 @@ import pytest
 
 import prserv
 from prserv.client import PRAsyncClient
-from prserv.server.history import parse_rfc3339
+from prserv.timestamps import parse_rfc3339
 from prserv.storage import open_engine
 from prserv.storage.engine import Giver
 
@@ -192,8 +192,8 @@ async def test_recent_pages_newest_first_neither_repeat_nor_skip_while_values_ar
         assert [item["checksum"] for item in since["items"]] == ["late", "c4", "c3", "c2"]
         for bad in ("yesterday", "2026-12-06", "2026-12-06T08:00:00", "2026-13-01T00:00:00Z"):
             answer = await get(address, "/api/v1/recent?since=" + bad)
-            assert answer.status == 400 and "RFC 3339" in answer.json()["error"]["message"] \
-                or "not a time" in answer.json()["error"]["message"], bad
+            message = answer.json()["error"]["message"]
+            assert answer.status == 400 and ("RFC 3339" in message or "not a time" in message), bad
         for cursor in ("garbage", "WyJ4Il0", "WyIxIiwiMiJd"):      # not base64 JSON, ["x"], ["1","2"]
             answer = await get(address, "/api/v1/recent?after=" + cursor)
             assert (answer.status, answer.json()) == (400, {"error": {

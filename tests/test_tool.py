@@ -471,7 +471,7 @@ def clients_recorded(path):
 def test_forget_clients_erases_old_addresses_and_users_while_the_server_runs(tmp_path, process_servers, cli):
     import time
 
-    from prserv.server.history import rfc3339
+    from prserv.timestamps import rfc3339
 
     db = tmp_path / "pr.sqlite3"
     server = process_servers("127.0.0.1:0", str(db))

@@ -11,38 +11,31 @@ locking orders the change with the server's writes -- or a PostgreSQL URL.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import os
 import re
 from typing import Any, Dict
 
 from ..errors import DatabaseError
-from ..server.history import parse_rfc3339, rfc3339
+from ..timestamps import parse_rfc3339, rfc3339
 from ..storage import open_engine
 from ..storage.postgresql.url import is_url, masked
 
 _DATE = re.compile(r"(\d{4})-(\d\d)-(\d\d)\Z")
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 def parse_before(text: str) -> int:
     """Microseconds since the epoch of ``text``: an RFC 3339 time, or a plain date
     ``YYYY-MM-DD`` meaning its midnight UTC (a retention policy counts in days).
     ``ValueError`` saying what is expected."""
-    match = _DATE.match(text.strip())
-    if match is None:
-        try:
-            return parse_rfc3339(text)
-        except ValueError as exc:
-            if not str(exc).startswith("expected"):
-                raise                           # the shape of a time, not a time (a 30 February)
-            raise ValueError("expected a date (2026-12-06, midnight UTC) or an RFC 3339 time "
-                             "(2026-12-06T08:00:00Z), not %.40r" % text) from None
+    if _DATE.match(text.strip()):
+        text = text.strip() + "T00:00:00Z"          # a date: its midnight, UTC
     try:
-        day = datetime.datetime(*(int(part) for part in match.groups()), tzinfo=datetime.timezone.utc)
+        return parse_rfc3339(text)
     except ValueError as exc:
-        raise ValueError("not a date: %.40r (%s)" % (text, exc)) from None
-    return (day - _EPOCH) // datetime.timedelta(microseconds=1)
+        if not str(exc).startswith("expected"):
+            raise                                   # the shape of a time, not a time (a 30 February)
+        raise ValueError("expected a date (2026-12-06, midnight UTC) or an RFC 3339 time "
+                         "(2026-12-06T08:00:00Z), not %.40r" % text) from None
 
 
 def forget_clients(database: str, before: int) -> Dict[str, Any]:

@@ -25,12 +25,12 @@ the status' ``mirror`` and ``upstream_state`` are shown key by key, whatever the
 from __future__ import annotations
 
 import html
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import urlencode
 
 from ..oefile import export_lines
-from .history import parse_rfc3339
+from ..timestamps import datetime_of, parse_rfc3339
 
 HOME = "/"
 PACKAGES = "/packages"
@@ -55,7 +55,6 @@ Document = Dict[str, Any]
 Parameters = Optional[List[Tuple[str, str]]]
 """The query parameters of the page after this one (None: this is the last)."""
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 STYLESHEET = b"""\
 :root { color-scheme: light; --ink: #1b1f24; --muted: #57606a; --line: #d0d7de; --accent: #0a58ca; }
@@ -124,7 +123,7 @@ def parse_time(given: Optional[str]) -> Optional[datetime]:
     if not isinstance(given, str):
         return None
     try:
-        return _EPOCH + timedelta(microseconds=parse_rfc3339(given))
+        return datetime_of(parse_rfc3339(given))
     except ValueError:
         return None
 

@@ -49,7 +49,8 @@ from ..storage.postgresql.url import is_url
 from ..version import __version__
 from . import metrics, openapi, pages
 from .parentstate import ParentState
-from .history import history_document, now_us, parse_rfc3339, recent_items, rfc3339
+from ..timestamps import now_us, parse_rfc3339, rfc3339
+from .history import history_document, recent_items
 from .webaccess import Refusal, viewer_of
 
 EXTRA = "web"
@@ -262,45 +263,44 @@ class WebRoutes:
 
     async def handle(self, method: str, target: str, headers: Headers, viewer: Viewer) -> Response:
         try:
-            path = request_path(target)
-            request_query(target)
+            path, query = request_path(target), request_query(target)
         except ValueError as exc:
             return self.error(400, str(exc))
         if path == STATUS_PATH:
             return json_response(200, await self.status())
         if path == HISTORY_PATH:
-            return await self.history(target, headers, viewer)
+            return await self.history(query, headers, viewer)
         if path == PACKAGES_PATH:
-            return await self.packages(target, headers)
+            return await self.packages(query, headers)
         if path == RECENT_PATH:
-            return await self.recent(target, headers, viewer)
+            return await self.recent(query, headers, viewer)
         if path == OPENAPI_PATH:
             return json_response(200, openapi.document())
         if path == METRICS_PATH and viewer.may_write and metrics.available():
             return self.metrics()
         if path in pages.ROUTES:
-            return await self.page(path, request_query(target), viewer)
+            return await self.page(path, query, viewer)
         if path == pages.STYLESHEET_URL:
             return tagged(Response(200, list(pages.STYLESHEET_HEADERS), pages.STYLESHEET), headers)
         return self.error(404, "no such resource: %s" % path)
 
-    async def history(self, target: str, headers: Headers, viewer: Viewer) -> Response:
+    async def history(self, query: Query, headers: Headers, viewer: Viewer) -> Response:
         try:
-            document = await self.history_data(request_query(target), viewer)
+            document = await self.history_data(query, viewer)
         except HTTPError as exc:
             return self.error(exc.status, exc.message)
         return tagged(json_response(200, document), headers)
 
-    async def packages(self, target: str, headers: Headers) -> Response:
+    async def packages(self, query: Query, headers: Headers) -> Response:
         try:
-            document, following = await self.packages_data(request_query(target))
+            document, following = await self.packages_data(query)
         except HTTPError as exc:
             return self.error(exc.status, exc.message)
         return linked(tagged(json_response(200, document), headers), PACKAGES_PATH, following)
 
-    async def recent(self, target: str, headers: Headers, viewer: Viewer) -> Response:
+    async def recent(self, query: Query, headers: Headers, viewer: Viewer) -> Response:
         try:
-            document, following = await self.recent_data(request_query(target), viewer)
+            document, following = await self.recent_data(query, viewer)
         except HTTPError as exc:
             return self.error(exc.status, exc.message)
         return linked(tagged(json_response(200, document), headers), RECENT_PATH, following)

@@ -21,10 +21,9 @@ from __future__ import annotations
 import datetime
 from typing import Any, List, Optional
 
+from ... import timestamps
 from ..engine import Given, HistoryRow, RecentRow
 
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-_MICROSECOND = datetime.timedelta(microseconds=1)
 LAST_ID = 2 ** 63 - 1
 """Past every ``id`` (a bigint): the bound of ``recent`` from the newest row on (its
 other bounds are the ``id`` of a feed position, ``feed.position_parts``)."""
@@ -81,7 +80,7 @@ def micros(moment: Optional[datetime.datetime]) -> Optional[int]:
     """A ``timestamptz`` as microseconds since the epoch (None stays None)."""
     if moment is None:
         return None
-    return (moment - EPOCH) // _MICROSECOND
+    return timestamps.micros(moment)
 
 
 _EARLIEST = micros(datetime.datetime.min.replace(tzinfo=datetime.timezone.utc))
@@ -92,7 +91,7 @@ def moment_of(micros_since_epoch: int) -> datetime.datetime:
     """Microseconds since the epoch as a ``timestamptz`` parameter (held to the years
     1 to 9999, which hold every time a row can have)."""
     clamped = min(max(int(micros_since_epoch), _EARLIEST), _LATEST)     # type: ignore[type-var]
-    return EPOCH + datetime.timedelta(microseconds=clamped)
+    return timestamps.datetime_of(clamped)
 
 
 def history_rows(found: Any) -> List[HistoryRow]:

@@ -28,9 +28,9 @@ Rows without a record (stored before it existed, or by bitbake's server) are
 from __future__ import annotations
 
 import sqlite3
-import time
 from typing import Iterable, List, Optional, Sequence, Tuple
 
+from ...timestamps import now_us
 from ..engine import Given, Giver, HistoryRow, RecentRow, Row
 from .schema import checked_identifier, indexed_values, is_indexed, table_exists, value_index_name
 
@@ -45,11 +45,6 @@ Entry = Tuple[int, int, Optional[str], Optional[str]]
 
 def record_table(table: str) -> str:
     return "prserv_%s_given" % checked_identifier(table)
-
-
-def now_us() -> int:
-    """The time a value is given, in microseconds since the epoch (UTC)."""
-    return time.time_ns() // 1000
 
 
 def create(conn: sqlite3.Connection, table: str) -> None:
