@@ -758,7 +758,7 @@ def test_as_json(tmp_path):
         "event_loop": {"value": "auto", "source": "default"},
         "metrics": {"value": None, "source": "default"},
         "http": {"value": None, "source": "default"},
-        "http_process": {"value": False, "source": "default"},
+        "http_process": {"value": True, "source": "default"},
         "log_file": {"value": os.path.join(str(tmp_path), "prserv.log"), "source": "default"},
         "log_level": {"value": "WARNING", "source": "file " + conf},
         "pidfile": {"value": None, "source": "default"},

@@ -486,7 +486,8 @@ def start_server(args: argparse.Namespace) -> Tuple[Server, Tuple[str, int]]:
         server.wait_serving(args.start_timeout)
         wait_listening(http_address, args.start_timeout)
         return server, http_address
-    server = Server(args.tree, args.db, "server", "--http", "%s:%d" % http_address, *cache, cpu=0)
+    server = Server(args.tree, args.db, "server", "--http", "%s:%d" % http_address, "--http-process", "false",
+                    *cache, cpu=0)
     server.wait_serving(args.start_timeout)
     return server, http_address
 

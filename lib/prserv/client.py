@@ -99,9 +99,10 @@ class PRAsyncClient(AsyncClient):
         """A mirror's state (``{"mirror": {...}}``), as ``prserv mirror-status`` shows it."""
         return messages.mirror_status_of(await self.invoke(messages.mirror_status()))
 
-    async def get_stats(self) -> Any:
-        """The server's figures (``{"requests": {...}, "commands": {...}, ...}``)."""
-        return messages.stats_of(await self.invoke(messages.get_stats()))
+    async def get_stats(self, figures: bool = False) -> Any:
+        """The server's figures (``{"requests": {...}, "commands": {...}, ...}``);
+        ``figures``: also what its ``/metrics`` show (under ``"figures"``)."""
+        return messages.stats_of(await self.invoke(messages.get_stats(figures)))
 
     # -- with an admin token
     async def reset_stats(self) -> Any:

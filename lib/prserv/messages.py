@@ -106,8 +106,8 @@ def mirror_status() -> Message:
     return {MIRROR_STATUS: {}}
 
 
-def get_stats() -> Message:
-    return {GET_STATS: {}}
+def get_stats(figures: bool = False) -> Message:
+    return {GET_STATS: {"figures": True} if figures else {}}
 
 
 def auth(username: str, token: str) -> Message:
@@ -346,15 +346,20 @@ def mirror_status_of(answer: Any) -> Optional[Dict[str, Any]]:
 # -- figures (docs/protocol.md §5.5)
 
 def stats_answer(requests: Dict[str, Any], commands: Dict[str, Any], connections: int, allocations: int,
-                 upstream: Optional[Dict[str, Any]], mirror: Optional[Dict[str, Any]]) -> Message:
+                 upstream: Optional[Dict[str, Any]], mirror: Optional[Dict[str, Any]],
+                 figures: Optional[Dict[str, Any]] = None) -> Message:
     """The get-stats (and reset-stats) answer; ``mirror``: the mirror's status, of which
-    the answer holds the state and how far behind it is."""
-    return {
+    the answer holds the state and how far behind it is; ``figures``: what ``/metrics``
+    show, when they were asked for."""
+    answer = {
         "requests": requests, "commands": commands, "connections": connections, "allocations": allocations,
         "upstream": upstream,
         "mirror": None if mirror is None else {
             field: mirror[field] for field in ("state", "rows_behind", "seconds_since_contact")},
     }
+    if figures is not None:
+        answer["figures"] = figures
+    return answer
 
 
 def stats_of(answer: Any) -> Dict[str, Any]:

@@ -88,6 +88,14 @@ class AsyncServer(ServingProcess):
     def start_unix_server(self, path: str) -> None:
         self.listeners.append(UnixListener(path, self.admit, self.logger, self.limits))
 
+    def start_private_server(self, path: str) -> None:
+        """A unix socket for this program's own processes (the HTTP child asks its
+        server there): served like any listener, but left out of ``addresses``, so
+        neither the start-up line nor a daemon's report names it."""
+        listener = UnixListener(path, self.admit, self.logger, self.limits)
+        listener.private = True
+        self.listeners.append(listener)
+
     def start_websocket_server(self, host: str, port: int, reuseport: bool = False, tls: bool = False) -> None:
         """``tls``: a ``wss://`` listener, with ``tls_context`` (set before serving)."""
         self.listeners.append(WebsocketListener(host, port, self.admit, self.logger,
@@ -246,7 +254,7 @@ class AsyncServer(ServingProcess):
             await self.close_resources()
             raise
         self.addresses = [listener.address for listener in self.listeners
-                          if not isinstance(listener, HTTPListener)]
+                          if not isinstance(listener, HTTPListener) and not listener.private]
         self.http_addresses = [listener.address for listener in self.listeners
                                if isinstance(listener, HTTPListener)]
         self.address = (self.addresses or self.http_addresses)[0]

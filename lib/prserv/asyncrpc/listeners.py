@@ -32,6 +32,9 @@ class Listener:
     """One listening endpoint; calls ``handler(connection)`` per accepted client."""
 
     address: str = ""
+    private = False
+    """A listener for this program's own processes (``AsyncServer.start_private_server``):
+    its address is not handed to clients."""
 
     def __init__(self, handler: ConnectionHandler, logger: logging.Logger,
                  limits: Optional[Limits] = None) -> None:

@@ -19,7 +19,7 @@ from typing import List, Optional
 
 from ..asyncrpc.address import ADDR_TYPE_TCP, parse_address
 from ..errors import ConfigError, DaemonError
-from ..runtime import daemon
+from ..runtime import daemon, webprocess
 from ..runtime.settings import Config, load_config
 from ..version import __version__
 from .options import add_server_options, config_from_args
@@ -98,12 +98,14 @@ def stop(pidfile: str, host: Optional[str] = None, timeout: float = daemon.STOP_
 def foreground(config: Config) -> int:
     """Serve in this process until SIGTERM/SIGINT; 0 on a clean stop, 1 if it cannot start."""
     def ready(addresses: List[str]) -> None:
-        print(daemon.describe(config, addresses), file=sys.stderr, flush=True)
+        if webprocess.shown_as() is None:          # an HTTP child's server prints the line
+            print(daemon.describe(config, addresses), file=sys.stderr, flush=True)
 
     try:
         daemon.run_foreground(config, ready)
     except DaemonError as exc:
-        print("bitbake-prserv: %s" % exc, file=sys.stderr)
+        if webprocess.shown_as() is None:          # an HTTP child reported it to its server
+            print("bitbake-prserv: %s" % exc, file=sys.stderr)
         return 1
     return 0
 

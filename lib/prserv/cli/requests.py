@@ -153,7 +153,8 @@ def stats_text(stats: Dict[str, Any]) -> str:
     lines.append("values allocated: %s" % stats.get("allocations"))
     upstream = stats.get("upstream")
     if upstream:
-        lines.append("upstream %s: %d ok, %d error" % (upstream["address"], upstream["ok"], upstream["error"]))
+        lines.append("upstream %s: %d ok, %d error%s" % (upstream["address"], upstream["ok"], upstream["error"],
+                                                        ", marked down" if upstream.get("down") else ""))
     mirror = stats.get("mirror")
     if mirror:
         behind, contact = mirror["rows_behind"], mirror["seconds_since_contact"]

@@ -193,25 +193,26 @@ def run_foreground(config: Config, ready: Callable[[List[str]], None]) -> None:
     server = build_server(config)
     pidfile = config.pidfile
     listening = False
+    if pidfile and clear_stale_pidfile(pidfile)[0] is not None:
+        raise DaemonError("pidfile %s names a running server" % pidfile)
     http_process = _http_process(server, config, log_file)
 
     def started() -> None:
         nonlocal listening
+        if http_process is not None:
+            http_process.start()
         if pidfile:
             write_pidfile(pidfile)
         listening = True
         ready(server.addresses)
         webprocess.report_listening(server.http_addresses)
-        if http_process is not None:
-            http_process.start()
 
-    if pidfile and clear_stale_pidfile(pidfile)[0] is not None:
-        raise DaemonError("pidfile %s names a running server" % pidfile)
     try:
         server.serve_forever(ready=started)
     except Exception as exc:
         if listening:
             raise
+        webprocess.report_failure(str(exc))
         raise DaemonError("cannot start the server: %s" % exc) from exc
     finally:
         if http_process is not None:
@@ -226,7 +227,7 @@ def _http_process(server: PRServer, config: Config, log_file: str) -> Optional[w
     if not webprocess.wanted(config):
         return None
     child = webprocess.HTTPProcess(config, log_file)
-    server.start_server(child.parent_address)
+    server.start_private_server(child.parent_socket)
     server.on_reload.append(lambda: _renew(server, child, config))
     return child
 
@@ -254,12 +255,12 @@ def _daemon_main(config: Config, pidfile: str, ready: Callable[[List[str]], None
     http_process = _http_process(server, config, config.log_file)
 
     def listening() -> None:
+        if http_process is not None:
+            http_process.start()
         write_pidfile(pidfile)
         logger.info("%s (daemon pid %d, pidfile %s)", describe(config, server.addresses),
                     os.getpid(), pidfile)
         ready(server.addresses)
-        if http_process is not None:
-            http_process.start()
 
     try:
         server.serve_forever(ready=listening)

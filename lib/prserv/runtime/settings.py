@@ -388,10 +388,10 @@ SETTINGS: Tuple[Setting, ...] = (
             "serve the HTTP API (/api/v1/status; /metrics to clients that may write) on HOST:PORT, "
             "[V6]:PORT, http://HOST:PORT or https://HOST:PORT (with tls_certificate) (pip install 'prserv[web]')",
             metavar="HOST:PORT", shown_default="none"),
-    Setting("http_process", "PRSERV_HTTP_PROCESS", ("--http-process",), False, _boolean,
+    Setting("http_process", "PRSERV_HTTP_PROCESS", ("--http-process",), True, _boolean,
             "serve http from a child process (the same program, read-only on the same database, at "
-            "the idle CPU priority, restarted if it exits), not from the event loop answering get-pr "
-            "(true/false)", metavar="BOOL"),
+            "the idle CPU priority, restarted if it exits); false: from the event loop answering get-pr, "
+            "which each page then delays (true/false)", metavar="BOOL"),
     Setting("log_file", "PRSERV_LOG", ("-l", "--log"), "prserv.log", _log_file,
             "log filename, '-' for stderr", metavar="FILE",
             shown_default="prserv.log (stderr with --foreground)"),

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from typing import Any, Iterator, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Tuple
 
 from ..asyncrpc.address import parse_tcp_address
 from ..asyncrpc.stats import DURATION_BUCKETS, ERROR, OK, Durations, RequestStats
@@ -80,11 +80,74 @@ def _buckets(counts: List[int]) -> List[Tuple[str, float]]:
     return pairs
 
 
-class Collector:
-    """Builds every metric family from the server's figures at scrape time."""
+def figures(server: Observed) -> Dict[str, Any]:
+    """What a scrape shows of ``server``, as plain JSON-able data: read now from the
+    event loop's counters (copies, safe from the exporter's thread).  ``get-stats``
+    carries it to the server's HTTP child (``{"figures": true}``), whose ``/metrics``
+    then show this server (``combined``)."""
+    commands = {name: {OK: figures.ok, ERROR: figures.error, "buckets": list(figures.buckets),
+                       "sum": figures.total}
+                for name, figures in sorted(dict(server.stats.commands).items())}
+    allocator = server.allocator
+    upstream = allocator.upstream if allocator is not None else None
+    engine = server.engine
+    commits: Optional[Durations] = engine.commit_durations if engine is not None else None
+    follower = server.follower
+    mirror = None
+    if follower is not None:
+        contact = follower.last_contact
+        mirror = {"rows_behind": follower.behind, "diverged": follower.state == DIVERGED,
+                  "seconds_since_contact": None if contact is None else time.monotonic() - contact}
+    return {
+        "commands": commands, "connections": len(server.sessions),
+        "allocations": allocator.allocations if allocator is not None else 0,
+        "upstream": None if upstream is None else {
+            outcome: dict(upstream.outcomes).get(outcome, 0) for outcome in (OK, ERROR)},
+        "commits": None if commits is None else {"buckets": list(commits.buckets), "sum": commits.total},
+        "wal_bytes": engine.wal_bytes() if engine is not None else None,
+        "mirror": mirror,
+    }
 
-    def __init__(self, server: Observed) -> None:
-        self.server = server
+
+def checked_figures(value: Any) -> Dict[str, Any]:
+    """``figures`` as another process sent them; ``ValueError`` if they are not."""
+    buckets = len(DURATION_BUCKETS) + 1
+
+    def histogram(item: Any) -> bool:
+        return isinstance(item, dict) and isinstance(item.get("sum"), (int, float)) and \
+            isinstance(item.get("buckets"), list) and len(item["buckets"]) == buckets and \
+            all(isinstance(count, int) for count in item["buckets"])
+
+    def count(item: Any) -> bool:
+        return isinstance(item, int) and not isinstance(item, bool)
+
+    if not (isinstance(value, dict) and isinstance(value.get("commands"), dict)
+            and all(histogram(item) and count(item.get(OK)) and count(item.get(ERROR))
+                    for item in value["commands"].values())
+            and count(value.get("connections")) and count(value.get("allocations"))
+            and (value.get("upstream") is None or isinstance(value["upstream"], dict)
+                 and all(count(value["upstream"].get(outcome)) for outcome in (OK, ERROR)))
+            and (value.get("commits") is None or histogram(value["commits"]))
+            and (value.get("wal_bytes") is None or count(value["wal_bytes"]))
+            and (value.get("mirror") is None or isinstance(value["mirror"], dict))):
+        raise ValueError("malformed figures: %.200r" % (value,))
+    return value
+
+
+def combined(server: Dict[str, Any], http: Dict[str, Any]) -> Dict[str, Any]:
+    """A server's ``figures`` with those of its HTTP child (``http``) added: the
+    child's HTTP requests (``http GET``...) and connections."""
+    commands = dict(server["commands"])
+    commands.update({name: item for name, item in http["commands"].items() if name not in commands})
+    return dict(server, commands=commands, connections=server["connections"] + http["connections"])
+
+
+class Collector:
+    """Builds every metric family from a server's ``figures`` at scrape time."""
+
+    def __init__(self, read: Callable[[], Dict[str, Any]]) -> None:
+        """``read()``: the figures to show (``figures`` of a server, usually)."""
+        self.read = read
         self.package_version = _package_version()
 
     def describe(self) -> List[Any]:
@@ -93,64 +156,62 @@ class Collector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily,
                                             InfoMetricFamily)
-        server = self.server
-        commands = dict(server.stats.commands)
+        shown = self.read()
         requests = CounterMetricFamily("prserv_requests", "Requests answered, by wire command and outcome.",
                                        labels=["command", "outcome"])
         durations = HistogramMetricFamily("prserv_request_duration_seconds",
                                           "Seconds from a request read to its answer made.", labels=["command"])
-        for name, figures in sorted(commands.items()):
-            requests.add_metric([name, OK], figures.ok)
-            requests.add_metric([name, ERROR], figures.error)
-            durations.add_metric([name], _buckets(list(figures.buckets)), figures.total)
+        for name, item in sorted(shown["commands"].items()):
+            requests.add_metric([name, OK], item[OK])
+            requests.add_metric([name, ERROR], item[ERROR])
+            durations.add_metric([name], _buckets(item["buckets"]), item["sum"])
         yield requests
         yield durations
         yield GaugeMetricFamily("prserv_connections_active", "Client connections open.",
-                                value=len(server.sessions))
-        allocator = server.allocator
+                                value=shown["connections"])
         yield CounterMetricFamily("prserv_allocations", "Values get-pr stored (new checksums and bumps).",
-                                  value=allocator.allocations if allocator is not None else 0)
-        upstream = allocator.upstream if allocator is not None else None
-        if upstream is not None:
-            outcomes = dict(upstream.outcomes)
+                                  value=shown["allocations"])
+        if shown["upstream"] is not None:
             family = CounterMetricFamily("prserv_upstream_requests", "Requests sent to the upstream, by outcome.",
                                          labels=["outcome"])
             for outcome in (OK, ERROR):
-                family.add_metric([outcome], outcomes.get(outcome, 0))
+                family.add_metric([outcome], shown["upstream"][outcome])
             yield family
-        engine = server.engine
-        if engine is not None:
-            commits: Durations = engine.commit_durations
+        commits = shown["commits"]
+        if commits is not None:
             yield HistogramMetricFamily("prserv_commit_duration_seconds", "Seconds a database commit took.",
-                                        buckets=_buckets(list(commits.buckets)), sum_value=commits.total)
-            wal = engine.wal_bytes()
-            if wal is not None:
-                yield GaugeMetricFamily("prserv_wal_bytes", "Bytes in the SQLite write-ahead log.", value=wal)
-        follower = server.follower
-        if follower is not None:
-            yield from self._mirror(follower, GaugeMetricFamily)
+                                        buckets=_buckets(commits["buckets"]), sum_value=commits["sum"])
+        if shown["wal_bytes"] is not None:
+            yield GaugeMetricFamily("prserv_wal_bytes", "Bytes in the SQLite write-ahead log.",
+                                    value=shown["wal_bytes"])
+        if shown["mirror"] is not None:
+            yield from self._mirror(shown["mirror"], GaugeMetricFamily)
         info = InfoMetricFamily("prserv_build", "The server's version.")
         info.add_metric([], {"version": __version__, "package_version": self.package_version})
         yield info
 
-    def _mirror(self, follower: Any, gauge: Any) -> Iterator[Any]:
-        behind = follower.behind
+    def _mirror(self, mirror: Dict[str, Any], gauge: Any) -> Iterator[Any]:
+        behind, contact = mirror.get("rows_behind"), mirror.get("seconds_since_contact")
         yield gauge("prserv_mirror_lag_rows", "Rows the source holds that this mirror has not copied yet "
                     "(-1 until known).", value=-1 if behind is None else behind)
-        contact = follower.last_contact
         yield gauge("prserv_mirror_lag_seconds", "Seconds since the mirror last heard from its source "
-                    "(-1 before the first contact).", value=-1 if contact is None else time.monotonic() - contact)
+                    "(-1 before the first contact).", value=-1 if contact is None else contact)
         yield gauge("prserv_mirror_diverged", "1 when the source no longer holds the history this mirror "
-                    "copied (the mirror stopped applying changes).", value=1 if follower.state == DIVERGED else 0)
+                    "copied (the mirror stopped applying changes).", value=1 if mirror.get("diverged") else 0)
 
 
 def registry_of(server: Observed) -> Any:
-    """A ``prometheus_client`` registry holding this server's metrics (``Collector``):
-    what ``--metrics`` serves, and the HTTP listener's ``/metrics``."""
+    """A ``prometheus_client`` registry holding this server's metrics: what
+    ``--metrics`` serves, and the HTTP listener's ``/metrics``."""
+    return registry_reading(lambda: figures(server))
+
+
+def registry_reading(read: Callable[[], Dict[str, Any]]) -> Any:
+    """A ``prometheus_client`` registry showing the figures ``read()`` gives."""
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector(server))       # type: ignore[arg-type]
+    registry.register(Collector(read))          # type: ignore[arg-type]
     return registry
 
 

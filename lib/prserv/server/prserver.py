@@ -181,14 +181,15 @@ class PRServer(AsyncServer):
         return None if self.follower is None else self.follower.status()
 
     # -- stats
-    def stats_answer(self) -> Dict[str, Any]:
-        """The ``get-stats`` answer (docs/protocol.md §5.5)."""
+    def stats_answer(self, figures: bool = False) -> Dict[str, Any]:
+        """The ``get-stats`` answer (docs/protocol.md §5.5); ``figures``: with what
+        ``/metrics`` show (``metrics.figures``: the HTTP child shows them)."""
         upstream = self.allocator.upstream if self.allocator is not None else None
         return messages.stats_answer(
             self.stats.requests(), self.stats.by_command(), len(self.sessions),
             self.allocator.allocations if self.allocator is not None else 0,
-            None if upstream is None else dict(upstream.outcomes, address=upstream.address),
-            self.mirror_status())
+            None if upstream is None else dict(upstream.outcomes, address=upstream.address, down=upstream.is_down),
+            self.mirror_status(), metrics_module.figures(self) if figures else None)
 
     def _first_copy_complete(self) -> None:
         self.catching_up = None
@@ -221,6 +222,21 @@ class PRServer(AsyncServer):
 
     async def start_serving(self) -> str:
         address = await super().start_serving()
+        if self.shown_as is not None:           # the server that started it logs the rest
+            self.logger.info("HTTP process (PID %d) of the server with PID %d, reading %s", os.getpid(),
+                             os.getppid(), self.shown_database)
+        else:
+            self._log_started()
+            if not self.access.open_to_all:
+                self.logger.info("access rules: %s", self.access.describe())
+            for http_address in self.http_addresses:
+                self.logger.info("HTTP listener on %s", http_address)
+        if self.metrics:
+            self.exporter = metrics_module.Exporter(self, *self.metrics)
+            self.logger.info("Prometheus metrics on %s", self.exporter.url)
+        return address
+
+    def _log_started(self) -> None:
         self.logger.info("Started PRServer with DBfile: %s, Address: %s, PID: %s%s%s%s",
                          self.shown_database, ", ".join(self.addresses), os.getpid(),
                          " (read-only)" if self.read_only else
@@ -228,14 +244,6 @@ class PRServer(AsyncServer):
                          ", upstream: %s" % self.upstream if self.upstream else
                          ", mirror of: %s" % self.mirror if self.mirror else "",
                          ", uvloop" if _running_uvloop() else "")
-        if not self.access.open_to_all:
-            self.logger.info("access rules: %s", self.access.describe())
-        for http_address in self.http_addresses:
-            self.logger.info("HTTP listener on %s", http_address)
-        if self.metrics:
-            self.exporter = metrics_module.Exporter(self, *self.metrics)
-            self.logger.info("Prometheus metrics on %s", self.exporter.url)
-        return address
 
     async def close_resources(self) -> None:
         if self.exporter is not None:

@@ -262,9 +262,10 @@ class PRServerClient(AsyncServerConnection):
         return messages.mirror_status_answer(self.server.mirror_status())
 
     async def handle_get_stats(self, request: Any) -> Dict[str, Any]:
-        """hashserv's ``requests`` figures and this server's own (docs/protocol.md §5.5)."""
-        fields.arguments(request)
-        return self.server.stats_answer()
+        """hashserv's ``requests`` figures and this server's own (docs/protocol.md §5.5);
+        with ``"figures": true`` also what its ``/metrics`` show (``metrics.figures``)."""
+        args = fields.arguments(request)
+        return self.server.stats_answer(figures=fields.flag(args, "figures", False))
 
     # -- who the client is
     async def handle_auth(self, request: Any) -> Dict[str, Any]:

@@ -250,7 +250,6 @@ class WebRoutes:
 
     def __init__(self, server: Described) -> None:
         self.server = server
-        self._registry: Optional[Any] = None
         self._given_24h: Optional[Tuple[float, Optional[int]]] = None
         self._parent: Optional[ParentState] = None
 
@@ -277,7 +276,7 @@ class WebRoutes:
         if path == OPENAPI_PATH:
             return json_response(200, openapi.document())
         if path == METRICS_PATH and viewer.may_write and metrics.available():
-            return self.metrics()
+            return await self.metrics()
         if path in pages.ROUTES:
             return await self.page(path, query, viewer)
         if path == pages.STYLESHEET_URL:
@@ -381,12 +380,27 @@ class WebRoutes:
     def error(self, status: int, message: str) -> Response:
         return json_response(status, {"error": {"message": message}})
 
-    def metrics(self) -> Response:
-        """``/metrics``: the server's figures read now, as ``--metrics`` shows them."""
-        if self._registry is None:
-            self._registry = metrics.registry_of(self.server)      # type: ignore[arg-type]
-        content_type, body = metrics.exposition(self._registry)
+    async def metrics(self) -> Response:
+        """``/metrics``: the server's figures read now, as ``--metrics`` shows them.  In
+        an HTTP child, those of the server it serves the pages of, with the child's
+        HTTP requests and connections added (503 while that server does not answer)."""
+        shown = metrics.figures(self.server)            # type: ignore[arg-type]
+        parent = self.parent()
+        if parent is not None:
+            served = await parent.figures()
+            if served is None:
+                return self.error(503, "the server whose pages these are did not answer")
+            shown = metrics.combined(served, shown)
+        content_type, body = metrics.exposition(metrics.registry_reading(lambda: shown))
         return Response(200, [("Content-Type", content_type), ("Cache-Control", "no-store")], body)
+
+    def parent(self) -> Optional[ParentState]:
+        """The server whose pages these are, when it is another process (an HTTP
+        child's parent, ``server.shown_as``); None when it is this one."""
+        shown_as = self.server.shown_as
+        if self._parent is None and shown_as is not None and shown_as.get("parent"):
+            self._parent = ParentState(shown_as["parent"])
+        return self._parent
 
     async def given_24h(self) -> Optional[int]:
         """Values given in the last 24 hours, counted at most every ``FIGURE_SECONDS``
@@ -410,10 +424,9 @@ class WebRoutes:
             "address": upstream.address, "down": upstream.is_down, **upstream.outcomes}
         if server.shown_as is not None:
             described.update({key: server.shown_as.get(key) for key in described})
-            if server.shown_as.get("parent"):
-                if self._parent is None:
-                    self._parent = ParentState(server.shown_as["parent"])
-                mirror_state, upstream_state = await self._parent.read()
+            parent = self.parent()
+            if parent is not None:
+                mirror_state, upstream_state = await parent.read()
         return {"role": described["role"], "engine": "postgresql" if is_url(server.dbfile) else "sqlite",
                 "version": __version__, "upstream": described["upstream"], "mirror_of": described["mirror_of"],
                 "identity": (await engine.changes(None, 0)).identity,
