@@ -7,18 +7,18 @@ import resource
 import subprocess
 import sys
 import threading
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin", "bitbake-prserv")
 
 
-def start_process(tmp_path, *flags: str, db: str = "pr.sqlite3",
-                  open_files: Optional[int] = None) -> Tuple[subprocess.Popen, str, List[str]]:
+def start_process(tmp_path, *flags: str, db: str = "pr.sqlite3", open_files: Optional[int] = None,
+                  env: Optional[Dict[str, str]] = None) -> Tuple[subprocess.Popen, str, List[str]]:
     """A foreground server process, its first address, and its stderr lines so far
     (a thread keeps reading them: a full pipe would block the server's logging).
-    ``open_files``: its open-file limit, soft and hard."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRSERV_")}
+    ``open_files``: its open-file limit, soft and hard; ``env``: variables added."""
+    env = dict({k: v for k, v in os.environ.items() if not k.startswith("PRSERV_")}, **(env or {}))
 
     def limit_open_files() -> None:
         if open_files is not None:

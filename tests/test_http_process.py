@@ -8,16 +8,19 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
-from typing import List, Tuple
+import sys
+from typing import List, Optional, Tuple
 
 import pytest
 
 import prserv
 from prserv.runtime import webprocess
 from prserv.runtime.settings import load_config
+from prserv.server.parentstate import ParentState
 
-from processes import start_process
+from processes import BIN, start_process
 from test_http import get
 from waiting import until
 
@@ -166,3 +169,150 @@ def test_the_child_gets_the_access_tls_and_limit_settings_and_shows_the_server_s
     assert webprocess.shown_as(environ) == {"role": "mirror", "upstream": None, "mirror_of": "source:8585",
                                             "parent": "unix:///private/server.sock"}
     assert webprocess.shown_as({}) is None
+
+
+# --------------------------------------------------------------------------- the default, its figures, its failures
+
+def metric(text: str, name: str) -> float:
+    """The value of one sample line (``name`` with its labels) of Prometheus' text."""
+    found = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+    assert found, "%s not in:\n%s" % (name, text)
+    return float(found.group(1))
+
+
+async def test_by_default_the_child_serves_http_and_its_metrics_are_the_server_s(tmp_path):
+    pytest.importorskip("prometheus_client")
+    process, address, lines = start_process(tmp_path, "--http", "127.0.0.1:0")
+    try:
+        [(http_address, pid, _)] = children(lines)          # announced before the server said it was ready
+        ready_lines = [line for line in lines if line.startswith("prserv ") and " serving " in line]
+        assert ready_lines == ["prserv %s serving %s on %s\n" % (prserv.__version__, tmp_path / "pr.sqlite3",
+                                                                   address)]
+        started = [line for line in lines if "Started PRServer" in line]
+        assert len(started) == 1 and "Address: %s, PID: %d" % (address, process.pid) in started[0]
+        assert "unix://" not in "".join(ready_lines + started)          # the child's private socket
+        assert "HTTP process (PID %d) of the server with PID %d" % (pid, process.pid) in "".join(lines)
+
+        async with await prserv.create_async_client(address) as client:
+            value = await client.getPR("zlib-1.3-r0", "core2-64", "c1")
+            assert await client.getPR("zlib-1.3-r0", "core2-64", "c1") == value
+        first = (await get(http_address, "/metrics")).body.decode()
+        assert metric(first, 'prserv_requests_total{command="get-pr",outcome="ok"}') == 2
+        assert metric(first, "prserv_allocations_total") == 1
+        assert 'command="http GET"' not in first                        # counted once answered
+        assert metric(first, "prserv_connections_active") >= 2          # the child's question, this GET
+        second = (await get(http_address, "/metrics")).body.decode()
+        assert metric(second, 'prserv_requests_total{command="http GET",outcome="ok"}') == 1
+        assert metric(second, 'prserv_request_duration_seconds_count{command="get-pr"}') == 2
+        assert metric(second, "prserv_commit_duration_seconds_count") >= 1   # the server's commits
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert process.returncode == 0
+    assert not is_running(pid)
+
+
+async def test_the_child_shows_the_upstream_marked_down_by_the_server(tmp_path):
+    upstream, upstream_address, _ = start_process(tmp_path, db="upstream.sqlite3")
+    process, address, lines = start_process(tmp_path, "-u", upstream_address, "--http", "127.0.0.1:0")
+    try:
+        http_address = children(lines)[0][0]
+        state = (await get(http_address)).json()["upstream_state"]
+        assert (state["address"], state["down"]) == (upstream_address, False)
+        upstream.terminate()
+        upstream.wait(30)
+        async with await prserv.create_async_client(address) as client:
+            with pytest.raises(prserv.client.InvokeError, match="unavailable"):
+                await client.getPR("zlib-1.3-r0", "core2-64", "c1")
+        state = (await get(http_address)).json()["upstream_state"]
+        assert (state["address"], state["down"], state["error"]) == (upstream_address, True, 1)
+    finally:
+        process.terminate()
+        process.wait(30)
+        if upstream.poll() is None:
+            upstream.terminate()
+            upstream.wait(30)
+
+
+def child_of(parent: int) -> List[int]:
+    """Processes whose environment names ``parent`` as the server they serve pages for."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/environ" % entry, "rb") as environ:
+                if b"PRSERV_WEB_PARENT=%d\0" % parent in environ.read() and is_running(int(entry)):
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_a_server_whose_http_port_is_taken_does_not_start_and_leaves_nothing(tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PRSERV_")}
+        result = subprocess.run([sys.executable, BIN, "-F", "-f", str(tmp_path / "pr.sqlite3"), "--bind",
+                                 "127.0.0.1:0", "--http", "127.0.0.1:%d" % port],
+                                capture_output=True, text=True, env=dict(env, TMPDIR=str(temporary)), timeout=60)
+    assert result.returncode == 1
+    said = [line for line in result.stderr.splitlines() if line.startswith("bitbake-prserv:")]
+    assert len(said) == 1 and said[0].startswith(
+        "bitbake-prserv: cannot start the server: HTTP listener 127.0.0.1:%d: " % port), result.stderr
+    assert "in use" in said[0]
+    assert "serving" not in result.stderr
+    assert list(temporary.iterdir()) == []
+
+
+async def test_a_killed_server_s_child_ends_and_removes_the_private_directory(tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    process, _, lines = start_process(tmp_path, "--http", "127.0.0.1:0", env={"TMPDIR": str(temporary)})
+    [(_, pid, _)] = children(lines)
+    [directory] = temporary.iterdir()
+    assert sorted(p.name for p in directory.iterdir()) == ["pr-1.sock", "server.sock"]
+    process.kill()
+    process.wait(30)
+    await until(lambda: not is_running(pid), 30, lambda: lines)
+    assert list(temporary.iterdir()) == []
+
+
+class Nonsense:
+    """A unix socket server that answers every line with ``answer`` (None: never)."""
+
+    def __init__(self, path: str, answer: Optional[bytes]) -> None:
+        self.path, self.answer = path, answer
+        self.server: Optional[asyncio.AbstractServer] = None
+
+    async def __aenter__(self) -> "Nonsense":
+        self.server = await asyncio.start_unix_server(self.serve, self.path)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readline():
+                if self.answer is not None:
+                    writer.write(self.answer)
+                    await writer.drain()
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize("answer", [
+    b"garbage\n", b'{"mirror": null}\n', b'{"requests": {}, "figures": {"commands": {"x": 1}}}\n', None])
+async def test_a_parent_answering_nonsense_or_nothing_gives_unknown_state_and_no_figures(tmp_path, answer):
+    path = str(tmp_path / "parent.sock")
+    async with Nonsense(path, answer):
+        parent = ParentState("unix://" + path, timeout=0.5)
+        try:
+            assert await parent.read() == (None, None)
+            assert await parent.figures() is None
+        finally:
+            await parent.close()

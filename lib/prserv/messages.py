@@ -149,10 +149,13 @@ def readonly_answer(read_only: bool) -> Message:
 
 def answer_field(answer: Any, field: str) -> Any:
     """A field of an answer; None for an empty or null answer (what bitbake's client
-    returns, e.g. for import-one on a read-only server)."""
-    if answer:
-        return answer[field]
-    return None
+    returns, e.g. for import-one on a read-only server); ``ValueError`` for an answer
+    that is neither nor holds the field (a server answering nonsense)."""
+    if not answer:
+        return None
+    if not isinstance(answer, dict) or field not in answer:
+        raise ValueError("expected an answer with %r, got %.200r" % (field, answer))
+    return answer[field]
 
 
 METAINFO, DATAINFO = "metainfo", "datainfo"
