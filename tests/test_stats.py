@@ -10,6 +10,7 @@ import pytest
 
 import prserv
 from prserv.asyncrpc.stats import DURATION_BUCKETS, RequestStats
+from prserv.server.metrics import checked_figures
 
 from conftest import ENGINES
 from wire import SETUP, RawConnection
@@ -64,12 +65,38 @@ async def test_upstream_requests_are_counted_by_outcome(start_server):
     async with await prserv.create_async_client(local.address) as client:
         assert await client.getPR(V, A, "c1") == "0"
         ok = (await client.get_stats())["upstream"]
-        assert ok["address"] == upstream.address and ok["ok"] >= 1 and ok["error"] == 0
+        assert ok["address"] == upstream.address and ok["ok"] >= 1 and ok["error"] == 0 and ok["down"] is False
         await upstream.stop_serving()
         with pytest.raises(Exception):
             await client.getPR("other-1.0-r0", A, "c2")          # unknown locally: the error is the answer
         failed = (await client.get_stats())["upstream"]
-    assert failed["ok"] == ok["ok"] and failed["error"] >= 1
+    assert failed["ok"] == ok["ok"] and failed["error"] >= 1 and failed["down"] is True
+
+
+async def test_get_stats_with_figures_carries_what_metrics_show(start_server):
+    server = await start_server()
+    async with await prserv.create_async_client(server.address) as client:
+        for checksum in ("a", "b", "a"):
+            await client.getPR(V, A, checksum)
+        plain = await client.get_stats()
+        answer = await client.get_stats(figures=True)
+    assert "figures" not in plain
+    figures = checked_figures(answer["figures"])
+    get_pr = figures["commands"]["get-pr"]
+    assert (get_pr["ok"], get_pr["error"], sum(get_pr["buckets"])) == (3, 0, 3)
+    assert len(get_pr["buckets"]) == len(DURATION_BUCKETS) + 1 and 0 < get_pr["sum"] < 3
+    assert figures["commands"]["get-stats"]["ok"] == 1
+    assert (figures["connections"], figures["allocations"], figures["upstream"], figures["mirror"]) == (1, 3, None, None)
+    assert sum(figures["commits"]["buckets"]) == server.engine.commit_durations.count >= 3
+    assert isinstance(figures["wal_bytes"], int)
+    assert json.loads(json.dumps(figures)) == figures
+
+
+@pytest.mark.parametrize("figures", [None, [], {"commands": {}}, {"commands": {"get-pr": {"ok": 1}}},
+                                     {"commands": {}, "connections": True, "allocations": 0}])
+def test_figures_from_elsewhere_are_checked(figures):
+    with pytest.raises(ValueError, match="malformed figures"):
+        checked_figures(figures)
 
 
 def test_prserv_stats_text_and_json(tmp_path, process_servers, cli):

@@ -464,9 +464,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(args: argparse.Namespace) -> Tuple[Server, Tuple[str, int]]:
+def start_server(args: argparse.Namespace) -> Tuple[Server, Tuple[str, int], int]:
     """The server of ``--tree`` on ``--db`` with an HTTP listener, pinned to core 0,
-    once it serves; and the HTTP listener's address.  With ``--web-server read-only``
+    once it serves; the HTTP listener's address; and the process answering it (its
+    CPU and memory are the pages').  With ``--web-server read-only``
     the HTTP listener is a second server's, read-only on the same database, on core 0
     too but at the lowest CPU priority (``idle``): the pages off the event loop that
     answers get-pr.  With ``--web-server process`` the server starts that second
@@ -479,17 +480,26 @@ def start_server(args: argparse.Namespace) -> Tuple[Server, Tuple[str, int]]:
         web = Server(args.tree, args.db, "web", "--read-only", "--http", "%s:%d" % http_address, *cache, cpu=0)
         web.wait_serving(args.start_timeout)
         idle(web.pid)
-        return server, http_address
+        return server, http_address, web.pid
     if args.web_server == "process":
         server = Server(args.tree, args.db, "server", "--http", "%s:%d" % http_address, "--http-process", "true",
                         *cache, cpu=0)
         server.wait_serving(args.start_timeout)
         wait_listening(http_address, args.start_timeout)
-        return server, http_address
+        return server, http_address, child_of(server.pid)
     server = Server(args.tree, args.db, "server", "--http", "%s:%d" % http_address, "--http-process", "false",
                     *cache, cpu=0)
     server.wait_serving(args.start_timeout)
-    return server, http_address
+    return server, http_address, server.pid
+
+
+def child_of(pid: int) -> int:
+    """The one child process of ``pid`` (the server's HTTP child)."""
+    children = [int(child) for task in os.listdir("/proc/%d/task" % pid)
+                for child in Path("/proc/%d/task/%s/children" % (pid, task)).read_text().split()]
+    if len(children) != 1:
+        raise SystemExit("expected the server (pid %d) to have one child, found %s" % (pid, children))
+    return children[0]
 
 
 def wait_listening(address: Tuple[str, int], timeout: float) -> None:
@@ -521,7 +531,7 @@ def prepared(args: argparse.Namespace) -> Dict[str, Any]:
         os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
         print("generating %d rows in %s ..." % (args.rows, args.db), file=sys.stderr, flush=True)
         described = generate(args.db, args.rows, args.seed)
-    server, _ = start_server(args)                   # the first read-write open: indexes, feed state
+    server, _, _ = start_server(args)                 # the first read-write open: indexes, feed state
     described["first_open_s"] = round(server.ready_s or 0.0, 2)
     server.stop()
     with open(sidecar, "w") as out:
@@ -538,8 +548,19 @@ def table(rows: List[Dict[str, Any]], columns: List[str]) -> None:
         print("  ".join(str(r.get(c, "-")).rjust(w) for c, w in zip(columns, widths)))
 
 
-def memory(pid: int) -> Dict[str, Optional[float]]:
-    return {"rss_mib": status_mib(pid, "VmRSS"), "hwm_mib": status_mib(pid, "VmHWM")}
+def memory(pid: int, web_pid: int) -> Dict[str, Optional[float]]:
+    """The server's RSS and peak, and the HTTP process's where it is another."""
+    found = {"rss_mib": status_mib(pid, "VmRSS"), "hwm_mib": status_mib(pid, "VmHWM")}
+    if web_pid != pid:
+        found.update(web_rss_mib=status_mib(web_pid, "VmRSS"), web_hwm_mib=status_mib(web_pid, "VmHWM"))
+    return found
+
+
+def memory_text(found: Dict[str, Optional[float]]) -> str:
+    text = "server RSS %(rss_mib)s MiB, peak %(hwm_mib)s MiB" % found
+    if "web_rss_mib" in found:
+        text += "; HTTP process RSS %(web_rss_mib)s MiB, peak %(web_hwm_mib)s MiB" % found
+    return text
 
 
 ROUTE_COLUMNS = ["route", "requests", "walks", "rps", "first_ms", "p50_ms", "p99_ms", "max_ms",
@@ -573,11 +594,11 @@ def main() -> int:
     parser.add_argument("--quiet-browser", action="store_true",
                         help="run the browsing client on the server's core at the lowest CPU priority, not beside the load "
                              "generator (for the mix: the control then measures the pages' own cost)")
-    parser.add_argument("--web-server", choices=("same", "read-only", "process"), default="same",
-                        help="who serves the pages: the server answering get-pr (same), a second, "
-                             "read-only server on the same database at the lowest CPU priority (read-only), "
-                             "or the server's own HTTP child process (process: --http-process true) (default: "
-                             "%(default)s)")
+    parser.add_argument("--web-server", choices=("same", "read-only", "process"), default="process",
+                        help="who serves the pages: the server's own HTTP child process (process: "
+                             "--http-process true, the server's default), the server answering get-pr itself "
+                             "(same: --http-process false), or a second, read-only server on the same database "
+                             "at the lowest CPU priority (read-only) (default: %(default)s)")
     parser.add_argument("--no-control", dest="control", action="store_false",
                         help="leave out the rounds browsing /api/v1/status only")
     parser.add_argument("--cache-size", default=None, help="the server's --cache-size (default: its own, 64M)")
@@ -598,18 +619,17 @@ def main() -> int:
     if shutil.which("taskset") and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {1})                  # the server is on core 0 (taskset: pinned)
     routes = routes_of(args.routes, args.url, exact, described["packages"], args.walk_pages, args.seed)
-    server, http_address = start_server(args)
+    server, http_address, web_pid = start_server(args)
     try:
         result["start_s"] = round(server.ready_s or 0.0, 2)
-        result["memory_start"] = memory(server.pid)
-        print("server started in %s s; RSS %s MiB (peak %s), cache budget %s" % (
-            result["start_s"], result["memory_start"]["rss_mib"], result["memory_start"]["hwm_mib"],
-            result["cache_size"]))
+        result["memory_start"] = memory(server.pid, web_pid)
+        print("server started in %s s; %s, cache budget %s" % (
+            result["start_s"], memory_text(result["memory_start"]), result["cache_size"]))
         served = routes
         if "routes" in phases:
-            measured = [measure_route(route, http_address, args.requests, server.pid) for route in routes]
+            measured = [measure_route(route, http_address, args.requests, web_pid) for route in routes]
             result["routes"] = measured
-            result["memory_after_routes"] = memory(server.pid)
+            result["memory_after_routes"] = memory(server.pid, web_pid)
             served = [route for route, m in zip(routes, measured) if m["served"]]
             print("\nroutes, %d requests each on one keep-alive connection:" % args.requests)
             table([m for m in measured if m["served"]], ROUTE_COLUMNS)
@@ -621,7 +641,7 @@ def main() -> int:
                 elif m["failure"]:
                     print("%s: stopped after %d requests: no answer for %s" % (m["route"], m["requests"],
                                                                                 m["failure"]))
-            print("server RSS after: %(rss_mib)s MiB, peak %(hwm_mib)s MiB" % result["memory_after_routes"])
+            print("after: %s" % memory_text(result["memory_after_routes"]))
         if "mix" in phases and served:
             print("\nhit p99 without and with browsing (%s pages/s over %s), %d rounds of %s s:" % (
                 args.browse_rate, ",".join(r.name for r in served), args.rounds, args.round_seconds), flush=True)
@@ -647,7 +667,7 @@ def main() -> int:
             if args.control:
                 result["mix"].update(hit_p99_control_ms=median["status"],
                                      control_ratio=round(median["status"] / without, 2))
-            result["memory_after_mix"] = memory(server.pid)
+            result["memory_after_mix"] = memory(server.pid, web_pid)
             print("median hit p99: without %.3f ms, with browsing %.3f ms: ratio %.2f (target <= 1.2)" % (
                 without, with_, with_ / without))
             if args.control:
@@ -655,7 +675,7 @@ def main() -> int:
                     median["status"], median["status"] / without))
             print("pages under the hit load: p50 %(pages_p50_ms)s ms, p99 %(pages_p99_ms)s ms, max "
                   "%(pages_max_ms)s ms" % result["mix"])
-            print("server RSS after: %(rss_mib)s MiB, peak %(hwm_mib)s MiB" % result["memory_after_mix"])
+            print("after: %s" % memory_text(result["memory_after_mix"]))
     finally:
         server.stop()
         stop_all()                  # the read-only web server too (--web-server read-only)
