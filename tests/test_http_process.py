@@ -316,3 +316,26 @@ async def test_a_parent_answering_nonsense_or_nothing_gives_unknown_state_and_no
             assert await parent.figures() is None
         finally:
             await parent.close()
+
+
+async def test_concurrent_pages_ask_the_server_one_question_at_a_time(tmp_path):
+    """The child keeps one connection to its server: 20 status views and 20 scrapes
+    at once each get the server's upstream state and figures."""
+    pytest.importorskip("prometheus_client")
+    upstream, upstream_address, _ = start_process(tmp_path, db="upstream.sqlite3")
+    try:
+        process, address, lines = start_process(tmp_path, "-u", upstream_address, "--http", "127.0.0.1:0")
+        try:
+            http_address = children(lines)[0][0]
+            answers = await asyncio.gather(*[get(http_address, target) for _ in range(20)
+                                             for target in ("/api/v1/status", "/metrics")])
+            assert [answer.status for answer in answers] == [200] * 40
+            states = [answer.json()["upstream_state"] for answer in answers[0::2]]
+            assert [(state["address"], state["down"]) for state in states] == [(upstream_address, False)] * 20
+            assert all(b'prserv_upstream_requests_total{outcome="ok"}' in answer.body for answer in answers[1::2])
+        finally:
+            process.terminate()
+            process.wait(30)
+    finally:
+        upstream.terminate()
+        upstream.wait(30)
