@@ -200,7 +200,7 @@ def run_foreground(config: Config, ready: Callable[[List[str]], None]) -> None:
         if pidfile:
             write_pidfile(pidfile)
         listening = True
-        ready(server.addresses)
+        ready(announced(server, http_process))
         webprocess.report_listening(server.http_addresses)
         if http_process is not None:
             http_process.start()
@@ -231,6 +231,12 @@ def _http_process(server: PRServer, config: Config, log_file: str) -> Optional[w
     return child
 
 
+def announced(server: PRServer, child: Optional[webprocess.HTTPProcess]) -> List[str]:
+    """The addresses clients reach ``server`` on: not the private socket its HTTP child
+    asks it on (``HTTPProcess.parent_address``, in a temporary directory)."""
+    return [address for address in server.addresses if child is None or address != child.parent_address]
+
+
 def _renew(server: PRServer, child: webprocess.HTTPProcess, config: Config) -> None:
     """SIGHUP: the HTTP child started again with the settings as they are now."""
     try:
@@ -255,9 +261,9 @@ def _daemon_main(config: Config, pidfile: str, ready: Callable[[List[str]], None
 
     def listening() -> None:
         write_pidfile(pidfile)
-        logger.info("%s (daemon pid %d, pidfile %s)", describe(config, server.addresses),
-                    os.getpid(), pidfile)
-        ready(server.addresses)
+        addresses = announced(server, http_process)
+        logger.info("%s (daemon pid %d, pidfile %s)", describe(config, addresses), os.getpid(), pidfile)
+        ready(addresses)
         if http_process is not None:
             http_process.start()
 
@@ -308,6 +314,12 @@ def _daemon_child(main: Callable[[Callable[[List[str]], None]], None], write_fd:
         context = daemon.DaemonContext(working_directory="/", umask=0o022, detach_process=True,
                                        files_preserve=[write_fd])
         context.open()
+        # python-daemon leaves fds 0-2 close-on-exec (it closes them, os.open()s /dev/null,
+        # which takes the same fd, and dup2()s it onto itself): a child the daemon starts
+        # (the HTTP process) would have none, its log file would become its stdout and
+        # uvloop abort on closing fd 2.
+        for fd in (0, 1, 2):
+            os.set_inheritable(fd, True)
         main(lambda addresses: report({"addresses": addresses}))
         code = 0
     except BaseException as exc:   # the daemon's last words go to the starter, then the log
