@@ -5,6 +5,7 @@ started once the server serves, restarted when it dies, stopped with the server.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -16,17 +17,22 @@ from typing import List, Optional, Tuple
 import pytest
 
 import prserv
-from prserv.runtime import webprocess
+from prserv.client import PRAsyncClient
+from prserv.runtime import users, webprocess
+from prserv.runtime.daemon import read_pid
 from prserv.runtime.settings import load_config
 from prserv.server.parentstate import ParentState
+from prserv.storage import open_engine
+from prserv.timestamps import now_us, parse_rfc3339
 
 from processes import BIN, start_process
-from test_http import get
+from test_http import get, status_document
 from waiting import until
 
 pytest.importorskip("h11")
 
-LISTENING = re.compile(r"HTTP listener on (http://\S+) \(process (\d+), (idle|niceness 19) priority\)")
+V, A = "zlib-1.3-r0", "core2-64"
+LISTENING = re.compile(r"HTTP listener on (https?://\S+) \(process (\d+), (idle|niceness 19) priority\)")
 
 
 def children(lines: List[str]) -> List[Tuple[str, int, str]]:
@@ -339,3 +345,150 @@ async def test_concurrent_pages_ask_the_server_one_question_at_a_time(tmp_path):
     finally:
         upstream.terminate()
         upstream.wait(30)
+
+
+def history_target(version: str = V, pkgarch: str = A) -> str:
+    return "/api/v1/history?version=%s&pkgarch=%s" % (version, pkgarch)
+
+
+async def test_a_child_of_a_server_on_postgresql_reads_the_values_the_server_stores(tmp_path, pg_cluster):
+    url = pg_cluster.new_database()
+    process, address, lines = start_process(tmp_path, "-f", url, "--http", "127.0.0.1:0", "--http-process", "true")
+    try:
+        await until(lambda: len(children(lines)) == 1, 30, lambda: lines)
+        http_address, pid, _ = children(lines)[0]
+        assert pid != process.pid
+        before = now_us()
+        async with await prserv.create_async_client(address) as client:
+            assert await client.getPR(V, A, "c1") == "0"
+        after = now_us()
+
+        engine = await open_engine(url)
+        try:
+            identity = (await engine.changes(None, 0)).identity
+        finally:
+            await engine.close()
+        answer = await get(http_address)
+        assert answer.status == 200
+        assert answer.json() == dict(status_document("read-write", identity=identity, packages=None, values=None,
+                                                     given_24h=1), engine="postgresql")   # no kept counts
+        answer = await get(http_address, history_target())
+        assert answer.status == 200
+        document = answer.json()
+        given = document["history"][0]["given"]
+        assert before <= parse_rfc3339(given) <= after
+        assert document == {"version": V, "pkgarch": A, "latest": "0", "history": [
+            {"checksum": "c1", "value": "0", "given": given, "address": "127.0.0.1", "user": None}]}
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert process.returncode == 0
+    assert not is_running(pid)
+
+
+@pytest.fixture
+def certificates(tmp_path):
+    """(CA bundle, server certificate chain, key): a CA of the test's own (as test_tls's,
+    whose module skips without trustme: imported here it would skip every test above)."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file, chain, key = tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
+    ca.cert_pem.write_to_path(str(ca_file))
+    issued.private_key_pem.write_to_path(str(key))
+    with open(chain, "wb") as out:
+        for blob in issued.cert_chain_pems:
+            out.write(blob.bytes())
+    return str(ca_file), str(chain), str(key)
+
+
+async def test_an_https_child_serves_the_server_s_certificate_and_takes_tokens_by_basic(tmp_path, certificates):
+    import ssl
+
+    from test_http_access import WRONG, basic, https_get, in_thread     # needs trustme, as the fixture
+
+    ca_file, chain, key = certificates
+    writer = ("ci", users.add_user(str(tmp_path / "pr.sqlite3"), "ci", ["write"])[1])
+    process, address, lines = start_process(tmp_path, "--http", "https://127.0.0.1:0", "--tls-certificate", chain,
+                                            "--tls-key", key, "--allow-write", "10.0.0.0/8",   # loopback reads
+                                            "--http-process", "true")
+    try:
+        await until(lambda: len(children(lines)) == 1, 30, lambda: lines)
+        http_address, pid, _ = children(lines)[0]
+        assert http_address.startswith("https://127.0.0.1:") and pid != process.pid
+        # the ready line names the server's listener alone, not the socket its child asks it on
+        ready = [line for line in lines if line.startswith("prserv ") and " serving " in line][0]   # then the child's
+        assert ready == "prserv %s serving %s on %s\n" % (prserv.__version__, tmp_path / "pr.sqlite3", address)
+        client = PRAsyncClient(credentials=writer)
+        await client.connect_address(address)
+        async with client:
+            assert await client.getPR(V, A, "c1") == "0"
+
+        status, _, body = await in_thread(https_get, http_address, ca_file)
+        document = json.loads(body)
+        assert (status, document["role"], document["engine"], document["figures"]) == (
+            200, "read-write", "sqlite", {"packages": 1, "values": 1, "given_24h": 1})
+        with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+            await in_thread(https_get, http_address, None)             # the system's CAs: not ours
+
+        status, _, body = await in_thread(https_get, http_address, ca_file, history_target())
+        [item] = json.loads(body)["history"]
+        assert (status, item) == (200, {"checksum": "c1", "value": "0", "given": item["given"]})
+        proof = {"Authorization": basic(*writer).split(": ", 1)[1]}
+        status, _, body = await in_thread(https_get, http_address, ca_file, history_target(), proof)
+        assert (status, json.loads(body)["history"]) == (200, [
+            {"checksum": "c1", "value": "0", "given": item["given"], "address": "127.0.0.1", "user": "ci"}])
+        wrong = {"Authorization": basic("ci", "not-the-token").split(": ", 1)[1]}
+        status, _, body = await in_thread(https_get, http_address, ca_file, history_target(), wrong)
+        assert (status, json.loads(body)) == (401, WRONG)
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert process.returncode == 0
+    assert not is_running(pid)
+
+
+def parent_of(pid: int) -> int:
+    with open("/proc/%d/stat" % pid) as stat:
+        return int(stat.read().rpartition(")")[2].split()[1])
+
+
+async def test_a_daemon_s_child_listens_once_start_returns_and_stop_ends_both(tmp_path):
+    from test_daemon import run, started
+
+    pidfile, log = tmp_path / "pr.pid", tmp_path / "pr.log"
+    result = run("--start", "--host", "127.0.0.1", "--port", "0", "-f", str(tmp_path / "pr.sqlite3"), "-l", str(log),
+                 "--pidfile", str(pidfile), "--http", "127.0.0.1:0", "--http-process", "true", cwd=tmp_path)
+    started_pids = [pid for pid in [read_pid(str(pidfile))] if pid is not None]    # stopped whatever comes
+    try:
+        match = started(result)
+        daemon = int(match["pid"])
+        assert started_pids == [daemon]
+        # started: the server's listener alone, not the socket its child asks it on
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", match["address"]), match.string
+
+        def logged() -> List[str]:
+            return [log.read_text()]
+
+        await until(lambda: len(children(logged())) == 1, 30, logged)
+        http_address, pid, _ = children(logged())[0]
+        started_pids.append(pid)
+        assert parent_of(pid) == daemon
+        # the child has the daemon's standard streams (on /dev/null), not its log file on fd 1
+        assert [os.readlink("/proc/%d/fd/%d" % (pid, fd)) for fd in (0, 1, 2)] == ["/dev/null"] * 3
+        async with await prserv.create_async_client(match["address"]) as client:
+            assert await client.getPR(V, A, "c1") == "0"
+        answer = await get(http_address)
+        assert (answer.status, answer.json()["role"], answer.json()["figures"]) == (
+            200, "read-write", {"packages": 1, "values": 1, "given_24h": 1})
+
+        stopped = run("--stop", "--pidfile", str(pidfile), cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr
+        assert "PR server (pid %d) stopped." % daemon in stopped.stdout
+        assert not is_running(daemon) and not is_running(pid)
+        assert not pidfile.exists()
+        assert "exited" not in log.read_text()              # stopped, not seen dying and restarted
+    finally:
+        for running in reversed(started_pids):
+            if is_running(running):
+                os.kill(running, signal.SIGKILL)

@@ -309,6 +309,12 @@ def _daemon_child(main: Callable[[Callable[[List[str]], None]], None], write_fd:
         context = daemon.DaemonContext(working_directory="/", umask=0o022, detach_process=True,
                                        files_preserve=[write_fd])
         context.open()
+        # python-daemon leaves fds 0-2 close-on-exec (it closes them, os.open()s /dev/null,
+        # which takes the same fd, and dup2()s it onto itself): a child the daemon starts
+        # (the HTTP process) would have none, its log file would become its stdout and
+        # uvloop abort on closing fd 2.
+        for fd in (0, 1, 2):
+            os.set_inheritable(fd, True)
         main(lambda addresses: report({"addresses": addresses}))
         code = 0
     except BaseException as exc:   # the daemon's last words go to the starter, then the log
