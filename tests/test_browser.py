@@ -1,5 +1,6 @@
 """The pages in a real browser: Debian's headless Chromium driven by Selenium, against
-a real server on 127.0.0.1 port 0 -- searching from ``/``, opening a package by its
+a real server on 127.0.0.1 port 0 (its own event loop serving them, and a
+``bitbake-prserv`` process's HTTP child, the command's default) -- searching from ``/``, opening a package by its
 link, paging by the next links, following links back, a hostile version shown as
 text with no script run, the step plot, the stylesheet applied under the pages'
 policy, and a phone-wide window without horizontal overflow.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import threading
 from typing import Iterator, List, Tuple
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -22,6 +24,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import pytest
 
 import prserv
+
+from processes import start_process
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -58,10 +62,23 @@ def checksum(version: str, pkgarch: str, n: int) -> str:
     return hashlib.sha256(("%s/%s/%d" % (version, pkgarch, n)).encode("utf-8")).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Iterator[str]:
-    """One server for the module, in an event loop of its own thread (the browser's
-    requests arrive while a test waits on Selenium), holding ``PACKAGES``; its URL."""
+async def fill(address: str) -> None:
+    """Store ``PACKAGES`` through the server at ``address``."""
+    async with await prserv.create_async_client(address) as client:
+        for version, pkgarch, count in PACKAGES:
+            for n in range(count):
+                await client.getPR(version, pkgarch, checksum(version, pkgarch, n))
+
+
+@pytest.fixture(scope="module", params=["event-loop", "child"])
+def base(request, tmp_path_factory) -> Iterator[str]:
+    """One server for the module holding ``PACKAGES``; the URL of its pages.  Served
+    by the event loop of an in-process server (in a thread of its own: the browser's
+    requests arrive while a test waits on Selenium), and by the HTTP child of a
+    ``bitbake-prserv`` process, as the command serves them by default."""
+    if request.param == "child":
+        yield from served_by_a_child(tmp_path_factory.mktemp("browser-child"))
+        return
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -70,10 +87,7 @@ def base(tmp_path_factory) -> Iterator[str]:
 
     async def start() -> None:
         await server.start_serving()
-        async with await prserv.create_async_client(server.address) as client:
-            for version, pkgarch, count in PACKAGES:
-                for n in range(count):
-                    await client.getPR(version, pkgarch, checksum(version, pkgarch, n))
+        await fill(server.address)
 
     asyncio.run_coroutine_threadsafe(start(), loop).result(30)
     try:
@@ -83,6 +97,17 @@ def base(tmp_path_factory) -> Iterator[str]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def served_by_a_child(directory) -> Iterator[str]:
+    process, address, lines = start_process(directory, "--http", "127.0.0.1:0")
+    try:
+        asyncio.run(fill(address))
+        [url] = re.findall(r"HTTP listener on (http://\S+) \(process", "".join(lines))
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 @pytest.fixture(scope="module")
