@@ -163,7 +163,7 @@ def test_the_child_gets_the_access_tls_and_limit_settings_and_shows_the_server_s
                           "mirror": "source:8585", "idle_timeout": 7},
                          environ={})
     argv = webprocess.child_argv(config, "-", str(tmp_path / "pr.sock"))
-    assert argv[argv.index("-f") + 1] == str(tmp_path / "pr.sqlite3") and "-r" in argv
+    assert "-f" not in argv and str(tmp_path / "pr.sqlite3") not in argv and "-r" in argv
     assert argv[argv.index("--bind") + 1] == "unix://%s" % (tmp_path / "pr.sock")
     assert argv[argv.index("--http-process") + 1] == "false"
     for option, value in (("--allow", "10.0.0.0/8"), ("--allow-write", "10.1.0.0/16"),
@@ -171,7 +171,7 @@ def test_the_child_gets_the_access_tls_and_limit_settings_and_shows_the_server_s
         assert argv[argv.index(option) + 1] == value
     assert "--mirror" not in argv and "--upstream" not in argv
     environ = webprocess.child_environ(config, 9, "unix:///private/server.sock")
-    assert "PRSERV_MIRROR" not in environ
+    assert "PRSERV_MIRROR" not in environ and environ["PRSERV_DATABASE"] == str(tmp_path / "pr.sqlite3")
     assert webprocess.shown_as(environ) == {"role": "mirror", "upstream": None, "mirror_of": "source:8585",
                                             "parent": "unix:///private/server.sock"}
     assert webprocess.shown_as({}) is None
@@ -358,6 +358,8 @@ async def test_a_child_of_a_server_on_postgresql_reads_the_values_the_server_sto
         await until(lambda: len(children(lines)) == 1, 30, lambda: lines)
         http_address, pid, _ = children(lines)[0]
         assert pid != process.pid
+        with open("/proc/%d/cmdline" % pid, "rb") as cmdline:       # a URL may hold a password
+            assert url.encode() not in cmdline.read()
         before = now_us()
         async with await prserv.create_async_client(address) as client:
             assert await client.getPR(V, A, "c1") == "0"

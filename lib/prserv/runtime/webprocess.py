@@ -137,8 +137,9 @@ def role_of(config: Config) -> str:
 
 
 def child_argv(config: Config, log_file: str, socket_path: str) -> List[str]:
-    """The child's command line."""
-    argv = [sys.executable, "-c", BOOT % LIB, "-F", "-f", config.database, "-r",
+    """The child's command line.  The database is not on it (``child_environ``): a
+    PostgreSQL URL may hold a password, and any local user can read a command line."""
+    argv = [sys.executable, "-c", BOOT % LIB, "-F", "-r",
             "--bind", "unix://" + socket_path, "--http", config.http, "--http-process", "false",
             "--log", log_file]
     for name in CHILD_SETTINGS:
@@ -157,10 +158,11 @@ def child_argv(config: Config, log_file: str, socket_path: str) -> List[str]:
 def child_environ(config: Config, report_fd: int, parent_address: Optional[str] = None,
                   directory: Optional[str] = None) -> Dict[str, str]:
     """The child's environment: this one without the settings (its flags say them
-    all) and with what its status shows."""
+    all) but the database (only its owner can read a process's environment), and with
+    what its status shows."""
     names = {setting.env for setting in SETTINGS} | {CONFIG_ENV}
     environ = {key: value for key, value in os.environ.items() if key not in names}
-    environ.update({ROLE_ENV: role_of(config), UPSTREAM_ENV: config.upstream or "",
+    environ.update({SETTINGS_BY_NAME["database"].env: config.database, ROLE_ENV: role_of(config), UPSTREAM_ENV: config.upstream or "",
                     MIRROR_OF_ENV: config.mirror or "", REPORT_FD_ENV: str(report_fd),
                     PARENT_ENV: str(os.getpid()), PARENT_ADDRESS_ENV: parent_address or "",
                     DIRECTORY_ENV: directory or ""})
