@@ -102,6 +102,19 @@ async def test_sighup_replaces_the_child_with_one_of_the_settings_read_again(tmp
     assert process.returncode == 0
 
 
+def test_sighup_gives_the_child_the_access_rules_read_again_and_nothing_else(tmp_path):
+    started = load_config({"database": str(tmp_path / "a.sqlite3"), "http": "127.0.0.1:8586",
+                           "allow": ["127.0.0.0/8"], "idle_timeout": 7}, environ={})
+    reloaded = load_config({"database": str(tmp_path / "b.sqlite3"), "http": "127.0.0.1:9999",
+                            "allow": ["10.0.0.0/8"], "allow_write": ["10.1.0.0/16"], "idle_timeout": 9},
+                           environ={})
+    renewed = webprocess.with_reloaded_access(started, reloaded)
+    assert (renewed.database, renewed.http, renewed.idle_timeout) == (str(tmp_path / "a.sqlite3"),
+                                                                       "127.0.0.1:8586", 7.0)
+    assert [str(net) for net in renewed.allow] == ["10.0.0.0/8"]
+    assert [str(net) for net in renewed.allow_write] == ["10.1.0.0/16"]
+
+
 async def test_the_child_shows_the_server_s_upstream_and_asks_it_for_the_upstream_s_state(tmp_path):
     upstream, upstream_address, _ = start_process(tmp_path, db="upstream.sqlite3")
     try:

@@ -173,6 +173,19 @@ def wanted(config: Config) -> bool:
     return bool(config.http and config.http_process)
 
 
+RELOADED_SETTINGS = ("allow", "allow_write", "allow_write_unix", "trusted_proxies")
+"""What SIGHUP changes in the child: what it changes in the server (``runtime.reload``)."""
+
+
+def with_reloaded_access(started: Config, reloaded: Config) -> Config:
+    """``started`` with ``reloaded``'s access rules: the child keeps serving the
+    database, address and limits the server started with, as the server does until
+    it is restarted."""
+    values = dict(started.values)
+    values.update({name: reloaded.values[name] for name in RELOADED_SETTINGS})
+    return Config(values, started.config_file)
+
+
 class HTTPProcess:
     """The child serving ``config.http``: started by ``start``, kept running by a
     thread, ended by ``stop``."""
@@ -210,16 +223,12 @@ class HTTPProcess:
                                         daemon=True)
         self._thread.start()
 
-    def renew(self, config: Config) -> None:
-        """Replace the child by one with ``config``'s settings (SIGHUP: the access
-        rules, log files); at once, without a back-off.  Settings without an HTTP
-        child (``wanted`` false) take effect at the next start of the server."""
-        if not wanted(config):
-            logger.warning("SIGHUP: http or http_process changed: the HTTP process keeps its settings "
-                           "until the server is restarted")
-            return
+    def renew(self, reloaded: Config) -> None:
+        """SIGHUP: replace the child, at once and without a back-off, by one with
+        ``reloaded``'s access rules (``with_reloaded_access``); the new child opens
+        its log file again."""
         with self._lock:
-            self.config = config
+            self.config = with_reloaded_access(self.config, reloaded)
             process = self.process
             self._renewing = process is not None and process.poll() is None
         if self._renewing:
