@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import subprocess
 import sys
 import threading
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "bin", "bitbake-prserv")
@@ -35,6 +36,19 @@ def start_process(tmp_path, *flags: str, db: str = "pr.sqlite3", open_files: Opt
             return process, line.split(" on ", 1)[1].split()[0].rstrip(","), lines
     process.wait(10)
     raise AssertionError("server did not start (exit %s): %s" % (process.returncode, "".join(lines)))
+
+
+@contextlib.contextmanager
+def running(tmp_path, *flags: str, **options) -> Iterator[Tuple[subprocess.Popen, str, List[str]]]:
+    """``start_process``'s server for the block, terminated and waited for after it
+    (unless the block ended it)."""
+    process, address, lines = start_process(tmp_path, *flags, **options)
+    try:
+        yield process, address, lines
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(30)
 
 
 def status_kib(pid: int, field: str) -> int:

@@ -43,14 +43,6 @@ async def get(address: str, target: str, *headers: str) -> Answer:
     return answer
 
 
-RECORDING_ENGINES = ("sqlite", "postgresql")
-"""The engines whose servers keep the record of when each value was given."""
-
-
-def records(server) -> bool:
-    return server.engine.__class__.__name__.lower().startswith(RECORDING_ENGINES)
-
-
 def stamped(items: list, earliest: float, latest: float) -> list:
     """``items`` with each ``given`` checked to be an RFC 3339 UTC time within
     [earliest, latest] (seconds since the epoch) and replaced by ``"T"``."""
@@ -85,10 +77,7 @@ async def test_history_lists_every_row_in_numeric_value_order_with_an_etag(start
     document = answer.json()
     imported = {"given": "T", "address": None, "user": None}    # an import names nobody
     given = {"given": "T", "address": "127.0.0.1", "user": None}
-    if not records(server):
-        given = imported = {"given": None, "address": None, "user": None}
-    else:
-        document["history"] = stamped(document["history"], before, after)
+    document["history"] = stamped(document["history"], before, after)
     assert document == {"version": V, "pkgarch": A, "latest": "12", "history": [
         dict(imported, checksum="a19", value="1.9"),
         dict(imported, checksum="a110", value="1.10"),
@@ -159,9 +148,8 @@ async def test_a_mirror_answers_the_history_its_source_answers(tmp_path, start_s
         from_source, from_mirror = await _compare(source, mirror)
     finally:
         await mirror.stop_serving()
-    if records(source):
-        assert all(item["given"] is not None for item in from_source)
-        assert any(item.get("address") == "127.0.0.1" for item in from_source), from_source
+    assert all(item["given"] is not None for item in from_source)
+    assert any(item.get("address") == "127.0.0.1" for item in from_source), from_source
     assert all(item.get("address") is None and item.get("user") is None for item in from_mirror), from_mirror
 
 
@@ -215,7 +203,7 @@ async def listed(server, target: str) -> dict:
         history = (await get(server.http_addresses[0], "/api/v1/history?" + query)).json()
         [row] = [row for row in history["history"] if row["value"] == found["latest"]]
         assert found["given"] == row["given"]
-        assert (found["given"] is None) != records(server)
+        assert found["given"] is not None
         found["given"] = "T"
     return page
 

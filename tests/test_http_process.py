@@ -25,7 +25,8 @@ from prserv.server.parentstate import ParentState
 from prserv.storage import open_engine
 from prserv.timestamps import now_us, parse_rfc3339
 
-from processes import BIN, start_process
+from certificates import issue
+from processes import BIN, running, start_process
 from test_http import get, status_document
 from waiting import until
 
@@ -116,57 +117,38 @@ def test_sighup_gives_the_child_the_access_rules_read_again_and_nothing_else(tmp
 
 
 async def test_the_child_shows_the_server_s_upstream_and_asks_it_for_the_upstream_s_state(tmp_path):
-    upstream, upstream_address, _ = start_process(tmp_path, db="upstream.sqlite3")
-    try:
-        process, address, lines = start_process(tmp_path, "-u", upstream_address, "--http", "127.0.0.1:0",
-                                                 "--http-process", "true")
-        try:
-            await until(lambda: len(children(lines)) == 1, 30, lambda: lines)
-            http_address = children(lines)[0][0]
-            async with await prserv.create_async_client(address) as client:
-                await client.getPR("zlib-1.3-r0", "core2-64", "c1")
-            status = (await get(http_address)).json()
-            assert (status["role"], status["upstream"], status["mirror"]) == ("read-write", upstream_address, None)
-            state = status["upstream_state"]
-            assert state["address"] == upstream_address and state["ok"] >= 1 and state["error"] == 0
-        finally:
-            process.terminate()
-            process.wait(30)
-    finally:
-        upstream.terminate()
-        upstream.wait(30)
+    with running(tmp_path, db="upstream.sqlite3") as (_, upstream_address, _), \
+            running(tmp_path, "-u", upstream_address, "--http", "127.0.0.1:0") as (_, address, lines):
+        http_address = children(lines)[0][0]
+        async with await prserv.create_async_client(address) as client:
+            await client.getPR("zlib-1.3-r0", "core2-64", "c1")
+        status = (await get(http_address)).json()
+        assert (status["role"], status["upstream"], status["mirror"]) == ("read-write", upstream_address, None)
+        state = status["upstream_state"]
+        assert state["address"] == upstream_address and state["ok"] >= 1 and state["error"] == 0
 
 
 async def test_a_mirror_s_child_shows_the_mirror_s_state_and_the_rows_it_copied(tmp_path):
-    source, source_address, _ = start_process(tmp_path, db="source.sqlite3")
-    try:
-        mirror, _, lines = start_process(tmp_path, "--mirror", source_address, "--http", "127.0.0.1:0",
-                                         "--http-process", "true", db="mirror.sqlite3")
-        try:
-            await until(lambda: len(children(lines)) == 1, 30, lambda: lines)
-            http_address = children(lines)[0][0]
-            async with await prserv.create_async_client(source_address) as client:
-                value = await client.getPR("zlib-1.3-r0", "core2-64", "c1")
-            seen: List[object] = []
+    with running(tmp_path, db="source.sqlite3") as (_, source_address, _), \
+            running(tmp_path, "--mirror", source_address, "--http", "127.0.0.1:0",
+                    db="mirror.sqlite3") as (_, _, lines):
+        http_address = children(lines)[0][0]
+        async with await prserv.create_async_client(source_address) as client:
+            value = await client.getPR("zlib-1.3-r0", "core2-64", "c1")
+        seen: List[object] = []
 
-            async def copied() -> bool:
-                seen[:] = [(await get(http_address, "/api/v1/recent")).json()]
-                return [(i["version"], i["value"]) for i in seen[0]["items"]] == [("zlib-1.3-r0", value)]
+        async def copied() -> bool:
+            seen[:] = [(await get(http_address, "/api/v1/recent")).json()]
+            return [(i["version"], i["value"]) for i in seen[0]["items"]] == [("zlib-1.3-r0", value)]
 
-            for _ in range(300):
-                if await copied():
-                    break
-                await asyncio.sleep(0.05)
-            assert await copied(), seen
-            status = (await get(http_address)).json()
-            assert (status["role"], status["mirror_of"]) == ("mirror", source_address)
-            assert status["mirror"]["source"] == source_address and status["mirror"]["complete"] is True
-        finally:
-            mirror.terminate()
-            mirror.wait(30)
-    finally:
-        source.terminate()
-        source.wait(30)
+        for _ in range(300):
+            if await copied():
+                break
+            await asyncio.sleep(0.05)
+        assert await copied(), seen
+        status = (await get(http_address)).json()
+        assert (status["role"], status["mirror_of"]) == ("mirror", source_address)
+        assert status["mirror"]["source"] == source_address and status["mirror"]["complete"] is True
 
 
 def test_the_child_gets_the_access_tls_and_limit_settings_and_shows_the_server_s_role(tmp_path, monkeypatch):
@@ -232,9 +214,8 @@ async def test_by_default_the_child_serves_http_and_its_metrics_are_the_server_s
 
 
 async def test_the_child_shows_the_upstream_marked_down_by_the_server(tmp_path):
-    upstream, upstream_address, _ = start_process(tmp_path, db="upstream.sqlite3")
-    process, address, lines = start_process(tmp_path, "-u", upstream_address, "--http", "127.0.0.1:0")
-    try:
+    with running(tmp_path, db="upstream.sqlite3") as (upstream, upstream_address, _), \
+            running(tmp_path, "-u", upstream_address, "--http", "127.0.0.1:0") as (_, address, lines):
         http_address = children(lines)[0][0]
         state = (await get(http_address)).json()["upstream_state"]
         assert (state["address"], state["down"]) == (upstream_address, False)
@@ -245,12 +226,6 @@ async def test_the_child_shows_the_upstream_marked_down_by_the_server(tmp_path):
                 await client.getPR("zlib-1.3-r0", "core2-64", "c1")
         state = (await get(http_address)).json()["upstream_state"]
         assert (state["address"], state["down"], state["error"]) == (upstream_address, True, 1)
-    finally:
-        process.terminate()
-        process.wait(30)
-        if upstream.poll() is None:
-            upstream.terminate()
-            upstream.wait(30)
 
 
 def child_of(parent: int) -> List[int]:
@@ -341,23 +316,15 @@ async def test_concurrent_pages_ask_the_server_one_question_at_a_time(tmp_path):
     """The child keeps one connection to its server: 20 status views and 20 scrapes
     at once each get the server's upstream state and figures."""
     pytest.importorskip("prometheus_client")
-    upstream, upstream_address, _ = start_process(tmp_path, db="upstream.sqlite3")
-    try:
-        process, address, lines = start_process(tmp_path, "-u", upstream_address, "--http", "127.0.0.1:0")
-        try:
-            http_address = children(lines)[0][0]
-            answers = await asyncio.gather(*[get(http_address, target) for _ in range(20)
-                                             for target in ("/api/v1/status", "/metrics")])
-            assert [answer.status for answer in answers] == [200] * 40
-            states = [answer.json()["upstream_state"] for answer in answers[0::2]]
-            assert [(state["address"], state["down"]) for state in states] == [(upstream_address, False)] * 20
-            assert all(b'prserv_upstream_requests_total{outcome="ok"}' in answer.body for answer in answers[1::2])
-        finally:
-            process.terminate()
-            process.wait(30)
-    finally:
-        upstream.terminate()
-        upstream.wait(30)
+    with running(tmp_path, db="upstream.sqlite3") as (_, upstream_address, _), \
+            running(tmp_path, "-u", upstream_address, "--http", "127.0.0.1:0") as (_, _, lines):
+        http_address = children(lines)[0][0]
+        answers = await asyncio.gather(*[get(http_address, target) for _ in range(20)
+                                         for target in ("/api/v1/status", "/metrics")])
+        assert [answer.status for answer in answers] == [200] * 40
+        states = [answer.json()["upstream_state"] for answer in answers[0::2]]
+        assert [(state["address"], state["down"]) for state in states] == [(upstream_address, False)] * 20
+        assert all(b'prserv_upstream_requests_total{outcome="ok"}' in answer.body for answer in answers[1::2])
 
 
 def history_target(version: str = V, pkgarch: str = A) -> str:
@@ -403,18 +370,9 @@ async def test_a_child_of_a_server_on_postgresql_reads_the_values_the_server_sto
 
 @pytest.fixture
 def certificates(tmp_path):
-    """(CA bundle, server certificate chain, key): a CA of the test's own (as test_tls's,
-    whose module skips without trustme: imported here it would skip every test above)."""
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1", "localhost")
-    ca_file, chain, key = tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
-    ca.cert_pem.write_to_path(str(ca_file))
-    issued.private_key_pem.write_to_path(str(key))
-    with open(chain, "wb") as out:
-        for blob in issued.cert_chain_pems:
-            out.write(blob.bytes())
-    return str(ca_file), str(chain), str(key)
+    """(CA bundle, server certificate chain, key): test_tls's fixture, whose module
+    skips without trustme, imported here would skip every test above."""
+    return issue(tmp_path)
 
 
 async def test_an_https_child_serves_the_server_s_certificate_and_takes_tokens_by_basic(tmp_path, certificates):

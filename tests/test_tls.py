@@ -13,7 +13,9 @@ from prserv.client import PRAsyncClient
 from prserv.errors import ConfigError
 from prserv.runtime.settings import load_config
 
-trustme = pytest.importorskip("trustme")
+from certificates import issue
+
+pytest.importorskip("trustme")
 
 V, A = "zlib-1.3-r0", "core2-64"
 
@@ -21,16 +23,7 @@ V, A = "zlib-1.3-r0", "core2-64"
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory):
     """(CA bundle, server certificate chain, key): a CA of the test's own."""
-    where = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    issued = ca.issue_cert("127.0.0.1", "localhost")
-    ca_file, chain, key = where / "ca.pem", where / "server.pem", where / "server.key"
-    ca.cert_pem.write_to_path(str(ca_file))
-    issued.private_key_pem.write_to_path(str(key))
-    with open(chain, "wb") as out:
-        for blob in issued.cert_chain_pems:
-            out.write(blob.bytes())
-    return str(ca_file), str(chain), str(key)
+    return issue(tmp_path_factory.mktemp("tls"))
 
 
 async def tls_server(start_server, certificates, **options):
