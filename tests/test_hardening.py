@@ -65,12 +65,11 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     # ``positions`` ("prserv_%s_positions" % checked_identifier(table)) are checked again.
     ("storage/sqlite/feed.py", "first_row_identity"): {"table"},
     ("storage/sqlite/counting.py", "PackageCounter._add_new"): {"self.table"},
-    ("storage/sqlite/counting.py", "PackageCounter._next_package"): {"self.table"},
     ("storage/sqlite/counting.py", "PackageCounter._existed"): {"self.table"},
     ("storage/sqlite/record.py", "create"): {"record_table(table)", "OLD_TIME_INDEX % checked_identifier(table)"},
     ("storage/sqlite/record.py", "Record.row_range"): {"self.name"},
     ("storage/sqlite/record.py", "Record.first_since"): {"self.name"},
-    ("storage/sqlite/record.py", "Record._time_at"): {"self.name"},
+    ("storage/sqlite/record.py", "Record._record_at"): {"self.name"},
     ("storage/sqlite/record.py", "Record.flush"): {"self.name"},
     ("storage/sqlite/record.py", "Record.forget_clients"): {"self.name"},
     ("storage/sqlite/record.py", "Record.history"): {"self.name", "self.table"},
@@ -118,7 +117,7 @@ ALLOWED_DYNAMIC_SQL: Dict[Tuple[str, str], Set[str]] = {
     ("storage/sqlite/engine.py", "SQLiteEngine._select"): {"self.table", "where"},
     # A listing's query takes only flags (which filters apply) and the checked table:
     # test_listing_queries_are_built_from_flags_only holds both engines' builders to it.
-    ("storage/sqlite/listing.py", "_packages"): {"table"},
+    ("storage/sqlite/listing.py", "next_package"): {"table"},
     ("storage/sqlite/listing.py", "_of_pkgarch"): {"table"},
     ("storage/sqlite/listing.py", "_first_version"): {"table"},
     ("storage/sqlite/listing.py", "_next_version"): {"table"},

@@ -39,6 +39,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import DaemonError
 from ..log import logger
+from ..server.web import role
 from .priority import idle_process
 from .settings import CONFIG_ENV, REPEATED, SETTINGS, SETTINGS_BY_NAME, SWITCH, Config
 
@@ -132,10 +133,6 @@ def watch_parent(parent: int, directory: Optional[str] = None, interval: float =
 
 # --------------------------------------------------------------------------- in the server
 
-def role_of(config: Config) -> str:
-    return "mirror" if config.mirror else "read-only" if config.read_only else "read-write"
-
-
 def child_argv(config: Config, log_file: str, socket_path: str) -> List[str]:
     """The child's command line.  The database is not on it (``child_environ``): a
     PostgreSQL URL may hold a password, and any local user can read a command line."""
@@ -162,7 +159,8 @@ def child_environ(config: Config, report_fd: int, parent_address: Optional[str] 
     what its status shows."""
     names = {setting.env for setting in SETTINGS} | {CONFIG_ENV}
     environ = {key: value for key, value in os.environ.items() if key not in names}
-    environ.update({SETTINGS_BY_NAME["database"].env: config.database, ROLE_ENV: role_of(config), UPSTREAM_ENV: config.upstream or "",
+    environ.update({SETTINGS_BY_NAME["database"].env: config.database,
+                    ROLE_ENV: role(config.read_only, config.mirror), UPSTREAM_ENV: config.upstream or "",
                     MIRROR_OF_ENV: config.mirror or "", REPORT_FD_ENV: str(report_fd),
                     PARENT_ENV: str(os.getpid()), PARENT_ADDRESS_ENV: parent_address or "",
                     DIRECTORY_ENV: directory or ""})

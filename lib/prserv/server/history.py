@@ -20,8 +20,9 @@ from ..revision import RevisionKey, key_to_revision, optional_key
 from ..storage.engine import HistoryRow, RecentRow
 from ..timestamps import rfc3339
 
-def _order(row: HistoryRow) -> Tuple[int, Any, str]:
-    key = optional_key(row[1])
+
+def _order(keyed: Tuple[Optional[RevisionKey], HistoryRow]) -> Tuple[int, Any, str]:
+    key, row = keyed
     if key is None:
         return (1, str(row[1]), row[0])
     return (0, key, row[0])
@@ -37,13 +38,12 @@ def _item(fields: Dict[str, Any], given: Optional[int], address: Optional[str], 
 
 def history_document(version: str, pkgarch: str, rows: List[HistoryRow], show_clients: bool) -> Dict[str, Any]:
     """The answer for one package's rows (``rows`` not empty)."""
-    ordered = sorted(rows, key=_order)
-    keys = [key for key in (optional_key(row[1]) for row in ordered) if key is not None]
-    latest: Optional[RevisionKey] = max(keys) if keys else None
+    ordered = sorted(((optional_key(row[1]), row) for row in rows), key=_order)
+    latest = next((key for key, _ in reversed(ordered) if key is not None), None)   # revisions sort first
     return {"version": version, "pkgarch": pkgarch,
             "latest": None if latest is None else key_to_revision(latest),
             "history": [_item({"checksum": checksum, "value": value}, given, address, user, show_clients)
-                        for checksum, value, given, address, user in ordered]}
+                        for _, (checksum, value, given, address, user) in ordered]}
 
 
 def recent_items(rows: List[RecentRow], show_clients: bool) -> List[Dict[str, Any]]:

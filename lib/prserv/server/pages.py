@@ -135,8 +135,8 @@ def when(given: Optional[str]) -> str:
         return '<time datetime="%s">%s %s UTC</time>' % (esc(given), esc(given[:10]), esc(given[11:19]))
     moment = parse_time(given)
     if moment is None:
-        return '<span class="muted">unknown</span>' if given is None else esc(given)
-    shown = moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return text_or_unknown(given)
+    shown = moment.strftime("%Y-%m-%d %H:%M:%S UTC")
     return '<time datetime="%s">%s</time>' % (esc(given), esc(shown))
 
 
@@ -349,8 +349,8 @@ them would weigh more than the table); above, the steps alone."""
 
 
 def plot_points(items: List[Document]) -> Tuple[List[Tuple[float, int, int]], bool]:
-    """(x, y, row index) per row with a number, and whether x is time: the given
-    times when every row has one, else the rows' order."""
+    """(x, y, row index) per row with a number, in x order, and whether x is time:
+    the given times when every row has one, else the rows' order."""
     times = [parse_time(item.get("given")) for item in items]
     timed = bool(items) and all(moment is not None for moment in times)
     points = []
@@ -378,9 +378,8 @@ def step_plot(items: List[Document]) -> str:
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     to_x = scale(min(xs), max(xs), LEFT + 6, PLOT_WIDTH - RIGHT - 6)
     to_y = scale(min(ys), max(ys), PLOT_HEIGHT - BOTTOM - 6, TOP + 6)
-    ordered = sorted(points)
-    path = "M%.1f,%.1f" % (to_x(ordered[0][0]), to_y(ordered[0][1]))
-    path += "".join(" H%.1f V%.1f" % (to_x(x), to_y(y)) for x, y, _ in ordered[1:])
+    path = "M%.1f,%.1f" % (to_x(points[0][0]), to_y(points[0][1]))        # points are in x order
+    path += "".join(" H%.1f V%.1f" % (to_x(x), to_y(y)) for x, y, _ in points[1:])
     marks = "".join('<circle class="mark" cx="%.1f" cy="%.1f" r="3.5" fill="#0a58ca"><title>%s</title></circle>'
                     % (to_x(x), to_y(y), esc("%s: %s" % (items[i]["checksum"], items[i]["value"])))
                     for x, y, i in points) if len(points) <= MAX_MARKS else ""

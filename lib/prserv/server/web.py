@@ -1,11 +1,11 @@
-"""The HTTP listener's routes (``--http HOST:PORT``): a JSON status API, for now.
+"""The HTTP listener's routes (``--http HOST:PORT``): the JSON API, the pages, ``/metrics``.
 
 The session (``asyncrpc.httpsession``) parses HTTP and refuses what no route takes
 (other methods, bodies, oversized heads); this module answers the requests it
-passes on, from what the server already knows.  Routes so far:
+passes on, from what the server already knows.  The routes:
 
 * ``GET /api/v1/status``: the server's role, engine, version, upstream and mirror
-  source;
+  source, the history's identity, its figures and its sources' state;
 * ``GET /api/v1/history?version=V&pkgarch=A``: every row of one package in numeric
   value order (``history``), 404 for a package without rows; with an ``ETag`` (a hash
   of the answer) that ``If-None-Match`` turns into 304;
@@ -15,6 +15,8 @@ passes on, from what the server already knows.  Routes so far:
   ``next`` (and a ``Link: rel="next"`` header) is the opaque cursor ``after`` takes
   for the page after, the last package shown, so that values added while paging
   neither repeat nor skip a package;
+* ``GET /api/v1/recent?since=&after=&limit=``: values newest first, those given at or
+  after ``since`` (RFC 3339), paginated the same way;
 * ``GET /api/v1/openapi.json``: the API's description (``server.openapi``);
 * ``GET /metrics``: Prometheus' text, as ``--metrics`` serves it, to clients that
   may write (``webaccess``); 404 to everyone else (its existence is not advertised);
@@ -47,9 +49,9 @@ from ..asyncrpc.httpsession import Client, Headers, Response, Viewer
 from ..errors import InvalidRequestError
 from ..storage.postgresql.url import is_url
 from ..version import __version__
+from ..timestamps import now_us, parse_rfc3339, rfc3339
 from . import metrics, openapi, pages
 from .parentstate import ParentState
-from ..timestamps import now_us, parse_rfc3339, rfc3339
 from .history import history_document, recent_items
 from .webaccess import Refusal, viewer_of
 
@@ -100,6 +102,11 @@ def uses_tls(address: str) -> bool:
     """Whether the listener at ``address`` serves HTTPS (``https://HOST:PORT``), with
     the server's ``tls_certificate`` and ``tls_key``."""
     return address.strip().lower().startswith(HTTPS_PREFIX)
+
+
+def role(read_only: bool, mirror: Optional[str]) -> str:
+    """What the status calls a server: ``mirror``, ``read-only`` or ``read-write``."""
+    return "mirror" if mirror else "read-only" if read_only else "read-write"
 
 
 class Described(Protocol):
@@ -416,9 +423,9 @@ class WebRoutes:
         from what the engine keeps counted or indexed, never a count of the table."""
         server = self.server
         engine = server.engine
-        role = "mirror" if server.mirror else "read-only" if server.read_only else "read-write"
         upstream = server.allocator.upstream if server.allocator is not None else None
-        described = {"role": role, "upstream": server.upstream, "mirror_of": server.mirror}
+        described = {"role": role(server.read_only, server.mirror), "upstream": server.upstream,
+                     "mirror_of": server.mirror}
         mirror_state = server.mirror_status()
         upstream_state = None if upstream is None else {
             "address": upstream.address, "down": upstream.is_down, **upstream.outcomes}

@@ -19,13 +19,10 @@ HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
 The feed's queries select ``txid::text`` and order by ``prmain.txid``: a bare
 ``ORDER BY txid`` names the output column, the text, and "1000" sorts before "999"."""
 
-ROWS_AFTER = ("SELECT txid::text, id, version, pkgarch, checksum, value FROM prmain "
+ROWS_AFTER = ("SELECT txid::text, id, version, pkgarch, checksum, value, given FROM prmain "
               "WHERE (txid, id) > ($1::text::xid8, $2) AND txid < %s ORDER BY prmain.txid, prmain.id LIMIT $3"
               % HORIZON)
-ROWS_AFTER_GIVEN = ("SELECT txid::text, id, version, pkgarch, checksum, value, given FROM prmain "
-                    "WHERE (txid, id) > ($1::text::xid8, $2) AND txid < %s ORDER BY prmain.txid, prmain.id LIMIT $3"
-                    % HORIZON)
-"""``ROWS_AFTER`` with each row's time (``given``, a column of the rows read anyway)."""
+"""The feed's rows, each with its time (``given``: a column of the rows read anyway)."""
 ROWS_BETWEEN = ("SELECT txid::text, id, version, pkgarch, checksum, value FROM prmain "
                 "WHERE (txid, id) > ($1::text::xid8, $2) AND (txid, id) <= ($3::text::xid8, $4) "
                 "AND txid < %s ORDER BY prmain.txid, prmain.id" % HORIZON)
@@ -46,13 +43,13 @@ def position_parts(position: Optional[Position]) -> Tuple[str, int]:
 
 
 def positioned(found: Any) -> List[PositionedRow]:
-    """Rows selected as (txid, id, version, pkgarch, checksum, value), positioned."""
+    """Rows selected as (txid, id, version, pkgarch, checksum, value, ...), positioned."""
     return [("%s:%d" % (r[0], r[1]), r[2], r[3], r[4], r[5]) for r in found]
 
 
 def positioned_given(found: Any) -> List[Tuple[Any, ...]]:
-    """Rows selected as ``ROWS_AFTER_GIVEN`` gives them, positioned, each followed by
-    its time in microseconds since the epoch (None: unknown)."""
+    """Rows selected as ``ROWS_AFTER`` gives them, positioned, each followed by its
+    time in microseconds since the epoch (None: unknown)."""
     return [("%s:%d" % (r[0], r[1]), r[2], r[3], r[4], r[5], micros(r[6])) for r in found]
 
 
@@ -60,13 +57,11 @@ async def read_page(connection: Any, since: Optional[Position], limit: int, coun
                     with_given: bool = False) -> FeedPage:
     """Up to ``limit`` rows after ``since``, whether ``since`` is held here (and its
     row), and with ``count`` how many more rows are pending.  ``with_given``: each row
-    followed by its time (``positioned_given``), at no cost but the column."""
+    followed by its time (``positioned_given``)."""
     txid, row = position_parts(since)
     identity = await connection.fetchval("SELECT value FROM prserv_meta WHERE name = 'identity'")
-    if with_given:
-        rows: List[Any] = positioned_given(await connection.fetch(ROWS_AFTER_GIVEN, txid, row, max(0, limit)))
-    else:
-        rows = positioned(await connection.fetch(ROWS_AFTER, txid, row, max(0, limit)))
+    found = await connection.fetch(ROWS_AFTER, txid, row, max(0, limit))
+    rows: List[Any] = positioned_given(found) if with_given else positioned(found)
     reached, at = True, None
     if since is not None:
         at_row = await connection.fetchrow(

@@ -5,8 +5,9 @@ key: one seek per package (a loose index scan), about a second for a hundred tho
 packages -- too long for the event loop the SQLite engine runs on.  So the count is
 taken a slice at a time (``STEP`` seeks per call, about a millisecond), each call
 going on where the last stopped -- the engine makes the calls from a task of its own,
-between other requests -- and the figure is unknown (None) until the walk is done.  From then on only the rows committed since are read (by rowid, a range): a
-package is new if none of its rows is at or below the rowid already counted.
+between other requests -- and the figure is unknown (None) until the walk is done.
+From then on only the rows committed since are read (by rowid, a range): a package
+is new if none of its rows is at or below the rowid already counted.
 
 The walk counts a package only if it has a row at or below the rowid reached when the
 walk began (``start``): a package first stored during the walk is counted once, by the
@@ -19,6 +20,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Optional, Tuple
 
+from .listing import next_package
 from .schema import checked_identifier
 
 STEP = 50
@@ -62,7 +64,7 @@ class PackageCounter:
         if self._start is None:
             self._start = committed
         for _ in range(STEP):
-            package = self._next_package(self._after)
+            package = next_package(self.conn, self.table, self._after)
             if package is None:
                 self._done, self._counted, self._packages = True, self._start, self._walked
                 return
@@ -81,15 +83,6 @@ class PackageCounter:
             (self._counted, upper)).fetchall()
         self._packages += sum(1 for package in packages if not self._existed(package, self._counted))
         self._counted = upper
-
-    def _next_package(self, after: Optional[Tuple[str, str]]) -> Optional[Tuple[str, str]]:
-        if after is None:
-            row = self.conn.execute("SELECT version, pkgarch FROM %s ORDER BY version, pkgarch LIMIT 1"
-                                    % self.table).fetchone()
-        else:
-            row = self.conn.execute("SELECT version, pkgarch FROM %s WHERE (version, pkgarch) > (?, ?) "
-                                    "ORDER BY version, pkgarch LIMIT 1" % self.table, after).fetchone()
-        return None if row is None else (row[0], row[1])
 
     def _existed(self, package: Tuple[str, str], rowid: int) -> bool:
         """Whether the package has a row at or below ``rowid``."""

@@ -29,6 +29,7 @@ from .database import SQLiteDatabase
 EXPORT_BATCH_ROWS = 2000
 """Rows fetched per query while exporting (and per batch handed on)."""
 CHANGE_POLL_SECONDS = 0.1
+"""How often ``wait_for_changes`` looks for commits of other processes."""
 LISTING_STEPS = 10
 """Seeks a package listing makes before it lets the event loop run other requests."""
 STOP = object()
@@ -36,12 +37,10 @@ COUNT_PAUSE = 0.005
 """Seconds between the steps of the first count of packages (``counting.STEP`` each)."""
 FORGET_SLICE = 20000
 """Records ``forget_clients`` changes per transaction at most."""
-"""How often ``wait_for_changes`` looks for commits of other processes."""
 
 
 class SQLiteEngine(Engine, ImmediateEngine, MirrorTarget):
     """bitbake's PR table (``PRMAIN``, or another name) in an open SQLite file."""
-
 
     def __init__(self, database: SQLiteDatabase, table: str = PRMAIN, mirror: bool = False) -> None:
         """``mirror``: the file is written only by a mirror (``feed`` explains what

@@ -51,13 +51,21 @@ def _before(version: str, end: Optional[str]) -> bool:
     return end is None or version < end
 
 
+def next_package(conn: sqlite3.Connection, table: str, after: Optional[Package],
+                 prefix: str = "") -> Optional[Package]:
+    """The first package after ``after`` (without it: the first whose version is
+    ``prefix`` or after), by one seek; ``table`` is checked by the caller."""
+    row = (conn.execute(FIRST_PACKAGE % table, (prefix,)) if after is None
+           else conn.execute(NEXT_PACKAGE % table, after)).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
 def _packages(conn: sqlite3.Connection, table: str, prefix: str, end: Optional[str],
               place: Optional[Package]) -> Iterator[Optional[Package]]:
-    row = (conn.execute(FIRST_PACKAGE % table, (prefix,)) if place is None
-           else conn.execute(NEXT_PACKAGE % table, place)).fetchone()
-    while row is not None and _before(row[0], end):
-        yield row[0], row[1]
-        row = conn.execute(NEXT_PACKAGE % table, (row[0], row[1])).fetchone()
+    package = next_package(conn, table, place, prefix)
+    while package is not None and _before(package[0], end):
+        yield package
+        package = next_package(conn, table, package)
 
 
 def _of_pkgarch(conn: sqlite3.Connection, table: str, prefix: str, end: Optional[str], pkgarch: str,

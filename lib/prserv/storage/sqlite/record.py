@@ -224,22 +224,21 @@ class Record:
         """The row of the first record given at or after ``since`` (None: none is),
         by binary search over the rows: times grow with rows (module docstring)."""
         low, high = self.row_range()
-        if low == high or self._time_at(high - 1) < since:
+        if low == high or self._record_at(high - 1)[1] < since:
             return None
         high -= 1
         while low < high:
             middle = (low + high) // 2
-            if self._time_at(middle) >= since:
+            if self._record_at(middle)[1] >= since:
                 high = middle
             else:
                 low = middle + 1
-        return self.conn.execute("SELECT row FROM %s WHERE row >= ? ORDER BY row LIMIT 1" % self.name,
-                                 (low,)).fetchone()[0]
+        return self._record_at(low)[0]
 
-    def _time_at(self, row: int) -> int:
-        """The time of the first record at or after ``row`` (one must exist)."""
-        return self.conn.execute("SELECT given FROM %s WHERE row >= ? ORDER BY row LIMIT 1" % self.name,
-                                 (row,)).fetchone()[0]
+    def _record_at(self, row: int) -> Tuple[int, int]:
+        """(row, time) of the first record at or after ``row`` (one must exist)."""
+        return self.conn.execute("SELECT row, given FROM %s WHERE row >= ? ORDER BY row LIMIT 1" % self.name,
+                                 (row,)).fetchone()
 
     def flush_if_writing(self) -> None:
         """Inside the open transaction the queued rows are visible: so are their records."""
